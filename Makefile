@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Everything lives in .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On Linux x86_64 without an NVIDIA GPU, take the CPU build of torch (sentence-transformers needs torch);
+# an unpinned torch would pull a CUDA build of several GB. Override with TORCH_SPEC=... (empty: pip decides).
+ifeq ($(shell uname -s)-$(shell uname -m),Linux-x86_64)
+TORCH_SPEC ?= $(if $(shell command -v nvidia-smi),,torch==2.13.0)
+endif
+DEMO_HOME ?= $(CURDIR)/.shvayambhu
+QUESTION ?= How can I fall asleep faster at night?
+
+.PHONY: setup demo test lint bench checkpoint clean
+
+setup: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(if $(TORCH_SPEC),$(BIN)/pip install --quiet "$(TORCH_SPEC)")
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	SHVAYAMBHU_HOME=$(DEMO_HOME) $(BIN)/shvayambhu ingest ingest/data/seed.jsonl
+	SHVAYAMBHU_HOME=$(DEMO_HOME) $(BIN)/shvayambhu search "$(QUESTION)" -k 3
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

@@ -1,0 +1,215 @@
+"""The Byte Latent Transformer (Pagnoni et al., 2024), sized for a CPU.
+
+    bytes --(byte + hashed n-gram embeddings)--> local encoder (causal, sliding window)
+          --(per-patch cross-attention pooling)--> global transformer over patches (causal)
+          --(bytes cross-attend to the previous patch's global output)--> local decoder --> next-byte logits
+
+Causality: the encoder is causal over bytes; patch j is pooled from its own bytes only; the global model is
+causal over patches; a byte in patch j reads the global output of patch j-1 (patch 0 reads a learned null
+state), which was computed from bytes that all precede it. So the logits at byte t depend on bytes <= t and
+on the patch starts <= t only, and right-padding a batch never changes the logits of real positions.
+
+Residuals: each cross-attention adds its output to its query stream exactly once (q + attn(q, kv)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from blt.config import BLTConfig
+from blt.hashing import HashNgramEmbedding
+from blt.layers import Block, KVCache, num_params
+from blt.patching import patch_ids
+
+__all__ = ["BLT", "num_params", "patch_geometry"]
+
+
+def patch_geometry(pid: mx.array, n_patches: int) -> tuple[mx.array, mx.array]:
+    """First position and length of each patch, both [B, P] int32, from the patch ids [B, T]."""
+    B, T = pid.shape
+    ones = mx.ones(pid.shape, dtype=mx.int32)
+    lengths = mx.zeros((B, n_patches), dtype=mx.int32).at[mx.arange(B)[:, None], pid].add(ones)
+    first = mx.cumsum(lengths, axis=1) - lengths
+    return first, lengths
+
+
+class PatchPooler(nn.Module):
+    """Encoder side: one query per patch, the max-pool of the patch's byte states, attends to those bytes only;
+    the result (query + attention, one residual) is projected to the global width."""
+
+    def __init__(self, dim: int, n_heads: int, out_dim: int, max_patch_len: int):
+        super().__init__()
+        self.n_heads, self.head_dim, self.max_patch_len = n_heads, dim // n_heads, max_patch_len
+        self.q_norm = nn.RMSNorm(dim)
+        self.kv_norm = nn.RMSNorm(dim)
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wkv = nn.Linear(dim, 2 * dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+        self.proj = nn.Linear(dim, out_dim, bias=False)
+
+    def __call__(self, h: mx.array, pid: mx.array, n_patches: int) -> mx.array:
+        B, T, D = h.shape
+        P, L, H, hd = n_patches, self.max_patch_len, self.n_heads, self.head_dim
+        first, lengths = patch_geometry(pid, P)
+        offs = mx.arange(L)
+        # Gather each patch's bytes into a [B, P, L] block (positions past the patch end are masked).
+        # Empty patches (beyond a row's last patch) keep one key so every softmax stays finite.
+        valid = (offs < lengths[..., None]) | (offs == 0)
+        idx = mx.minimum(first[..., None] + offs, T - 1) + (mx.arange(B) * T)[:, None, None]
+        kv = self.wkv(self.kv_norm(h))
+        block = mx.concatenate([h, kv], axis=-1).reshape(B * T, 3 * D)[idx.reshape(-1)].reshape(B, P, L, 3 * D)
+        hb, k, v = block[..., :D], block[..., D : 2 * D], block[..., 2 * D :]
+        pooled = mx.where(valid[..., None], hb, -mx.inf).max(axis=2)  # [B, P, D]
+        q = self.wq(self.q_norm(pooled)).reshape(B * P, H, 1, hd)
+        k = k.reshape(B * P, L, H, hd).transpose(0, 2, 1, 3)
+        v = v.reshape(B * P, L, H, hd).transpose(0, 2, 1, 3)
+        mask = valid.reshape(B * P, 1, 1, L)
+        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(hd), mask=mask)
+        x = pooled + self.wo(o.reshape(B, P, D))
+        return self.proj(x)
+
+
+class DecoderCrossAttention(nn.Module):
+    """Decoder side: every byte attends to the ``k`` key/value slots made from the global output of the patch
+    before its own (one residual)."""
+
+    def __init__(self, dim: int, n_heads: int, global_dim: int, k: int):
+        super().__init__()
+        self.n_heads, self.head_dim, self.k = n_heads, dim // n_heads, k
+        self.norm = nn.RMSNorm(dim)
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wkv = nn.Linear(global_dim, 2 * k * dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+
+    def slots(self, g: mx.array) -> tuple[mx.array, mx.array]:
+        """Keys and values [B, P, heads, k, head_dim] from the per-patch states g [B, P, global_dim]."""
+        B, P, _ = g.shape
+        kv = self.wkv(g).reshape(B, P, 2, self.k, self.n_heads, self.head_dim).transpose(2, 0, 1, 4, 3, 5)
+        return kv[0], kv[1]
+
+    def __call__(self, x: mx.array, slots: tuple[mx.array, mx.array], pid: mx.array) -> mx.array:
+        B, T, D = x.shape
+        H, hd, k = self.n_heads, self.head_dim, self.k
+        ks, vs = slots
+        P = ks.shape[1]
+        if P == 1:  # incremental decoding: every byte reads the same patch
+            ks = mx.broadcast_to(ks, (B, T, H, k, hd))
+            vs = mx.broadcast_to(vs, (B, T, H, k, hd))
+        else:
+            flat = (pid + (mx.arange(B) * P)[:, None]).reshape(-1)
+            ks, vs = ks.reshape(B * P, H, k, hd)[flat], vs.reshape(B * P, H, k, hd)[flat]
+        q = self.wq(self.norm(x)).reshape(B * T, H, 1, hd)
+        o = mx.fast.scaled_dot_product_attention(
+            q, ks.reshape(B * T, H, k, hd), vs.reshape(B * T, H, k, hd), scale=1.0 / math.sqrt(hd)
+        )
+        return x + self.wo(o.reshape(B, T, D))
+
+
+class DecoderLayer(nn.Module):
+    """Cross-attention to the previous patch, then a causal sliding-window byte block."""
+
+    def __init__(self, cfg: BLTConfig):
+        super().__init__()
+        self.cross = DecoderCrossAttention(cfg.dec_dim, cfg.dec_heads, cfg.global_dim, cfg.cross_k)
+        self.block = Block(cfg.dec_dim, cfg.dec_heads, cfg.local_window, cfg.mlp_mult, cfg.dropout, cfg.rope_base)
+
+    def __call__(self, x, slots, pid, cache: KVCache | None = None) -> mx.array:
+        return self.block(self.cross(x, slots, pid), cache)
+
+
+class BLT(nn.Module):
+    """Byte Latent Transformer: ``model(tokens [B, T] int32, starts [B, T] bool) -> logits [B, T, V] float32``.
+
+    ``starts`` marks the first byte of each patch (``blt.patching.patch_starts``); position 0 is always
+    treated as a start, and no patch may be longer than ``cfg.patcher.max_patch_len``.
+    """
+
+    def __init__(self, cfg: BLTConfig):
+        super().__init__()
+        self.cfg = cfg
+        De, Dg, Dd = cfg.enc_dim, cfg.global_dim, cfg.dec_dim
+        self.byte_embed = nn.Embedding(cfg.vocab_size, De)
+        self.hash_embed = HashNgramEmbedding(De, cfg.ngram_min, cfg.ngram_max, cfg.hash_rows)
+        self.encoder = [
+            Block(De, cfg.enc_heads, cfg.local_window, cfg.mlp_mult, cfg.dropout, cfg.rope_base)
+            for _ in range(cfg.enc_layers)
+        ]
+        self.pooler = PatchPooler(De, cfg.enc_heads, Dg, cfg.patcher.max_patch_len)
+        self.global_layers = [
+            Block(Dg, cfg.global_heads, None, cfg.mlp_mult, cfg.dropout, cfg.rope_base)
+            for _ in range(cfg.global_layers)
+        ]
+        self.global_norm = nn.RMSNorm(Dg)
+        self.null_patch = 0.02 * mx.random.normal((Dg,))  # what bytes of the first patch read
+        self.dec_in = nn.Linear(De, Dd, bias=False) if De != Dd else None
+        self.decoder = [DecoderLayer(cfg) for _ in range(cfg.dec_layers)]
+        self.norm = nn.RMSNorm(Dd)
+        self.head = nn.Linear(Dd, cfg.vocab_size, bias=False)
+
+    # -- the stages, shared by the whole-sequence pass and incremental decoding --------------------------------
+    def make_cache(self) -> dict[str, list[KVCache]]:
+        return {
+            "encoder": [KVCache() for _ in self.encoder],
+            "global": [KVCache() for _ in self.global_layers],
+            "decoder": [KVCache() for _ in self.decoder],
+        }
+
+    def encode(self, tokens: mx.array, cache: list[KVCache] | None = None, context: mx.array | None = None):
+        """Byte states [B, T, enc_dim]; ``context`` holds the tokens just before ``tokens`` (for the hashes)."""
+        x = self.byte_embed(tokens) + self.hash_embed(tokens, context)
+        for i, layer in enumerate(self.encoder):
+            x = layer(x, None if cache is None else cache[i])
+        return x
+
+    def run_global(self, x: mx.array, cache: list[KVCache] | None = None) -> mx.array:
+        """Global outputs [B, P, global_dim] (normalised) for the patch embeddings ``x``."""
+        for i, layer in enumerate(self.global_layers):
+            x = layer(x, None if cache is None else cache[i])
+        return self.global_norm(x)
+
+    def prev_patch_states(self, g: mx.array) -> mx.array:
+        """[B, P, Dg]: entry j is the global output of patch j-1 (the null state for j = 0)."""
+        B, _, Dg = g.shape
+        null = mx.broadcast_to(self.null_patch.astype(g.dtype), (B, 1, Dg))
+        return mx.concatenate([null, g[:, :-1]], axis=1)
+
+    def decoder_slots(self, prev: mx.array) -> list[tuple[mx.array, mx.array]]:
+        """Per decoder layer, the cross-attention keys/values of the per-patch states ``prev`` [B, P, Dg]."""
+        return [layer.cross.slots(prev) for layer in self.decoder]
+
+    def decode(self, h, slots, pid, cache: list[KVCache] | None = None) -> mx.array:
+        """Next-byte logits [B, T, V] float32 from byte states h and each byte's previous-patch slots."""
+        x = h if self.dec_in is None else self.dec_in(h)
+        for i, layer in enumerate(self.decoder):
+            x = layer(x, slots[i], pid, None if cache is None else cache[i])
+        return self.head(self.norm(x)).astype(mx.float32)
+
+    # -- whole sequence --------------------------------------------------------------------------------------
+    def __call__(self, tokens: mx.array, starts: mx.array, n_patches: int | None = None) -> mx.array:
+        """Logits [B, T, V]. ``n_patches`` (>= the largest number of patches in a row) fixes the global
+        sequence length, e.g. to a bucket for ``mx.compile``; by default it is counted (a device sync)."""
+        T = tokens.shape[1]
+        starts = starts.astype(mx.bool_) | (mx.arange(T) == 0)
+        pid = patch_ids(starts)
+        if n_patches is None:
+            n_patches = self.count_patches(starts)
+        pid = mx.minimum(pid, n_patches - 1)  # a too-small n_patches must not index out of bounds
+        h = self.encode(tokens)
+        g = self.run_global(self.pooler(h, pid, n_patches))
+        return self.decode(h, self.decoder_slots(self.prev_patch_states(g)), pid)
+
+    def count_patches(self, starts: mx.array) -> int:
+        """Largest number of patches in a row; raises ValueError if a patch exceeds ``max_patch_len``."""
+        s = np.array(starts, dtype=bool).copy()
+        s[:, 0] = True
+        limit = self.cfg.patcher.max_patch_len
+        for row in s:
+            pos = np.flatnonzero(row)
+            longest = int(np.diff(np.append(pos, len(row))).max())
+            if longest > limit:
+                raise ValueError(f"a patch of {longest} bytes exceeds max_patch_len={limit}; use patch_starts()")
+        return int(s.sum(axis=1).max())

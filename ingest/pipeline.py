@@ -1,0 +1,208 @@
+"""Ingest: read, validate, embed what is new, write to Chroma in batches; safe to kill and run again."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from index.embed import Embedder
+from ingest.readers import CHUNK_BYTES, read_path
+from ingest.records import Record
+from ingest.validate import Rejection, check_record
+
+EMBED_FIELDS = ("prompt", "response", "both")
+
+
+class IngestError(RuntimeError):
+    """Ingest refused to write anything (e.g. `--strict` and a rejected record)."""
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did; `rejections` name the file and line of every record left out."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    removed: int = 0
+    seconds: float = 0.0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+def flatten_meta(rec: Record, embed_field: str) -> dict[str, Any]:
+    """Chroma metadata: scalar values only, nested `meta` flattened to `meta.a.b` keys, None dropped."""
+    out: dict[str, Any] = {
+        "prompt": rec.prompt,
+        "response": rec.response,
+        "source": rec.source,
+        "line": rec.line,
+        "bytes": len(rec.response.encode("utf-8")),
+        "hash": rec.id,
+        "key": rec.key,
+        "kind": rec.kind,
+        "embed_field": "both" if rec.kind == "text" else embed_field,
+    }
+    for name in ("category", "model", "split"):
+        if getattr(rec, name):
+            out[name] = getattr(rec, name)
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, bool | int | float | str):
+            out[prefix] = value
+        elif value is not None:
+            import json
+
+            out[prefix] = json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+    walk("meta", rec.meta)
+    return out
+
+
+def collect(
+    paths: Iterable[str | Path], chunk_bytes: int = CHUNK_BYTES, **limits: int
+) -> tuple[list[Record], list[Rejection]]:
+    """Read and validate every path; duplicates (same content id) are kept once, the first one seen."""
+    records: dict[str, Record] = {}
+    rejections: list[Rejection] = []
+    for p in paths:
+        for item in read_path(p, chunk_bytes):
+            if isinstance(item, Rejection):
+                rejections.append(item)
+                continue
+            reason = check_record(item, **limits)
+            if reason:
+                rejections.append(Rejection(item.source, item.line, reason))
+            else:
+                records.setdefault(item.id, item)
+    return list(records.values()), rejections
+
+
+def _existing(collection: Any, ids: list[str], batch: int) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(ids), batch):
+        found.update(collection.get(ids=ids[i : i + batch], include=[])["ids"])
+    return found
+
+
+def _by_source(collection: Any, sources: set[str]) -> dict[str, str]:
+    """id -> slot key of every stored record that came from one of `sources`."""
+    out: dict[str, str] = {}
+    for src in sorted(sources):
+        got = collection.get(where={"source": src}, include=["metadatas"])
+        for id_, meta in zip(got["ids"], got["metadatas"], strict=True):
+            out[id_] = (meta or {}).get("key", "")
+    return out
+
+
+def ingest_records(
+    records: list[Record],
+    collection: Any,
+    embedder: Embedder | Callable[[], Embedder],
+    *,
+    embed_field: str = "prompt",
+    prune: bool = False,
+    sources: set[str] | None = None,
+    progress: bool | None = None,
+    embed_batch: int = 64,
+    summary: IngestSummary | None = None,
+) -> IngestSummary:
+    """Write `records` into `collection`: new ones embedded and added, edited ones replaced, stale ones pruned.
+
+    New vectors are written before any old one is deleted, so a run killed at any point leaves every record
+    either in its old or its new version, and the next run finishes the job.
+    """
+    if embed_field not in EMBED_FIELDS:
+        raise IngestError(f"embed field must be one of {', '.join(EMBED_FIELDS)}, not {embed_field!r}")
+    start = time.perf_counter()
+    summary = summary or IngestSummary()
+    batch = max(1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000,
+                       1000))
+    sources = sources if sources is not None else {r.source for r in records}
+    new_ids = {r.id for r in records}
+    present = _existing(collection, list(new_ids), batch)
+    stored = _by_source(collection, sources)
+    new_keys = {r.key for r in records}
+    stale = {i for i, key in stored.items() if i not in new_ids and key in new_keys}
+    pruned = {i for i in stored if i not in new_ids and i not in stale} if prune else set()
+    todo = [r for r in records if r.id not in present]
+    replaced_keys = {stored[i] for i in stale}
+    summary.updated += sum(1 for r in todo if r.key in replaced_keys)
+    summary.added += len(todo) - sum(1 for r in todo if r.key in replaced_keys)
+    summary.unchanged += len(records) - len(todo)
+
+    if todo:
+        model = embedder if isinstance(embedder, Embedder) else embedder()
+        todo.sort(key=lambda r: len(r.embed_text(embed_field)))  # similar lengths pad less
+        show = sys.stderr.isatty() if progress is None else progress
+        _write(collection, model, todo, embed_field, batch, embed_batch, show)
+    doomed = sorted(stale | pruned)
+    for i in range(0, len(doomed), batch):
+        collection.delete(ids=doomed[i : i + batch])
+    summary.removed += len(pruned)
+    summary.seconds += time.perf_counter() - start
+    return summary
+
+
+def _write(collection: Any, model: Embedder, todo: list[Record], embed_field: str, batch: int,
+           embed_batch: int, show: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        disable=not show, transient=True,
+    ) as bar:
+        task = bar.add_task("embed", total=len(todo))
+        step = max(embed_batch, (batch // embed_batch) * embed_batch)
+        for i in range(0, len(todo), step):
+            part = todo[i : i + step]
+            texts = [r.embed_text(embed_field) for r in part]
+            vecs = model.embed(texts, batch_size=embed_batch)
+            collection.upsert(
+                ids=[r.id for r in part],
+                embeddings=vecs.tolist(),
+                documents=texts,
+                metadatas=[flatten_meta(r, embed_field) for r in part],
+            )
+            bar.advance(task, len(part))
+
+
+def ingest_paths(
+    paths: Iterable[str | Path],
+    collection: Any,
+    embedder: Embedder | Callable[[], Embedder],
+    *,
+    embed_field: str = "prompt",
+    prune: bool = False,
+    strict: bool = False,
+    progress: bool | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> IngestSummary:
+    """Ingest files and folders; with `strict`, any rejection raises IngestError and nothing is written."""
+    start = time.perf_counter()
+    paths = list(paths)
+    records, rejections = collect(paths, chunk_bytes)
+    if strict and rejections:
+        shown = "\n".join(f"  {r}" for r in rejections[:20])
+        more = f"\n  ... and {len(rejections) - 20} more" if len(rejections) > 20 else ""
+        raise IngestError(f"--strict: {len(rejections)} record(s) rejected, nothing written:\n{shown}{more}")
+    from ingest.readers import iter_files
+
+    sources = {str(f) for f in iter_files(paths)}
+    summary = IngestSummary(rejected=len(rejections), rejections=rejections)
+    ingest_records(records, collection, embedder, embed_field=embed_field, prune=prune, sources=sources,
+                   progress=progress, summary=summary)
+    summary.seconds = time.perf_counter() - start
+    return summary

@@ -1,0 +1,233 @@
+"""All settings in one typed place: defaults here, then a TOML file, then SHVAYAMBHU_* variables, then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from index.embed import DEFAULT_MODEL
+from index.store import default_data_dir
+
+
+class ConfigError(ValueError):
+    """A setting has an unknown name or a value of the wrong type; the message names the source."""
+
+
+@dataclass
+class StoreSettings:
+    data_dir: str = ""  # empty: $SHVAYAMBHU_HOME or ~/.shvayambhu
+    chroma_host: str = ""  # set to use a `chroma run` server instead of the embedded store
+    chroma_port: int = 8000
+    collection: str = "corpus"
+
+
+@dataclass
+class EmbeddingSettings:
+    model: str = DEFAULT_MODEL
+    device: str = "cpu"
+    embed_field: str = "prompt"  # prompt | response | both: a question finds exemplars by their questions
+
+
+@dataclass
+class RetrievalSettings:
+    k: int = 4
+    min_score: float = 0.0
+    mmr: bool = False
+    fetch_k: int = 20
+    mmr_lambda: float = 0.5
+
+
+@dataclass
+class OllamaSettings:
+    host: str = ""  # empty: $OLLAMA_HOST or http://127.0.0.1:11434
+    model: str = "llama3.2"
+    timeout: float = 300.0
+    keep_alive: str = "5m"
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    num_ctx: int = 4096
+    seed: int = -1  # -1: unseeded
+    max_tokens: int = 512
+
+
+@dataclass
+class BLTSettings:
+    checkpoint: str = ""  # empty: the checkpoint shipped inside the package
+    max_bytes: int = 600
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.1
+    seed: int = 0
+
+
+@dataclass
+class SelfModelSettings:
+    name: str = "Shvayambhu"
+    identity: str = (
+        "a local assistant that answers from its own corpus of exemplars and its memory of past conversations"
+    )
+    values: list[str] = field(
+        default_factory=lambda: [
+            "be honest, and say plainly when you do not know",
+            "ground answers in the retrieved exemplars and memories when they are relevant",
+            "be kind and respect the user's autonomy and privacy",
+        ]
+    )
+    style: str = "clear, warm and concise; plain prose, short lists only when they help"
+
+
+@dataclass
+class WorkspaceSettings:
+    budget_bytes: int = 6000  # prompt budget for byte-level backends, and the default for Ollama
+    budget_tokens: int = 0  # >0: budget Ollama prompts in (estimated) tokens instead of bytes
+    recent_turns: int = 4
+
+
+@dataclass
+class MemorySettings:
+    enabled: bool = True
+    recall_k: int = 4
+    recency_weight: float = 1.0
+    importance_weight: float = 1.0
+    relevance_weight: float = 1.0
+    decay_per_hour: float = 0.995
+    reflect_every: int = 8
+    reflection_size: int = 3
+
+
+@dataclass
+class MetacognitionSettings:
+    low_confidence: float = 0.45
+
+
+@dataclass
+class Settings:
+    backend: str = "auto"  # ollama | blt | auto
+    session: str = "default"
+    store: StoreSettings = field(default_factory=StoreSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    ollama: OllamaSettings = field(default_factory=OllamaSettings)
+    blt: BLTSettings = field(default_factory=BLTSettings)
+    self_model: SelfModelSettings = field(default_factory=SelfModelSettings)
+    workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
+    metacognition: MetacognitionSettings = field(default_factory=MetacognitionSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.store.data_dir).expanduser() if self.store.data_dir else default_data_dir()
+
+    @property
+    def ollama_host(self) -> str:
+        return self.ollama.host or os.environ.get("OLLAMA_HOST") or "http://127.0.0.1:11434"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Convert a TOML or environment value to the field's type, or say where it went wrong."""
+    origin = getattr(typ, "__origin__", None)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ in (int, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return typ(value)
+        if typ is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError(value)
+            return str(value)
+        if origin is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(";") if v.strip()]
+            return [str(v) for v in value]
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise ConfigError(f"{where}: {value!r} is not a valid {getattr(typ, '__name__', typ)}")
+
+
+def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            _apply(current, value, f"{where} [{key}]")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], f"{where}: {key}"))
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    """`--config`, else `$SHVAYAMBHU_CONFIG`, else `<data dir>/config.toml` when it exists."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("SHVAYAMBHU_CONFIG"):
+        return Path(os.environ["SHVAYAMBHU_CONFIG"])
+    home = Path(os.environ["SHVAYAMBHU_HOME"]) if os.environ.get("SHVAYAMBHU_HOME") else default_data_dir()
+    path = home / "config.toml"
+    return path if path.exists() else None
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """SHVAYAMBHU_<SECTION>_<FIELD> (or SHVAYAMBHU_<FIELD> for top-level ones) as a nested dict."""
+    environ = dict(os.environ if environ is None else environ)
+    out: dict[str, Any] = {}
+    if environ.get("SHVAYAMBHU_HOME"):
+        out.setdefault("store", {})["data_dir"] = environ["SHVAYAMBHU_HOME"]
+    defaults = Settings()
+    sections = [f.name for f in fields(defaults) if dataclasses.is_dataclass(getattr(defaults, f.name))]
+    scalars = [f.name for f in fields(defaults) if f.name not in sections]
+    for name, value in environ.items():
+        if not name.startswith("SHVAYAMBHU_") or name in ("SHVAYAMBHU_HOME", "SHVAYAMBHU_CONFIG"):
+            continue
+        rest = name[len("SHVAYAMBHU_") :].lower()
+        section = next((s for s in sections if rest.startswith(s + "_")), None)
+        if section:
+            out.setdefault(section, {})[rest[len(section) + 1 :]] = value
+        elif rest in scalars:
+            out[rest] = value
+    return out
+
+
+def load_settings(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Defaults, then the TOML file, then SHVAYAMBHU_* variables, then `overrides` (CLI flags, nested dict)."""
+    settings = Settings()
+    cfg = config_path(path)
+    if cfg is not None:
+        if not cfg.exists():
+            raise ConfigError(f"config file {cfg} does not exist")
+        try:
+            data = tomllib.loads(cfg.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{cfg}: invalid TOML: {e}") from e
+        _apply(settings, data, str(cfg))
+    _apply(settings, env_overrides(environ), "environment")
+    if overrides:
+        _apply(settings, {k: v for k, v in overrides.items() if v is not None and v != {}}, "command line")
+    return settings

@@ -1,0 +1,213 @@
+"""Cleaning a generated answer: leaked role tags and separators, repeated sentences and lines, a dangling
+fragment at a length cut, and source citations renumbered in order of first use.
+
+`Cleaner` works on a stream: it releases a sentence or line only once the text after it shows that it is
+complete, and every decision depends only on the text before, so any chunking of the same text gives the
+same output. `clean(text)` is the one-shot form, `Cleaner().feed(text) + Cleaner.finish()`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# A sentence ends at a terminator (with closing quotes/brackets) followed by spaces; a line at a newline.
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*[ \t]+|[ \t]*\n")
+_SPACES = re.compile(r"[ \t]+")
+_TERMINATED = re.compile(r"[.!?…:;][\"'”’)\]*_`]*$|```\s*$")
+MAX_SEGMENT = 400  # characters without a sentence end after which a segment may break at a space
+
+# A hallucinated next turn: everything from here on is dropped.
+_TURN_START = re.compile(
+    r"^\s*(?:#{1,6}\s*)?(?:\*\*)?(?:user|human|system|instruction|q)(?:\*\*)?\s*:", re.I
+)
+_TURN_TOKEN = re.compile(
+    r"<\|im_start\|>\s*(?:user|system)|<\|start_header_id\|>\s*(?:user|system)|<\|(?:user|system)\|>"
+    r"|\[INST\]|<<SYS>>|#{2,}\s*(?:instruction|human|user)\b|<start_of_turn>\s*user",
+    re.I,
+)
+# Special tokens and separators that leak from chat templates and byte models: removed wherever they are.
+_LEAKED = re.compile(
+    r"<\|start_header_id\|>\s*assistant\s*<\|end_header_id\|>|<\|im_start\|>\s*assistant|<start_of_turn>\s*model"
+    r"|<\|[A-Za-z0-9_]{1,32}\|>|</?s>|\[/INST\]|<</SYS>>|<(?:SEP|sep|EOS|eos|BOS|bos|pad|PAD|eot|EOT)>"
+    r"|<end_of_turn>|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"
+)
+# A role label at the very start of the answer.
+_LEADING_ROLE = re.compile(r"^\s*(?:\*\*)?(?:assistant|ai|answer|a|response|bot|shvayambhu)(?:\*\*)?\s*:\s*", re.I)
+_SEPARATOR_LINE = re.compile(r"^\s*(?:#{3,}|={3,}|-{3,}\s*end\b.*|<{3,}|>{3,}|\|{3,})\s*$", re.I)
+_CITATION = re.compile(r"([ \t]*)\[(?:(?:source|exemplar|ref|doc)\s*)?(\d{1,3}(?:\s*,\s*\d{1,3})*)\]", re.I)
+_NORM = re.compile(r"[^\w]+")
+MIN_REPEAT = 20  # normalised characters a sentence needs before a non-adjacent repeat is dropped
+
+
+def _norm(text: str) -> str:
+    return _NORM.sub(" ", text.lower()).strip()
+
+
+@dataclass
+class Cleaner:
+    """Streaming cleaner. `feed` returns text that is final; `finish` returns the rest.
+
+    `n_sources`: how many numbered exemplars the prompt showed; citations [k] to them are renumbered in order
+    of first use (see `used`), citations to numbers that were never shown are removed.
+    """
+
+    n_sources: int = 0
+    name: str = ""
+    _buf: str = ""
+    _sep: str = ""  # whitespace owed before the next emitted segment
+    _emitted: bool = False
+    _stopped: bool = False
+    _fence: bool = False
+    _seen: set[str] = field(default_factory=set)
+    _last: str = ""
+    used: list[int] = field(default_factory=list)  # original source numbers, in order of first citation
+    text: str = ""  # everything released so far
+
+    def feed(self, chunk: str) -> str:
+        """Add generated text; return the newly released cleaned text (possibly empty)."""
+        if self._stopped:
+            return ""
+        self._buf += chunk
+        out = []
+        while not self._stopped:
+            cut = self._boundary(final=False)
+            if cut is None:
+                break
+            seg, self._buf = self._buf[:cut], self._buf[cut:]
+            out.append(self._segment(seg))
+        return self._release("".join(out))
+
+    def finish(self, done_reason: str = "stop") -> str:
+        """Flush the last segment. At a length cut an unfinished last sentence is dropped, not shown."""
+        out = []
+        while self._buf and not self._stopped:
+            cut = self._boundary(final=True)
+            seg, self._buf = (self._buf, "") if cut is None else (self._buf[:cut], self._buf[cut:])
+            if not self._buf and done_reason == "length" and self._emitted and not self._fence:
+                body = _LEAKED.sub("", seg).rstrip()
+                if body and not _TERMINATED.search(body):
+                    break  # the dangling fragment
+            out.append(self._segment(seg))
+        if self._fence and self._emitted:
+            out.append("\n```")
+            self._fence = False
+        self._buf = ""
+        return self._release("".join(out))
+
+    # -- internals --------------------------------------------------------------------------------------
+    def _release(self, text: str) -> str:
+        self.text += text
+        return text
+
+    def _boundary(self, final: bool) -> int | None:
+        """End of the first complete segment in the buffer, or None when more text is needed."""
+        buf = self._buf
+        if self._fence:
+            i = buf.find("\n")
+            return i + 1 if i >= 0 else (len(buf) if final and buf else None)
+        m = _SENTENCE_END.search(buf)
+        forced = _SPACES.search(buf, MAX_SEGMENT) if len(buf) > MAX_SEGMENT else None
+        if forced is not None and (m is None or forced.start() < m.start()):
+            m = forced
+        if m is None:
+            return len(buf) if final and buf else None
+        if m.group().endswith("\n") or m.end() < len(buf) or final:
+            return m.end()
+        return None  # spaces at the end of the buffer: the sentence may go on
+
+    def _segment(self, seg: str) -> str:
+        """Clean one complete segment (content plus trailing whitespace); return what it adds to the output."""
+        stripped = seg.rstrip(" \t\n")
+        trailer = seg[len(stripped):]
+        if self._fence:
+            content = stripped
+            if content.lstrip().startswith("```"):
+                self._fence = False
+            return self._emit(content, trailer, verbatim=True)
+        m = _TURN_TOKEN.search(stripped)
+        if m:
+            stripped, self._stopped = stripped[: m.start()], True
+        content = _LEAKED.sub("", stripped)
+        if not self._emitted:
+            content = _LEADING_ROLE.sub("", content).lstrip()
+            if self.name:
+                content = re.sub(rf"^\s*{re.escape(self.name)}\s*:\s*", "", content, flags=re.I)
+        if _TURN_START.match(content):
+            if self._emitted:  # the model goes on to write the user's next turn
+                self._stopped = True
+                return ""
+            content = ""  # it opened by echoing the question: drop that line, keep what follows
+        if not content.strip() or _SEPARATOR_LINE.match(content):
+            self._sep += trailer
+            return ""
+        key = _norm(content)
+        if key and (key == self._last or (len(key) >= MIN_REPEAT and key in self._seen)):
+            self._sep += trailer
+            return ""
+        self._last = key
+        self._seen.add(key)
+        if content.lstrip().startswith("```"):
+            self._fence = True
+        content = _CITATION.sub(self._cite, content)
+        return self._emit(content, trailer, verbatim=False)
+
+    def _emit(self, content: str, trailer: str, verbatim: bool) -> str:
+        sep = ""
+        if self._emitted:
+            sep = self._sep if verbatim else _join(self._sep)
+        self._sep = trailer
+        self._emitted = True
+        return sep + content
+
+    def _cite(self, m: re.Match[str]) -> str:
+        if not self.n_sources:
+            return m.group()
+        nums = []
+        for part in m.group(2).split(","):
+            n = int(part)
+            if not 1 <= n <= self.n_sources:
+                continue
+            if n not in self.used:
+                self.used.append(n)
+            new = self.used.index(n) + 1
+            if new not in nums:
+                nums.append(new)
+        return m.group(1) + "[" + ", ".join(map(str, nums)) + "]" if nums else ""
+
+
+def _join(ws: str) -> str:
+    """The separator owed between two segments: up to one blank line, else one space."""
+    n = ws.count("\n")
+    return "\n" * min(n, 2) if n else (" " if ws else "")
+
+
+def clean(text: str, *, done_reason: str = "stop", n_sources: int = 0, name: str = "") -> tuple[str, list[int]]:
+    """One-shot cleaning: (clean text, original numbers of the cited sources in their new order)."""
+    c = Cleaner(n_sources=n_sources, name=name)
+    c.feed(text)
+    c.finish(done_reason)
+    return c.text, c.used
+
+
+_WORD = re.compile(r"\w+")
+
+
+def overlap(answer: str, source: str, n: int = 3) -> float:
+    """Share of the answer's word n-grams that also occur in `source` (0 when the answer is too short)."""
+    a = [w.lower() for w in _WORD.findall(answer)]
+    s = [w.lower() for w in _WORD.findall(source)]
+    grams = {tuple(a[i:i + n]) for i in range(len(a) - n + 1)}
+    if not grams:
+        return 0.0
+    src = {tuple(s[i:i + n]) for i in range(len(s) - n + 1)}
+    return len(grams & src) / len(grams)
+
+
+def attribute(answer: str, sources: list[str], cited: list[int], threshold: float = 0.12) -> list[int]:
+    """Source numbers (1-based, in the prompt's order) the answer used: its citations first, then those it
+    visibly copied from (word-trigram overlap at least `threshold`), best overlap first."""
+    used = list(cited)
+    scored = [(overlap(answer, s), i + 1) for i, s in enumerate(sources) if i + 1 not in used]
+    used += [i for score, i in sorted(scored, key=lambda t: -t[0]) if score >= threshold]
+    return used

@@ -1,0 +1,296 @@
+"""Retrieval-conditioned training data for the BLT, and the `train` / `eval bpb` command bodies.
+
+Records come from the ingested Chroma collection or from files (through the ingest readers). Each record
+gets its k nearest neighbours as exemplars, with the record itself and its near-duplicates (cosine > 0.95,
+or the same normalised prompt or response) left out. Records whose split is "heldout" are the evaluation
+set: they are never trained on and never serve as exemplars. Exemplars of training records come from the
+training records only; validation and heldout records draw on training + validation records.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blt.data import Sample, split_validation, stable_seed
+
+HELDOUT = "heldout"
+
+
+@dataclass
+class CorpusRecord:
+    """What training needs of a corpus record."""
+
+    id: str
+    prompt: str
+    response: str
+    category: str | None = None
+    split: str | None = None
+
+
+@dataclass
+class RetrievalData:
+    """Samples with their exemplars: train, validation (early stopping) and heldout (evaluation)."""
+
+    train: list[Sample]
+    val: list[Sample]
+    heldout: list[Sample]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def records_from_files(paths: Iterable[str | Path], validate: bool = True) -> list[CorpusRecord]:
+    """Records of JSONL/JSON/text files or folders; invalid ones (ingest.validate) are skipped."""
+    from ingest.readers import read_path
+    from ingest.records import Record
+
+    check = None
+    if validate:
+        try:
+            from ingest.validate import check_record as check
+        except ImportError:  # pragma: no cover - validation lands with ingest
+            check = None
+    out: dict[str, CorpusRecord] = {}
+    for p in paths:
+        for rec in read_path(p):
+            if not isinstance(rec, Record) or (check is not None and check(rec) is not None):
+                continue
+            out.setdefault(rec.id, CorpusRecord(rec.id, rec.prompt, rec.response, rec.category, rec.split))
+    return list(out.values())
+
+
+def records_from_chroma(collection: Any, page: int = 1000) -> tuple[list[CorpusRecord], np.ndarray | None]:
+    """All records of a Chroma corpus collection and their stored embeddings (normalised)."""
+    recs: list[CorpusRecord] = []
+    embs: list[np.ndarray] = []
+    total = collection.count()
+    for offset in range(0, total, page):
+        got = collection.get(limit=page, offset=offset, include=["metadatas", "documents", "embeddings"])
+        for i, id_ in enumerate(got["ids"]):
+            meta = got["metadatas"][i] or {}
+            doc = (got.get("documents") or [None] * len(got["ids"]))[i] or ""
+            recs.append(CorpusRecord(id_, str(meta.get("prompt", doc)), str(meta.get("response", "")),
+                                     meta.get("category"), meta.get("split")))
+            if got.get("embeddings") is not None:
+                embs.append(np.asarray(got["embeddings"][i], dtype=np.float32))
+    if not recs or len(embs) != len(recs):
+        return recs, None
+    e = np.stack(embs)
+    return recs, e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+def open_corpus(settings: Any = None, *, data_dir: str | Path | None = None, collection: str | None = None,
+                host: str | None = None, port: int | None = None, embedding_model: str | None = None) -> Any:
+    """The ingested corpus collection, checked against the embedding model that built it."""
+    from index.embed import load_embedder
+    from index.store import CORPUS, get_collection, open_client
+
+    emb = load_embedder(embedding_model)
+    client = open_client(data_dir, host=host, port=port)
+    return get_collection(client, collection or CORPUS, model=emb.name, dim=emb.dim, create=False)
+
+
+def nearest_neighbours(queries: np.ndarray, docs: np.ndarray, pool: np.ndarray, k: int,
+                       dup_threshold: float = 0.95, same: np.ndarray | None = None) -> list[list[int]]:
+    """For each query row i: up to k indices j of `docs` in `pool`, best first, with j != i, not a near-duplicate
+    of i (cos(docs[i], docs[j]) > dup_threshold) and not marked `same[i, j]`."""
+    sims = queries @ docs.T
+    dup = docs @ docs.T > dup_threshold
+    blocked = dup | ~pool[None, :]
+    if same is not None:
+        blocked |= same
+    np.fill_diagonal(blocked, True)
+    sims = np.where(blocked, -np.inf, sims)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return [[int(j) for j in row if np.isfinite(sims[i, j])] for i, row in enumerate(order)]
+
+
+def build_samples(records: Sequence[CorpusRecord], *, embedder: Any = None, doc_embeddings: np.ndarray | None = None,
+                  k: int = 4, val_fraction: float = 0.05, heldout_fraction: float = 0.0,
+                  dup_threshold: float = 0.95, seed: int = 0, embed_field: str = "prompt") -> RetrievalData:
+    """Split records into train/val/heldout and attach each one's k nearest (allowed) neighbours.
+
+    Heldout = records with split "heldout"; when none is marked and heldout_fraction > 0, that fraction is
+    chosen by a stable hash of the record id instead (reported in `info`).
+    """
+    recs = list(records)
+    n = len(recs)
+    if n == 0:
+        raise ValueError("no records to train on")
+    marked = [r.split == HELDOUT for r in recs]
+    carved = False
+    if not any(marked) and heldout_fraction > 0:
+        n_h = max(1, round(heldout_fraction * n))
+        chosen = set(sorted(range(n), key=lambda i: stable_seed(seed, "heldout", recs[i].id))[:n_h])
+        marked = [i in chosen for i in range(n)]
+        carved = True
+    is_held = np.array(marked, dtype=bool)
+
+    # the validation split is taken from the non-heldout records
+    rest = [i for i in range(n) if not is_held[i]]
+    probe = [Sample(recs[i].prompt, recs[i].response, id=recs[i].id) for i in rest]
+    _, val_s = split_validation(probe, val_fraction, seed)
+    val_ids = {s.id for s in val_s}
+    is_val = np.array([recs[i].id in val_ids for i in range(n)], dtype=bool)
+    is_train = ~is_held & ~is_val
+
+    if embedder is None and doc_embeddings is None:
+        from index.embed import load_embedder
+
+        embedder = load_embedder()
+    if doc_embeddings is None:
+        texts = [_embed_text(r, embed_field) for r in recs]
+        doc_embeddings = embedder.embed(texts)
+    if embed_field == "prompt" or embedder is None:
+        q = doc_embeddings
+    else:
+        q = embedder.embed([r.prompt for r in recs])
+    prompts = np.array([_norm(r.prompt) for r in recs], dtype=object)
+    resps = np.array([_norm(r.response) for r in recs], dtype=object)
+    same = (prompts[:, None] == prompts[None, :]) | (resps[:, None] == resps[None, :])
+
+    nb_train = nearest_neighbours(q, doc_embeddings, is_train, k, dup_threshold, same)
+    nb_eval = nearest_neighbours(q, doc_embeddings, is_train | is_val, k, dup_threshold, same)
+
+    def sample(i: int, nb: list[list[int]]) -> Sample:
+        r = recs[i]
+        return Sample(r.prompt, r.response, [(recs[j].prompt, recs[j].response) for j in nb[i]], id=r.id)
+
+    data = RetrievalData(
+        train=[sample(i, nb_train) for i in range(n) if is_train[i]],
+        val=[sample(i, nb_eval) for i in range(n) if is_val[i]],
+        heldout=[sample(i, nb_eval) for i in range(n) if is_held[i]],
+    )
+    data.info = {"records": n, "train": len(data.train), "val": len(data.val), "heldout": len(data.heldout),
+                 "heldout_carved_by_hash": carved, "k": k, "dup_threshold": dup_threshold,
+                 "embedding_model": getattr(embedder, "name", None), "embed_field": embed_field}
+    return data
+
+
+def _embed_text(r: CorpusRecord, embed_field: str) -> str:
+    if embed_field == "both":
+        return f"{r.prompt}\n{r.response}"
+    return r.response if embed_field == "response" else r.prompt
+
+
+def load_data(*, sources: Sequence[str | Path] | None = None, collection: Any = None, k: int = 4,
+              val_fraction: float = 0.05, heldout_fraction: float = 0.1, seed: int = 0,
+              embedding_model: str | None = None, embed_field: str = "prompt") -> RetrievalData:
+    """Records from files (`sources`) or an opened Chroma collection, ready for training and evaluation."""
+    from index.embed import load_embedder
+
+    embedder = load_embedder(embedding_model)
+    if sources:
+        recs, docs = records_from_files(sources), None
+    elif collection is not None:
+        recs, docs = records_from_chroma(collection)
+        embed_field = (collection.metadata or {}).get("embed_field", embed_field)
+    else:
+        raise ValueError("give corpus files/folders or an ingested collection")
+    return build_samples(recs, embedder=embedder, doc_embeddings=docs, k=k, val_fraction=val_fraction,
+                         heldout_fraction=heldout_fraction, seed=seed, embed_field=embed_field)
+
+
+def default_sources() -> list[Path]:
+    """The bundled seed corpus (ingest/data)."""
+    root = Path(__file__).resolve().parent.parent / "ingest" / "data"
+    return [root] if root.exists() else []
+
+
+# ---- command bodies (the CLI wraps these) ----
+
+def train_command(*, out_dir: str | Path, sources: Sequence[str | Path] | None = None, collection: Any = None,
+                  stages: Sequence[str] = ("entropy", "blt", "baseline"), size: str = "small",
+                  max_minutes: float | None = 30.0, max_steps: int | None = None, entropy_share: float = 0.2,
+                  batch_size: int | None = None, lr: float | None = None, k: int = 4, max_bytes: int | None = None,
+                  eval_every: int | None = None, patience: int | None = None, seed: int = 0,
+                  heldout_fraction: float = 0.1, val_fraction: float = 0.05, resume: bool = True,
+                  progress: bool = True, command: str | None = None,
+                  embedding_model: str | None = None) -> dict[str, Any]:
+    """`shvayambhu train`: entropy model, then the BLT, then an equal-size byte-transformer baseline trained
+    for the BLT's wall time. Each stage resumes from its folder under out_dir. Returns the stage summaries."""
+    from blt import train as T
+
+    command = command or " ".join(sys.argv)
+    data = load_data(sources=sources, collection=collection, k=k, val_fraction=val_fraction,
+                     heldout_fraction=heldout_fraction, seed=seed, embedding_model=embedding_model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data.json").write_text(json.dumps(data.info, indent=2))
+    overrides = {key: v for key, v in {"batch_size": batch_size, "lr": lr, "eval_every": eval_every,
+                                       "patience": patience, "seed": seed}.items() if v is not None}
+    results: dict[str, Any] = {"data": data.info}
+    budget_e = None if max_minutes is None else max_minutes * entropy_share
+    budget_b = None if max_minutes is None else max_minutes * (1 - entropy_share)
+    if "baseline" in stages and "blt" in stages and budget_b is not None:
+        budget_b /= 2  # the baseline gets the BLT's wall time
+    t0 = time.time()
+    if "entropy" in stages or "blt" in stages:
+        results["entropy"] = T.train_entropy(
+            data.train, data.val, T.stage_config("entropy", size, out / "entropy", max_minutes=budget_e,
+                                                 max_steps=max_steps, progress=progress, resume=resume,
+                                                 max_bytes=max_bytes, **overrides), command=command)
+    if "blt" in stages:
+        results["blt"] = T.train_blt(
+            data.train, data.val, T.stage_config("blt", size, out / "blt", max_minutes=budget_b,
+                                                 max_steps=max_steps, progress=progress, resume=resume,
+                                                 max_bytes=max_bytes, **overrides),
+            entropy_dir=out / "entropy", command=command)
+    if "baseline" in stages:
+        wall = results.get("blt", {}).get("train_seconds")
+        minutes = wall / 60 if wall else budget_b
+        results["baseline"] = T.train_baseline(
+            data.train, data.val, T.stage_config("baseline", size, out / "baseline", max_minutes=minutes,
+                                                 max_steps=max_steps, progress=progress, resume=resume,
+                                                 max_bytes=max_bytes, **overrides),
+            blt_dir=out / "blt", command=command)
+    results["seconds"] = time.time() - t0
+    (out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
+    return results
+
+
+def eval_bpb_command(*, checkpoint: str | Path, baseline: str | Path | None = None,
+                     sources: Sequence[str | Path] | None = None, collection: Any = None, k: int = 4,
+                     heldout_fraction: float = 0.1, seed: int = 0, batch_size: int = 8,
+                     compressors: bool = True, embedding_model: str | None = None,
+                     max_records: int | None = None) -> dict[str, Any]:
+    """`shvayambhu eval bpb`: the heldout BPB table (dict with rows, summary and markdown)."""
+    from blt.bpb import bpb_report
+    from blt.checkpoint import load_checkpoint
+
+    blt = load_checkpoint(_best(checkpoint))
+    base = load_checkpoint(_best(baseline)) if baseline else None
+    data = load_data(sources=sources, collection=collection, k=k, heldout_fraction=heldout_fraction, seed=seed,
+                     embedding_model=embedding_model)
+    held = data.heldout[:max_records] if max_records else data.heldout
+    if not held:
+        raise ValueError("no heldout records: mark some with split=heldout or pass heldout_fraction > 0")
+    max_len = int(blt.config.max_bytes) + 1
+    report = bpb_report(heldout=held, train=data.train + data.val, max_len=max_len, blt=blt, baseline=base,
+                        batch_size=batch_size, compressors=compressors)
+    report["data"] = data.info
+    report["checkpoint"] = str(checkpoint)
+    return report
+
+
+def _best(path: str | Path) -> Path:
+    """A checkpoint folder, or a stage folder holding best/ (or a run folder holding blt/best)."""
+    p = Path(path)
+    for cand in (p, p / "best", p / "blt" / "best"):
+        if (cand / "config.json").exists() or (cand / "model.safetensors").exists():
+            return cand
+    return p / "best" if (p / "best").exists() else p
+
+
+def summary_dict(data: RetrievalData) -> dict[str, Any]:
+    return {"info": data.info, "train": [asdict(s) for s in data.train[:3]]}
