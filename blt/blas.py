@@ -88,7 +88,8 @@ def openblas_in_process() -> bool:
     if _loaded_path is not None:
         return True
     try:
-        mapped = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if "/" in line}
+        lines = Path("/proc/self/maps").read_text().splitlines()
+        mapped = {line.split()[-1] for line in lines if "/" in line}
     except OSError:
         return False
     # numpy's wheel maps its own `libscipy_openblas64_` (suffixed symbols, no cblas_sgemm): not counted
@@ -119,8 +120,8 @@ def status() -> BlasStatus:
         return BlasStatus("unknown", "none", None, "MLX does not bundle the reference BLAS")
     path = find_openblas()
     if path is None:
-        return BlasStatus("reference", "none", None,
-                          f"MLX uses the slow reference BLAS; `{INSTALL_HINT}` makes CPU training 6-11x faster")
+        msg = f"MLX uses the slow reference BLAS; `{INSTALL_HINT}` makes CPU training 6-11x faster"
+        return BlasStatus("reference", "none", None, msg)
     return BlasStatus("reference", "none", path, f"OpenBLAS at {path} is installed but not loaded")
 
 
@@ -164,7 +165,8 @@ def ensure_openblas(argv: list[str] | None = None, verbose: bool = True) -> Blas
     env["LD_PRELOAD"] = ":".join(p for p in (st.path, env.get("LD_PRELOAD", "")) if p)
     env["SHVAYAMBHU_BLAS_REEXEC"] = "1"
     if verbose:
-        _notice(f"shvayambhu: MLX uses OpenBLAS ({st.path}, via LD_PRELOAD); set {ENV_VAR}=reference to opt out")
+        _notice(f"shvayambhu: MLX uses OpenBLAS ({st.path}, via LD_PRELOAD); "
+                f"set {ENV_VAR}=reference to opt out")
         env[_NOTICE_ENV] = "1"
     # sys.orig_argv keeps `-m module` and interpreter flags; argv[0] alone would not.
     args = list(sys.orig_argv[1:]) if argv is None else list(argv)

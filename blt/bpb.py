@@ -32,7 +32,8 @@ def bits_per_byte(nats: float, n_bytes: int) -> float:
     return nats / (LN2 * n_bytes) if n_bytes else float("nan")
 
 
-def compressor_bpb(context: bytes, target: bytes, compress: str | Callable[[bytes], bytes] = "xz -9") -> float:
+def compressor_bpb(context: bytes, target: bytes,
+                   compress: str | Callable[[bytes], bytes] = "xz -9") -> float:
     """Bits per byte a compressor spends on `target` once it has seen `context`."""
     fn = COMPRESSORS[compress] if isinstance(compress, str) else compress
     if not target:
@@ -45,7 +46,8 @@ def record_text(prompt: str, response: str) -> bytes:
     return f"{prompt}\n{response}\n\n".encode()
 
 
-def compressor_table(train: Sequence[tuple[str, str]], heldout: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+def compressor_table(train: Sequence[tuple[str, str]],
+                     heldout: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """For each compressor: BPB of whole heldout records given the training records, and of heldout responses
     given the training records and the heldout prompts (comparable to the model rows)."""
     ctx = b"".join(record_text(p, r) for p, r in train)
@@ -153,7 +155,8 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| model | bits/byte | bytes | avg patch (bytes) | note |", "|---|---:|---:|---:|---|"]
     for r in rows:
         patch = f"{r['avg_patch_bytes']:.2f}" if r.get("avg_patch_bytes") else "-"
-        lines.append(f"| {r['name']} | {r['bpb']:.4f} | {r.get('bytes', '-')} | {patch} | {r.get('note', '')} |")
+        bpb = f"{r['bpb']:.4f}" if r.get("bpb") is not None else "-"
+        lines.append(f"| {r['name']} | {bpb} | {r.get('bytes', '-')} | {patch} | {r.get('note', '')} |")
     return "\n".join(lines)
 
 

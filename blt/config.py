@@ -81,7 +81,7 @@ class EntropyConfig(_Config):
     dim: int = 128
     n_layers: int = 2
     n_heads: int = 4
-    window: int = 256
+    window: int = 128
     mlp_mult: int = 4
     vocab_size: int = VOCAB_SIZE
     rope_base: float = 10000.0
@@ -137,7 +137,7 @@ class BLTConfig(_Config):
     enc_dim: int = 256
     enc_layers: int = 1
     enc_heads: int = 4
-    local_window: int = 256  # sliding attention window of the local encoder and decoder, in bytes
+    local_window: int = 128  # sliding attention window of the local encoder and decoder, in bytes
     # global transformer (patches)
     global_dim: int = 384
     global_layers: int = 4
@@ -146,7 +146,7 @@ class BLTConfig(_Config):
     dec_dim: int = 256
     dec_layers: int = 2
     dec_heads: int = 4
-    cross_k: int = 2  # key/value slots each global patch output is split into for the decoder's cross-attention
+    cross_k: int = 2  # key/value slots made from each global patch output for the decoder's cross-attention
     mlp_mult: int = 4
     dropout: float = 0.0
     rope_base: float = 10000.0
@@ -155,7 +155,10 @@ class BLTConfig(_Config):
 
     def __post_init__(self) -> None:
         _check(self.vocab_size == VOCAB_SIZE, f"BLTConfig: vocab_size must be {VOCAB_SIZE}")
-        _check(1 <= self.ngram_min <= self.ngram_max <= 16, "BLTConfig: need 1 <= ngram_min <= ngram_max <= 16")
+        _check(
+            1 <= self.ngram_min <= self.ngram_max <= 16,
+            "BLTConfig: need 1 <= ngram_min <= ngram_max <= 16",
+        )
         _check(1 <= self.hash_rows <= 4_194_301, "BLTConfig: hash_rows must be in [1, 4194301]")
         _check_heads("BLTConfig encoder", self.enc_dim, self.enc_heads)
         _check_heads("BLTConfig global", self.global_dim, self.global_heads)
@@ -183,7 +186,7 @@ class BaselineConfig(_Config):
 
     def __post_init__(self) -> None:
         _check_heads("BaselineConfig", self.dim, self.n_heads)
-        _check(self.n_layers >= 1 and self.max_bytes >= 1, "BaselineConfig: n_layers and max_bytes must be >= 1")
+        _check(self.n_layers >= 1 and self.max_bytes >= 1, "BaselineConfig: need n_layers, max_bytes >= 1")
         _check(self.window is None or self.window >= 1, "BaselineConfig.window must be None or >= 1")
         _check(0.0 <= self.dropout < 1.0, "BaselineConfig.dropout must be in [0, 1)")
         _check(self.vocab_size == VOCAB_SIZE, f"BaselineConfig: vocab_size must be {VOCAB_SIZE}")

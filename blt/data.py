@@ -1,4 +1,4 @@
-"""Training examples for the byte model: `BOS [exemplars] SEP prompt SEP response EOS` with a response loss mask.
+"""Training examples for the byte model: `BOS [exemplars] SEP prompt SEP response EOS`, loss on the response.
 
 Exemplars are (prompt, response) pairs given most relevant first; the exemplar block is laid out in one of
 several text formats (augmentation), least relevant first so the best one sits next to the prompt and
@@ -206,7 +206,8 @@ def batch_order(lengths: Sequence[int], batch_size: int, rng: random.Random | No
 
 
 def train_batches(samples: Sequence[Sample], batch_size: int, cfg: DataConfig, seed: int = 0,
-                  pad_multiple: int = 64, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[int, int, Batch]]:
+                  pad_multiple: int = 64, start: tuple[int, int] = (0, 0)
+                  ) -> Iterator[tuple[int, int, Batch]]:
     """Endless (epoch, batch number, batch) stream from `start` = (epoch, batch number), for resuming.
 
     Each epoch re-augments every sample with the seed (seed, epoch, i), so the stream is reproducible.

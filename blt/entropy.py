@@ -17,7 +17,8 @@ class EntropyModel(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = [
-            Block(cfg.dim, cfg.n_heads, cfg.window, cfg.mlp_mult, 0.0, cfg.rope_base) for _ in range(cfg.n_layers)
+            Block(cfg.dim, cfg.n_heads, cfg.window, cfg.mlp_mult, 0.0, cfg.rope_base)
+            for _ in range(cfg.n_layers)
         ]
         self.norm = nn.RMSNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)

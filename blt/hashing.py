@@ -28,7 +28,7 @@ def _powers(n: int) -> list[int]:
 
 
 def ngram_hashes(tokens: mx.array, ngram_min: int, ngram_max: int) -> mx.array:
-    """[B, T, K] int32 hashes in [0, MODULUS) of the n-grams ending at each position, n = ngram_min..ngram_max."""
+    """[B, T, K] int32 hashes in [0, MODULUS) of the n-grams ending at each position, n = min..max."""
     assert (MODULUS - 1) * VOCAB_SIZE < 2**31
     tokens = tokens.astype(mx.int32)
     B, T = tokens.shape
@@ -47,7 +47,7 @@ def ngram_hashes(tokens: mx.array, ngram_min: int, ngram_max: int) -> mx.array:
 
 
 def hash_ids(tokens: mx.array, ngram_min: int, ngram_max: int, rows: int) -> mx.array:
-    """[B, T, K] row ids into the concatenated tables: table k (n = ngram_min + k) owns rows [k*rows, (k+1)*rows)."""
+    """[B, T, K] row ids into the tables; table k (n = ngram_min + k) owns rows k*rows..(k+1)*rows-1."""
     k = ngram_max - ngram_min + 1
     return ngram_hashes(tokens, ngram_min, ngram_max) % rows + mx.arange(k, dtype=mx.int32) * rows
 

@@ -14,7 +14,7 @@ import mlx.nn as nn
 
 
 class KVCache:
-    """Keys and values of one attention layer, [B, heads, T, head_dim], grown in steps of ``step`` positions."""
+    """Keys and values of one attention layer, [B, heads, T, head_dim], grown ``step`` positions at a time."""
 
     step = 256
 
@@ -58,30 +58,34 @@ def window_mask(q_len: int, k_len: int, window: int | None) -> mx.array:
     return mask
 
 
-def _chunked_local_attention(q: mx.array, k: mx.array, v: mx.array, scale: float, window: int) -> mx.array:
-    """Sliding-window causal attention in O(T * window): chunk i of ``window`` queries attends to chunks i-1, i."""
+def _chunked_local_attention(
+    q: mx.array, k: mx.array, v: mx.array, scale: float, window: int, splits: int = 2
+) -> mx.array:
+    """Sliding-window causal attention in O(T * window): queries go in chunks of C = window / splits, and
+    each chunk attends to its own and the ``splits`` previous chunks (window + C keys instead of T)."""
     B, H, T, D = q.shape
-    W = window
-    n = -(-T // W)
-    pad = n * W - T
+    C = -(-window // splits)
+    r = -(-window // C)  # previous chunks needed to cover the window
+    n = -(-T // C)
+    pad = n * C - T
     if pad:
         widths = [(0, 0), (0, 0), (0, pad), (0, 0)]
         q, k, v = (mx.pad(a, widths) for a in (q, k, v))
-    q = q.reshape(B, H * n, W, D)  # heads axis enumerates (head, chunk)
+    q = q.reshape(B, H * n, C, D)  # the heads axis enumerates (head, chunk)
+    K = (r + 1) * C
 
-    def two_chunks(a: mx.array) -> mx.array:
-        a = a.reshape(B, H, n, W, D)
-        prev = mx.concatenate([mx.zeros((B, H, 1, W, D), a.dtype), a[:, :, :-1]], axis=2)
-        return mx.concatenate([prev, a], axis=3).reshape(B, H * n, 2 * W, D)
+    def with_history(a: mx.array) -> mx.array:
+        a = mx.pad(a.reshape(B, H, n, C, D), [(0, 0), (0, 0), (r, 0), (0, 0), (0, 0)])
+        return mx.concatenate([a[:, :, i : i + n] for i in range(r + 1)], axis=3).reshape(B, H * n, K, D)
 
-    i = mx.arange(W)[:, None]
-    j = mx.arange(2 * W)[None, :]
-    band = (j > i) & (j <= i + W)  # key j of [prev chunk | this chunk] is within the window of query i
-    first = band & (j >= W)  # chunk 0 has no previous chunk
-    mask = mx.concatenate([first[None], mx.broadcast_to(band[None], (n - 1, W, 2 * W))], axis=0)
-    mask = mx.broadcast_to(mask[None], (H, n, W, 2 * W)).reshape(1, H * n, W, 2 * W)
-    out = mx.fast.scaled_dot_product_attention(q, two_chunks(k), two_chunks(v), scale=scale, mask=mask)
-    return out.reshape(B, H, n * W, D)[:, :, :T]
+    i = mx.arange(C)[:, None] + r * C  # query position within the [history | chunk] key span
+    j = mx.arange(K)[None, :]
+    band = (j <= i) & (j > i - window)
+    c = mx.arange(n)[:, None, None]
+    mask = band[None] & (j[None] >= (r - c) * C)  # the first chunks have padding in place of history
+    mask = mx.broadcast_to(mask[None], (H, n, C, K)).reshape(1, H * n, C, K)
+    out = mx.fast.scaled_dot_product_attention(q, with_history(k), with_history(v), scale=scale, mask=mask)
+    return out.reshape(B, H, n * C, D)[:, :, :T]
 
 
 def attention(q: mx.array, k: mx.array, v: mx.array, scale: float, window: int | None) -> mx.array:

@@ -38,12 +38,15 @@ def patch_geometry(pid: mx.array, n_patches: int) -> tuple[mx.array, mx.array]:
 
 
 class PatchPooler(nn.Module):
-    """Encoder side: one query per patch, the max-pool of the patch's byte states, attends to those bytes only;
-    the result (query + attention, one residual) is projected to the global width."""
+    """Encoder side: one query per patch, the max-pool of the patch's byte states, attends to those bytes
+    only; the result (query + attention, one residual) is projected to the global width.
 
-    def __init__(self, dim: int, n_heads: int, out_dim: int, max_patch_len: int):
+    Segment operations (scatter max/add over patch ids) keep the cost O(bytes), whatever the patch lengths.
+    """
+
+    def __init__(self, dim: int, n_heads: int, out_dim: int):
         super().__init__()
-        self.n_heads, self.head_dim, self.max_patch_len = n_heads, dim // n_heads, max_patch_len
+        self.n_heads, self.head_dim = n_heads, dim // n_heads
         self.q_norm = nn.RMSNorm(dim)
         self.kv_norm = nn.RMSNorm(dim)
         self.wq = nn.Linear(dim, dim, bias=False)
@@ -53,24 +56,22 @@ class PatchPooler(nn.Module):
 
     def __call__(self, h: mx.array, pid: mx.array, n_patches: int) -> mx.array:
         B, T, D = h.shape
-        P, L, H, hd = n_patches, self.max_patch_len, self.n_heads, self.head_dim
-        first, lengths = patch_geometry(pid, P)
-        offs = mx.arange(L)
-        # Gather each patch's bytes into a [B, P, L] block (positions past the patch end are masked).
-        # Empty patches (beyond a row's last patch) keep one key so every softmax stays finite.
-        valid = (offs < lengths[..., None]) | (offs == 0)
-        idx = mx.minimum(first[..., None] + offs, T - 1) + (mx.arange(B) * T)[:, None, None]
-        kv = self.wkv(self.kv_norm(h))
-        block = mx.concatenate([h, kv], axis=-1).reshape(B * T, 3 * D)[idx.reshape(-1)].reshape(B, P, L, 3 * D)
-        hb, k, v = block[..., :D], block[..., D : 2 * D], block[..., 2 * D :]
-        pooled = mx.where(valid[..., None], hb, -mx.inf).max(axis=2)  # [B, P, D]
-        q = self.wq(self.q_norm(pooled)).reshape(B * P, H, 1, hd)
-        k = k.reshape(B * P, L, H, hd).transpose(0, 2, 1, 3)
-        v = v.reshape(B * P, L, H, hd).transpose(0, 2, 1, 3)
-        mask = valid.reshape(B * P, 1, 1, L)
-        o = mx.fast.scaled_dot_product_attention(q, k, v, scale=1.0 / math.sqrt(hd), mask=mask)
-        x = pooled + self.wo(o.reshape(B, P, D))
-        return self.proj(x)
+        P, H, hd = n_patches, self.n_heads, self.head_dim
+        rows = mx.arange(B)[:, None]
+        pooled = mx.full((B, P, D), -mx.inf, dtype=h.dtype).at[rows, pid].maximum(h)
+        pooled = mx.where(mx.isinf(pooled), 0.0, pooled)  # patches past a row's end hold no bytes
+        q = self.wq(self.q_norm(pooled)).reshape(B, P, H, hd)
+        kv = self.wkv(self.kv_norm(h)).reshape(B, T, 2, H, hd)
+        k, v = kv[:, :, 0], kv[:, :, 1]
+        q_per_byte = mx.take_along_axis(q, pid[:, :, None, None], axis=1)  # [B, T, H, hd]
+        scores = (q_per_byte * k).sum(axis=-1) * (1.0 / math.sqrt(hd))  # [B, T, H]
+        # softmax over the bytes of each patch
+        top = mx.full((B, P, H), -mx.inf, dtype=scores.dtype).at[rows, pid].maximum(mx.stop_gradient(scores))
+        w = mx.exp(scores - mx.take_along_axis(top, pid[:, :, None], axis=1))
+        den = mx.zeros((B, P, H), dtype=w.dtype).at[rows, pid].add(w)
+        num = mx.zeros((B, P, H, hd), dtype=v.dtype).at[rows, pid].add(w[..., None] * v)
+        o = num / mx.maximum(den, 1e-30)[..., None]
+        return self.proj(pooled + self.wo(o.reshape(B, P, D)))
 
 
 class DecoderCrossAttention(nn.Module):
@@ -115,14 +116,16 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: BLTConfig):
         super().__init__()
         self.cross = DecoderCrossAttention(cfg.dec_dim, cfg.dec_heads, cfg.global_dim, cfg.cross_k)
-        self.block = Block(cfg.dec_dim, cfg.dec_heads, cfg.local_window, cfg.mlp_mult, cfg.dropout, cfg.rope_base)
+        self.block = Block(
+            cfg.dec_dim, cfg.dec_heads, cfg.local_window, cfg.mlp_mult, cfg.dropout, cfg.rope_base
+        )
 
     def __call__(self, x, slots, pid, cache: KVCache | None = None) -> mx.array:
         return self.block(self.cross(x, slots, pid), cache)
 
 
 class BLT(nn.Module):
-    """Byte Latent Transformer: ``model(tokens [B, T] int32, starts [B, T] bool) -> logits [B, T, V] float32``.
+    """Byte Latent Transformer: ``model(tokens [B, T] int32, starts [B, T] bool) -> logits [B, T, V]``.
 
     ``starts`` marks the first byte of each patch (``blt.patching.patch_starts``); position 0 is always
     treated as a start, and no patch may be longer than ``cfg.patcher.max_patch_len``.
@@ -138,7 +141,7 @@ class BLT(nn.Module):
             Block(De, cfg.enc_heads, cfg.local_window, cfg.mlp_mult, cfg.dropout, cfg.rope_base)
             for _ in range(cfg.enc_layers)
         ]
-        self.pooler = PatchPooler(De, cfg.enc_heads, Dg, cfg.patcher.max_patch_len)
+        self.pooler = PatchPooler(De, cfg.enc_heads, Dg)
         self.global_layers = [
             Block(Dg, cfg.global_heads, None, cfg.mlp_mult, cfg.dropout, cfg.rope_base)
             for _ in range(cfg.global_layers)
@@ -150,7 +153,7 @@ class BLT(nn.Module):
         self.norm = nn.RMSNorm(Dd)
         self.head = nn.Linear(Dd, cfg.vocab_size, bias=False)
 
-    # -- the stages, shared by the whole-sequence pass and incremental decoding --------------------------------
+    # -- the stages, shared by the whole-sequence pass and incremental decoding --
     def make_cache(self) -> dict[str, list[KVCache]]:
         return {
             "encoder": [KVCache() for _ in self.encoder],
@@ -159,7 +162,7 @@ class BLT(nn.Module):
         }
 
     def encode(self, tokens: mx.array, cache: list[KVCache] | None = None, context: mx.array | None = None):
-        """Byte states [B, T, enc_dim]; ``context`` holds the tokens just before ``tokens`` (for the hashes)."""
+        """Byte states [B, T, enc_dim]; ``context``: the tokens just before ``tokens`` (for the hashes)."""
         x = self.byte_embed(tokens) + self.hash_embed(tokens, context)
         for i, layer in enumerate(self.encoder):
             x = layer(x, None if cache is None else cache[i])
@@ -188,10 +191,12 @@ class BLT(nn.Module):
             x = layer(x, slots[i], pid, None if cache is None else cache[i])
         return self.head(self.norm(x)).astype(mx.float32)
 
-    # -- whole sequence --------------------------------------------------------------------------------------
+    # -- whole sequence --
     def __call__(self, tokens: mx.array, starts: mx.array, n_patches: int | None = None) -> mx.array:
         """Logits [B, T, V]. ``n_patches`` (>= the largest number of patches in a row) fixes the global
         sequence length, e.g. to a bucket for ``mx.compile``; by default it is counted (a device sync)."""
+        if not isinstance(tokens, mx.array) or not isinstance(starts, mx.array):  # NumPy input
+            tokens, starts = mx.array(tokens), mx.array(starts)
         T = tokens.shape[1]
         starts = starts.astype(mx.bool_) | (mx.arange(T) == 0)
         pid = patch_ids(starts)
@@ -211,5 +216,5 @@ class BLT(nn.Module):
             pos = np.flatnonzero(row)
             longest = int(np.diff(np.append(pos, len(row))).max())
             if longest > limit:
-                raise ValueError(f"a patch of {longest} bytes exceeds max_patch_len={limit}; use patch_starts()")
+                raise ValueError(f"a {longest}-byte patch exceeds max_patch_len={limit}; use patch_starts()")
         return int(s.sum(axis=1).max())

@@ -88,8 +88,8 @@ class OnlinePatcher:
         self.run_len = 0  # bytes since the last rule start
 
     def push(self, token: int, entropy_before: float | None = None) -> bool:
-        """Append ``token``; return True when it opens a patch. ``entropy_before`` is H at the previous position
-        (needed by the entropy rules for every byte but the first)."""
+        """Append ``token``; return True when it opens a patch. ``entropy_before`` is H at the previous
+        position (needed by the entropy rules for every byte but the first)."""
         cfg = self.cfg
         if self.position == 0:
             base = True

@@ -30,7 +30,7 @@ import mlx.optimizers as optim  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten, tree_unflatten  # noqa: E402
 
-from blt.bpb import LN2, Score, make_starts_fn, score  # noqa: E402
+from blt.bpb import LN2, Score, StartsFn, make_starts_fn, score  # noqa: E402
 from blt.config import BaselineConfig, BLTConfig, EntropyConfig, PatcherConfig  # noqa: E402
 from blt.data import DataConfig, Example, Sample, eval_examples, train_batches  # noqa: E402
 from blt.tokens import PAD  # noqa: E402
@@ -59,6 +59,7 @@ class TrainConfig:
     min_delta: float = 1e-4  # an improvement must beat the best val BPB by this much
     seed: int = 0
     pad_multiple: int = 64
+    patch_bucket: int = 32  # BLT: the global length is rounded up to this (few shapes, few compiles)
     log_every: int = 10
     progress: bool = True
     resume: bool = True
@@ -124,16 +125,16 @@ def stage_config(kind: str, size: str, out_dir: str | Path, *, max_bytes: int | 
 
 def match_baseline(target_params: int, max_bytes: int, dropout: float = 0.1, n_layers: int | None = None,
                    head_dim: int = 64) -> BaselineConfig:
-    """The byte-transformer config (dims in steps of head_dim) whose parameter count is closest to target."""
+    """The byte-transformer config (dims in steps of head_dim) closest to `target_params` non-embedding
+    parameters (compute_params): the hash tables of the BLT are lookups, not compute."""
     from blt.baseline import ByteTransformer
-    from blt.model import num_params
 
     best: tuple[float, BaselineConfig] | None = None
     for layers in ([n_layers] if n_layers else range(2, 13)):
         for dim in range(head_dim, 2049, head_dim):
             cfg = BaselineConfig(dim=dim, n_layers=layers, n_heads=dim // head_dim, dropout=dropout,
                                  max_bytes=max_bytes)
-            n = num_params(ByteTransformer(cfg))  # parameters are lazy: nothing is computed here
+            n = compute_params(ByteTransformer(cfg))  # parameters are lazy: nothing is computed here
             gap = abs(math.log(n / target_params))
             if best is None or gap < best[0]:
                 best = (gap, cfg)
@@ -161,6 +162,20 @@ def lr_at(step: int, progress: float, cfg: TrainConfig) -> float:
 def masked_mean_ce(logits: mx.array, targets: mx.array, mask: mx.array) -> mx.array:
     ce = nn.losses.cross_entropy(logits.astype(mx.float32), targets, reduction="none")
     return (ce * mask).sum() / mx.maximum(mask.sum(), 1.0)
+
+
+def patch_bucket(starts: np.ndarray, multiple: int) -> int:
+    """Most patches in a row of `starts`, rounded up to `multiple` (at most the row length)."""
+    s = starts.copy()
+    s[:, 0] = True
+    n = int(s.sum(axis=1).max())
+    return min(-(-n // multiple) * multiple, starts.shape[1])
+
+
+def compute_params(model: nn.Module) -> int:
+    """Parameters outside embedding tables (byte and hashed n-gram lookups cost no compute)."""
+    emb = sum(m.weight.size for _, m in model.named_modules() if isinstance(m, nn.Embedding))
+    return count_params(model) - emb
 
 
 class StartsCache:
@@ -234,7 +249,7 @@ def _load_trainer(path: Path, optimizer: optim.Optimizer) -> TrainerState:
 
 
 def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig, *,
-        save: Callable[[Path, dict[str, Any]], None], starts_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        save: Callable[[Path, dict[str, Any]], None], starts_fn: StartsFn | None = None,
         resume_state: Path | None = None, command: str = "", extra_metrics: dict[str, Any] | None = None
         ) -> dict[str, Any]:
     """Train `model` on samples until a budget or early stopping; returns the final metrics.
@@ -253,20 +268,18 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
     st = TrainerState()
     if resume_state is not None:
         st = _load_trainer(resume_state, optimizer)
-        if st.stopped == "early stopping":
-            print(f"{cfg.kind}: stopped early at step {st.step} before; nothing to resume", file=sys.stderr)
 
     cache = StartsCache(starts_fn) if starts_fn is not None else None
     val_ex = eval_examples(val[: cfg.eval_examples] if cfg.eval_examples else val, cfg.data.max_len)
 
-    def loss_fn(m: nn.Module, x: mx.array, y: mx.array, w: mx.array, *starts: mx.array) -> mx.array:
-        return masked_mean_ce(m(x, *starts), y, w)
+    def loss_fn(m: nn.Module, x: mx.array, y: mx.array, w: mx.array, *extra: Any) -> mx.array:
+        return masked_mean_ce(m(x, *extra), y, w)
 
     loss_and_grad = nn.value_and_grad(model, loss_fn)
     state = [model.state, optimizer.state, mx.random.state]
 
-    def step(x: mx.array, y: mx.array, w: mx.array, *starts: mx.array) -> tuple[mx.array, mx.array]:
-        loss, grads = loss_and_grad(model, x, y, w, *starts)
+    def step(x: mx.array, y: mx.array, w: mx.array, *extra: Any) -> tuple[mx.array, mx.array]:
+        loss, grads = loss_and_grad(model, x, y, w, *extra)
         grads, gnorm = optim.clip_grad_norm(grads, cfg.grad_clip)
         optimizer.update(model, grads)
         return loss, gnorm
@@ -300,11 +313,15 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
                          start=(st.epoch, st.batch_in_epoch))
     model.train()
     last_val: float | None = None
+    first_step = st.step
     t_start = time.perf_counter() - st.elapsed
     t_rate, bytes_rate, loss_acc, n_acc = time.perf_counter(), 0, 0.0, 0
     st.stopped = ""
     try:
         while True:
+            if cfg.patience is not None and st.bad_evals >= cfg.patience:
+                st.stopped = "early stopping"
+                break
             if cfg.max_steps is not None and st.step >= cfg.max_steps:
                 st.stopped = "max steps"
                 break
@@ -316,7 +333,8 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
             w = (y != PAD).astype(np.float32) if all_bytes else batch.target_mask
             args = [mx.array(x), mx.array(y), mx.array(w)]
             if cache is not None:
-                args.append(mx.array(cache(x)))
+                starts = cache(x)
+                args += [mx.array(starts), patch_bucket(starts, cfg.patch_bucket)]
             optimizer.learning_rate = lr_at(st.step, progress_of(st), cfg)
             loss, gnorm = step(*args)
             mx.eval(state, loss)
@@ -353,23 +371,24 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
                                       "improved": improved, "elapsed": st.elapsed}) + "\n")
                 log.flush()
                 st.elapsed = time.perf_counter() - t_start  # evaluation counts against the time budget
-                if cfg.patience is not None and st.bad_evals >= cfg.patience:
-                    st.stopped = "early stopping"
-                    break
     except KeyboardInterrupt:
         st.stopped = "interrupted"
     finally:
         bar.close()
     # a final evaluation when the last step was not evaluated, so best/ always exists
-    if val_ex and (st.step % cfg.eval_every != 0 or last_val is None) and st.step > 0:
+    if val_ex and st.step > first_step and st.step % cfg.eval_every != 0:
         last_val = evaluate().bpb
-        if last_val < st.best_val - cfg.min_delta or st.best_step < 0:
+        improved = last_val < st.best_val - cfg.min_delta or st.best_step < 0
+        if improved:
             st.best_val, st.best_step = min(last_val, st.best_val), st.step
             save(out / "best", metrics(last_val))
-    if not val_ex and st.step > 0:
+        log.write(json.dumps({"step": st.step, "val_bpb": last_val, "best_val_bpb": st.best_val,
+                              "improved": improved, "elapsed": st.elapsed}) + "\n")
+    if not val_ex and st.step > first_step:
         save(out / "best", metrics(None))
-    save(out / "last", metrics(last_val))
-    _save_trainer(out / "last", optimizer, st)
+    if st.step > first_step or resume_state is None:
+        save(out / "last", metrics(last_val))
+        _save_trainer(out / "last", optimizer, st)
     final = metrics(last_val)
     log.write(json.dumps({"step": st.step, "stopped": st.stopped, "best_val_bpb": final["best_val_bpb"],
                           "elapsed": st.elapsed}) + "\n")
@@ -429,7 +448,8 @@ def train_entropy(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConf
         ecfg = entropy_config or model_configs(size)[0]
         model = EntropyModel(ecfg)
     mx.eval(model.parameters())
-    extra = {"params": count_params(model), "entropy_config": ecfg.to_dict()}
+    extra = {"params": count_params(model), "compute_params": compute_params(model),
+             "entropy_config": ecfg.to_dict()}
     return fit(model, train, val, cfg, save=lambda p, m: save_entropy(p, model, ecfg, m), resume_state=resume,
                command=command, extra_metrics=extra)
 
@@ -450,7 +470,7 @@ def calibrate_threshold(entropy_model: nn.Module, examples: Sequence[Example], p
     def avg_patch(theta: float) -> float:
         pc = replace(patcher, threshold=theta)
         n_bytes = n_patches = 0
-        for x, e in zip(toks, ents):
+        for x, e in zip(toks, ents, strict=True):
             s = np.array(patch_starts(x, pc, e))
             valid = x != PAD
             n_bytes += int(valid.sum())
@@ -475,7 +495,7 @@ def train_blt(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig, 
     With `target_patch` the entropy threshold is calibrated to that mean patch size on the training data.
     """
     from blt.checkpoint import load_checkpoint, save_checkpoint
-    from blt.model import BLT, num_params
+    from blt.model import BLT
 
     cfg = replace(cfg, kind="blt")
     resume = _resume_from(cfg)
@@ -495,7 +515,8 @@ def train_blt(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig, 
     ent_model.freeze()
     mx.eval(model.parameters())
     starts_fn = make_starts_fn(ent_model, bcfg.patcher)
-    extra = {"params": num_params(model), "patch_threshold": bcfg.patcher.threshold}
+    extra = {"params": count_params(model), "compute_params": compute_params(model),
+             "patch_threshold": bcfg.patcher.threshold}
 
     def save(p: Path, m: dict[str, Any]) -> None:
         save_checkpoint(p, model=model, config=bcfg, entropy_model=ent_model, entropy_config=bcfg.entropy,
@@ -511,7 +532,6 @@ def train_baseline(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainCon
     """The plain byte transformer, sized to the BLT's parameter count (from `blt_dir` or `target_params`)."""
     from blt.baseline import ByteTransformer
     from blt.checkpoint import load_checkpoint, save_checkpoint
-    from blt.model import num_params
 
     cfg = replace(cfg, kind="baseline")
     resume = _resume_from(cfg)
@@ -525,12 +545,13 @@ def train_baseline(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainCon
                 if blt_dir is None:
                     raise ValueError("give baseline_config, target_params or the BLT's stage folder")
                 ck = load_checkpoint(Path(blt_dir) / "best")
-                target_params, dropout = num_params(ck.model), ck.config.dropout
+                target_params, dropout = compute_params(ck.model), ck.config.dropout
             baseline_config = match_baseline(target_params, cfg.data.max_len - 1, dropout)
         bc = replace(baseline_config, max_bytes=cfg.data.max_len - 1)
         model = ByteTransformer(bc)
     mx.eval(model.parameters())
-    extra = {"params": num_params(model), "target_params": target_params}
+    extra = {"params": count_params(model), "compute_params": compute_params(model),
+             "target_compute_params": target_params}
 
     def save(p: Path, m: dict[str, Any]) -> None:
         save_checkpoint(p, model=model, config=bc, entropy_model=None, entropy_config=None, metrics=m,

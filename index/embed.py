@@ -34,32 +34,38 @@ def _resolve(model: str) -> str:
 
 
 class Embedder:
-    """Turns texts into L2-normalised float32 vectors, so a dot product is the cosine similarity."""
+    """Turns texts into L2-normalised float32 vectors, so a dot product is the cosine similarity.
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
+    `runtime="auto"` runs the model with ONNX Runtime on the CPU when it can (same vectors, about twice as
+    fast, no torch import after the first export) and with torch otherwise.
+    """
 
-        hf_logging.disable_progress_bar()
-
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", runtime: str = "auto"):
+        if runtime not in ("auto", "onnx", "torch"):
+            raise EmbeddingError(f"embedding runtime must be auto, onnx or torch, not {runtime!r}")
+        self.name, self.device = canonical_name(model), device
         path = _resolve(model)
-        try:
-            self._model = SentenceTransformer(path, device=device)
-        except Exception as e:  # sentence-transformers raises many kinds for a missing model
-            hint = "" if Path(path).exists() else " (no such folder, and models cannot be downloaded here)"
-            raise EmbeddingError(f"cannot load embedding model {model!r}{hint}: {e}") from e
-        self.name = canonical_name(model)
+        self.runtime = "torch"
+        if runtime != "torch" and device == "cpu" and Path(path).is_dir():
+            from index.onnx_encoder import OnnxEncoder, OnnxUnavailable
+
+            try:
+                self._onnx = OnnxEncoder.load(path)
+                self.runtime, self.dim = "onnx", self._onnx.dim
+                return
+            except OnnxUnavailable as e:
+                if runtime == "onnx":
+                    raise EmbeddingError(f"cannot run {model!r} with ONNX Runtime: {e}") from e
+        self._model = _load_torch(model, path, device)
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        self.device = device
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed texts in order; returns an array of shape (len(texts), dim)."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.runtime == "onnx":
+            return self._onnx.encode(list(texts), batch_size=batch_size)
         vecs = self._model.encode(
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
@@ -70,7 +76,22 @@ class Embedder:
         return self.embed([text])[0]
 
 
+def _load_torch(model: str, path: str, device: str):  # noqa: ANN202 - SentenceTransformer, imported lazily
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(path, device=device)
+    except Exception as e:  # sentence-transformers raises many kinds for a missing model
+        hint = "" if Path(path).exists() else " (no such folder, and models cannot be downloaded here)"
+        raise EmbeddingError(f"cannot load embedding model {model!r}{hint}: {e}") from e
+
+
 @lru_cache(maxsize=4)
-def load_embedder(model: str | None = None, device: str = "cpu") -> Embedder:
-    """One loaded model per (name, device) per process: loading takes seconds, encoding milliseconds."""
-    return Embedder(model or DEFAULT_MODEL, device=device)
+def load_embedder(model: str | None = None, device: str = "cpu", runtime: str = "auto") -> Embedder:
+    """One loaded model per (name, device, runtime) per process: loading takes seconds, encoding milliseconds."""
+    return Embedder(model or DEFAULT_MODEL, device=device, runtime=runtime)

@@ -44,8 +44,11 @@ def open_client(data_dir: Path | str | None = None, host: str | None = None, por
 def check_name(name: str) -> str:
     """Chroma accepts 3-512 characters of [a-zA-Z0-9._-]; say so before Chroma does, less cryptically."""
     ok = 3 <= len(name) <= 512 and all(c.isalnum() or c in "._-" for c in name) and name.isascii()
-    if not ok:
-        raise StoreError(f"collection name {name!r} is invalid: use 3-512 characters of letters, digits, '.', '_', '-'")
+    if not ok or not (name[0].isalnum() and name[-1].isalnum()):
+        raise StoreError(
+            f"collection name {name!r} is invalid: use 3-512 characters of letters, digits, '.', '_', '-', "
+            "starting and ending with a letter or digit"
+        )
     return name
 
 

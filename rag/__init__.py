@@ -1,0 +1,35 @@
+"""Shvayambhu: a local retrieval-augmented assistant with memory and calibrated confidence.
+
+    from rag import Shvayambhu
+    answer = Shvayambhu().ask("Why is the sky blue?")
+
+Names are imported on first use, so `import rag` (and the CLI's start) stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Answer", "AnswerStream", "ChatSession", "Memory", "Shvayambhu", "Source"]
+
+_WHERE = {
+    "Shvayambhu": "rag.api",
+    "ChatSession": "rag.api",
+    "Answer": "rag.pipeline",
+    "AnswerStream": "rag.pipeline",
+    "Source": "rag.pipeline",
+    "Memory": "rag.memory",
+}
+
+if TYPE_CHECKING:
+    from rag.api import ChatSession, Shvayambhu
+    from rag.memory import Memory
+    from rag.pipeline import Answer, AnswerStream, Source
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'rag' has no attribute {name!r}")

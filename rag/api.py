@@ -12,7 +12,11 @@ from index.retrieve import Hit, search
 from index.store import StoreError, collection_info, get_collection, open_client
 from ingest.pipeline import IngestSummary, ingest_paths
 from ingest.readers import iter_files
+from rag.backends.base import Backend, BackendError
 from rag.config import Settings, load_settings
+from rag.memory import MemoryStream
+from rag.pipeline import Answer, AnswerStream, Prepared, prepare, run
+from rag.selfmodel import SelfModel
 
 
 def bundled_corpus() -> Path:
@@ -33,7 +37,8 @@ class Shvayambhu:
 
     @cached_property
     def embedder(self) -> Embedder:
-        return load_embedder(self.settings.embedding.model, self.settings.embedding.device)
+        emb = self.settings.embedding
+        return load_embedder(emb.model, emb.device, emb.runtime)
 
     def collection(self, create: bool = False, name: str | None = None) -> Any:
         """The corpus collection, checked against the configured embedding model and field."""
@@ -96,4 +101,233 @@ class Shvayambhu:
             "data_dir": str(self.settings.data_dir),
             "embedding_model": self.settings.embedding.model,
             "collections": collection_info(self.client),
+            "backends": backend_status(self.settings),
         }
+
+    # -- the consciousness layer ------------------------------------------------------------------------
+    def self_model(self) -> SelfModel:
+        """Identity, values and style from the [self_model] settings."""
+        return SelfModel.from_settings(self.settings.self_model)
+
+    def memory(self, session: str | None = None) -> MemoryStream:
+        """The memory stream of `session` (default: the configured session)."""
+        session = session or self.settings.session
+        streams = self.__dict__.setdefault("_memories", {})
+        if session not in streams:
+            streams[session] = MemoryStream(self.client, session, lambda: self.embedder, self.settings.memory,
+                                            model=canonical_name(self.settings.embedding.model))
+        return streams[session]
+
+    def backend(self, name: str | None = None, model: str | None = None) -> Backend:
+        """The generation backend: ollama, blt, or auto (Ollama when its server answers, else the BLT)."""
+        key = (name or self.settings.backend, model)
+        cache = self.__dict__.setdefault("_backends", {})
+        if key not in cache:
+            cache[key] = select_backend(self.settings, key[0], model)
+        return cache[key]
+
+    def corpus(self) -> Any | None:
+        """The corpus collection for answering, or None when nothing has been ingested yet."""
+        if self.__dict__.get("_corpus") is None:
+            name = self.settings.store.collection
+            if name not in {c.name if hasattr(c, "name") else c for c in self.client.list_collections()}:
+                return None
+            self.__dict__["_corpus"] = self.collection()
+        return self.__dict__["_corpus"]
+
+    def prepare(
+        self,
+        question: str,
+        *,
+        backend: Backend | None = None,
+        k: int | None = None,
+        session: str | None = None,
+        use_retrieval: bool = True,
+        use_memory: bool = True,
+        history: list[Any] | None = None,
+    ) -> Prepared:
+        """Everything before the backend call: retrieval, recall, confidence, workspace and prompt."""
+        if not question or not question.strip():
+            raise BackendError("the question is empty")
+        corpus = self.corpus() if use_retrieval else None
+        memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
+        prep = prepare(
+            question,
+            settings=self.settings,
+            backend=backend if backend is not None else self.backend(),
+            embed=self.embedder.embed_query,
+            collection=corpus,
+            memory=memory,
+            k=k,
+            history=history,
+            use_retrieval=use_retrieval,
+        )
+        if use_retrieval and corpus is None:
+            prep.warnings.append(
+                f"no corpus collection {self.settings.store.collection!r} yet: answering without exemplars "
+                "(run `shvayambhu ingest PATH`)"
+            )
+        return prep
+
+    def ask(
+        self,
+        question: str,
+        *,
+        backend: str | Backend | None = None,
+        model: str | None = None,
+        k: int | None = None,
+        session: str | None = None,
+        use_retrieval: bool = True,
+        use_memory: bool = True,
+        history: list[Any] | None = None,
+        show_prompt: bool = False,
+    ) -> Answer:
+        """Answer `question` from exemplars and memories through a backend; the exchange is remembered."""
+        be = backend if backend is not None and not isinstance(backend, str) else self.backend(backend, model)
+        memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
+        prep = self.prepare(question, backend=be, k=k, session=session, use_retrieval=use_retrieval,
+                            use_memory=use_memory, history=history)
+        return run(prep, be, settings=self.settings, memory=memory, show_prompt=show_prompt)
+
+    def stream(
+        self,
+        question: str,
+        *,
+        backend: str | Backend | None = None,
+        model: str | None = None,
+        k: int | None = None,
+        session: str | None = None,
+        use_retrieval: bool = True,
+        use_memory: bool = True,
+        history: list[Any] | None = None,
+        show_prompt: bool = False,
+    ) -> AnswerStream:
+        """Like `ask`, as an iterator of text pieces (the same text `ask` gives); `.answer` after it ends."""
+        be = backend if backend is not None and not isinstance(backend, str) else self.backend(backend, model)
+        memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
+        prep = self.prepare(question, backend=be, k=k, session=session, use_retrieval=use_retrieval,
+                            use_memory=use_memory, history=history)
+        return AnswerStream(prep, be, settings=self.settings, memory=memory, show_prompt=show_prompt)
+
+    def chat(self, session: str | None = None, **ask_options: Any) -> ChatSession:
+        """A conversation: recent turns are kept in the prompt, every exchange goes to `session`'s memory."""
+        return ChatSession(self, session or self.settings.session, **ask_options)
+
+
+class ChatSession:
+    """The state of one interactive conversation; the CLI `chat` loop drives it."""
+
+    def __init__(self, assistant: Shvayambhu, session: str, **ask_options: Any) -> None:
+        self.assistant = assistant
+        self.session = session
+        self.options = ask_options
+        self.history: list[dict[str, str]] = []
+        self.last: Answer | None = None
+
+    def send(self, text: str) -> AnswerStream:
+        """Stream the answer to `text`; when it ends the turn joins the history."""
+
+        def done(answer: Answer) -> None:
+            self.last = answer
+            self.history.append({"role": "user", "content": text})
+            self.history.append({"role": "assistant", "content": answer.answer})
+
+        stream = self.assistant.stream(text, session=self.session, history=list(self.history), **self.options)
+        stream.on_done = done
+        return stream
+
+    def ask(self, text: str) -> Answer:
+        """The whole answer at once."""
+        return self.send(text).result()
+
+    def reset(self) -> None:
+        """Forget the recent turns of this conversation (its memories stay; see `memory().clear()`)."""
+        self.history.clear()
+        self.last = None
+
+    def memories(self, limit: int = 10) -> list[Any]:
+        """The newest memories of the session."""
+        return self.assistant.memory(self.session).list(limit=limit)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Backends
+
+
+def ollama_backend(settings: Settings, model: str | None = None) -> Backend:
+    """An OllamaBackend from the [ollama] settings."""
+    from rag.backends.ollama import OllamaBackend
+
+    o = settings.ollama
+    return OllamaBackend(
+        settings.ollama_host, model or o.model, timeout=o.timeout, keep_alive=o.keep_alive or None
+    )
+
+
+def blt_backend(settings: Settings, model: str | None = None) -> Backend:
+    """The BLT backend: `rag.backends.blt.load_backend(settings, model)`; `model` may name a checkpoint."""
+    try:
+        from rag.backends import blt
+    except ImportError as e:
+        raise BackendError(f"the BLT backend is not available in this installation ({e})") from None
+    loader = getattr(blt, "load_backend", None)
+    if loader is None:
+        raise BackendError("the BLT backend module has no load_backend(settings, model)")
+    try:
+        return loader(settings, model)
+    except BackendError:
+        raise
+    except (OSError, ValueError) as e:
+        raise BackendError(f"cannot load the BLT checkpoint: {e}") from None
+    except Exception as e:
+        if type(e).__name__ == "CheckpointError":
+            raise BackendError(f"cannot load the BLT checkpoint: {e}") from None
+        raise
+
+
+def ollama_answers(settings: Settings, timeout: float = 2.0) -> tuple[bool, str]:
+    """(True, models) when the Ollama server answers /api/tags, else (False, why)."""
+    from rag.backends.ollama import list_models
+
+    try:
+        models = list_models(settings.ollama_host, timeout=timeout)
+    except BackendError as e:
+        return False, str(e)
+    return True, ", ".join(models) or "no models pulled"
+
+
+def select_backend(settings: Settings, name: str, model: str | None = None) -> Backend:
+    """`ollama`, `blt`, or `auto`: Ollama when its server answers, else the BLT when a checkpoint loads."""
+    if name == "ollama":
+        return ollama_backend(settings, model)
+    if name == "blt":
+        return blt_backend(settings, model)
+    if name != "auto":
+        raise BackendError(f"unknown backend {name!r}: use ollama, blt or auto")
+    up, why = ollama_answers(settings)
+    if up:
+        return ollama_backend(settings, model)
+    try:
+        return blt_backend(settings, model)
+    except BackendError as e:
+        blt_why = str(e)
+    pull = model or settings.ollama.model
+    raise BackendError(
+        f"no backend available: start Ollama (`ollama serve`, then `ollama pull {pull}`) "
+        f"or point --ollama-host / OLLAMA_HOST at a running one; the BLT backend is not usable either "
+        f"({blt_why}). Ollama: {why}"
+    )
+
+
+def backend_status(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Readiness of each backend for `shvayambhu status` (quick: one HTTP call, one import)."""
+    up, why = ollama_answers(settings)
+    out = {"ollama": {"ready": up, "detail": f"{settings.ollama_host}: {why}" if up else why}}
+    try:
+        import importlib.util
+
+        found = importlib.util.find_spec("rag.backends.blt") is not None
+    except ImportError:
+        found = False
+    out["blt"] = {"ready": found, "detail": "module present" if found else "not installed yet"}
+    return out

@@ -158,6 +158,266 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON 
         typer.echo(f"backend {name}: {'ready' if b['ready'] else 'not ready'} - {b['detail']}")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Asking, chatting, the self-model and memories
+
+BACKENDS = ("auto", "ollama", "blt")
+BackendOpt = Annotated[
+    str | None,
+    typer.Option("--backend", help="ollama, blt or auto [auto]: Ollama when its server answers, else BLT."),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Ollama model name (or BLT checkpoint).")]
+SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Memory session [default].")]
+HostOpt = Annotated[
+    str | None, typer.Option("--ollama-host", help="Ollama URL [$OLLAMA_HOST or 127.0.0.1:11434].")
+]
+TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for the backend [300].")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def _ask_settings(backend: str | None, session: str | None, ollama_host: str | None, timeout: float | None,
+                  temperature: float | None = None, seed: int | None = None) -> Settings:
+    if backend is not None and backend not in BACKENDS:
+        raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    ollama = {"host": ollama_host, "timeout": timeout, "temperature": temperature, "seed": seed}
+    blt = {"temperature": temperature, "seed": seed}
+    return settings(backend=backend, session=session, ollama=ollama, blt=blt)
+
+
+def _warn(answer: Any) -> None:
+    for w in answer.warnings:
+        typer.echo(f"warning: {w}", err=True)
+
+
+def _footer(answer: Any) -> str:
+    used = [s for s in answer.sources if s.used]
+    lines = [f"  [{s.number}] {s.score:.2f}  {_clip(s.prompt, 100)}" for s in used]
+    head = "sources:" if used else "sources: none cited"
+    conf = f"confidence {answer.confidence:.2f}" + (" (low: little in the corpus or memory on this)"
+                                                    if answer.low_confidence else "")
+    total = answer.timings.get("total", 0.0)
+    return "\n".join([head, *lines, f"{conf} · {answer.backend} {answer.model} · {total:.0f} ms"])
+
+
+def _show_workspace(answer: Any) -> None:
+    typer.echo("=== prompt " + "=" * 60)
+    typer.echo(answer.prompt or "")
+    ws = answer.workspace
+    if ws is not None:
+        typer.echo(f"=== workspace: {ws.used}/{ws.budget} {ws.unit} " + "=" * 40)
+        for tag, items in (("won", ws.winners), ("lost", ws.losers)):
+            for c in items:
+                extra = " (truncated)" if c.truncated else (f" ({c.reason})" if c.reason else "")
+                typer.echo(f"  {tag:4} {c.salience:.3f} {c.kind:10} {c.cost:>5} {_clip(c.text, 70)}{extra}")
+    typer.echo("=== answer " + "=" * 60)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="What to ask.")],
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    k: Annotated[int | None, typer.Option("-k", "--k", help="Exemplars to retrieve [4].")] = None,
+    session: SessionOpt = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Print the answer as it is generated.")] = False,
+    show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Show prompt and workspace.")] = False,
+    as_json: JsonOpt = False,
+    ollama_host: HostOpt = None,
+    timeout: TimeoutOpt = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    no_memory: Annotated[bool, typer.Option("--no-memory", help="Neither recall nor remember.")] = False,
+    no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Use no corpus exemplars.")] = False,
+) -> None:
+    """Answer QUESTION from the corpus and memory, with its sources and a confidence."""
+    from rag.api import Shvayambhu
+
+    a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout, temperature, seed))
+    opts = dict(model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval,
+                show_prompt=show_prompt)
+    if stream and not as_json:
+        s = a.stream(question, **opts)
+        if show_prompt:
+            _show_workspace_prep(s.prep)
+        for piece in s:
+            typer.echo(piece, nl=False)
+        answer = s.answer
+        typer.echo("\n")
+    else:
+        answer = a.ask(question, **opts)
+        if as_json:
+            emit_json(answer.to_dict(show_prompt=show_prompt))
+            _warn(answer)
+            return
+        if show_prompt:
+            _show_workspace(answer)
+        typer.echo(answer.answer + "\n")
+    typer.echo(_footer(answer))
+    _warn(answer)
+
+
+def _show_workspace_prep(prep: Any) -> None:
+    from rag.prompting import flatten
+
+    _show_workspace(type("P", (), {"prompt": flatten(prep.messages), "workspace": prep.workspace})())
+
+
+CHAT_HELP = "/sources  the last answer's sources\n/memory   recent memories\n/reset    forget this " \
+            "conversation's turns (memories stay)\n/exit     leave"
+
+
+@app.command()
+def chat(
+    session: SessionOpt = None,
+    backend: BackendOpt = None,
+    model: ModelOpt = None,
+    k: Annotated[int | None, typer.Option("-k", "--k", help="Exemplars to retrieve [4].")] = None,
+    ollama_host: HostOpt = None,
+    timeout: TimeoutOpt = None,
+) -> None:
+    """Talk with streaming answers and memory across turns and runs (/sources /memory /reset /exit)."""
+    from rag.api import Shvayambhu
+    from rag.backends.base import BackendError
+
+    a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout))
+    be = a.backend(None, model)  # fails here, once, when no backend is reachable
+    conv = a.chat(session, backend=be, k=k)
+    name = a.self_model().name
+    typer.echo(f"{name} ({be.name} {be.model}), session {conv.session!r}: /help lists commands, /exit leaves")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            typer.echo()
+            break
+        if not line:
+            continue
+        if line in ("/exit", "/quit", "/q"):
+            break
+        if line in ("/help", "/?"):
+            typer.echo(CHAT_HELP)
+            continue
+        if line == "/reset":
+            conv.reset()
+            typer.echo("(conversation reset; memories kept - `shvayambhu memory clear` removes them)")
+            continue
+        if line == "/sources":
+            if conv.last is None:
+                typer.echo("(no answer yet)")
+            for s in conv.last.sources if conv.last else []:
+                mark = "used " if s.used else "shown"
+                typer.echo(f"  [{s.number}] {s.score:.2f} {mark} {_clip(s.prompt, 90)}")
+            if conv.last is not None:
+                low = " (low)" if conv.last.low_confidence else ""
+                typer.echo(f"  confidence {conv.last.confidence:.2f}{low}")
+            continue
+        if line == "/memory":
+            mems = conv.memories(10)
+            if not mems:
+                typer.echo("(no memories yet)")
+            for m in mems:
+                typer.echo(f"  {m.id[:8]} {m.kind:10} {m.age():>15}  {_clip(m.text, 80)}")
+            continue
+        if line.startswith("/"):
+            typer.echo(f"unknown command {line.split()[0]}; /help lists them")
+            continue
+        typer.echo(f"{name}> ", nl=False)
+        try:
+            for piece in conv.send(line):
+                typer.echo(piece, nl=False)
+            typer.echo()
+        except BackendError as e:
+            typer.echo(f"\nerror: {e}", err=True)
+
+
+@app.command("self")
+def self_cmd(as_json: JsonOpt = False) -> None:
+    """The self-model (identity, values, style) that is in every prompt; edit [self_model] in the config."""
+    from rag.config import config_path
+    from rag.selfmodel import SelfModel
+
+    sm = SelfModel.from_settings(settings().self_model)
+    if as_json:
+        emit_json(sm.to_dict())
+        return
+    typer.echo(sm.describe())
+    where = config_path(_state.get("config"))
+    typer.echo(f"\nedit it in the [self_model] table of {where or '~/.shvayambhu/config.toml'}"
+               " (or SHVAYAMBHU_SELF_MODEL_* variables)")
+
+
+memory_app = typer.Typer(help="A session's memory stream: list, search, forget, clear.", no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
+
+
+def _memories(session: str | None) -> Any:
+    from rag.api import Shvayambhu
+
+    return Shvayambhu(settings(session=session)).memory()
+
+
+def _print_memories(mems: list[Any], scored: bool = False) -> None:
+    if not mems:
+        typer.echo("no memories")
+    for m in mems:
+        score = f" score {m.score:.2f} (rec {m.recency:.2f} imp {m.importance:.2f} rel {m.relevance:.2f})" \
+            if scored and m.score is not None else f" imp {m.importance:.2f}"
+        typer.echo(f"{m.id[:12]} {m.kind:10} {m.age():>15}{score}\n    {_clip(m.text, 150)}")
+
+
+@memory_app.command("list")
+def memory_list(
+    session: SessionOpt = None,
+    kind: Annotated[str | None, typer.Option(help="exchange, reflection or note.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the newest N.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every memory of the session, oldest first."""
+    mems = _memories(session).list(kind=kind, limit=limit)
+    if as_json:
+        emit_json([m.to_dict() for m in mems])
+    else:
+        _print_memories(mems)
+
+
+@memory_app.command("search")
+def memory_search(
+    query: Annotated[str, typer.Argument(help="What to recall.")],
+    session: SessionOpt = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="How many.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Memories ranked as recall ranks them: recency, importance and relevance."""
+    mems = _memories(session).search(query, k=k)
+    if as_json:
+        emit_json([m.to_dict() for m in mems])
+    else:
+        _print_memories(mems, scored=True)
+
+
+@memory_app.command("forget")
+def memory_forget(
+    ids: Annotated[list[str], typer.Argument(help="Memory ids or unique id prefixes (see `memory list`).")],
+    session: SessionOpt = None,
+) -> None:
+    """Delete memories by id."""
+    n = _memories(session).forget(ids)
+    typer.echo(f"forgot {n} memor{'y' if n == 1 else 'ies'}")
+
+
+@memory_app.command("clear")
+def memory_clear(
+    session: SessionOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete every memory of the session."""
+    mem = _memories(session)
+    if not yes and not typer.confirm(f"delete all {mem.count()} memories of session {mem.session!r}?"):
+        raise typer.Exit(1)
+    n = mem.clear()
+    typer.echo(f"cleared {n} memor{'y' if n == 1 else 'ies'} of session {mem.session!r}")
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = ()
 
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# A sentence ends at a terminator (with closing quotes/brackets) followed by spaces; a line at a newline.
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*[ \t]+|[ \t]*\n")
+# A sentence ends at a terminator (with closing quotes/brackets, leaked special tokens) and spaces; a line at
+# a newline.
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?:<\|[A-Za-z0-9_]{1,32}\|>|</?s>)*[ \t]+|[ \t]*\n")
 _SPACES = re.compile(r"[ \t]+")
 _TERMINATED = re.compile(r"[.!?…:;][\"'”’)\]*_`]*$|```\s*$")
 MAX_SEGMENT = 400  # characters without a sentence end after which a segment may break at a space
 
 # A hallucinated next turn: everything from here on is dropped.
-_TURN_START = re.compile(
-    r"^\s*(?:#{1,6}\s*)?(?:\*\*)?(?:user|human|system|instruction|q)(?:\*\*)?\s*:", re.I
-)
+_TURN_START = re.compile(r"^\s*(?:#{1,6}\s*)?(?:\*\*)?(?:user|human|system|instruction|q)(?:\*\*)?\s*:", re.I)
 _TURN_TOKEN = re.compile(
     r"<\|im_start\|>\s*(?:user|system)|<\|start_header_id\|>\s*(?:user|system)|<\|(?:user|system)\|>"
     r"|\[INST\]|<<SYS>>|#{2,}\s*(?:instruction|human|user)\b|<start_of_turn>\s*user",
@@ -33,7 +32,9 @@ _LEAKED = re.compile(
     r"|<end_of_turn>|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"
 )
 # A role label at the very start of the answer.
-_LEADING_ROLE = re.compile(r"^\s*(?:\*\*)?(?:assistant|ai|answer|a|response|bot|shvayambhu)(?:\*\*)?\s*:\s*", re.I)
+_LEADING_ROLE = re.compile(
+    r"^\s*(?:\*\*)?(?:assistant|ai|answer|a|response|bot|shvayambhu)(?:\*\*)?\s*:\s*", re.I
+)
 _SEPARATOR_LINE = re.compile(r"^\s*(?:#{3,}|={3,}|-{3,}\s*end\b.*|<{3,}|>{3,}|\|{3,})\s*$", re.I)
 _CITATION = re.compile(r"([ \t]*)\[(?:(?:source|exemplar|ref|doc)\s*)?(\d{1,3}(?:\s*,\s*\d{1,3})*)\]", re.I)
 _NORM = re.compile(r"[^\w]+")
@@ -117,9 +118,9 @@ class Cleaner:
         return None  # spaces at the end of the buffer: the sentence may go on
 
     def _segment(self, seg: str) -> str:
-        """Clean one complete segment (content plus trailing whitespace); return what it adds to the output."""
+        """Clean one complete segment (content and trailing whitespace); return what it adds to the output."""
         stripped = seg.rstrip(" \t\n")
-        trailer = seg[len(stripped):]
+        trailer = seg[len(stripped) :]
         if self._fence:
             content = stripped
             if content.lstrip().startswith("```"):
@@ -182,7 +183,9 @@ def _join(ws: str) -> str:
     return "\n" * min(n, 2) if n else (" " if ws else "")
 
 
-def clean(text: str, *, done_reason: str = "stop", n_sources: int = 0, name: str = "") -> tuple[str, list[int]]:
+def clean(
+    text: str, *, done_reason: str = "stop", n_sources: int = 0, name: str = ""
+) -> tuple[str, list[int]]:
     """One-shot cleaning: (clean text, original numbers of the cited sources in their new order)."""
     c = Cleaner(n_sources=n_sources, name=name)
     c.feed(text)
@@ -197,10 +200,10 @@ def overlap(answer: str, source: str, n: int = 3) -> float:
     """Share of the answer's word n-grams that also occur in `source` (0 when the answer is too short)."""
     a = [w.lower() for w in _WORD.findall(answer)]
     s = [w.lower() for w in _WORD.findall(source)]
-    grams = {tuple(a[i:i + n]) for i in range(len(a) - n + 1)}
+    grams = {tuple(a[i : i + n]) for i in range(len(a) - n + 1)}
     if not grams:
         return 0.0
-    src = {tuple(s[i:i + n]) for i in range(len(s) - n + 1)}
+    src = {tuple(s[i : i + n]) for i in range(len(s) - n + 1)}
     return len(grams & src) / len(grams)
 
 

@@ -23,8 +23,12 @@ class SelfModel:
 
     @classmethod
     def from_settings(cls, s: SelfModelSettings) -> SelfModel:
-        return cls(name=s.name.strip(), identity=s.identity.strip(),
-                   values=[v.strip() for v in s.values if v.strip()], style=s.style.strip())
+        return cls(
+            name=s.name.strip(),
+            identity=s.identity.strip(),
+            values=[v.strip() for v in s.values if v.strip()],
+            style=s.style.strip(),
+        )
 
     def facts(self) -> list[tuple[str, str]]:
         """(label, text) pairs, most central first: identity, then each value, then style."""

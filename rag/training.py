@@ -102,8 +102,8 @@ def open_corpus(settings: Any = None, *, data_dir: str | Path | None = None, col
 
 def nearest_neighbours(queries: np.ndarray, docs: np.ndarray, pool: np.ndarray, k: int,
                        dup_threshold: float = 0.95, same: np.ndarray | None = None) -> list[list[int]]:
-    """For each query row i: up to k indices j of `docs` in `pool`, best first, with j != i, not a near-duplicate
-    of i (cos(docs[i], docs[j]) > dup_threshold) and not marked `same[i, j]`."""
+    """For each query row i: up to k indices j of `docs` in `pool`, best first, with j != i, not a
+    near-duplicate of i (cos(docs[i], docs[j]) > dup_threshold) and not marked `same[i, j]`."""
     sims = queries @ docs.T
     dup = docs @ docs.T > dup_threshold
     blocked = dup | ~pool[None, :]
@@ -115,9 +115,10 @@ def nearest_neighbours(queries: np.ndarray, docs: np.ndarray, pool: np.ndarray, 
     return [[int(j) for j in row if np.isfinite(sims[i, j])] for i, row in enumerate(order)]
 
 
-def build_samples(records: Sequence[CorpusRecord], *, embedder: Any = None, doc_embeddings: np.ndarray | None = None,
-                  k: int = 4, val_fraction: float = 0.05, heldout_fraction: float = 0.0,
-                  dup_threshold: float = 0.95, seed: int = 0, embed_field: str = "prompt") -> RetrievalData:
+def build_samples(records: Sequence[CorpusRecord], *, embedder: Any = None,
+                  doc_embeddings: np.ndarray | None = None, k: int = 4, val_fraction: float = 0.05,
+                  heldout_fraction: float = 0.0, dup_threshold: float = 0.95, seed: int = 0,
+                  embed_field: str = "prompt") -> RetrievalData:
     """Split records into train/val/heldout and attach each one's k nearest (allowed) neighbours.
 
     Heldout = records with split "heldout"; when none is marked and heldout_fraction > 0, that fraction is
@@ -202,9 +203,10 @@ def load_data(*, sources: Sequence[str | Path] | None = None, collection: Any = 
 
 
 def default_sources() -> list[Path]:
-    """The bundled seed corpus (ingest/data)."""
+    """The bundled seed corpus: ingest/data/seed.jsonl, or its parts while it is being assembled."""
     root = Path(__file__).resolve().parent.parent / "ingest" / "data"
-    return [root] if root.exists() else []
+    seed = root / "seed.jsonl"
+    return [seed] if seed.exists() else sorted((root / "parts").glob("*.jsonl"))
 
 
 # ---- command bodies (the CLI wraps these) ----
@@ -212,7 +214,8 @@ def default_sources() -> list[Path]:
 def train_command(*, out_dir: str | Path, sources: Sequence[str | Path] | None = None, collection: Any = None,
                   stages: Sequence[str] = ("entropy", "blt", "baseline"), size: str = "small",
                   max_minutes: float | None = 30.0, max_steps: int | None = None, entropy_share: float = 0.2,
-                  batch_size: int | None = None, lr: float | None = None, k: int = 4, max_bytes: int | None = None,
+                  batch_size: int | None = None, lr: float | None = None, k: int = 4,
+                  max_bytes: int | None = None,
                   eval_every: int | None = None, patience: int | None = None, seed: int = 0,
                   heldout_fraction: float = 0.1, val_fraction: float = 0.05, resume: bool = True,
                   progress: bool = True, command: str | None = None,
@@ -270,8 +273,8 @@ def eval_bpb_command(*, checkpoint: str | Path, baseline: str | Path | None = No
 
     blt = load_checkpoint(_best(checkpoint))
     base = load_checkpoint(_best(baseline)) if baseline else None
-    data = load_data(sources=sources, collection=collection, k=k, heldout_fraction=heldout_fraction, seed=seed,
-                     embedding_model=embedding_model)
+    data = load_data(sources=sources, collection=collection, k=k, heldout_fraction=heldout_fraction,
+                     seed=seed, embedding_model=embedding_model)
     held = data.heldout[:max_records] if max_records else data.heldout
     if not held:
         raise ValueError("no heldout records: mark some with split=heldout or pass heldout_fraction > 0")

@@ -105,11 +105,16 @@ def measurer(unit: str) -> Callable[[str], int]:
 
 
 def _safe_cut(text: str, end: int) -> int:
-    """Move a cut at code point `end` back so it splits no grapheme: no lone combining mark, ZWJ or selector."""
+    """Move a cut at code point `end` back so that no combining mark, ZWJ or selector is split off."""
     while 0 < end < len(text):
         nxt, prev = text[end], text[end - 1]
-        if unicodedata.combining(nxt) or nxt in "\u200d\ufe0e\ufe0f" or "\U0001f3fb" <= nxt <= "\U0001f3ff" \
-                or prev == "\u200d" or 0xDC00 <= ord(nxt) <= 0xDFFF:
+        if (
+            unicodedata.combining(nxt)
+            or nxt in "\u200d\ufe0e\ufe0f"
+            or "\U0001f3fb" <= nxt <= "\U0001f3ff"
+            or prev == "\u200d"
+            or 0xDC00 <= ord(nxt) <= 0xDFFF
+        ):
             end -= 1
         else:
             break
@@ -149,14 +154,16 @@ def pack(
     overhead: int = 0,
     min_fragment: int | None = None,
 ) -> Workspace:
-    """Greedy packing: pinned first, then by salience (ties keep input order), each costing its text + `overhead`.
+    """Greedy packing: pinned first, then by salience (ties keep input order); each costs text + `overhead`.
 
     Pinned candidates must fit, else BudgetError. A truncatable candidate that does not fit whole is shortened
     to the room left when that room is at least `min_fragment` (default: 160 bytes or 40 tokens).
     """
     measure = measurer(unit)
     min_fragment = (160 if unit == "bytes" else 40) if min_fragment is None else min_fragment
-    order = sorted(range(len(candidates)), key=lambda i: (not candidates[i].pinned, -candidates[i].salience, i))
+    order = sorted(
+        range(len(candidates)), key=lambda i: (not candidates[i].pinned, -candidates[i].salience, i)
+    )
     winners: list[Candidate] = []
     losers: list[Candidate] = []
     used = 0

@@ -1,4 +1,7 @@
-"""Shared fixtures: the real embedding model (loaded once), temporary stores, the seed corpus ingested once."""
+"""Shared fixtures: the real embedding model (loaded once), temporary stores, the seed corpus ingested once.
+
+The consciousness-layer fixtures at the end add a writable seed store, a fake Ollama server and the CLI.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ def seed_paths() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def embedder():
-    """The packaged all-MiniLM-L6-v2, loaded once per test session."""
-    from index.embed import load_embedder
+    """The packaged all-MiniLM-L6-v2, loaded once per test session (the same cached instance that
+    `rag.api.Shvayambhu` gets with default settings)."""
+    from index.embed import DEFAULT_MODEL, load_embedder
 
-    return load_embedder()
+    return load_embedder(DEFAULT_MODEL, "cpu")
 
 
 @pytest.fixture
@@ -50,11 +54,98 @@ def make_collection(data_dir: Path, embedder):
 
 @pytest.fixture(scope="session")
 def seed_store(tmp_path_factory: pytest.TempPathFactory, embedder):
-    """A store holding the seed corpus, ingested once per session: (data_dir, collection). Treat as read-only."""
+    """A store holding the seed corpus, ingested once per session: (data_dir, collection). Read-only."""
     from index.store import get_collection, open_client
     from ingest.pipeline import ingest_paths
 
     d = tmp_path_factory.mktemp("seed_store")
-    col = get_collection(open_client(d), "corpus", model=embedder.name, dim=embedder.dim, embed_field="prompt")
+    client = open_client(d)
+    col = get_collection(client, "corpus", model=embedder.name, dim=embedder.dim, embed_field="prompt")
     ingest_paths(seed_paths(), col, embedder, progress=False)
     return d, col
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The consciousness layer: a writable copy of the seed store, a fake Ollama, an assistant wired to both.
+
+
+@pytest.fixture
+def seed_home(seed_store, tmp_path: Path) -> Path:
+    """A private, writable copy of the seed store (corpus ingested, no memories): use it as SHVAYAMBHU_HOME
+    for tests that write memories or run the CLI in a subprocess. Copying takes milliseconds."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(seed_store[0], home)
+    return home
+
+
+@pytest.fixture
+def fake_ollama():
+    """A started tests/ollama_server.OllamaServer on 127.0.0.1 with model `llama3.2`; `.url`, `.bodies()`,
+    `.behavior("llama3.2")` to change its reply, delays or failures."""
+    try:
+        from tests.ollama_server import ModelBehavior, OllamaServer
+    except ImportError:  # tests/ is not a package when pytest runs with rootdir-relative imports
+        from ollama_server import ModelBehavior, OllamaServer
+
+    with OllamaServer({"llama3.2": ModelBehavior()}) as server:
+        yield server
+
+
+@pytest.fixture
+def make_assistant(seed_home: Path, fake_ollama):
+    """Factory: `make_assistant(**sections)` -> rag.api.Shvayambhu over `seed_home`, talking to `fake_ollama`
+    with backend "ollama" and temperature 0; keyword arguments override settings sections, e.g.
+    `make_assistant(memory={"reflect_every": 2}, workspace={"budget_bytes": 2000})`."""
+    from rag.api import Shvayambhu
+    from rag.config import load_settings
+
+    def make(**sections):
+        overrides = {"backend": "ollama", "store": {"data_dir": str(seed_home)},
+                     "ollama": {"host": fake_ollama.url, "temperature": 0.0, "seed": 7}}
+        for key, value in sections.items():
+            if isinstance(value, dict):
+                overrides.setdefault(key, {}).update(value)
+            else:
+                overrides[key] = value
+        return Shvayambhu(load_settings(overrides=overrides, environ={}))
+
+    return make
+
+
+@pytest.fixture
+def cli_env(seed_home: Path, fake_ollama) -> dict[str, str]:
+    """Environment for running `shvayambhu` in a subprocess against `seed_home` and `fake_ollama`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHVAYAMBHU_", "OLLAMA_"))}
+    env.update({"SHVAYAMBHU_HOME": str(seed_home), "OLLAMA_HOST": fake_ollama.url, "HF_HUB_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)})
+    return env
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch, seed_home: Path, fake_ollama):
+    """Run `rag.cli.main(argv)` in this process (no interpreter start-up, the embedder already loaded):
+    returns (exit code, stdout, stderr). SHVAYAMBHU_HOME and OLLAMA_HOST point at seed_home, fake_ollama."""
+    from rag import cli
+
+    monkeypatch.setenv("SHVAYAMBHU_HOME", str(seed_home))
+    monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url)
+    monkeypatch.delenv("SHVAYAMBHU_CONFIG", raising=False)
+
+    def run(*argv: str, stdin: str | None = None) -> tuple[int, str, str]:
+        import io
+        import sys
+
+        capsys.readouterr()
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        try:
+            cli.main(list(argv))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -286,6 +286,13 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
     owner: OllamaServer
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that hang up (timeouts, dropped pools) are normal here; anything else is printed."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 
 class _HTTPError(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -323,6 +330,11 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "fake-ollama"
     sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        # As Go's net/http (and so Ollama) does: without it, Nagle + delayed ACKs stall small writes ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -651,8 +663,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.owner._sleep(b.token_delay)
         if dropping:
             self._drop()
-        self._chunk_line(self._final(model, chat, reason, started, load, prompt_tokens, len(tokens), None))
-        self.wfile.write(b"0\r\n\r\n")
+        final = json.dumps(self._final(model, chat, reason, started, load, prompt_tokens, len(tokens), None))
+        data = final.encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))  # last line and end of body together
         self.wfile.flush()
 
 

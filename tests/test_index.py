@@ -158,3 +158,15 @@ def test_ingest_json_and_readers_while_another_process_ingests(tmp_path: Path) -
     assert writer.returncode == 0, err
     summary = json.loads(out)
     assert summary["added"] == 1500 and summary["rejections"] == []
+
+
+def test_onnx_runtime_gives_the_same_vectors_as_torch(embedder) -> None:
+    from index.embed import Embedder
+
+    torch_embedder = Embedder(runtime="torch")
+    texts = [r.prompt for r in read_records(seed_paths())[:64]] + ["", "नमस्ते 🌍", "word " * 400]
+    assert embedder.runtime == "onnx"
+    a, b = torch_embedder.embed(texts), embedder.embed(texts)
+    assert a.shape == b.shape == (len(texts), 384)
+    assert float((a * b).sum(axis=1).min()) > 0.9999
+    assert np.allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)

@@ -39,7 +39,8 @@ def free_port() -> int:
 
 def message(exc: pytest.ExceptionInfo[BaseException]) -> str:
     assert isinstance(exc.value, BackendError)
-    assert exc.value.__cause__ is None and exc.value.__suppress_context__  # no chained traceback to show
+    # No chained traceback to show: raised `from None`, or outside any except block.
+    assert exc.value.__cause__ is None and (exc.value.__context__ is None or exc.value.__suppress_context__)
     return str(exc.value)
 
 
@@ -50,7 +51,8 @@ def test_chat_prompt_arrives_as_sent(server: OllamaServer) -> None:
     assert body["model"] == "llama3.2" and body["messages"] == MSGS
     assert body["stream"] is False and body["keep_alive"] == "10m" and body["logprobs"] is True
     assert gen.text and gen.model == "llama3.2" and gen.backend == "ollama" and gen.done_reason == "stop"
-    assert {"total_ms", "load_ms", "prompt_eval_ms", "eval_ms", "prompt_tokens", "eval_tokens"} <= set(gen.timings)
+    expected = {"total_ms", "load_ms", "prompt_eval_ms", "eval_ms", "prompt_tokens", "eval_tokens", "wall_ms"}
+    assert expected <= set(gen.timings)
 
 
 def test_streaming_yields_the_same_text(server: OllamaServer) -> None:
@@ -65,7 +67,8 @@ def test_streaming_yields_the_same_text(server: OllamaServer) -> None:
 
 
 def test_options_reach_the_server(server: OllamaServer) -> None:
-    backend = OllamaBackend(server.url, "llama3.2", options={"num_ctx": 4096, "temperature": 0.1, "mirostat": 0})
+    base = {"num_ctx": 4096, "temperature": 0.1, "mirostat": 0}
+    backend = OllamaBackend(server.url, "llama3.2", options=base)
     opts = GenerationOptions(temperature=0.7, top_p=0.9, top_k=40, repeat_penalty=1.1, num_ctx=8192, seed=5,
                              stop=["\n\n"], max_tokens=6)
     gen = backend.generate(MSGS, opts)
@@ -107,8 +110,8 @@ def test_unreachable_server() -> None:
     for call in (lambda: backend.generate(MSGS), lambda: list(backend.stream(MSGS))):
         with pytest.raises(OllamaError) as info:
             call()
-        assert message(info) == (f"Cannot reach Ollama at http://127.0.0.1:{port}. Start it with `ollama serve` "
-                                 "or set --ollama-host/OLLAMA_HOST")
+        assert message(info) == (f"Cannot reach Ollama at http://127.0.0.1:{port}. "
+                                 "Start it with `ollama serve` or set --ollama-host/OLLAMA_HOST")
         assert info.value.kind == "unreachable" and info.value.retryable
     t = time.perf_counter()
     assert backend.available() is False and time.perf_counter() - t < 3
@@ -188,5 +191,6 @@ def test_probabilities_are_exp_of_logprobs(server: OllamaServer) -> None:
     import ollama
 
     gen = OllamaBackend(server.url, "llama3.2").generate(MSGS, GenerationOptions(seed=9))
-    raw = ollama.Client(host=server.url).chat(model="llama3.2", messages=MSGS, options={"seed": 9}, logprobs=True)
+    client = ollama.Client(host=server.url)
+    raw = client.chat(model="llama3.2", messages=MSGS, options={"seed": 9}, logprobs=True)
     assert gen.probs == pytest.approx([math.exp(lp.logprob) for lp in raw.logprobs])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
+import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
@@ -57,6 +59,17 @@ def resolve_host(host: str | None = None) -> str:
     return f"{scheme}://{hostname}:{split.port or port}" + (f"/{path}" if path else "")
 
 
+@functools.lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client: httpx builds a new one per client otherwise (~40-70 ms each)."""
+    make = getattr(httpx, "create_ssl_context", None)
+    return make() if make is not None else ssl.create_default_context()
+
+
+def _client(host: str, timeout: float) -> ollama.Client:
+    return ollama.Client(host=host, timeout=timeout, verify=_tls())
+
+
 def canonical_model(name: str) -> str:
     """Ollama's name for a model with its default tag: ``llama3.2`` -> ``llama3.2:latest``."""
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
@@ -66,7 +79,7 @@ def list_models(host: str | None = None, *, timeout: float = 5.0) -> list[str]:
     """Names (``name:tag``) of the models pulled on the Ollama at `host`; OllamaError when it can't answer."""
     url = resolve_host(host)
     try:
-        with ollama.Client(host=url, timeout=timeout) as client:
+        with _client(url, timeout) as client:
             listing = client.list()
     except Exception as exc:  # noqa: BLE001 - every failure becomes one actionable message
         raise translate_error(exc, host=url, model="", timeout=timeout) from None
@@ -239,19 +252,20 @@ class OllamaBackend:
         self.logprobs = logprobs
         self.top_logprobs = top_logprobs
         self._client: ollama.Client | None = None
+        self._probe: ollama.Client | None = None  # short timeout, for available()
         self._aclient: ollama.AsyncClient | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------------
     def _sync(self) -> ollama.Client:
         if self._client is None:
-            self._client = ollama.Client(host=self.host, timeout=self.timeout)
+            self._client = _client(self.host, self.timeout)
         return self._client
 
     def _async(self) -> ollama.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._aclient is None or self._aloop is not loop:  # an httpx pool belongs to one event loop
-            self._aclient = ollama.AsyncClient(host=self.host, timeout=self.timeout)
+            self._aclient = ollama.AsyncClient(host=self.host, timeout=self.timeout, verify=_tls())
             self._aloop = loop
         return self._aclient
 
@@ -301,25 +315,28 @@ class OllamaBackend:
     ) -> Iterator[Chunk]:
         """The answer piece by piece; the last chunk has ``done=True`` and the whole Generation."""
         col = _Collector(self, self._num_ctx(options))
+        last: Chunk | None = None
         try:
             for resp in self._sync().chat(**self._request(messages, options, stream=True)):
                 text = col.add(resp)
                 if resp.done:
-                    yield Chunk(text=text, done=True, generation=col.finish(resp))
-                    return
-                if text:
+                    last = Chunk(text=text, done=True, generation=col.finish(resp))
+                elif text:
                     yield Chunk(text=text)
         except OllamaError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, options) from None
-        raise self._unfinished()
+        if last is None:
+            raise self._unfinished()
+        yield last  # after the response is read to its end, so that its connection goes back to the pool
 
     def available(self) -> bool:
         """True when the server answers /api/tags within 2 s and lists this model."""
         try:
-            with ollama.Client(host=self.host, timeout=2.0) as client:
-                names = {m.model for m in client.list().models}
+            if self._probe is None:
+                self._probe = _client(self.host, 2.0)
+            names = {m.model for m in self._probe.list().models}
         except Exception:  # noqa: BLE001 - availability is a yes/no question
             return False
         return canonical_model(self.model) in names
@@ -342,25 +359,28 @@ class OllamaBackend:
     ) -> AsyncIterator[Chunk]:
         """The answer piece by piece, through ollama.AsyncClient."""
         col = _Collector(self, self._num_ctx(options))
+        last: Chunk | None = None
         try:
             async for resp in await self._async().chat(**self._request(messages, options, stream=True)):
                 text = col.add(resp)
                 if resp.done:
-                    yield Chunk(text=text, done=True, generation=col.finish(resp))
-                    return
-                if text:
+                    last = Chunk(text=text, done=True, generation=col.finish(resp))
+                elif text:
                     yield Chunk(text=text)
         except OllamaError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise self._error(exc, options) from None
-        raise self._unfinished()
+        if last is None:
+            raise self._unfinished()
+        yield last
 
     def close(self) -> None:
-        """Close the synchronous connection pool."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Close the synchronous connection pools."""
+        for client in (self._client, self._probe):
+            if client is not None:
+                client.close()
+        self._client = self._probe = None
 
     async def aclose(self) -> None:
         """Close the asynchronous connection pool (from the loop that used it)."""

@@ -7,7 +7,6 @@ document stays in the qrels, so it counts against recall as it does in MTEB); `s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from typing import Any
 
 EMBED_FIELDS = ("title_text", "title", "text")
 EMBED_ALIASES = {"both": "title_text", "title+text": "title_text", "prompt": "title", "response": "text"}
-HELDOUT_SPLITS = ("heldout", "held-out", "held_out", "test", "eval")
 MAX_LISTED = 10
 
 
@@ -238,32 +236,23 @@ def _qrels_lines(path: Path) -> dict[tuple[str, str | None], int]:
 # ---- our corpus --------------------------------------------------------------------------------------
 
 
-def _stable(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little")
-
-
 def split_heldout(
-    records: Sequence[Any], split: str = "heldout", fraction: float = 0.05
+    records: Sequence[Any], split: str = "heldout", fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[Any], list[Any], str]:
-    """(rest, held_out, rule) of ingest Records, by their `split` field when any record has one, else
-    deterministically by a hash of the record id (`fraction` of the records, at least one)."""
-    marked = [r for r in records if getattr(r, "split", None)]
-    names = {split.lower()} | (set(HELDOUT_SPLITS) if split.lower() in HELDOUT_SPLITS else set())
-    if marked:
-        held = [r for r in records if (getattr(r, "split", None) or "").lower() in names]
-        held_ids = {id(r) for r in held}
-        rest = [r for r in records if id(r) not in held_ids]
-        return rest, held, f"records whose split is {split!r}"
-    if len(records) < 2:
-        return list(records), [], "too few records to hold any out"
-    ordered = sorted(records, key=lambda r: _stable(r.id))
+    """(rest, held_out, rule) of ingest Records: those whose `split` field is `split`; when none is, the same
+    stable hash of the record id that BLT training uses (rag.training) picks `fraction` of them."""
+    held = [r for r in records if (getattr(r, "split", None) or "").lower() == split.lower()]
+    if held:
+        keep = {id(r) for r in held}
+        return [r for r in records if id(r) not in keep], held, f"records whose split is {split!r}"
+    if len(records) < 2 or fraction <= 0:
+        return list(records), [], f"no record has split {split!r}"
+    from blt.data import stable_seed
+
     n = min(max(1, round(fraction * len(records))), len(records) - 1)
-    held_ids = {r.id for r in ordered[:n]}
-    return (
-        [r for r in records if r.id not in held_ids],
-        [r for r in records if r.id in held_ids],
-        f"{n} of {len(records)} records by a hash of their id (no record has a split field)",
-    )
+    chosen = {r.id for r in sorted(records, key=lambda r: stable_seed(seed, "heldout", r.id))[:n]}
+    rule = f"{n} of {len(records)} records by a stable hash of their id (none has split {split!r})"
+    return [r for r in records if r.id not in chosen], [r for r in records if r.id in chosen], rule
 
 
 def default_corpus_paths() -> list[Path]:
@@ -286,7 +275,7 @@ def load_records(paths: Sequence[str | Path] | None = None) -> list[Any]:
 
 
 def heldout_dataset(
-    paths: Sequence[str | Path] | None = None, split: str = "heldout", fraction: float = 0.05
+    paths: Sequence[str | Path] | None = None, split: str = "heldout", fraction: float = 0.1
 ) -> RetrievalDataset:
     """Our corpus as a retrieval task: every record is a document (title = prompt, text = response) and each
     held-out prompt is a query whose one relevant document is its own record."""

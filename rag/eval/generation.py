@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -128,7 +129,8 @@ class Example:
 
 def _messages(value: Any, where: str) -> list[dict[str, str]]:
     if not isinstance(value, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in value
     ):
         raise GenerationError(f"{where}: 'messages'/'history' must be a list of {{role, content}} strings")
     return [{"role": m["role"], "content": m["content"]} for m in value]
@@ -144,7 +146,9 @@ def _from_object(obj: Any, where: str) -> list[Example]:
         out = []
         for i, m in enumerate(msgs):
             if m["role"] == "assistant" and i > 0 and msgs[i - 1]["role"] == "user":
-                out.append(Example(msgs[i - 1]["content"], m["content"], msgs[: i - 1], f"{where} turn {len(out)}"))
+                out.append(
+                    Example(msgs[i - 1]["content"], m["content"], msgs[: i - 1], f"{where} turn {len(out)}")
+                )
         if not out:
             raise GenerationError(f"{where}: no user turn followed by an assistant turn in 'messages'")
         return out
@@ -254,8 +258,8 @@ def answer_to_dict(answer: Any) -> dict[str, Any]:
     """An Answer (object or dict) as the plain dict the evaluator records."""
     sources = []
     for s in _get(answer, "sources") or []:
-        d = {k: _get(s, k) for k in ("id", "score", "prompt", "response", "text", "kind")}
-        sources.append({k: v for k, v in d.items() if v is not None})
+        d = {k: _get(s, k) for k in ("id", "score", "prompt", "response", "text", "kind", "used")}
+        sources.append({k: v for k, v in d.items() if v is not None and v != ""})
     timings = dict(_get(answer, "timings") or {})
     return {
         "answer": str(_get(answer, "answer", _get(answer, "text", "")) or ""),
@@ -278,8 +282,13 @@ def shvayambhu_answer_fn(settings: Any = None, session_prefix: str = "eval") -> 
 
     def answer(prompt: str, history: list[dict[str, str]], config: GenConfig) -> dict[str, Any]:
         ans = app.ask(
-            prompt, backend=config.backend, model=config.model, k=config.k, use_retrieval=config.retrieval,
-            use_memory=config.memory, session=f"{session_prefix}-{config.name}" if config.memory else None,
+            prompt,
+            backend=config.backend,
+            model=config.model,
+            k=config.k,
+            use_retrieval=config.retrieval,
+            use_memory=config.memory,
+            session=f"{session_prefix}-{config.name}" if config.memory else None,
             history=history or None,
         )
         out = answer_to_dict(ans)
@@ -306,7 +315,7 @@ def _fill_sources(app: Any, sources: list[dict[str, Any]]) -> None:
 
 
 def default_bpb_fn() -> tuple[BpbFn | None, str]:
-    """BPB of the reference under the BLT, when `blt.bpb.response_bpb(prompt, response, history=..., model=...)`
+    """BPB of the reference under the BLT when `blt.bpb.response_bpb(prompt, response, history=, model=)`
     exists; else (None, why)."""
     try:
         from blt.bpb import response_bpb  # type: ignore[attr-defined]
@@ -350,8 +359,22 @@ class _Scorer:
         }
 
 
-def _row(example: Example, config: GenConfig, got: dict[str, Any], wall_ms: float, scorer: _Scorer,
-         judge: Judge | None, bpb_fn: BpbFn | None) -> dict[str, Any]:
+def _finite(value: Any) -> float | None:
+    """A metric as a float, or None for a missing, non-numeric or non-finite one (never NaN in the files)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _row(
+    example: Example,
+    config: GenConfig,
+    got: dict[str, Any],
+    wall_ms: float,
+    scorer: _Scorer,
+    judge: Judge | None,
+    bpb_fn: BpbFn | None,
+) -> dict[str, Any]:
     answer = str(got.get("answer") or "")
     timings = {k: float(v) for k, v in (got.get("timings") or {}).items() if isinstance(v, (int, float))}
     gen_ms = timings.get("generate") or timings.get("total") or wall_ms
@@ -370,23 +393,26 @@ def _row(example: Example, config: GenConfig, got: dict[str, Any], wall_ms: floa
             metrics["bpb"] = bpb_fn(example, config)
         except Exception as e:  # noqa: BLE001 - a missing checkpoint should not lose the answer
             row["bpb_error"] = f"{type(e).__name__}: {e}"
-    sources = list(got.get("sources") or [])
+    sources = answer_to_dict({"sources": got.get("sources")})["sources"]
     if judge is not None:
         v = judge.judge(example.prompt, answer, sources)
         metrics["judge_faithfulness"] = v.faithfulness
         metrics["judge_relevance"] = v.relevance
         row["judge"] = v.to_dict()
+    metrics = {k: _finite(v) for k, v in metrics.items()}
     norm = " ".join(example.prompt.split()).lower()
-    row.update({
-        "backend": got.get("backend"),
-        "model": got.get("model"),
-        "low_confidence": got.get("low_confidence"),
-        "answer": answer,
-        "metrics": metrics,
-        "timings": timings,
-        "sources": [{k: v for k, v in s.items() if k in ("id", "score", "prompt")} for s in sources],
-        "leak": any(" ".join(str(s.get("prompt", "")).split()).lower() == norm for s in sources),
-    })
+    row.update(
+        {
+            "backend": got.get("backend"),
+            "model": got.get("model"),
+            "low_confidence": got.get("low_confidence"),
+            "answer": answer,
+            "metrics": metrics,
+            "timings": timings,
+            "sources": [{k: v for k, v in s.items() if k in ("id", "score", "prompt")} for s in sources],
+            "leak": any(" ".join(str(s.get("prompt", "")).split()).lower() == norm for s in sources),
+        }
+    )
     return row
 
 
@@ -440,7 +466,10 @@ def _check_run(folder: Path, meta: dict[str, Any], configs: Sequence[GenConfig])
                 "give it another name, use another --out, or start over with --fresh"
             )
     merged = {**before, **{c.name: c.options() for c in configs}}
-    return {**old, **meta, "configs": merged, "created": old.get("created", meta["created"])}
+    out = {**old, **meta, "configs": merged, "created": old.get("created", meta["created"])}
+    out["judge"] = meta.get("judge") or old.get("judge")
+    out["input"] = meta.get("input") or old.get("input")
+    return out
 
 
 def _progress(enabled: bool) -> Any:
@@ -448,8 +477,13 @@ def _progress(enabled: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=True,
     )
 
 
@@ -526,9 +560,15 @@ def run_generation(
             if config.name in aborted:
                 continue
             bar.update(task, description=f"answering [{config.name}]")
-            base = {"example_id": example.id, "config": config.name, "options": config.options(),
-                    "source": example.source, "prompt": example.prompt, "reference": example.reference,
-                    "turns_before": len(example.history)}
+            base = {
+                "example_id": example.id,
+                "config": config.name,
+                "options": config.options(),
+                "source": example.source,
+                "prompt": example.prompt,
+                "reference": example.reference,
+                "turns_before": len(example.history),
+            }
             t = time.perf_counter()
             try:
                 got = answer_fn(example.prompt, list(example.history), config)
@@ -537,12 +577,17 @@ def run_generation(
                 answered += 1
                 streak[config.name] = 0
             except Exception as e:  # noqa: BLE001 - one failed answer is a recorded error, not a lost run
-                row = {**base, "error": f"{type(e).__name__}: {e}",
-                       "metrics": {"latency_ms": (time.perf_counter() - t) * 1000}}
+                row = {
+                    **base,
+                    "error": f"{type(e).__name__}: {e}",
+                    "metrics": {"latency_ms": (time.perf_counter() - t) * 1000},
+                }
                 errors += 1
                 streak[config.name] = streak.get(config.name, 0) + 1
                 if max_consecutive_errors and streak[config.name] >= max_consecutive_errors:
-                    aborted[config.name] = f"stopped after {streak[config.name]} errors in a row: {row['error']}"
+                    aborted[config.name] = (
+                        f"stopped after {streak[config.name]} errors in a row: {row['error']}"
+                    )
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
     summary, files = write_report(folder, bootstrap=bootstrap, plots=plots, aborted=aborted)
@@ -582,15 +627,31 @@ def generation_command(
         where = ", ".join(map(str, inputs)) if inputs else "the bundled corpus's held-out split"
         raise GenerationError(f"no usable examples in {where}" + (f": {problems[0]}" if problems else ""))
     input_name = ",".join(map(str, inputs)) if inputs else "corpus:heldout"
-    notes = list(problems[:20]) + ([f"... {len(problems) - 20} more input problems"] if len(problems) > 20 else [])
+    notes = list(problems[:20]) + (
+        [f"... {len(problems) - 20} more input problems"] if len(problems) > 20 else []
+    )
     bpb_fn = None
     if any(c.backend == "blt" for c in cfgs):
         bpb_fn, why = default_bpb_fn()
         if why:
             notes.append(why)
-    judge = Judge.ollama(judge_model, judge_host, timeout=judge_timeout, retries=judge_retries) if judge_model else None
+    judge = (
+        Judge.ollama(judge_model, judge_host, timeout=judge_timeout, retries=judge_retries)
+        if judge_model
+        else None
+    )
     return run_generation(
-        examples, cfgs, out or default_out_dir(input_name, cfgs),
-        answer_fn=answer_fn or shvayambhu_answer_fn(settings), judge=judge, embedder=embedder, bpb_fn=bpb_fn,
-        notes=notes, input_name=input_name, fresh=fresh, progress=progress, bootstrap=bootstrap, plots=plots,
+        examples,
+        cfgs,
+        out or default_out_dir(input_name, cfgs),
+        answer_fn=answer_fn or shvayambhu_answer_fn(settings),
+        judge=judge,
+        embedder=embedder,
+        bpb_fn=bpb_fn,
+        notes=notes,
+        input_name=input_name,
+        fresh=fresh,
+        progress=progress,
+        bootstrap=bootstrap,
+        plots=plots,
     )

@@ -68,10 +68,10 @@ def judge_messages(question: str, answer: str, sources: Sequence[Any]) -> list[d
     if texts:
         lines.append(
             "- faithfulness: are the answer's claims supported by the sources? "
-            "5 = every claim is supported, 3 = some claims are unsupported, 1 = it contradicts them or invents."
+            "5 = every claim is supported, 3 = some claims are unsupported, 1 = it contradicts or invents."
         )
     lines.append(
-        "- relevance: does the answer address the question? 5 = fully and directly, 3 = partly, 1 = off-topic."
+        "- relevance: does the answer address the question? 5 = fully, directly; 3 = partly; 1 = off-topic."
     )
     keys = '{"faithfulness": <1-5>, "relevance": <1-5>}' if texts else '{"relevance": <1-5>}'
     lines.append(f"Reply with only this JSON object: {keys}")
@@ -121,14 +121,24 @@ def parse_verdict(text: str, keys: Sequence[str]) -> dict[str, float]:
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, TimeoutError) or getattr(exc, "kind", None) == "timeout" or "timed out" in str(exc).lower()
+    return (
+        isinstance(exc, TimeoutError)
+        or getattr(exc, "kind", None) == "timeout"
+        or "timed out" in str(exc).lower()
+    )
 
 
 class Judge:
     """Asks a model (any `generate(messages) -> str`) for scores; see `Judge.ollama` for the usual one."""
 
-    def __init__(self, generate: Callable[[list[dict[str, str]]], str], *, retries: int = 2,
-                 name: str = "judge", backoff_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        generate: Callable[[list[dict[str, str]]], str],
+        *,
+        retries: int = 2,
+        name: str = "judge",
+        backoff_s: float = 0.0,
+    ) -> None:
         self.generate = generate
         self.retries = max(0, retries)
         self.name = name
@@ -142,8 +152,12 @@ class Judge:
 
         backend = OllamaBackend(host, model, timeout=timeout, logprobs=False)
         opts = GenerationOptions(temperature=0.0, seed=0, max_tokens=200)
-        return cls(lambda messages: backend.generate(messages, opts).text, retries=retries,
-                   name=f"ollama:{model}", backoff_s=0.5)
+        return cls(
+            lambda messages: backend.generate(messages, opts).text,
+            retries=retries,
+            name=f"ollama:{model}",
+            backoff_s=0.5,
+        )
 
     def judge(self, question: str, answer: str, sources: Sequence[Any] = ()) -> Verdict:
         """Scores for one answer; never raises for a bad judge, the Verdict says what went wrong."""

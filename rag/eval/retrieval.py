@@ -74,8 +74,13 @@ def _progress(enabled: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=True,
     )
 
 
@@ -129,15 +134,25 @@ def _mmr(
 
 
 def _chroma_search(
-    client: Any, doc_ids: list[str], D: np.ndarray, Q: np.ndarray, n: int, opts: RetrievalOptions,
-    progress: Any, timings: dict[str, float],
+    client: Any,
+    doc_ids: list[str],
+    D: np.ndarray,
+    Q: np.ndarray,
+    n: int,
+    opts: RetrievalOptions,
+    progress: Any,
+    timings: dict[str, float],
 ) -> list[list[tuple[int, float]]]:
     """Index into a uuid-named collection, search, delete it: rows and exact cosines in Chroma's order."""
     ef = opts.ef_search or max(256, 2 * n)
     name = f"eval-{uuid.uuid4().hex}"
     hnsw = {"space": "cosine", "ef_search": max(ef, n), "ef_construction": max(200, ef), "max_neighbors": 32}
-    col = client.create_collection(name, embedding_function=None, configuration={"hnsw": hnsw},
-                                   metadata={"purpose": "shvayambhu eval retrieval (throwaway)"})
+    col = client.create_collection(
+        name,
+        embedding_function=None,
+        configuration={"hnsw": hnsw},
+        metadata={"purpose": "shvayambhu eval retrieval (throwaway)"},
+    )
     row_of = {d: i for i, d in enumerate(doc_ids)}
     try:
         t = time.perf_counter()
@@ -177,8 +192,12 @@ def _chroma_search(
 
 
 def evaluate_retrieval(
-    dataset: RetrievalDataset, embedder: Any, options: RetrievalOptions | None = None, *,
-    client: Any = None, progress: bool = False,
+    dataset: RetrievalDataset,
+    embedder: Any,
+    options: RetrievalOptions | None = None,
+    *,
+    client: Any = None,
+    progress: bool = False,
 ) -> RetrievalReport:
     """Embed, index, search and score `dataset`; `client` defaults to a throwaway in-memory Chroma."""
     opts = options or RetrievalOptions()
@@ -194,8 +213,13 @@ def evaluate_retrieval(
     n = min(depth, len(doc_ids))
     with _progress(progress) as bar:
         t = time.perf_counter()
-        D = _embed_all(embedder, [dataset.corpus[d].embed_text(embed) for d in doc_ids], opts.batch_size,
-                       "embedding corpus", bar)
+        D = _embed_all(
+            embedder,
+            [dataset.corpus[d].embed_text(embed) for d in doc_ids],
+            opts.batch_size,
+            "embedding corpus",
+            bar,
+        )
         timings["embed_corpus"] = time.perf_counter() - t
         t = time.perf_counter()
         qtexts = [dataset.queries[q] for q in qids]
@@ -289,8 +313,13 @@ def retrieval_command(
         embedder = load_embedder(model)
     t_model = time.perf_counter() - t
     opts = RetrievalOptions(
-        ks=parse_ks(k), embed=embed or default_embed, mmr=mmr, mmr_lambda=mmr_lambda, fetch_k=fetch_k,
-        exact=exact, ignore_identical_ids=ignore_identical_ids,
+        ks=parse_ks(k),
+        embed=embed or default_embed,
+        mmr=mmr,
+        mmr_lambda=mmr_lambda,
+        fetch_k=fetch_k,
+        exact=exact,
+        ignore_identical_ids=ignore_identical_ids,
     )
     report = evaluate_retrieval(data, embedder, opts, client=client, progress=progress)
     report.timings = {"load_data": t_load, "load_model": t_model, **report.timings}

@@ -11,7 +11,10 @@ killed at any moment (even ``kill -9``) leaves only whole lines: the kernel alre
 ``fsync_interval`` seconds (default 1 s) and at the end, which bounds such a loss to about a second of
 answers that a rerun regenerates, at negligible cost next to generation itself. A rerun with the same
 arguments repairs a torn last line (power loss, full disk), then skips every (prompt, model) pair already in
-the output or the rejected file.
+the output or the rejected file. An advisory lock keeps a second run off the same output.
+
+Answers are asked for whole (``"stream": false``) unless ``stream=True``: streaming roughly doubles the
+client's CPU per record and buys nothing here, since the per-request timeout bounds a stalled answer anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import dataclasses
 import json
 import os
 import random
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -38,13 +42,15 @@ from rag.backends.ollama import (
     canonical_model,
     list_models,
     resolve_host,
+    to_ollama_options,
     translate_error,
 )
 
 CATEGORIES = ("self", "memory", "emotions", "ethics", "reasoning", "science", "technology", "creativity",
               "advice", "language")
-PROMPTS_DIR = Path(__file__).parent / "data" / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "ingest" / "data" / "prompts"
 GENERATOR = "shvayambhu generate"
+IngestFn = Callable[[list[Path]], Any]
 
 
 class GenerateError(RuntimeError):
@@ -232,21 +238,39 @@ def read_done_keys(*paths: str | Path) -> tuple[set[tuple[str, str]], int]:
 
 
 class JsonlAppender:
-    """Append-only JSONL: one ``os.write`` a line; fsync at most every `fsync_interval` s (0: every line)."""
+    """Append-only JSONL: one ``os.write`` a line; fsync at most every `fsync_interval` s (0: every line).
 
-    def __init__(self, path: str | Path, fsync_interval: float = 1.0) -> None:
+    With `lock`, an exclusive advisory lock keeps a second writer out; with `lazy`, the file is only created
+    by the first write.
+    """
+
+    def __init__(self, path: str | Path, fsync_interval: float = 1.0, *, lock: bool = False,
+                 lazy: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.fsync_interval = fsync_interval
+        self.fd = -1
+        self._lock = lock
         self._last_sync = time.monotonic()
         self._dirty = False
+        if not lazy:
+            self._open()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if self._lock and not _try_lock(fd):
+            os.close(fd)
+            raise GenerateError(f"another `shvayambhu generate` is writing {self.path}; wait for it to "
+                                "finish or pick another --out")
+        self.fd = fd
         if created:
             _fsync_dir(self.path.parent)
 
     def write(self, obj: dict[str, Any]) -> None:
         """Append `obj` as one whole line."""
+        if self.fd < 0:
+            self._open()
         data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
         view = memoryview(data)
         while view:  # a short write is rare (full disk); a torn tail is repaired on the next run
@@ -268,6 +292,19 @@ class JsonlAppender:
             self.sync()
             os.close(self.fd)
             self.fd = -1
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock `fd` exclusively (advisory; freed when it closes, even on kill -9); True if unsupported."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -315,7 +352,7 @@ class GenerateConfig:
     backoff: float = 1.0  # first backoff in seconds, doubled per attempt, with jitter
     max_backoff: float = 30.0
     fsync_interval: float = 1.0
-    stream: bool = True
+    stream: bool = False  # one JSON answer per request; streaming costs the client ~2x the CPU per record
     ingest: bool = False
     progress: bool = True
 
@@ -356,7 +393,8 @@ def format_summary(s: GenerateSummary) -> str:
     """A few human lines."""
     lines = [
         f"generated {s.done} records into {s.out} ({s.rejected} rejected, {s.failed} failed, "
-        f"{s.skipped} already done of {s.planned}) in {s.elapsed_s:.1f} s, {s.rate:.2f}/s",
+        f"{s.skipped} already done of {s.planned}; {s.retries} retries) "
+        f"in {s.elapsed_s:.1f} s, {s.rate:.2f}/s",
     ]
     if s.repaired_bytes:
         lines.append(f"repaired a torn last line ({s.repaired_bytes} bytes cut)")
@@ -410,9 +448,17 @@ def collect_prompts(cfg: GenerateConfig) -> list[PromptItem]:
     return items
 
 
-def run_generation(cfg: GenerateConfig, *, on_progress: Callable[[GenerateSummary], None] | None = None
-                   ) -> GenerateSummary:
-    """Generate, validate and append every pending (prompt, model) pair of `cfg`; see the module docstring."""
+def run_generation(
+    cfg: GenerateConfig,
+    *,
+    ingest_fn: IngestFn | None = None,
+    on_progress: Callable[[GenerateSummary], None] | None = None,
+) -> GenerateSummary:
+    """Generate, validate and append every pending (prompt, model) pair of `cfg`; see the module docstring.
+
+    With ``cfg.ingest`` the output is then ingested by `ingest_fn` (paths -> IngestSummary; the CLI passes
+    its configured assistant's ``ingest``), by default ``rag.api.Shvayambhu().ingest``.
+    """
     started = time.perf_counter()
     models = _validate(cfg)
     seed = cfg.seed if cfg.seed is not None else 0
@@ -420,6 +466,28 @@ def run_generation(cfg: GenerateConfig, *, on_progress: Callable[[GenerateSummar
     jobs = plan_jobs(items, models, cfg.per_prompt, seed)
     out, rej = Path(cfg.out), rejected_path(cfg.out)
     summary = GenerateSummary(out=str(out), rejected_out=str(rej), planned=len(jobs))
+    out_w = JsonlAppender(out, cfg.fsync_interval, lock=True)  # one writer per output at a time
+    try:
+        rej_w = JsonlAppender(rej, cfg.fsync_interval, lazy=True)  # created by the first rejection
+        try:
+            _generate(cfg, jobs, summary, (out_w, rej_w), started, on_progress)
+        finally:
+            rej_w.close()
+    finally:
+        out_w.close()
+    summary.elapsed_s = round(time.perf_counter() - started, 3)
+    answered = summary.done + summary.rejected
+    summary.rate = round(answered / summary.elapsed_s, 3) if summary.elapsed_s > 0 else 0.0
+    if cfg.ingest:
+        summary.ingest = _ingest(out, ingest_fn)
+    return summary
+
+
+def _generate(cfg: GenerateConfig, jobs: list[Job], summary: GenerateSummary,
+              writers: tuple[JsonlAppender, JsonlAppender], started: float,
+              on_progress: Callable[[GenerateSummary], None] | None) -> None:
+    """Repair, skip what is done, check the models, then run the rest."""
+    out, rej = writers[0].path, writers[1].path
     summary.repaired_bytes = repair_jsonl(out) + repair_jsonl(rej)
     done, summary.unreadable_lines = read_done_keys(out, rej)
     seen: set[tuple[str, str]] = set()
@@ -430,48 +498,40 @@ def run_generation(cfg: GenerateConfig, *, on_progress: Callable[[GenerateSummar
             continue
         seen.add(job.key)
         pending.append(job)
-
-    if pending:
-        try:
-            pulled = set(list_models(cfg.host, timeout=min(10.0, cfg.timeout)))
-        except OllamaError as exc:
-            raise GenerateError(str(exc)) from None
-        runnable: list[Job] = []
-        for job in pending:
-            name = canonical_model(job.model)
-            if name in pulled:
-                runnable.append(job)
-                continue
-            summary.model_errors.setdefault(
-                name, f"Model '{job.model}' is not pulled on {resolve_host(cfg.host)}: "
-                      f"run `ollama pull {job.model}`")
-            summary.failed += 1
-            summary.failure_kinds["not_pulled"] = summary.failure_kinds.get("not_pulled", 0) + 1
-        writers = (JsonlAppender(out, cfg.fsync_interval), JsonlAppender(rej, cfg.fsync_interval))
-        try:
-            asyncio.run(_run_jobs(runnable, cfg, summary, writers, started, on_progress))
-        finally:
-            for w in writers:
-                w.close()
-
-    summary.elapsed_s = round(time.perf_counter() - started, 3)
-    answered = summary.done + summary.rejected
-    summary.rate = round(answered / summary.elapsed_s, 3) if summary.elapsed_s > 0 else 0.0
-    if cfg.ingest:
-        summary.ingest = _ingest(out)
-    return summary
-
-
-def _ingest(out: Path) -> Any:
-    """Ingest the output; a failure here is reported, not raised: the generated corpus is safe on disk."""
+    if not pending:
+        return
     try:
-        from ingest.pipeline import ingest_paths  # lazy: it pulls in the embedding model and Chroma
+        pulled = set(list_models(cfg.host, timeout=min(10.0, cfg.timeout)))
+    except OllamaError as exc:
+        raise GenerateError(str(exc)) from None
+    runnable: list[Job] = []
+    for job in pending:
+        name = canonical_model(job.model)
+        if name in pulled:
+            runnable.append(job)
+            continue
+        host = resolve_host(cfg.host)
+        summary.model_errors.setdefault(name, f"Model '{job.model}' is not pulled on {host}: "
+                                              f"run `ollama pull {job.model}`")
+        summary.failed += 1
+        summary.failure_kinds["not_pulled"] = summary.failure_kinds.get("not_pulled", 0) + 1
+    asyncio.run(_run_jobs(runnable, cfg, summary, writers, started, on_progress))
 
-        result = ingest_paths([out])
+
+def _ingest(out: Path, ingest_fn: IngestFn | None) -> Any:
+    """Ingest the output; a failure is reported, not raised: the generated corpus is safe on disk."""
+    try:
+        if ingest_fn is None:  # lazy: the default store, embedding model and Chroma load only when asked
+            from rag.api import Shvayambhu
+
+            ingest_fn = Shvayambhu().ingest
+        result = ingest_fn([out])
     except Exception as exc:  # noqa: BLE001
         return {"error": f"ingest failed ({type(exc).__name__}: {exc}); run `shvayambhu ingest {out}`"}
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return dataclasses.asdict(result)
+    if hasattr(result, "to_dict"):
+        d = result.to_dict()
+        d["rejections"] = [str(r) for r in getattr(result, "rejections", [])[:20]]
+        return d
     return result if isinstance(result, (dict, list, str, int, float, type(None))) else str(result)
 
 
@@ -486,9 +546,10 @@ async def _ask(backend: OllamaBackend, job: Job, cfg: GenerateConfig, options: G
         {"role": "user", "content": job.item.prompt}]
     if not cfg.stream:
         return await backend.agenerate(messages, options)
-    async for chunk in backend.astream(messages, options):
-        if chunk.done:
-            return chunk.generation
+    async with contextlib.aclosing(backend.astream(messages, options)) as chunks:
+        async for chunk in chunks:
+            if chunk.done:
+                return chunk.generation
     raise OllamaError(f"the stream from '{job.model}' ended without its final message", "dropped")
 
 
@@ -533,10 +594,9 @@ async def _run_jobs(jobs: list[Job], cfg: GenerateConfig, summary: GenerateSumma
                     on_progress: Callable[[GenerateSummary], None] | None) -> None:
     out_w, rej_w = writers
     options = cfg.options()
-    sent_options = {k: v for k, v in {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed,
-                                      "num_predict": cfg.num_predict}.items() if v is not None}
-    backends = {m: OllamaBackend(cfg.host, canonical_model(m), timeout=cfg.timeout, keep_alive=cfg.keep_alive,
-                                 logprobs=False) for m in {j.model for j in jobs}}
+    sent_options = to_ollama_options(options)  # recorded in each record's meta
+    backends = {m: OllamaBackend(cfg.host, m, timeout=cfg.timeout, keep_alive=cfg.keep_alive, logprobs=False)
+                for m in {j.model for j in jobs}}
     queue = deque(jobs)
     dead: dict[str, str] = {}
     kinds: Counter[str] = Counter(summary.failure_kinds)
@@ -662,18 +722,17 @@ def cli_generate(
     timeout: float = 300.0,
     retries: int = 4,
     fsync_interval: float = 1.0,
-    stream: bool = True,
+    stream: bool = False,
     ingest: bool = False,
     json_output: bool = False,
     progress: bool = True,
+    ingest_fn: IngestFn | None = None,
 ) -> int:
     """``shvayambhu generate``: run, print a summary (or JSON), return the exit code.
 
     0: everything planned is done; 1: some pairs failed or a model is not pulled (rerun to retry);
     2: nothing could start (bad arguments, unreadable prompts, server unreachable); 130: interrupted.
     """
-    import sys
-
     cfg = GenerateConfig(
         out=Path(out), models=[m for m in models.split(",") if m.strip()], prompts=prompts, shipped=shipped,
         categories=[c.strip() for c in categories.split(",") if c.strip()] if categories else None,
@@ -683,7 +742,7 @@ def cli_generate(
         progress=progress and not json_output and sys.stderr.isatty(),
     )
     try:
-        summary = run_generation(cfg)
+        summary = run_generation(cfg, ingest_fn=ingest_fn)
     except GenerateError as exc:
         if json_output:
             print(json.dumps({"error": str(exc)}))

@@ -1,0 +1,165 @@
+"""The same sentence-transformers model run by ONNX Runtime: identical vectors, about twice as fast on a CPU.
+
+The ONNX graph is exported once from the local model with torch, checked against torch on texts of mixed
+lengths, and cached; later processes need neither torch nor transformers to embed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 1
+MIN_AGREEMENT = 0.9999  # cosine between torch and ONNX vectors on the probe texts
+_PROBES = [
+    "hi",
+    "How do I fall asleep faster when my mind keeps racing at night?",
+    "Entropy " * 60,
+    "नमस्ते, आप कैसे हैं? 你好 🌍 café",
+    "A longer paragraph about retrieval: the question is embedded, the nearest exemplars are found by cosine "
+    "similarity, and the winners are packed into the prompt under a budget. " * 4,
+]
+
+
+class OnnxUnavailable(RuntimeError):
+    """This model cannot be run with ONNX Runtime here; the caller falls back to torch."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "shvayambhu" / "onnx"
+
+
+def _check_layout(path: Path) -> int:
+    """The model's max sequence length, if it is a plain transformer + mean pooling (+ normalize) stack."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        types = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        pooling_dir = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+        pooling = json.loads((path / pooling_dir / "config.json").read_text())
+    except (OSError, KeyError, StopIteration, json.JSONDecodeError) as e:
+        raise OnnxUnavailable(f"not a sentence-transformers folder: {e}") from e
+    if types[:2] != ["Transformer", "Pooling"] or any(t != "Normalize" for t in types[2:]):
+        raise OnnxUnavailable(f"unsupported module stack {types}")
+    modes = [k for k, v in pooling.items() if k.startswith("pooling_mode") and v]
+    if modes != ["pooling_mode_mean_tokens"]:
+        raise OnnxUnavailable(f"unsupported pooling {modes}")
+    if not (path / "tokenizer.json").exists():
+        raise OnnxUnavailable("no tokenizer.json")
+    try:
+        return int(json.loads((path / "sentence_bert_config.json").read_text()).get("max_seq_length", 256))
+    except (OSError, json.JSONDecodeError):
+        return 256
+
+
+def _cache_key(path: Path) -> str:
+    import onnxruntime
+
+    h = hashlib.sha256(f"{FORMAT}|{path.resolve()}|{onnxruntime.__version__}".encode())
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        st = f.stat()
+        h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+class OnnxEncoder:
+    """Tokenize with `tokenizers`, run the exported graph (transformer + mean pooling + L2 norm) in ORT."""
+
+    def __init__(self, onnx_path: Path, model_path: Path, max_len: int):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_len)
+        pad = self.tokenizer.token_to_id("[PAD]")
+        self.tokenizer.enable_padding(pad_id=pad if pad is not None else 0)
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    @classmethod
+    def load(cls, model_path: str | Path) -> OnnxEncoder:
+        """The cached graph for this model, exported and verified first if there is none."""
+        try:
+            import onnxruntime  # noqa: F401
+            import tokenizers  # noqa: F401
+        except ImportError as e:
+            raise OnnxUnavailable(f"onnxruntime or tokenizers missing: {e}") from e
+        path = Path(model_path)
+        max_len = _check_layout(path)
+        target = cache_dir() / f"{path.name}-{_cache_key(path)}.onnx"
+        if not target.exists():
+            try:
+                export(path, target, max_len)
+            except OnnxUnavailable:
+                raise
+            except Exception as e:  # any exporter failure means: use torch instead
+                raise OnnxUnavailable(f"export failed: {e.__class__.__name__}: {e}") from e
+        return cls(target, path, max_len)
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            enc = self.tokenizer.encode_batch([texts[i] for i in idx])
+            feed = {
+                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+            }
+            out[idx] = self.session.run(None, {k: v for k, v in feed.items() if k in self.inputs})[0]
+        return out
+
+
+def export(model_path: Path, target: Path, max_len: int) -> None:
+    """Export with torch, verify against torch on probe texts, then move into the cache atomically."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(model_path), device="cpu")
+    bert = st[0].auto_model.eval()
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(v, dim=-1)
+
+    enc = st.tokenizer(_PROBES[:2], padding=True, return_tensors="pt")
+    args = (enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    try:
+        axes = {0: "batch", 1: "tokens"}
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Pooled(), args, tmp, input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=["embedding"], opset_version=17, dynamo=False,
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes},
+            )
+        ref = st.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True, batch_size=len(_PROBES))
+        got = OnnxEncoder(Path(tmp), model_path, max_len).encode(_PROBES, batch_size=len(_PROBES))
+        agreement = float((ref * got).sum(axis=1).min())
+        if agreement < MIN_AGREEMENT:
+            raise OnnxUnavailable(f"exported graph disagrees with torch (cosine {agreement:.6f})")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

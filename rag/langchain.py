@@ -1,0 +1,135 @@
+"""LangChain interfaces: a retriever over our index, our prompt template, a backend as a chat Runnable, and
+the whole ask path as a Runnable (invoke, stream, batch), for plain LCEL composition::
+
+    retriever = ShvayambhuRetriever(assistant=a, k=4)
+    chain = {"workspace": retriever | format_documents, "question": RunnablePassthrough()} \\
+        | lcel_prompt(a.settings) | BackendChat(backend=a.backend()) | StrOutputParser()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import ConfigDict
+
+from rag.config import Settings
+from rag.prompting import BLOCK_SEP, INSTRUCTIONS, WORKSPACE_HEADER, chat_prompt, exemplar_text, to_dicts
+from rag.selfmodel import SelfModel
+
+
+class ShvayambhuRetriever(BaseRetriever):
+    """Exemplars from the corpus collection as Documents: the response as page content; id, score (cosine
+    similarity), prompt and the record's metadata in `metadata`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    assistant: Any
+    k: int = 4
+    min_score: float | None = None
+    mmr: bool | None = None
+    where: dict[str, Any] | None = None
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        hits = self.assistant.search(query, self.k, where=self.where, mmr=self.mmr, min_score=self.min_score)
+        docs = []
+        for h in hits:
+            meta = {k: v for k, v in h.metadata.items() if k not in ("response",)}
+            meta.update({"id": h.id, "score": h.score, "prompt": h.prompt})
+            docs.append(Document(id=h.id, page_content=h.response, metadata=meta))
+        return docs
+
+
+def format_documents(docs: list[Document]) -> str:
+    """Documents as the numbered exemplar blocks of our workspace (with its header)."""
+    if not docs:
+        return ""
+    blocks = [
+        f"[{i}] " + exemplar_text(str(d.metadata.get("prompt", "")), d.page_content)
+        for i, d in enumerate(docs, 1)
+    ]
+    return WORKSPACE_HEADER + BLOCK_SEP.join(blocks)
+
+
+def lcel_prompt(settings: Settings | None = None) -> ChatPromptTemplate:
+    """Our ask prompt with the self-model and instructions filled in; it takes `workspace` and `question`
+    (and optionally `history`, a list of messages)."""
+    sm = SelfModel.from_settings((settings or Settings()).self_model)
+    return chat_prompt().partial(self_model=sm.render(), instructions=INSTRUCTIONS, guidance="")
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if isinstance(value, PromptValue):
+        return to_dicts(value.to_messages())
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if isinstance(value, list) and all(isinstance(m, BaseMessage) for m in value):
+        return to_dicts(value)
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    raise TypeError(f"BackendChat takes a prompt value, messages or a string, not {type(value).__name__}")
+
+
+class BackendChat(Runnable[Any, str]):
+    """A generation backend (Ollama, BLT) as a Runnable: prompt value or messages in, text out."""
+
+    def __init__(self, backend: Any, options: Any = None) -> None:
+        self.backend = backend
+        self.options = options
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> str:  # noqa: A002
+        return self.backend.generate(_messages(input), self.options).text
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[str]:  # noqa: A002
+        for chunk in self.backend.stream(_messages(input), self.options):
+            if chunk.text:
+                yield chunk.text
+
+
+class AskRunnable(Runnable[Any, Any]):
+    """The whole ask path. Input: a question, or a dict with `question` and optional `session`, `history`,
+    `k`. Output: the answer text (`stream` yields its pieces), or the Answer itself with `output="answer"`."""
+
+    def __init__(self, assistant: Any, output: str = "text", **ask_options: Any) -> None:
+        if output not in ("text", "answer"):
+            raise ValueError("output must be 'text' or 'answer'")
+        self.assistant = assistant
+        self.output = output
+        self.ask_options = ask_options
+
+    def _args(self, value: Any) -> tuple[str, dict[str, Any]]:
+        if isinstance(value, str):
+            return value, dict(self.ask_options)
+        if isinstance(value, dict) and "question" in value:
+            extra = {
+                k: value[k] for k in ("session", "history", "k", "use_memory", "use_retrieval") if k in value
+            }
+            return str(value["question"]), {**self.ask_options, **extra}
+        raise TypeError("AskRunnable takes a question string or a dict with a 'question' key")
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:  # noqa: A002
+        question, opts = self._args(input)
+        answer = self.assistant.ask(question, **opts)
+        return answer if self.output == "answer" else answer.answer
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:  # noqa: A002
+        question, opts = self._args(input)
+        s = self.assistant.stream(question, **opts)
+        if self.output == "answer":
+            yield s.result()
+            return
+        yield from s
+
+
+def ask_runnable(assistant: Any, output: str = "text", **ask_options: Any) -> AskRunnable:
+    """The ask path of `assistant` as a Runnable."""
+    return AskRunnable(assistant, output=output, **ask_options)

@@ -1,0 +1,470 @@
+"""The ask path: embed once, retrieve exemplars and memories, compete in the workspace, build the prompt,
+generate, clean, score confidence, remember. Streaming and non-streaming share every step, so they give the
+same text.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from index.retrieve import Hit, query_vector
+from rag import metacognition as meta
+from rag.backends.base import Backend, BackendError, Generation, GenerationOptions
+from rag.config import Settings
+from rag.memory import Memory, MemoryStream
+from rag.postprocess import Cleaner, attribute
+from rag.prompting import base_messages, exemplar_text, flatten, memory_text, number_exemplars, render, size
+from rag.selfmodel import SelfModel
+from rag.workspace import Candidate, Workspace, evict, measurer, pack
+
+log = logging.getLogger(__name__)
+BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
+
+
+@dataclass
+class Source:
+    """An exemplar that was in the prompt; `number` is how the answer cites it, `used` whether it did."""
+
+    id: str
+    score: float
+    prompt: str
+    number: int = 0
+    used: bool = False
+    response: str = field(default="", repr=False)
+    category: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "id": self.id,
+            "score": round(self.score, 4),
+            "prompt": self.prompt,
+            "number": self.number,
+            "used": self.used,
+        }
+        if self.category:
+            d["category"] = self.category
+        return d
+
+
+@dataclass
+class Answer:
+    """What `ask` returns. `timings` are milliseconds: retrieve, generate, memory, total."""
+
+    answer: str
+    sources: list[Source]
+    confidence: float
+    low_confidence: bool
+    backend: str
+    model: str
+    timings: dict[str, float]
+    prompt: str | None = None  # the flattened prompt, when asked for
+    workspace: Workspace | None = None
+    messages: list[dict[str, str]] | None = None
+    memories: list[Memory] = field(default_factory=list)  # recalled for this question
+    session: str | None = None
+    done_reason: str = "stop"
+    details: meta.Confidence | None = None
+    warnings: list[str] = field(default_factory=list)
+    reflections: list[Memory] = field(default_factory=list)  # written after this exchange, if any
+
+    def to_dict(self, show_prompt: bool = False) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "answer": self.answer,
+            "sources": [s.to_dict() for s in self.sources],
+            "confidence": round(self.confidence, 4),
+            "low_confidence": self.low_confidence,
+            "backend": self.backend,
+            "model": self.model,
+            "timings": {k: round(v, 2) for k, v in self.timings.items()},
+            "session": self.session,
+            "done_reason": self.done_reason,
+            "memories": [m.to_dict() for m in self.memories],
+        }
+        if self.details is not None:
+            d["confidence_details"] = self.details.to_dict()
+        if self.warnings:
+            d["warnings"] = self.warnings
+        if show_prompt:
+            d["prompt"] = self.prompt
+            d["messages"] = self.messages
+            d["workspace"] = self.workspace.to_dict() if self.workspace else None
+        return d
+
+
+@dataclass
+class Prepared:
+    """Everything decided before the backend is called."""
+
+    question: str
+    messages: list[dict[str, str]]
+    workspace: Workspace
+    hits: list[Hit]  # exemplars in the prompt, in citation-number order
+    memories: list[Memory]
+    confidence: meta.Confidence
+    vector: np.ndarray | None
+    timings: dict[str, float]
+    started: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def options_for(settings: Settings, backend: str) -> GenerationOptions:
+    """Sampling options for a backend from its settings section."""
+    if backend == "blt":
+        b = settings.blt
+        return GenerationOptions(
+            temperature=b.temperature,
+            top_p=b.top_p,
+            top_k=b.top_k or None,
+            repeat_penalty=b.repetition_penalty,
+            seed=b.seed,
+            max_tokens=b.max_bytes,
+        )
+    o = settings.ollama
+    return GenerationOptions(
+        temperature=o.temperature,
+        top_p=o.top_p,
+        top_k=o.top_k,
+        repeat_penalty=o.repeat_penalty,
+        num_ctx=o.num_ctx,
+        seed=None if o.seed < 0 else o.seed,
+        max_tokens=o.max_tokens,
+    )
+
+
+def budget_for(settings: Settings, backend: Any) -> tuple[int, str]:
+    """(budget, unit): tokens for Ollama when [workspace] budget_tokens is set, else bytes; a backend may cap
+    the byte budget with a `budget_bytes` attribute (the BLT's context)."""
+    w = settings.workspace
+    if getattr(backend, "name", "") == "ollama" and w.budget_tokens > 0:
+        return w.budget_tokens, "tokens"
+    cap = getattr(backend, "budget_bytes", None)
+    return (min(w.budget_bytes, int(cap)) if cap else w.budget_bytes), "bytes"
+
+
+def normalise_history(history: list[Any] | None) -> list[dict[str, str]]:
+    """Turns as role/content dicts; accepts dicts, (role, content) pairs and langchain messages."""
+    out = []
+    for t in history or []:
+        if isinstance(t, dict):
+            role, content = t.get("role", "user"), t.get("content", "")
+        elif isinstance(t, tuple | list):
+            role, content = t[0], t[1]
+        else:
+            role, content = {"human": "user", "ai": "assistant"}.get(t.type, t.type), str(t.content)
+        if role in ("user", "assistant") and content:
+            out.append({"role": role, "content": str(content)})
+    return out
+
+
+def candidates(
+    self_model: SelfModel, hits: list[Hit], memories: list[Memory], turns: list[dict[str, str]], now: float
+) -> list[Candidate]:
+    """Everything that competes for the prompt, each with its salience: self-model facts are pinned; an
+    exemplar's salience is its similarity, a memory's its recall score, a turn's falls with its age."""
+    out = [
+        Candidate(kind="self", text=text, salience=1.0, id=label, pinned=True)
+        for label, text in self_model.facts()
+    ]
+    for h in hits:
+        out.append(
+            Candidate(
+                kind="exemplar",
+                text=exemplar_text(h.prompt, h.response),
+                salience=h.score,
+                id=h.id,
+                truncatable=True,
+                meta={"hit": h, "scores": {"similarity": h.score}},
+            )
+        )
+    for m in memories:
+        out.append(
+            Candidate(
+                kind=m.kind if m.kind == "reflection" else "memory",
+                text=memory_text(m.kind, m.age(now), m.text),
+                salience=m.score or 0.0,
+                id=m.id,
+                truncatable=True,
+                meta={
+                    "memory": m,
+                    "scores": {
+                        "recency": m.recency or 0.0,
+                        "importance": m.importance,
+                        "relevance": m.relevance or 0.0,
+                    },
+                },
+            )
+        )
+    n = len(turns)
+    for i, t in enumerate(turns):
+        age = n - 1 - i  # 0 for the latest message
+        out.append(
+            Candidate(
+                kind="turn",
+                text=t["content"],
+                salience=0.95 * 0.9**age,
+                id=f"turn-{i}",
+                truncatable=True,
+                meta={"role": t["role"], "index": i},
+            )
+        )
+    return out
+
+
+def prepare(
+    question: str,
+    *,
+    settings: Settings,
+    backend: Any,
+    embed: Callable[[str], np.ndarray] | None,
+    collection: Any | None,
+    memory: MemoryStream | None,
+    k: int | None = None,
+    history: list[Any] | None = None,
+    use_retrieval: bool = True,
+) -> Prepared:
+    """Retrieval, recall, confidence, competition and prompt: everything up to the backend call."""
+    started = time.perf_counter()
+    now = time.time()
+    r = settings.retrieval
+    k = r.k if k is None else k
+    vector = embed(question) if embed is not None and (use_retrieval or memory is not None) else None
+    hits: list[Hit] = []
+    if use_retrieval and collection is not None and vector is not None and k > 0:
+        hits = query_vector(
+            collection,
+            vector,
+            k=k,
+            where=None,
+            min_score=r.min_score,
+            mmr=True,
+            fetch_k=r.fetch_k if r.mmr else k,
+            mmr_lambda=r.mmr_lambda if r.mmr else 1.0,
+        )
+    memories = memory.recall(vector=vector, now=now) if memory is not None and vector is not None else []
+    ev = meta.evidence(
+        [h.score for h in hits],
+        [h.embedding for h in hits if h.embedding is not None],
+        [m.relevance or 0.0 for m in memories],
+    )
+    conf = meta.assess(ev, settings.metacognition.low_confidence)
+
+    turns = (
+        normalise_history(history)[-2 * max(settings.workspace.recent_turns, 0) :]
+        if settings.workspace.recent_turns > 0
+        else []
+    )
+    cands = candidates(SelfModel.from_settings(settings.self_model), hits, memories, turns, now)
+    budget, unit = budget_for(settings, backend)
+    measure = measurer(unit)
+
+    def total(ws: Workspace) -> int:
+        return size(render(ws, question, confidence=conf.value, low_confidence=conf.low), measure)
+
+    base = size(base_messages(question, low_confidence=conf.low), measure)
+    ws = pack(cands, budget - base, unit, overhead=BLOCK_OVERHEAD)
+    ws.budget = budget
+    ws = evict(ws, total)
+    messages = render(ws, question, confidence=conf.value, low_confidence=conf.low)
+    ws.used = size(messages, measure)
+    numbers = number_exemplars(ws)
+    in_prompt = sorted((c for c in ws.winners if c.kind == "exemplar"), key=lambda c: numbers[id(c)])
+    recalled = [c.meta["memory"] for c in ws.winners if "memory" in c.meta]
+    elapsed = (time.perf_counter() - started) * 1000
+    return Prepared(
+        question=question,
+        messages=messages,
+        workspace=ws,
+        hits=[c.meta["hit"] for c in in_prompt],
+        memories=recalled,
+        confidence=conf,
+        vector=vector,
+        timings={"retrieve": elapsed},
+        started=started,
+    )
+
+
+def sources_for(prep: Prepared, text: str, cited: list[int]) -> list[Source]:
+    """The exemplars of the prompt, those the answer used first (numbered as the answer cites them)."""
+    used = attribute(text, [h.response for h in prep.hits], cited)
+    order = used + [i for i in range(1, len(prep.hits) + 1) if i not in used]
+    out = []
+    for number, i in enumerate(order, 1):
+        h = prep.hits[i - 1]
+        out.append(
+            Source(
+                id=h.id,
+                score=h.score,
+                prompt=h.prompt,
+                number=number,
+                used=i in used,
+                response=h.response,
+                category=str(h.metadata.get("category", "")),
+            )
+        )
+    return out
+
+
+def finish(
+    prep: Prepared,
+    generation: Generation,
+    cleaner: Cleaner,
+    *,
+    settings: Settings,
+    memory: MemoryStream | None,
+    backend: Any,
+    options: GenerationOptions,
+    generate_ms: float,
+    show_prompt: bool = False,
+) -> Answer:
+    """Sources, confidence, memory write (and reflection when due) after the text is final."""
+    mc = settings.metacognition
+    conf = meta.update(
+        prep.confidence, generation.probs, generation.entropies, mc.low_confidence, mc.generator_weight
+    )
+    text = cleaner.text
+    answer = Answer(
+        answer=text,
+        sources=sources_for(prep, text, cleaner.used),
+        confidence=conf.value,
+        low_confidence=conf.low,
+        backend=generation.backend,
+        model=generation.model,
+        timings=dict(prep.timings),
+        prompt=flatten(prep.messages) if show_prompt else None,
+        workspace=prep.workspace,
+        messages=prep.messages,
+        memories=prep.memories,
+        session=memory.session if memory is not None else None,
+        done_reason=generation.done_reason,
+        details=conf,
+        warnings=list(prep.warnings),
+    )
+    answer.timings["generate"] = generate_ms
+    t = time.perf_counter()
+    if memory is not None and text:
+        remember(answer, prep, memory, backend, options)
+        answer.timings["memory"] = (time.perf_counter() - t) * 1000
+    answer.timings["total"] = (time.perf_counter() - prep.started) * 1000
+    return answer
+
+
+def remember(
+    answer: Answer, prep: Prepared, memory: MemoryStream, backend: Any, options: GenerationOptions
+) -> None:
+    """Store the exchange, refresh the recalled memories' recency and reflect when it is due."""
+    memory.add_exchange(prep.question, answer.answer)
+    memory.touch([m.id for m in prep.memories])
+    if not memory.reflection_due():
+        return
+
+    def generate(messages: list[dict[str, str]]) -> str:
+        return backend.generate(messages, options).text
+
+    try:
+        answer.reflections = memory.reflect(generate)
+    except BackendError as e:  # the answer stands; the reflection is retried after the next exchange
+        answer.warnings.append(f"reflection skipped: {e}")
+        log.warning("reflection skipped: %s", e)
+
+
+def run(
+    prep: Prepared,
+    backend: Backend,
+    *,
+    settings: Settings,
+    memory: MemoryStream | None,
+    show_prompt: bool = False,
+) -> Answer:
+    """Generate in one call and finish."""
+    options = options_for(settings, backend.name)
+    cleaner = Cleaner(n_sources=len(prep.hits), name=settings.self_model.name)
+    t = time.perf_counter()
+    gen = backend.generate(prep.messages, options)
+    ms = (time.perf_counter() - t) * 1000
+    cleaner.feed(gen.text)
+    cleaner.finish(gen.done_reason)
+    return finish(
+        prep,
+        gen,
+        cleaner,
+        settings=settings,
+        memory=memory,
+        backend=backend,
+        options=options,
+        generate_ms=ms,
+        show_prompt=show_prompt,
+    )
+
+
+class AnswerStream:
+    """Iterate for the cleaned answer text piece by piece; `answer` holds the final Answer once it is done."""
+
+    def __init__(
+        self,
+        prep: Prepared,
+        backend: Backend,
+        *,
+        settings: Settings,
+        memory: MemoryStream | None,
+        show_prompt: bool = False,
+        on_done: Callable[[Answer], None] | None = None,
+    ) -> None:
+        self.prep = prep
+        self.backend = backend
+        self.settings = settings
+        self.memory = memory
+        self.show_prompt = show_prompt
+        self.on_done = on_done
+        self.answer: Answer | None = None
+        self._iter = self._run()
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._iter)
+
+    def _run(self) -> Iterator[str]:
+        options = options_for(self.settings, self.backend.name)
+        cleaner = Cleaner(n_sources=len(self.prep.hits), name=self.settings.self_model.name)
+        t = time.perf_counter()
+        gen: Generation | None = None
+        for chunk in self.backend.stream(self.prep.messages, options):
+            piece = cleaner.feed(chunk.text)
+            if piece:
+                yield piece
+            if chunk.done:
+                gen = chunk.generation
+                break
+        if gen is None:
+            raise BackendError(f"the {self.backend.name} backend ended its stream without a final chunk")
+        ms = (time.perf_counter() - t) * 1000
+        rest = cleaner.finish(gen.done_reason)
+        if rest:
+            yield rest
+        self.answer = finish(
+            self.prep,
+            gen,
+            cleaner,
+            settings=self.settings,
+            memory=self.memory,
+            backend=self.backend,
+            options=options,
+            generate_ms=ms,
+            show_prompt=self.show_prompt,
+        )
+        if self.on_done is not None:
+            self.on_done(self.answer)
+
+    def result(self) -> Answer:
+        """Drain the stream (if not yet done) and return the final Answer."""
+        for _ in self:
+            pass
+        assert self.answer is not None
+        return self.answer

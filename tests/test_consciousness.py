@@ -1,0 +1,347 @@
+"""The consciousness layer: self-model, workspace, memory stream, metacognition, response cleaning, and the
+ask path against the fake Ollama server (what the prompt holds, in which order, under which budget)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from rag.config import MemorySettings, SelfModelSettings
+from rag.memory import MemoryStream, collection_name, importance
+from rag.metacognition import Evidence, generator_confidence, retrieval_confidence
+from rag.postprocess import Cleaner, attribute, clean
+from rag.prompting import LOW_CONFIDENCE, parse_reflections, size
+from rag.selfmodel import SelfModel
+from rag.workspace import BudgetError, Candidate, count_bytes, estimate_tokens, pack, shorten
+
+# ---------------------------------------------------------------------------------------------------------
+# Self-model and workspace
+
+
+def test_self_model_from_settings_is_pinned_first():
+    sm = SelfModel.from_settings(
+        SelfModelSettings(name="Ada", identity="a careful helper", values=["be brief"])
+    )
+    assert sm.facts()[0] == ("identity", "You are Ada, a careful helper.")
+    assert "You value: be brief." in sm.render()
+    cands = [Candidate("exemplar", "x" * 50, 0.99), Candidate("self", sm.render(), 0.1, pinned=True)]
+    ws = pack(cands, 1000)
+    assert [c.kind for c in ws.winners] == ["self", "exemplar"]
+
+
+def test_pack_greedy_by_salience_under_budget():
+    cands = [
+        Candidate("exemplar", "a" * 100, 0.5, id="mid"),
+        Candidate("memory", "b" * 100, 0.9, id="top"),
+        Candidate("exemplar", "c" * 100, 0.1, id="low"),
+        Candidate("exemplar", "d" * 30, 0.05, id="tiny"),
+    ]
+    ws = pack(cands, 250, overhead=5)
+    assert [c.id for c in ws.winners] == ["top", "mid", "tiny"]  # "low" does not fit, the smaller "tiny" does
+    assert [c.id for c in ws.losers] == ["low"] and ws.losers[0].reason == "budget"
+    assert ws.used == sum(c.cost for c in ws.winners) <= 250
+    d = ws.to_dict()
+    assert d["winners"][0]["salience"] == 0.9 and d["losers"][0]["reason"] == "budget"
+
+
+def test_pinned_that_cannot_fit_is_a_clear_error():
+    with pytest.raises(BudgetError, match="budget"):
+        pack([Candidate("self", "x" * 500, 1.0, pinned=True)], 100)
+
+
+@pytest.mark.parametrize("text", ["naïve café " * 40, "日本語のテキスト" * 40, "👩‍💻 ok 🇫🇷 e\u0301 " * 40])
+def test_truncation_never_cuts_inside_a_character(text):
+    for limit in range(10, 200, 7):
+        short = shorten(text, limit)
+        assert count_bytes(short) <= limit
+        assert short == "" or short.endswith("…")
+        body = short[:-1]
+        assert text.startswith(body)
+        short.encode("utf-8")  # a valid string: no split surrogate or byte
+        nxt = text[len(body) : len(body) + 1]
+        assert nxt not in ("\u0301", "\u200d", "\ufe0f")  # no combining mark or joiner left dangling
+    ws = pack([Candidate("exemplar", text, 0.9, truncatable=True)], 300, min_fragment=50)
+    assert ws.winners[0].truncated and ws.used <= 300
+
+
+def test_token_budget_estimate():
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("one two three four") >= 5
+    ws = pack([Candidate("exemplar", "word " * 200, 0.9, truncatable=True)], 100, "tokens")
+    assert ws.winners[0].cost <= 100
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Response cleaning
+
+
+def test_clean_strips_roles_repeats_and_dangling_fragment():
+    raw = (
+        "Assistant: Rayleigh scattering makes the sky blue [3]. Blue light scatters the most [3, 1]."
+        "<|eot_id|> "
+        "Rayleigh scattering makes the sky blue [3].\n\n\n\nAt sunset the light crosses more air [9]. "
+        "It turns red because the blue is scattered away\nUser: and why are clouds white?\nAssistant: ..."
+    )
+    text, used = clean(raw, n_sources=4)
+    assert text == (
+        "Rayleigh scattering makes the sky blue [1]. Blue light scatters the most [1, 2].\n\n"
+        "At sunset the light crosses more air. It turns red because the blue is scattered away"
+    )
+    assert used == [3, 1]
+    cut, _ = clean("First sentence is complete. The second one was cut off in the mid", done_reason="length")
+    assert cut == "First sentence is complete."
+    assert clean("<|im_start|>assistant\nYes.\nYes.\nYes.\n### Instruction: more")[0] == "Yes."
+    code = "Here:\n```python\nx = 1\nx = 1\n\n    y = 2\n```\nDone."
+    assert clean(code)[0] == code  # code is kept verbatim, repeats included
+
+
+def test_streaming_cleaner_is_chunking_invariant():
+    rng = random.Random(3)
+    words = [
+        "The sky is blue.",
+        "It is.",
+        "[2]",
+        "Assistant:",
+        "<|im_end|>",
+        "\n",
+        "\n\n",
+        "  ",
+        "User: hi",
+        "Rayleigh scattering, again!",
+        "```",
+        "code()",
+        "e\u0301",
+        "…",
+        "Q: what?",
+        "done",
+    ]
+    for _ in range(150):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 30)))
+        for reason in ("stop", "length"):
+            ref, _ = clean(text, done_reason=reason, n_sources=3)
+            c = Cleaner(n_sources=3)
+            out, i = "", 0
+            while i < len(text):
+                j = i + rng.randint(1, 9)
+                out += c.feed(text[i:j])
+                i = j
+            out += c.finish(reason)
+            assert out == ref
+
+
+def test_attribution_numbers_cited_then_copied_sources():
+    sources = ["the mitochondria is the powerhouse of the cell", "unrelated text about trains and stations"]
+    assert attribute("As we know the mitochondria is the powerhouse of the cell.", sources, []) == [1]
+    assert attribute("See [1].", sources, [2]) == [2]
+
+
+def test_parse_reflections():
+    text = (
+        "1. The user has a cat called Miso.\n- The user is learning astronomy.\n- ok\n"
+        "* The user has a cat called Miso."
+    )
+    assert parse_reflections(text, 3) == [
+        "The user has a cat called Miso.",
+        "The user is learning astronomy.",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Metacognition
+
+
+def test_confidence_features_and_generator_blend():
+    near = Evidence(top=0.85, margin=0.2, agreement=0.5, exemplars=4)
+    far = Evidence(top=0.25, margin=0.02, agreement=0.1, exemplars=4)
+    assert retrieval_confidence(near) > 0.9 > 0.1 > retrieval_confidence(far)
+    assert retrieval_confidence(Evidence(top=0.25, memory_top=0.7)) > 0.5  # a close memory is evidence too
+    assert generator_confidence(None) is None
+    assert generator_confidence([0.9, 0.9]) == pytest.approx(0.9)
+    assert generator_confidence([1.0], [0.0]) == pytest.approx(1.0)
+
+
+ON = [
+    "How can I fall asleep more quickly at night?",
+    "Why do sunsets look red and orange?",
+    "What is the Monty Hall problem and why should you switch?",
+]
+OFF = [
+    "What is the torque spec for the cylinder head bolts on a 2004 Honda Civic?",
+    "Who won the 1986 FIFA World Cup final?",
+    "How do I configure BGP route reflectors on a Juniper router?",
+]
+
+
+def test_confidence_is_clearly_lower_off_corpus(make_assistant, fake_ollama):
+    a = make_assistant()
+    on = [a.prepare(q, use_memory=False).confidence for q in ON]
+    off = [a.prepare(q, use_memory=False).confidence for q in OFF]
+    assert min(c.value for c in on) > 0.6 and max(c.value for c in off) < 0.35
+    assert not any(c.low for c in on) and all(c.low for c in off)
+    # the full path: generator probabilities blended in, the flag reported, the prompt told to admit ignorance
+    good, bad = a.ask(ON[0], use_memory=False), a.ask(OFF[0], use_memory=False)
+    assert good.confidence - bad.confidence > 0.3
+    assert bad.low_confidence and not good.low_confidence
+    prompts = [b["messages"][0]["content"] for b in fake_ollama.bodies("/api/chat")]
+    marker = LOW_CONFIDENCE.split("(")[0].strip()
+    assert marker not in prompts[0] and marker in prompts[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Memory stream
+
+
+def test_memory_recall_weights_decay_and_crud(data_dir, embedder):
+    from index.store import open_client
+
+    now = time.time()
+    s = MemorySettings(recall_k=3, min_relevance=0.0, decay_per_hour=0.9)
+    mem = MemoryStream(open_client(data_dir), "unit test/ä", embedder, s)
+    assert mem.name == collection_name("unit test/ä") and mem.list() == [] and mem.recall("x") == []
+    old = mem.add(
+        "The user's sister lives in Lisbon.", kind="note", importance_score=0.2, now=now - 48 * 3600
+    )
+    fresh = mem.add("The user bought a new bicycle today.", kind="note", importance_score=0.2, now=now)
+    key = mem.add("The user is allergic to peanuts.", kind="note", importance_score=1.0, now=now - 24 * 3600)
+
+    def top(**weights):
+        s.recency_weight, s.importance_weight, s.relevance_weight = (
+            weights.get("rec", 0.0),
+            weights.get("imp", 0.0),
+            weights.get("rel", 0.0),
+        )
+        return mem.recall("Where does my sister live?", now=now)
+
+    assert top(rel=1)[0].id == old.id
+    assert top(rec=1)[0].id == fresh.id
+    assert top(imp=1)[0].id == key.id
+    r = top(rec=1, imp=1, rel=1)
+    assert all(0 <= m.score <= 1 for m in r)
+    got = {m.id: m for m in r}
+    assert got[old.id].recency == pytest.approx(0.9**48, rel=1e-3)  # exponential decay per hour since access
+    mem.touch([old.id], now=now)
+    assert top(rec=1)[0].recency == pytest.approx(1.0)
+    assert [m.id for m in mem.list()] == [old.id, key.id, fresh.id]  # oldest first
+    assert mem.forget([fresh.id[:10]]) == 1 and mem.count() == 2
+    with pytest.raises(Exception, match="no memory"):
+        mem.forget(["zzzz"])
+    # another stream object (as another process would open it) sees the same memories
+    again = MemoryStream(open_client(data_dir), "unit test/ä", embedder, s)
+    assert {m.id for m in again.list()} == {old.id, key.id}
+    assert again.clear() == 2 and again.list() == []
+
+
+def test_importance_heuristic():
+    assert importance("Remember that my cat is called Miso.") > importance("What is a black hole?")
+    assert importance("thanks") < importance("What is a black hole?")
+
+
+def test_reflection_every_n_exchanges(make_assistant, fake_ollama):
+    def reply(prompt, request):
+        if "Memories, oldest first" in prompt:
+            return "- The user has a cat called Miso.\n- The user is curious about astronomy.\n- Likes tea."
+        return "Noted, thank you."
+
+    fake_ollama.behavior("llama3.2").reply = reply
+    a = make_assistant(memory={"reflect_every": 2, "reflection_size": 2})
+    first = a.ask("Remember that my cat is called Miso.", session="refl")
+    assert first.reflections == []
+    second = a.ask("Why do stars twinkle?", session="refl")
+    assert [m.text for m in second.reflections] == [
+        "The user has a cat called Miso.",
+        "The user is curious about astronomy.",
+    ]
+    bodies = fake_ollama.bodies("/api/chat")
+    assert len(bodies) == 3 and "Memories, oldest first" in bodies[2]["messages"][-1]["content"]
+    mem = a.memory("refl")
+    reflections = mem.list(kind="reflection")
+    exchanges = mem.list(kind="exchange")
+    assert len(reflections) == 2 and len(exchanges) == 2
+    assert set(reflections[0].sources) == {m.id for m in exchanges}
+    a.ask("Tell me about Saturn.", session="refl")
+    assert len(fake_ollama.bodies("/api/chat")) == 4  # one exchange since the reflection: not due yet
+    a.ask("And Jupiter?", session="refl")
+    assert len(fake_ollama.bodies("/api/chat")) == 6 and len(mem.list(kind="reflection")) == 4
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The prompt the backend receives
+
+
+@pytest.mark.parametrize("budget", [6000, 2500, 1400])
+def test_prompt_holds_self_model_exemplars_and_memories_in_salience_order(
+    make_assistant, fake_ollama, budget
+):
+    a = make_assistant(workspace={"budget_bytes": budget})
+    mem = a.memory("order")
+    mem.add(
+        "The user watches the stars twinkle from a telescope on the balcony.",
+        kind="note",
+        importance_score=0.9,
+    )
+    mem.add("The user prefers short answers.", kind="note", importance_score=0.6)
+    question = "Why do stars twinkle at night?"
+    answer = a.ask(question, session="order", show_prompt=True)
+    sent = fake_ollama.bodies("/api/chat")[-1]["messages"]
+    assert sent == answer.messages
+    assert size(sent, count_bytes) <= budget
+    system = sent[0]["content"]
+    assert system.startswith(SelfModel.from_settings(a.settings.self_model).render())
+    ws = answer.workspace
+    blocks = [c for c in ws.winners if c.kind not in ("self", "turn")]
+    kinds = {c.kind for c in blocks}
+    assert "exemplar" in kinds and ("memory" in kinds or budget < 2000)
+    positions = [system.index(c.text) for c in blocks]
+    assert positions == sorted(positions)  # in the prompt in the order they won
+    sal = [c.salience for c in blocks]
+    assert sal == sorted(sal, reverse=True)  # which is falling salience
+    # the top exemplars that won are the best retrieved ones, numbered as the answer's sources
+    hits = a.search(question, a.settings.retrieval.k)
+    won = [c.id for c in blocks if c.kind == "exemplar"]
+    assert won == [h.id for h in hits][: len(won)]
+    assert [s.id for s in sorted(answer.sources, key=lambda s: won.index(s.id))] == won
+    if budget < 3000:
+        assert ws.losers and all(c.reason for c in ws.losers)
+    assert answer.to_dict(show_prompt=True)["workspace"]["winners"][0]["pinned"]
+
+
+def test_prompt_budget_in_tokens_and_recent_turns(make_assistant, fake_ollama):
+    a = make_assistant(workspace={"budget_tokens": 500, "recent_turns": 1})
+    history = [
+        ("user", "My name is Ada."),
+        ("assistant", "Hello Ada!"),
+        ("user", "I like comets."),
+        ("assistant", "Comets are lovely."),
+    ]
+    ans = a.ask("What is a black hole?", history=history, use_memory=False)
+    sent = fake_ollama.bodies("/api/chat")[-1]["messages"]
+    assert ans.workspace.unit == "tokens" and size(sent, estimate_tokens) <= 500
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]  # one recent exchange kept
+    assert sent[1]["content"] == "I like comets." and sent[-1]["content"] == "What is a black hole?"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Streaming
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        None,
+        "Assistant: Sky is blue [2]. Sky is blue [2].\nUser: more?",
+        "One. Two three four five six seven eight nine ten eleven twelve",
+    ],
+)
+def test_stream_yields_the_same_text_as_ask(make_assistant, fake_ollama, reply):
+    fake_ollama.behavior("llama3.2").reply = reply
+    a = make_assistant(ollama={"max_tokens": 8} if reply and reply.startswith("One") else {})
+    q = "Why is the sky blue?"
+    whole = a.ask(q, use_memory=False)
+    s = a.stream(q, use_memory=False)
+    pieces = list(s)
+    assert len(pieces) >= 1 and "".join(pieces) == whole.answer == s.answer.answer
+    assert [x.id for x in s.answer.sources] == [x.id for x in whole.sources]
+    if reply and reply.startswith("One"):
+        assert whole.done_reason == "length" and whole.answer == "One."
