@@ -138,29 +138,41 @@ def main() -> None:
 
     c = model.cfg
     print(f"BLT: {how}")
-    print(f"  entropy {c.entropy.n_layers}x{c.entropy.dim}, encoder {c.enc_layers}x{c.enc_dim}, global "
-          f"{c.global_layers}x{c.global_dim}, decoder {c.dec_layers}x{c.dec_dim}, window {c.local_window}, "
-          f"hash n={c.ngram_min}..{c.ngram_max} x {c.hash_rows} rows, patcher {c.patcher.kind}")
+    print(
+        f"  entropy {c.entropy.n_layers}x{c.entropy.dim}, encoder {c.enc_layers}x{c.enc_dim}, global "
+        f"{c.global_layers}x{c.global_dim}, decoder {c.dec_layers}x{c.dec_dim}, window {c.local_window}, "
+        f"hash n={c.ngram_min}..{c.ngram_max} x {c.hash_rows} rows, patcher {c.patcher.kind}"
+    )
     ent_params = compute_params(em) if em is not None else 0
-    print(f"  params {num_params(model) / 1e6:.2f}M total, {compute_params(model) / 1e6:.2f}M compute "
-          f"(+ entropy model {ent_params / 1e6:.2f}M compute)")
+    print(
+        f"  params {num_params(model) / 1e6:.2f}M total, {compute_params(model) / 1e6:.2f}M compute "
+        f"(+ entropy model {ent_params / 1e6:.2f}M compute)"
+    )
     b = base.cfg
-    print(f"baseline: {b.n_layers}x{b.dim} ({b.n_heads} heads), params {num_params(base) / 1e6:.2f}M total, "
-          f"{compute_params(base) / 1e6:.2f}M compute")
-    print(f"prompt {len(prompt)} bytes; greedy; BLAS preload: {os.environ.get('LD_PRELOAD', 'none')}; "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"baseline: {b.n_layers}x{b.dim} ({b.n_heads} heads), params {num_params(base) / 1e6:.2f}M total, "
+        f"{compute_params(base) / 1e6:.2f}M compute"
+    )
+    print(
+        f"prompt {len(prompt)} bytes; greedy; BLAS preload: {os.environ.get('LD_PRELOAD', 'none')}; "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
 
-    rows = bench("BLT", (model, em), lambda: BLTDecoder(model, em, use_cache=False), prompt, args.gen,
-                 args.repeats)
-    rows += bench("baseline", base, lambda: BaselineDecoder(base, use_cache=False), prompt, args.gen,
-                  args.repeats)
+    rows = bench(
+        "BLT", (model, em), lambda: BLTDecoder(model, em, use_cache=False), prompt, args.gen, args.repeats
+    )
+    rows += bench(
+        "baseline", base, lambda: BaselineDecoder(base, use_cache=False), prompt, args.gen, args.repeats
+    )
     for n in args.gen:
         blt_row = next(r for r in rows if r["model"] == "BLT" and r["gen"] == n)
         base_row = next(r for r in rows if r["model"] == "baseline" and r["gen"] == n)
         ratio = blt_row["cached_bps"] / base_row["cached_bps"]
-        print(f"gen={n}: BLT/baseline cached decoding speed {ratio:.2f}x, "
-              f"time to first byte {blt_row['ttfb_ms']:.0f} vs {base_row['ttfb_ms']:.0f} ms")
+        print(
+            f"gen={n}: BLT/baseline cached decoding speed {ratio:.2f}x, "
+            f"time to first byte {blt_row['ttfb_ms']:.0f} vs {base_row['ttfb_ms']:.0f} ms"
+        )
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -30,27 +30,90 @@ from rag.backends.base import Chunk, Generation, GenerationOptions  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 
 TOPICS = [
-    "sleep", "budgeting", "sourdough", "black holes", "photosynthesis", "grief", "job interviews", "Python",
-    "TCP", "volcanoes", "the Roman Empire", "jazz", "chess openings", "composting", "marathon training",
-    "tax returns", "vaccines", "climate change", "public speaking", "negotiation", "knitting", "bird migration",
-    "quantum computing", "coffee brewing", "houseplants", "password managers", "the French Revolution",
-    "poetry meter", "time management", "meditation", "electric cars", "solar panels", "memory palaces",
-    "probability", "ethics of AI", "language learning", "dog training", "first aid", "home networking",
-    "photography", "wine tasting", "game theory", "origami", "tides", "earthquakes", "the immune system",
-    "renting a flat", "cycling", "spreadsheets", "databases",
+    "sleep",
+    "budgeting",
+    "sourdough",
+    "black holes",
+    "photosynthesis",
+    "grief",
+    "job interviews",
+    "Python",
+    "TCP",
+    "volcanoes",
+    "the Roman Empire",
+    "jazz",
+    "chess openings",
+    "composting",
+    "marathon training",
+    "tax returns",
+    "vaccines",
+    "climate change",
+    "public speaking",
+    "negotiation",
+    "knitting",
+    "birds",
+    "quantum computing",
+    "coffee brewing",
+    "houseplants",
+    "password managers",
+    "the French Revolution",
+    "poetry meter",
+    "time management",
+    "meditation",
+    "electric cars",
+    "solar panels",
+    "memory palaces",
+    "probability",
+    "ethics of AI",
+    "language learning",
+    "dog training",
+    "first aid",
+    "home networking",
+    "photography",
+    "wine tasting",
+    "game theory",
+    "origami",
+    "tides",
+    "earthquakes",
+    "the immune system",
+    "renting a flat",
+    "cycling",
+    "spreadsheets",
+    "databases",
 ]
 ASPECTS = [
-    "for a complete beginner", "on a tight budget", "in under ten minutes a day", "with small children",
-    "when I feel stuck", "in a small apartment", "at work", "as a student", "after the age of fifty",
-    "without special equipment", "in cold weather", "for a school project", "in plain words", "step by step",
-    "and common mistakes", "and the science behind it", "in history", "for a presentation", "safely",
+    "for a complete beginner",
+    "on a tight budget",
+    "in under ten minutes a day",
+    "with small children",
+    "when I feel stuck",
+    "in a small apartment",
+    "at work",
+    "as a student",
+    "after the age of fifty",
+    "without special equipment",
+    "in cold weather",
+    "for a school project",
+    "in plain words",
+    "step by step",
+    "and common mistakes",
+    "and the science behind it",
+    "in history",
+    "for a presentation",
+    "safely",
     "with examples",
 ]
 FORMS = [
-    "How do I get started with {t} {a}?", "What should I know about {t} {a}?", "Explain {t} {a}.",
-    "What are good tips for {t} {a}?", "Why is {t} hard {a}?", "Can you compare approaches to {t} {a}?",
-    "What is the biggest misconception about {t} {a}?", "How can I get better at {t} {a}?",
-    "Is {t} worth the effort {a}?", "What does an expert think about first with {t} {a}?",
+    "How do I get started with {t} {a}?",
+    "What should I know about {t} {a}?",
+    "Explain {t} {a}.",
+    "What are good tips for {t} {a}?",
+    "Why is {t} hard {a}?",
+    "Can you compare approaches to {t} {a}?",
+    "What is the biggest misconception about {t} {a}?",
+    "How can I get better at {t} {a}?",
+    "Is {t} worth the effort {a}?",
+    "What does an expert think about first with {t} {a}?",
 ]
 SENTENCES = [
     "Start with the basics of {t} and build up slowly, checking each step before the next.",
@@ -63,13 +126,22 @@ SENTENCES = [
     "Measure progress over weeks rather than days, because {t} improves in plateaus and jumps.",
 ]
 QUESTIONS = [
-    "How do I get started with sourdough on a tight budget?", "Why is the sky blue?",
-    "What should I know about black holes in plain words?", "How can I fall asleep faster?",
-    "What is the capital of Burkina Faso?", "Explain TCP step by step.", "My cat is called Miso, remember?",
-    "How does photosynthesis work?", "What are good tips for public speaking at work?",
-    "Is knitting worth the effort as a student?", "How do volcanoes erupt?", "What is game theory?",
-    "How should I train for a marathon after the age of fifty?", "How do I deal with grief?",
-    "What is overfitting in machine learning?", "Can you compare approaches to budgeting with small children?",
+    "How do I get started with sourdough on a tight budget?",
+    "Why is the sky blue?",
+    "What should I know about black holes in plain words?",
+    "How can I fall asleep faster?",
+    "What is the capital of Burkina Faso?",
+    "Explain TCP step by step.",
+    "My cat is called Miso, remember?",
+    "How does photosynthesis work?",
+    "What are good tips for public speaking at work?",
+    "Is knitting worth the effort as a student?",
+    "How do volcanoes erupt?",
+    "What is game theory?",
+    "How should I train for a marathon after the age of fifty?",
+    "How do I deal with grief?",
+    "What is overfitting in machine learning?",
+    "Can you compare approaches to budgeting with children?",
 ]
 
 
@@ -82,7 +154,7 @@ class StubBackend:
     def __init__(self) -> None:
         self.first_call: float | None = None
 
-    def generate(self, messages: list[dict[str, str]], options: GenerationOptions | None = None) -> Generation:
+    def generate(self, messages: list[dict], options: GenerationOptions | None = None) -> Generation:
         if self.first_call is None:
             self.first_call = time.perf_counter()
         return Generation(text="A short answer. It cites [1].", model=self.model, backend=self.name)
@@ -130,12 +202,16 @@ def build(home: Path, records: int, memories: int, a: Shvayambhu, rng: random.Ra
         f"The user said: {p}\nI answered: {r[:200]}" for p, r in synth_records(memories, random.Random(99))
     ]
     t = time.perf_counter()
-    for i in range(0, len(texts), 250):
-        chunk = texts[i : i + 250]
-        ages = [rng.uniform(0, 30 * 86400) for _ in chunk]
-        vecs = emb.embed(chunk)
-        for text, age, vec in zip(chunk, ages, vecs, strict=True):
-            mem.add(text, kind="exchange", importance_score=rng.random(), vector=vec, now=now - age)
+    for i in range(0, len(texts), 500):
+        chunk = texts[i : i + 500]
+        times = [now - rng.uniform(0, 30 * 86400) for _ in chunk]  # spread over the last 30 days
+        mem.add_many(
+            chunk,
+            kind="exchange",
+            importances=[rng.random() for _ in chunk],
+            vectors=emb.embed(chunk),
+            times=times,
+        )
     print(f"memories: {mem.count()} stored in {time.perf_counter() - t:.1f} s", flush=True)
 
 
@@ -165,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         mem = a.memory("bench")
         k = settings.retrieval.k
         runtime = getattr(a.embedder, "runtime", "torch")
-        print(f"store {home}: {corpus.count()} records, {mem.count()} memories; k={k}; embedder runtime {runtime}")
+        print(f"store {home}: {corpus.count()} records, {mem.count()} memories; k={k}; embedder {runtime}")
 
         def bare(q: str) -> float:
             t = time.perf_counter()
@@ -207,8 +283,11 @@ def main(argv: list[str] | None = None) -> None:
             parts["memory recall"].append((t3 - t2) * 1000)
 
         print(f"\nwarm, {args.queries} questions each, interleaved (ms):")
-        print(f"  bare retrieval (embed + Chroma top-{k}):  p50 {pct(b_ms, 50):7.2f}  p95 {pct(b_ms, 95):7.2f}")
-        print(f"  layer, question -> first backend call:   p50 {pct(l_ms, 50):7.2f}  p95 {pct(l_ms, 95):7.2f}")
+        for name, xs in (
+            (f"bare retrieval (embed + Chroma top-{k})", b_ms),
+            ("layer, question -> backend call", l_ms),
+        ):
+            print(f"  {name:38} p50 {pct(xs, 50):7.2f}  p95 {pct(xs, 95):7.2f}")
         ratio = pct(l_ms, 50) / pct(b_ms, 50)
         print(f"  ratio p50 layer/bare: {ratio:.2f}  (target <= 2.0: {'met' if ratio <= 2.0 else 'NOT met'})")
         print("  breakdown p50: " + ", ".join(f"{n} {statistics.median(v):.2f}" for n, v in parts.items()))

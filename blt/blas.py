@@ -43,8 +43,12 @@ class BlasStatus:
 
 def _multiarch() -> str:
     machine = platform.machine().lower()
-    return {"x86_64": "x86_64-linux-gnu", "amd64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu",
-            "arm64": "aarch64-linux-gnu"}.get(machine, f"{machine}-linux-gnu")
+    return {
+        "x86_64": "x86_64-linux-gnu",
+        "amd64": "x86_64-linux-gnu",
+        "aarch64": "aarch64-linux-gnu",
+        "arm64": "aarch64-linux-gnu",
+    }.get(machine, f"{machine}-linux-gnu")
 
 
 def openblas_candidates() -> list[Path]:
@@ -138,9 +142,13 @@ def enable_openblas(verbose: bool = True) -> BlasStatus:
             _notice(f"shvayambhu: {st.message}")
         return st
     if "mlx.core" in sys.modules:
-        return BlasStatus("reference", "too-late", st.path,
-                          "mlx.core was imported before OpenBLAS could be loaded; use ensure_openblas(argv) "
-                          f"or LD_PRELOAD={st.path}")
+        return BlasStatus(
+            "reference",
+            "too-late",
+            st.path,
+            "mlx.core was imported before OpenBLAS could be loaded; use ensure_openblas(argv) "
+            f"or LD_PRELOAD={st.path}",
+        )
     try:
         ctypes.CDLL(st.path, mode=ctypes.RTLD_GLOBAL)
     except OSError as e:
@@ -165,8 +173,9 @@ def ensure_openblas(argv: list[str] | None = None, verbose: bool = True) -> Blas
     env["LD_PRELOAD"] = ":".join(p for p in (st.path, env.get("LD_PRELOAD", "")) if p)
     env["SHVAYAMBHU_BLAS_REEXEC"] = "1"
     if verbose:
-        _notice(f"shvayambhu: MLX uses OpenBLAS ({st.path}, via LD_PRELOAD); "
-                f"set {ENV_VAR}=reference to opt out")
+        _notice(
+            f"shvayambhu: MLX uses OpenBLAS ({st.path}, via LD_PRELOAD); set {ENV_VAR}=reference to opt out"
+        )
         env[_NOTICE_ENV] = "1"
     # sys.orig_argv keeps `-m module` and interpreter flags; argv[0] alone would not.
     args = list(sys.orig_argv[1:]) if argv is None else list(argv)

@@ -32,8 +32,9 @@ def bits_per_byte(nats: float, n_bytes: int) -> float:
     return nats / (LN2 * n_bytes) if n_bytes else float("nan")
 
 
-def compressor_bpb(context: bytes, target: bytes,
-                   compress: str | Callable[[bytes], bytes] = "xz -9") -> float:
+def compressor_bpb(
+    context: bytes, target: bytes, compress: str | Callable[[bytes], bytes] = "xz -9"
+) -> float:
     """Bits per byte a compressor spends on `target` once it has seen `context`."""
     fn = COMPRESSORS[compress] if isinstance(compress, str) else compress
     if not target:
@@ -46,8 +47,9 @@ def record_text(prompt: str, response: str) -> bytes:
     return f"{prompt}\n{response}\n\n".encode()
 
 
-def compressor_table(train: Sequence[tuple[str, str]],
-                     heldout: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+def compressor_table(
+    train: Sequence[tuple[str, str]], heldout: Sequence[tuple[str, str]]
+) -> list[dict[str, Any]]:
     """For each compressor: BPB of whole heldout records given the training records, and of heldout responses
     given the training records and the heldout prompts (comparable to the model rows)."""
     ctx = b"".join(record_text(p, r) for p, r in train)
@@ -57,12 +59,14 @@ def compressor_table(train: Sequence[tuple[str, str]],
     rows = []
     for name, fn in COMPRESSORS.items():
         c_ctx, c_full, c_prompts = len(fn(ctx)), len(fn(ctx + full)), len(fn(ctx + prompts_only))
-        rows.append({
-            "name": name,
-            "bpb_records": (c_full - c_ctx) * 8 / max(len(full), 1),
-            "bpb": (c_full - c_prompts) * 8 / max(resp_bytes, 1),
-            "bytes": resp_bytes,
-        })
+        rows.append(
+            {
+                "name": name,
+                "bpb_records": (c_full - c_ctx) * 8 / max(len(full), 1),
+                "bpb": (c_full - c_prompts) * 8 / max(resp_bytes, 1),
+                "bytes": resp_bytes,
+            }
+        )
     return rows
 
 
@@ -80,8 +84,11 @@ def make_starts_fn(entropy_model: Any, patcher_cfg: Any) -> StartsFn:
 
     def starts_fn(tokens: np.ndarray) -> np.ndarray:
         toks = mx.array(tokens, dtype=mx.int32)
-        ent = entropies(entropy_model, toks) if getattr(patcher_cfg, "kind", "entropy") in (
-            "entropy", "monotonic") else None
+        ent = (
+            entropies(entropy_model, toks)
+            if getattr(patcher_cfg, "kind", "entropy") in ("entropy", "monotonic")
+            else None
+        )
         st = patch_starts(toks, patcher_cfg, ent)
         return np.array(st).astype(bool)
 
@@ -118,8 +125,15 @@ def masked_ce_sum(logits: Any, targets: Any, mask: Any) -> Any:
     return (ce * mask).sum()
 
 
-def score(model: Any, examples: Sequence[Example], *, starts_fn: StartsFn | None = None, batch_size: int = 8,
-          pad_multiple: int = 64, all_bytes: bool = False) -> Score:
+def score(
+    model: Any,
+    examples: Sequence[Example],
+    *,
+    starts_fn: StartsFn | None = None,
+    batch_size: int = 8,
+    pad_multiple: int = 64,
+    all_bytes: bool = False,
+) -> Score:
     """Score examples with a model in eval mode; `starts_fn` given means the model is a BLT.
 
     `all_bytes=True` scores every non-PAD byte (the entropy model's objective) instead of the loss mask.
@@ -160,9 +174,18 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def bpb_report(*, heldout: Sequence[Any], train: Sequence[Any], max_len: int, blt: Any = None,
-               baseline: Any = None, batch_size: int = 8, max_exemplars: int | None = None,
-               compressors: bool = True) -> dict[str, Any]:
+def bpb_report(
+    *,
+    heldout: Sequence[Any],
+    train: Sequence[Any],
+    max_len: int,
+    blt: Any = None,
+    baseline: Any = None,
+    batch_size: int = 8,
+    max_exemplars: int | None = None,
+    exemplar_bytes: int | None = None,
+    compressors: bool = True,
+) -> dict[str, Any]:
     """The `shvayambhu eval bpb` table on heldout samples (blt.data.Sample, exemplars already retrieved).
 
     `blt` and `baseline` are loaded checkpoints (blt.checkpoint.Checkpoint) or None.
@@ -170,24 +193,50 @@ def bpb_report(*, heldout: Sequence[Any], train: Sequence[Any], max_len: int, bl
     from blt.data import eval_examples
 
     rows: list[dict[str, Any]] = []
-    with_ex = eval_examples(heldout, max_len, True, max_exemplars=max_exemplars)
+    with_ex = eval_examples(
+        heldout, max_len, True, max_exemplars=max_exemplars, exemplar_bytes=exemplar_bytes
+    )
     without = eval_examples(heldout, max_len, False)
     if blt is not None:
         sf = make_starts_fn(blt.entropy_model, blt.config.patcher)
-        rows.append({"name": "BLT + retrieval", **score(blt.model, with_ex, starts_fn=sf,
-                                                           batch_size=batch_size).to_dict()})
-        rows.append({"name": "BLT, no retrieval", **score(blt.model, without, starts_fn=sf,
-                                                             batch_size=batch_size).to_dict()})
+        rows.append(
+            {
+                "name": "BLT + retrieval",
+                **score(blt.model, with_ex, starts_fn=sf, batch_size=batch_size).to_dict(),
+            }
+        )
+        rows.append(
+            {
+                "name": "BLT, no retrieval",
+                **score(blt.model, without, starts_fn=sf, batch_size=batch_size).to_dict(),
+            }
+        )
     if baseline is not None:
-        rows.append({"name": "byte transformer + retrieval",
-                     **score(baseline.model, with_ex, batch_size=batch_size).to_dict()})
-        rows.append({"name": "byte transformer, no retrieval",
-                     **score(baseline.model, without, batch_size=batch_size).to_dict()})
+        rows.append(
+            {
+                "name": "byte transformer + retrieval",
+                **score(baseline.model, with_ex, batch_size=batch_size).to_dict(),
+            }
+        )
+        rows.append(
+            {
+                "name": "byte transformer, no retrieval",
+                **score(baseline.model, without, batch_size=batch_size).to_dict(),
+            }
+        )
     if compressors:
-        for r in compressor_table([(s.prompt, s.response) for s in train],
-                                  [(s.prompt, s.response) for s in heldout]):
-            rows.append({"name": r["name"], "bpb": r["bpb"], "bytes": r["bytes"], "avg_patch_bytes": None,
-                         "note": f"responses given train+prompts; whole records {r['bpb_records']:.4f}"})
+        for r in compressor_table(
+            [(s.prompt, s.response) for s in train], [(s.prompt, s.response) for s in heldout]
+        ):
+            rows.append(
+                {
+                    "name": r["name"],
+                    "bpb": r["bpb"],
+                    "bytes": r["bytes"],
+                    "avg_patch_bytes": None,
+                    "note": f"responses given train+prompts; whole records {r['bpb_records']:.4f}",
+                }
+            )
     by = {r["name"]: r["bpb"] for r in rows}
     summary = {}
     if "BLT + retrieval" in by:
@@ -196,5 +245,10 @@ def bpb_report(*, heldout: Sequence[Any], train: Sequence[Any], max_len: int, bl
             summary["blt_vs_xz"] = by["BLT + retrieval"] / by["xz -9"]
     if "BLT + retrieval" in by and "byte transformer + retrieval" in by:
         summary["blt_vs_baseline"] = by["BLT + retrieval"] / by["byte transformer + retrieval"]
-    return {"rows": rows, "summary": summary, "heldout_records": len(heldout), "train_records": len(train),
-            "markdown": markdown_table(rows)}
+    return {
+        "rows": rows,
+        "summary": summary,
+        "heldout_records": len(heldout),
+        "train_records": len(train),
+        "markdown": markdown_table(rows),
+    }

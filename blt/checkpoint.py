@@ -110,8 +110,14 @@ def save_checkpoint(
                 "config": config.to_dict(),
                 "entropy_config": None if entropy_model is None else entropy_config.to_dict(),
                 "files": files,
-                "tokens": {"PAD": tokens.PAD, "BOS": tokens.BOS, "EOS": tokens.EOS, "SEP": tokens.SEP,
-                           "OFFSET": tokens.OFFSET, "VOCAB_SIZE": tokens.VOCAB_SIZE},
+                "tokens": {
+                    "PAD": tokens.PAD,
+                    "BOS": tokens.BOS,
+                    "EOS": tokens.EOS,
+                    "SEP": tokens.SEP,
+                    "OFFSET": tokens.OFFSET,
+                    "VOCAB_SIZE": tokens.VOCAB_SIZE,
+                },
             },
         )
         _write_json(tmp / METRICS_FILE, metrics or {})

@@ -163,10 +163,14 @@ class BLTConfig(_Config):
         _check_heads("BLTConfig encoder", self.enc_dim, self.enc_heads)
         _check_heads("BLTConfig global", self.global_dim, self.global_heads)
         _check_heads("BLTConfig decoder", self.dec_dim, self.dec_heads)
-        _check(self.global_layers >= 1 and self.enc_layers >= 0 and self.dec_layers >= 1,
-               "BLTConfig: need global_layers >= 1, enc_layers >= 0, dec_layers >= 1")
-        _check(self.local_window >= 1 and self.cross_k >= 1 and self.max_bytes >= 1,
-               "BLTConfig: local_window, cross_k and max_bytes must be >= 1")
+        _check(
+            self.global_layers >= 1 and self.enc_layers >= 0 and self.dec_layers >= 1,
+            "BLTConfig: need global_layers >= 1, enc_layers >= 0, dec_layers >= 1",
+        )
+        _check(
+            self.local_window >= 1 and self.cross_k >= 1 and self.max_bytes >= 1,
+            "BLTConfig: local_window, cross_k and max_bytes must be >= 1",
+        )
         _check(0.0 <= self.dropout < 1.0, "BLTConfig.dropout must be in [0, 1)")
 
 

@@ -57,31 +57,58 @@ class DataConfig:
     max_exemplars: int = 4
     drop_exemplars: float = 0.15  # probability of training a sample with no exemplars at all
     vary_count: bool = True  # sometimes use fewer than max_exemplars
+    exemplar_bytes: int | None = None  # keep at most this many bytes of each exemplar's response
 
 
-def exemplar_block(exemplars: Sequence[tuple[str, str]], fmt: str = EVAL_FORMAT) -> bytes:
+def clip_text(text: str, max_bytes: int | None) -> str:
+    """The longest prefix of `text` of at most max_bytes UTF-8 bytes (never half a character)."""
+    if max_bytes is None:
+        return text
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def exemplar_block(
+    exemplars: Sequence[tuple[str, str]], fmt: str = EVAL_FORMAT, exemplar_bytes: int | None = None
+) -> bytes:
     """The exemplar text, least relevant first (so the most relevant is next to the prompt)."""
     tmpl = FORMATS[fmt]
-    return "".join(tmpl.format(p=p, r=r) for p, r in reversed(list(exemplars))).encode("utf-8")
+    return "".join(
+        tmpl.format(p=p, r=clip_text(r, exemplar_bytes)) for p, r in reversed(list(exemplars))
+    ).encode("utf-8")
 
 
-def context_tokens(prompt: str, exemplars: Sequence[tuple[str, str]] = (), fmt: str = EVAL_FORMAT,
-                   max_len: int | None = None, reserve: int = 0) -> list[int]:
+def context_tokens(
+    prompt: str,
+    exemplars: Sequence[tuple[str, str]] = (),
+    fmt: str = EVAL_FORMAT,
+    max_len: int | None = None,
+    reserve: int = 0,
+    exemplar_bytes: int | None = None,
+) -> list[int]:
     """`BOS [exemplars] SEP prompt SEP`: what generation conditions on; `reserve` leaves room for output."""
-    ex = build_example(Sample(prompt, "", list(exemplars)), fmt=fmt,
-                       max_len=None if max_len is None else max_len - reserve)
+    ex = build_example(
+        Sample(prompt, "", list(exemplars)),
+        fmt=fmt,
+        max_len=None if max_len is None else max_len - reserve,
+        exemplar_bytes=exemplar_bytes,
+    )
     return ex.tokens[:-1]  # drop the EOS of the empty response
 
 
-def build_example(sample: Sample, fmt: str = EVAL_FORMAT, max_len: int | None = 1025,
-                  n_exemplars: int | None = None) -> Example:
+def build_example(
+    sample: Sample,
+    fmt: str = EVAL_FORMAT,
+    max_len: int | None = 1025,
+    n_exemplars: int | None = None,
+    exemplar_bytes: int | None = None,
+) -> Example:
     """Lay out one sample and mask its response bytes and EOS; fit it into max_len tokens.
 
     Order of truncation: exemplar bytes from the left (least relevant first), then the prompt (its end),
     then the response from the right (its start is always kept; EOS only when the response is whole).
     """
     exemplars = sample.exemplars if n_exemplars is None else sample.exemplars[:n_exemplars]
-    block = exemplar_block(exemplars, fmt) if exemplars else b""
+    block = exemplar_block(exemplars, fmt, exemplar_bytes) if exemplars else b""
     prompt = sample.prompt.encode("utf-8")
     resp = sample.response.encode("utf-8")
     overhead = 3  # BOS, SEP, SEP
@@ -100,7 +127,7 @@ def build_example(sample: Sample, fmt: str = EVAL_FORMAT, max_len: int | None = 
                 tokens = [BOS, *encode(block), SEP, *encode(prompt), SEP, *encode(resp)]
                 return Example(tokens, [0] * (len(tokens) - len(resp)) + [1] * len(resp))
         elif len(block) > room - need:
-            block = block[len(block) - (room - need):] if room > need else b""
+            block = block[len(block) - (room - need) :] if room > need else b""
     head = [BOS, *encode(block), SEP, *encode(prompt), SEP]
     body = [*encode(resp), EOS]
     return Example(head + body, [0] * len(head) + [1] * len(body))
@@ -115,7 +142,9 @@ def augment(sample: Sample, seed: int, cfg: DataConfig) -> Example:
         k = 0
     elif cfg.vary_count and k > 1:
         k = rng.randint(1, k)
-    return build_example(sample, fmt=fmt, max_len=cfg.max_len, n_exemplars=k)
+    return build_example(
+        sample, fmt=fmt, max_len=cfg.max_len, n_exemplars=k, exemplar_bytes=cfg.exemplar_bytes
+    )
 
 
 def stable_seed(*parts: object) -> int:
@@ -128,8 +157,9 @@ def sample_key(sample: Sample) -> str:
     return sample.id or f"{sample.prompt}\x1e{sample.response}"
 
 
-def split_validation(samples: Sequence[Sample], fraction: float = 0.05, seed: int = 0,
-                     min_val: int = 1) -> tuple[list[Sample], list[Sample]]:
+def split_validation(
+    samples: Sequence[Sample], fraction: float = 0.05, seed: int = 0, min_val: int = 1
+) -> tuple[list[Sample], list[Sample]]:
     """Deterministic train/validation split by a hash of each sample's id (stable as the corpus grows)."""
     if fraction <= 0 or len(samples) < 2:
         return list(samples), []
@@ -169,8 +199,12 @@ def padded_length(n: int, multiple: int, cap: int | None = None) -> int:
     return m if cap is None else min(m, cap)
 
 
-def collate(examples: Sequence[Example], index: Sequence[int] | None = None, pad_multiple: int = 64,
-            length: int | None = None) -> Batch:
+def collate(
+    examples: Sequence[Example],
+    index: Sequence[int] | None = None,
+    pad_multiple: int = 64,
+    length: int | None = None,
+) -> Batch:
     """Stack examples with right PAD (mask 0), to `length` or the longest rounded to `pad_multiple`."""
     longest = max(len(e.tokens) for e in examples)
     L = length or padded_length(longest, pad_multiple)
@@ -184,8 +218,13 @@ def collate(examples: Sequence[Example], index: Sequence[int] | None = None, pad
     return Batch(toks, mask, list(index if index is not None else range(len(examples))))
 
 
-def batch_order(lengths: Sequence[int], batch_size: int, rng: random.Random | None,
-                bucket: int = 50, drop_last: bool = False) -> list[list[int]]:
+def batch_order(
+    lengths: Sequence[int],
+    batch_size: int,
+    rng: random.Random | None,
+    bucket: int = 50,
+    drop_last: bool = False,
+) -> list[list[int]]:
     """Batches of indices grouped by similar length (less padding); shuffled when rng is given.
 
     `drop_last` drops the one short batch (fixed shapes compile once) unless it is the only batch.
@@ -205,9 +244,14 @@ def batch_order(lengths: Sequence[int], batch_size: int, rng: random.Random | No
     return batches
 
 
-def train_batches(samples: Sequence[Sample], batch_size: int, cfg: DataConfig, seed: int = 0,
-                  pad_multiple: int = 64, start: tuple[int, int] = (0, 0)
-                  ) -> Iterator[tuple[int, int, Batch]]:
+def train_batches(
+    samples: Sequence[Sample],
+    batch_size: int,
+    cfg: DataConfig,
+    seed: int = 0,
+    pad_multiple: int = 64,
+    start: tuple[int, int] = (0, 0),
+) -> Iterator[tuple[int, int, Batch]]:
     """Endless (epoch, batch number, batch) stream from `start` = (epoch, batch number), for resuming.
 
     Each epoch re-augments every sample with the seed (seed, epoch, i), so the stream is reproducible.
@@ -223,11 +267,25 @@ def train_batches(samples: Sequence[Sample], batch_size: int, cfg: DataConfig, s
         epoch, skip = epoch + 1, 0
 
 
-def eval_examples(samples: Sequence[Sample], max_len: int, with_exemplars: bool = True,
-                  fmt: str = EVAL_FORMAT, max_exemplars: int | None = None) -> list[Example]:
+def eval_examples(
+    samples: Sequence[Sample],
+    max_len: int,
+    with_exemplars: bool = True,
+    fmt: str = EVAL_FORMAT,
+    max_exemplars: int | None = None,
+    exemplar_bytes: int | None = None,
+) -> list[Example]:
     """Fixed-format examples for validation and BPB: with or without the retrieved exemplars."""
-    return [build_example(s, fmt=fmt, max_len=max_len, n_exemplars=max_exemplars if with_exemplars else 0)
-            for s in samples]
+    return [
+        build_example(
+            s,
+            fmt=fmt,
+            max_len=max_len,
+            n_exemplars=max_exemplars if with_exemplars else 0,
+            exemplar_bytes=exemplar_bytes,
+        )
+        for s in samples
+    ]
 
 
 def eval_batches(examples: Sequence[Example], batch_size: int, pad_multiple: int = 64) -> Iterator[Batch]:

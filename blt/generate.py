@@ -350,7 +350,8 @@ def generate(
         raise ValueError("max_bytes must be >= 1")
     t0 = time.perf_counter()
     decoder = make_decoder(source, entropy_model, use_cache)
-    models = [m for m in (getattr(decoder, "model", None), getattr(decoder, "entropy_model", None)) if m]
+    models = [getattr(decoder, a, None) for a in ("model", "entropy_model")]
+    models = [m for m in models if m is not None]
     was_training = [m.training for m in models]
     for m in models:
         m.eval()

@@ -53,12 +53,19 @@ def hash_ids(tokens: mx.array, ngram_min: int, ngram_max: int, rows: int) -> mx.
 
 
 class HashNgramEmbedding(nn.Module):
-    """Sum over n of the hashed n-gram embeddings of each position (one table of ``rows`` rows per n)."""
+    """Sum over n of the hashed n-gram embeddings of each position (one table of ``rows`` rows per n).
 
-    def __init__(self, dim: int, ngram_min: int, ngram_max: int, rows: int):
+    The tables start at ``init_scale`` times the usual embedding scale, so that at initialisation the byte
+    identity is not drowned by several random n-gram vectors; measured on the exemplar-copying task of
+    tests/test_blt_train.py, 0.1 made the copy form within 500 steps for every init seed tried, 1.0 for
+    about half of them.
+    """
+
+    def __init__(self, dim: int, ngram_min: int, ngram_max: int, rows: int, init_scale: float = 0.1):
         super().__init__()
         self.ngram_min, self.ngram_max, self.rows = ngram_min, ngram_max, rows
         self.table = nn.Embedding((ngram_max - ngram_min + 1) * rows, dim)
+        self.table.weight = init_scale * self.table.weight
 
     def __call__(self, tokens: mx.array, context: mx.array | None = None) -> mx.array:
         """[B, T, dim] for ``tokens``; ``context`` ([B, c] tokens just before them) is read only for hashing,

@@ -25,16 +25,7 @@ from blt.hashing import HashNgramEmbedding
 from blt.layers import Block, KVCache, num_params
 from blt.patching import patch_ids
 
-__all__ = ["BLT", "num_params", "patch_geometry"]
-
-
-def patch_geometry(pid: mx.array, n_patches: int) -> tuple[mx.array, mx.array]:
-    """First position and length of each patch, both [B, P] int32, from the patch ids [B, T]."""
-    B, T = pid.shape
-    ones = mx.ones(pid.shape, dtype=mx.int32)
-    lengths = mx.zeros((B, n_patches), dtype=mx.int32).at[mx.arange(B)[:, None], pid].add(ones)
-    first = mx.cumsum(lengths, axis=1) - lengths
-    return first, lengths
+__all__ = ["BLT", "num_params"]
 
 
 class PatchPooler(nn.Module):

@@ -58,8 +58,8 @@ class TrainConfig:
     patience: int | None = 5  # evaluations without improvement before stopping (None: never)
     min_delta: float = 1e-4  # an improvement must beat the best val BPB by this much
     seed: int = 0
-    pad_multiple: int = 64
-    patch_bucket: int = 32  # BLT: the global length is rounded up to this (few shapes, few compiles)
+    pad_multiple: int = 128  # batch lengths are rounded up to this: each new shape is a new compile
+    patch_bucket: int = 64  # BLT: the number of patches is rounded up to this, for the same reason
     log_every: int = 10
     progress: bool = True
     resume: bool = True
@@ -81,59 +81,126 @@ class TrainConfig:
 
 # ---- model presets ----
 
-def model_configs(size: str = "small", max_bytes: int | None = None, dropout: float = 0.1
-                  ) -> tuple[EntropyConfig, BLTConfig]:
-    """Entropy and BLT configs for a size: tiny (tests), small (CPU default), base (GPU/Apple Silicon)."""
+
+def model_configs(
+    size: str = "small", max_bytes: int | None = None, dropout: float = 0.1
+) -> tuple[EntropyConfig, BLTConfig]:
+    """Entropy and BLT configs: tiny (tests), small (a 2-core CPU, minutes), base (DESIGN.md's starting
+    point, for Apple Silicon or a GPU)."""
     if size == "tiny":
         ent = EntropyConfig(dim=64, n_layers=1, n_heads=2, window=64)
-        cfg = BLTConfig(max_bytes=max_bytes or 256, ngram_min=3, ngram_max=5, hash_rows=2048, enc_dim=64,
-                        enc_layers=1, enc_heads=2, local_window=64, global_dim=128, global_layers=2,
-                        global_heads=2, dec_dim=64, dec_layers=1, dec_heads=2, cross_k=2, dropout=dropout,
-                        patcher=PatcherConfig(max_patch_len=8), entropy=ent)
+        cfg = BLTConfig(
+            max_bytes=max_bytes or 256,
+            ngram_min=3,
+            ngram_max=5,
+            hash_rows=2048,
+            enc_dim=64,
+            enc_layers=1,
+            enc_heads=2,
+            local_window=64,
+            global_dim=128,
+            global_layers=2,
+            global_heads=2,
+            dec_dim=64,
+            dec_layers=1,
+            dec_heads=2,
+            cross_k=2,
+            dropout=dropout,
+            patcher=PatcherConfig(max_patch_len=8),
+            entropy=ent,
+        )
     elif size == "small":
-        ent = EntropyConfig(dim=128, n_layers=2, n_heads=4, window=128)
-        cfg = BLTConfig(max_bytes=max_bytes or 1024, hash_rows=16384, enc_dim=192, enc_layers=1, enc_heads=3,
-                        local_window=128, global_dim=384, global_layers=4, global_heads=6, dec_dim=192,
-                        dec_layers=2, dec_heads=3, cross_k=2, dropout=dropout, entropy=ent,
-                        patcher=PatcherConfig(max_patch_len=12))
+        ent = EntropyConfig(dim=64, n_layers=2, n_heads=2, window=128)
+        cfg = BLTConfig(
+            max_bytes=max_bytes or 768,
+            hash_rows=4096,
+            enc_dim=128,
+            enc_layers=1,
+            enc_heads=2,
+            local_window=128,
+            global_dim=256,
+            global_layers=4,
+            global_heads=4,
+            dec_dim=128,
+            dec_layers=2,
+            dec_heads=2,
+            cross_k=2,
+            dropout=dropout,
+            entropy=ent,
+            patcher=PatcherConfig(max_patch_len=8),
+        )
     elif size == "base":
-        ent = EntropyConfig(dim=256, n_layers=4, n_heads=4, window=512)
-        cfg = BLTConfig(max_bytes=max_bytes or 4096, hash_rows=65536, enc_dim=384, enc_layers=1, enc_heads=6,
-                        local_window=512, global_dim=768, global_layers=8, global_heads=12, dec_dim=384,
-                        dec_layers=3, dec_heads=6, cross_k=2, dropout=dropout, entropy=ent,
-                        patcher=PatcherConfig(max_patch_len=16))
+        ent = EntropyConfig(dim=128, n_layers=2, n_heads=4, window=256)
+        cfg = BLTConfig(
+            max_bytes=max_bytes or 2048,
+            hash_rows=16384,
+            enc_dim=256,
+            enc_layers=1,
+            enc_heads=4,
+            local_window=256,
+            global_dim=384,
+            global_layers=6,
+            global_heads=6,
+            dec_dim=256,
+            dec_layers=2,
+            dec_heads=4,
+            cross_k=2,
+            dropout=dropout,
+            entropy=ent,
+            patcher=PatcherConfig(max_patch_len=12),
+        )
     else:
         raise ValueError(f"unknown size {size!r}: use tiny, small or base")
     return ent, cfg
 
 
-def stage_config(kind: str, size: str, out_dir: str | Path, *, max_bytes: int | None = None, **overrides: Any
-                 ) -> TrainConfig:
+SIZES = ("tiny", "small", "base")
+DEFAULT_MAX_BYTES = {"tiny": 256, "small": 768, "base": 2048}
+
+
+def stage_config(
+    kind: str,
+    size: str,
+    out_dir: str | Path,
+    *,
+    max_bytes: int | None = None,
+    data: DataConfig | None = None,
+    **overrides: Any,
+) -> TrainConfig:
     """A TrainConfig with defaults suited to a stage and size; `overrides` are TrainConfig fields."""
     lr = {"entropy": 2e-3, "blt": 1e-3, "baseline": 1e-3}[kind]
     bs = {"tiny": 8, "small": 8, "base": 16}[size]
-    ml = max_bytes or {"tiny": 256, "small": 1024, "base": 4096}[size]
-    base: dict[str, Any] = {"out_dir": str(out_dir), "kind": kind, "lr": lr, "batch_size": bs,
-                            "data": DataConfig(max_len=ml + 1),
-                            "warmup_steps": 20 if size == "tiny" else 100,
-                            "eval_every": 25 if size == "tiny" else 100}
+    ml = max_bytes or DEFAULT_MAX_BYTES[size]
+    base: dict[str, Any] = {
+        "out_dir": str(out_dir),
+        "kind": kind,
+        "lr": lr,
+        "batch_size": bs,
+        "data": data or DataConfig(max_len=ml + 1),
+        "warmup_steps": 20 if size == "tiny" else 100,
+        "eval_every": 25 if size == "tiny" else 100,
+    }
+    if data is not None:
+        base["data"] = replace(data, max_len=ml + 1)
     base.update({k: v for k, v in overrides.items() if v is not None})
-    if "max_steps" not in overrides or overrides.get("max_steps") is None:
+    if overrides.get("max_steps") is None:
         base["max_steps"] = None if base.get("max_minutes") else 2000
     return TrainConfig(**base)
 
 
-def match_baseline(target_params: int, max_bytes: int, dropout: float = 0.1, n_layers: int | None = None,
-                   head_dim: int = 64) -> BaselineConfig:
+def match_baseline(
+    target_params: int, max_bytes: int, dropout: float = 0.1, n_layers: int | None = None, head_dim: int = 64
+) -> BaselineConfig:
     """The byte-transformer config (dims in steps of head_dim) closest to `target_params` non-embedding
     parameters (compute_params): the hash tables of the BLT are lookups, not compute."""
     from blt.baseline import ByteTransformer
 
     best: tuple[float, BaselineConfig] | None = None
-    for layers in ([n_layers] if n_layers else range(2, 13)):
+    for layers in [n_layers] if n_layers else range(2, 13):
         for dim in range(head_dim, 2049, head_dim):
-            cfg = BaselineConfig(dim=dim, n_layers=layers, n_heads=dim // head_dim, dropout=dropout,
-                                 max_bytes=max_bytes)
+            cfg = BaselineConfig(
+                dim=dim, n_layers=layers, n_heads=dim // head_dim, dropout=dropout, max_bytes=max_bytes
+            )
             n = compute_params(ByteTransformer(cfg))  # parameters are lazy: nothing is computed here
             gap = abs(math.log(n / target_params))
             if best is None or gap < best[0]:
@@ -150,6 +217,7 @@ def count_params(model: nn.Module) -> int:
 
 
 # ---- the loop ----
+
 
 def lr_at(step: int, progress: float, cfg: TrainConfig) -> float:
     """Linear warmup over warmup_steps, then cosine from lr to lr * min_lr_ratio as progress goes 0 -> 1."""
@@ -176,6 +244,40 @@ def compute_params(model: nn.Module) -> int:
     """Parameters outside embedding tables (byte and hashed n-gram lookups cost no compute)."""
     emb = sum(m.weight.size for _, m in model.named_modules() if isinstance(m, nn.Embedding))
     return count_params(model) - emb
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> optim.Optimizer:
+    """AdamW with the config's betas and weight decay, its state initialised for `model`."""
+    optimizer = optim.AdamW(learning_rate=cfg.lr, betas=list(cfg.betas), weight_decay=cfg.weight_decay)
+    optimizer.init(model.trainable_parameters())
+    return optimizer
+
+
+def make_step(
+    model: nn.Module, cfg: TrainConfig, optimizer: optim.Optimizer | None = None
+) -> tuple[Callable[..., tuple[mx.array, mx.array]], list[Any]]:
+    """The training step `step(x, y, mask, *model_args) -> (loss, grad_norm)` and the state it updates.
+
+    Masked mean cross-entropy, gradient clipping, an AdamW update; compiled as a whole with the model,
+    optimizer and random state as its implicit inputs and outputs. `mx.eval(state)` after each call.
+    """
+    optimizer = optimizer or make_optimizer(model, cfg)
+
+    def loss_fn(m: nn.Module, x: mx.array, y: mx.array, w: mx.array, *extra: Any) -> mx.array:
+        return masked_mean_ce(m(x, *extra), y, w)
+
+    loss_and_grad = nn.value_and_grad(model, loss_fn)
+    state = [model.state, optimizer.state, mx.random.state]
+
+    def step(x: mx.array, y: mx.array, w: mx.array, *extra: Any) -> tuple[mx.array, mx.array]:
+        loss, grads = loss_and_grad(model, x, y, w, *extra)
+        grads, gnorm = optim.clip_grad_norm(grads, cfg.grad_clip)
+        optimizer.update(model, grads)
+        return loss, gnorm
+
+    if cfg.compile:
+        step = partial(mx.compile, inputs=state, outputs=state)(step)
+    return step, state
 
 
 class StartsCache:
@@ -209,6 +311,7 @@ class TrainerState:
     batch_in_epoch: int = 0
     elapsed: float = 0.0
     bytes_seen: int = 0
+    compile_seconds: float = 0.0  # time of steps that met a new shape (compilation, mostly)
     best_val: float = float("inf")
     best_step: int = -1
     bad_evals: int = 0
@@ -224,8 +327,13 @@ class Progress:
             from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
 
-            self.bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+            self.bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
             self.bar.start()
             self.task = self.bar.add_task(desc, total=total, info="")
 
@@ -248,10 +356,18 @@ def _load_trainer(path: Path, optimizer: optim.Optimizer) -> TrainerState:
     return TrainerState(**json.loads((path / "trainer.json").read_text()))
 
 
-def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig, *,
-        save: Callable[[Path, dict[str, Any]], None], starts_fn: StartsFn | None = None,
-        resume_state: Path | None = None, command: str = "", extra_metrics: dict[str, Any] | None = None
-        ) -> dict[str, Any]:
+def fit(
+    model: nn.Module,
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    cfg: TrainConfig,
+    *,
+    save: Callable[[Path, dict[str, Any]], None],
+    starts_fn: StartsFn | None = None,
+    resume_state: Path | None = None,
+    command: str = "",
+    extra_metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train `model` on samples until a budget or early stopping; returns the final metrics.
 
     `save(folder, metrics)` writes a checkpoint of the model. `starts_fn` makes this a BLT run.
@@ -263,33 +379,30 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
     mx.random.seed(cfg.seed)
     np.random.seed(cfg.seed)
 
-    optimizer = optim.AdamW(learning_rate=cfg.lr, betas=list(cfg.betas), weight_decay=cfg.weight_decay)
-    optimizer.init(model.trainable_parameters())
+    optimizer = make_optimizer(model, cfg)
     st = TrainerState()
     if resume_state is not None:
         st = _load_trainer(resume_state, optimizer)
 
     cache = StartsCache(starts_fn) if starts_fn is not None else None
-    val_ex = eval_examples(val[: cfg.eval_examples] if cfg.eval_examples else val, cfg.data.max_len)
+    val_ex = eval_examples(
+        val[: cfg.eval_examples] if cfg.eval_examples else val,
+        cfg.data.max_len,
+        max_exemplars=cfg.data.max_exemplars,
+        exemplar_bytes=cfg.data.exemplar_bytes,
+    )
 
-    def loss_fn(m: nn.Module, x: mx.array, y: mx.array, w: mx.array, *extra: Any) -> mx.array:
-        return masked_mean_ce(m(x, *extra), y, w)
-
-    loss_and_grad = nn.value_and_grad(model, loss_fn)
-    state = [model.state, optimizer.state, mx.random.state]
-
-    def step(x: mx.array, y: mx.array, w: mx.array, *extra: Any) -> tuple[mx.array, mx.array]:
-        loss, grads = loss_and_grad(model, x, y, w, *extra)
-        grads, gnorm = optim.clip_grad_norm(grads, cfg.grad_clip)
-        optimizer.update(model, grads)
-        return loss, gnorm
-
-    if cfg.compile:
-        step = partial(mx.compile, inputs=state, outputs=state)(step)
+    step, state = make_step(model, cfg, optimizer)
 
     def evaluate() -> Score:
-        return score(model, val_ex, starts_fn=cache, batch_size=cfg.batch_size, pad_multiple=cfg.pad_multiple,
-                     all_bytes=all_bytes)
+        return score(
+            model,
+            val_ex,
+            starts_fn=cache,
+            batch_size=cfg.batch_size,
+            pad_multiple=cfg.pad_multiple,
+            all_bytes=all_bytes,
+        )
 
     def progress_of(s: TrainerState) -> float:
         p = 0.0
@@ -300,18 +413,38 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
         return p
 
     def metrics(val_bpb: float | None = None) -> dict[str, Any]:
-        return {"kind": cfg.kind, "step": st.step, "epoch": st.epoch, "val_bpb": val_bpb, "best_val_bpb":
-                st.best_val if math.isfinite(st.best_val) else None, "best_step": st.best_step,
-                "train_seconds": st.elapsed, "bytes_seen": st.bytes_seen,
-                "bytes_per_s": st.bytes_seen / st.elapsed if st.elapsed else None,
-                "stopped": st.stopped, "command": command, "train_config": cfg.to_dict(),
-                "train_examples": len(train), "val_examples": len(val_ex), **(extra_metrics or {})}
+        return {
+            "kind": cfg.kind,
+            "step": st.step,
+            "epoch": st.epoch,
+            "val_bpb": val_bpb,
+            "best_val_bpb": st.best_val if math.isfinite(st.best_val) else None,
+            "best_step": st.best_step,
+            "train_seconds": st.elapsed,
+            "bytes_seen": st.bytes_seen,
+            "compile_seconds": st.compile_seconds,
+            "shapes": len(shapes),
+            "bytes_per_s": st.bytes_seen / st.elapsed if st.elapsed else None,
+            "stopped": st.stopped,
+            "command": command,
+            "train_config": cfg.to_dict(),
+            "train_examples": len(train),
+            "val_examples": len(val_ex),
+            **(extra_metrics or {}),
+        }
 
     log = (out / "log.jsonl").open("a")
     bar = Progress(cfg.progress and sys.stderr.isatty(), 1.0, cfg.kind)
-    data = train_batches(train, cfg.batch_size, cfg.data, seed=cfg.seed, pad_multiple=cfg.pad_multiple,
-                         start=(st.epoch, st.batch_in_epoch))
+    data = train_batches(
+        train,
+        cfg.batch_size,
+        cfg.data,
+        seed=cfg.seed,
+        pad_multiple=cfg.pad_multiple,
+        start=(st.epoch, st.batch_in_epoch),
+    )
     model.train()
+    shapes: set[tuple[Any, ...]] = set()
     last_val: float | None = None
     first_step = st.step
     t_start = time.perf_counter() - st.elapsed
@@ -336,8 +469,13 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
                 starts = cache(x)
                 args += [mx.array(starts), patch_bucket(starts, cfg.patch_bucket)]
             optimizer.learning_rate = lr_at(st.step, progress_of(st), cfg)
+            shape = (x.shape, args[-1] if cache is not None else 0)
+            t_step = time.perf_counter()
             loss, gnorm = step(*args)
             mx.eval(state, loss)
+            if shape not in shapes:
+                shapes.add(shape)
+                st.compile_seconds += time.perf_counter() - t_step
             n_bytes = int((x != PAD).sum())
             st.step += 1
             st.epoch, st.batch_in_epoch = epoch, j + 1
@@ -349,14 +487,23 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
             if st.step % cfg.log_every == 0 or st.step == 1:
                 now = time.perf_counter()
                 rate = bytes_rate / max(now - t_rate, 1e-9)
-                rec = {"step": st.step, "epoch": epoch, "loss": loss_acc / n_acc,
-                       "bpb": loss_acc / n_acc / LN2, "lr": lr_at(st.step, progress_of(st), cfg),
-                       "grad_norm": float(gnorm.item()), "bytes_per_s": rate, "elapsed": st.elapsed}
+                rec = {
+                    "step": st.step,
+                    "epoch": epoch,
+                    "loss": loss_acc / n_acc,
+                    "bpb": loss_acc / n_acc / LN2,
+                    "lr": lr_at(st.step, progress_of(st), cfg),
+                    "grad_norm": float(gnorm.item()),
+                    "bytes_per_s": rate,
+                    "elapsed": st.elapsed,
+                }
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 val_s = f"{last_val:.3f}" if last_val is not None else "-"
-                bar.update(progress_of(st), f"step {st.step} loss {rec['loss']:.3f} val bpb {val_s} "
-                                            f"{rate / 1e3:.1f} kB/s")
+                bar.update(
+                    progress_of(st),
+                    f"step {st.step} loss {rec['loss']:.3f} val bpb {val_s} {rate / 1e3:.1f} kB/s",
+                )
                 t_rate, bytes_rate, loss_acc, n_acc = now, 0, 0.0, 0
             if st.step % cfg.eval_every == 0 and val_ex:
                 last_val = evaluate().bpb
@@ -367,8 +514,18 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
                     save(out / "best", metrics(last_val))
                 else:
                     st.bad_evals += 1
-                log.write(json.dumps({"step": st.step, "val_bpb": last_val, "best_val_bpb": st.best_val,
-                                      "improved": improved, "elapsed": st.elapsed}) + "\n")
+                log.write(
+                    json.dumps(
+                        {
+                            "step": st.step,
+                            "val_bpb": last_val,
+                            "best_val_bpb": st.best_val,
+                            "improved": improved,
+                            "elapsed": st.elapsed,
+                        }
+                    )
+                    + "\n"
+                )
                 log.flush()
                 st.elapsed = time.perf_counter() - t_start  # evaluation counts against the time budget
     except KeyboardInterrupt:
@@ -382,16 +539,35 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
         if improved:
             st.best_val, st.best_step = min(last_val, st.best_val), st.step
             save(out / "best", metrics(last_val))
-        log.write(json.dumps({"step": st.step, "val_bpb": last_val, "best_val_bpb": st.best_val,
-                              "improved": improved, "elapsed": st.elapsed}) + "\n")
+        log.write(
+            json.dumps(
+                {
+                    "step": st.step,
+                    "val_bpb": last_val,
+                    "best_val_bpb": st.best_val,
+                    "improved": improved,
+                    "elapsed": st.elapsed,
+                }
+            )
+            + "\n"
+        )
     if not val_ex and st.step > first_step:
         save(out / "best", metrics(None))
     if st.step > first_step or resume_state is None:
         save(out / "last", metrics(last_val))
         _save_trainer(out / "last", optimizer, st)
     final = metrics(last_val)
-    log.write(json.dumps({"step": st.step, "stopped": st.stopped, "best_val_bpb": final["best_val_bpb"],
-                          "elapsed": st.elapsed}) + "\n")
+    log.write(
+        json.dumps(
+            {
+                "step": st.step,
+                "stopped": st.stopped,
+                "best_val_bpb": final["best_val_bpb"],
+                "elapsed": st.elapsed,
+            }
+        )
+        + "\n"
+    )
     log.close()
     if cache is not None:
         final["starts_cache"] = {"hits": cache.hits, "misses": cache.misses}
@@ -399,6 +575,7 @@ def fit(model: nn.Module, train: Sequence[Sample], val: Sequence[Sample], cfg: T
 
 
 # ---- stages ----
+
 
 def _resume_from(cfg: TrainConfig) -> Path | None:
     last = Path(cfg.out_dir) / "last"
@@ -434,9 +611,15 @@ def load_entropy(path: str | Path) -> tuple[nn.Module, EntropyConfig, dict[str, 
     return model, cfg, metrics
 
 
-def train_entropy(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig, *,
-                  entropy_config: EntropyConfig | None = None, size: str = "small", command: str = ""
-                  ) -> dict[str, Any]:
+def train_entropy(
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    cfg: TrainConfig,
+    *,
+    entropy_config: EntropyConfig | None = None,
+    size: str = "small",
+    command: str = "",
+) -> dict[str, Any]:
     """Stage (a): the entropy model as a plain next-byte LM over whole examples (exemplars included)."""
     from blt.entropy import EntropyModel
 
@@ -448,14 +631,30 @@ def train_entropy(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConf
         ecfg = entropy_config or model_configs(size)[0]
         model = EntropyModel(ecfg)
     mx.eval(model.parameters())
-    extra = {"params": count_params(model), "compute_params": compute_params(model),
-             "entropy_config": ecfg.to_dict()}
-    return fit(model, train, val, cfg, save=lambda p, m: save_entropy(p, model, ecfg, m), resume_state=resume,
-               command=command, extra_metrics=extra)
+    extra = {
+        "params": count_params(model),
+        "compute_params": compute_params(model),
+        "entropy_config": ecfg.to_dict(),
+    }
+    return fit(
+        model,
+        train,
+        val,
+        cfg,
+        save=lambda p, m: save_entropy(p, model, ecfg, m),
+        resume_state=resume,
+        command=command,
+        extra_metrics=extra,
+    )
 
 
-def calibrate_threshold(entropy_model: nn.Module, examples: Sequence[Example], patcher: PatcherConfig,
-                        target: float = 4.5, batch_size: int = 16) -> float:
+def calibrate_threshold(
+    entropy_model: nn.Module,
+    examples: Sequence[Example],
+    patcher: PatcherConfig,
+    target: float = 4.5,
+    batch_size: int = 16,
+) -> float:
     """The entropy threshold that gives `target` bytes per patch on these examples (bisection)."""
     from blt.data import eval_batches
     from blt.entropy import entropies
@@ -487,9 +686,17 @@ def calibrate_threshold(entropy_model: nn.Module, examples: Sequence[Example], p
     return round((lo + hi) / 2, 4)
 
 
-def train_blt(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig, *, entropy_dir: str | Path,
-              blt_config: BLTConfig | None = None, size: str = "small", target_patch: float | None = 4.5,
-              command: str = "") -> dict[str, Any]:
+def train_blt(
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    cfg: TrainConfig,
+    *,
+    entropy_dir: str | Path,
+    blt_config: BLTConfig | None = None,
+    size: str = "small",
+    target_patch: float | None = 4.5,
+    command: str = "",
+) -> dict[str, Any]:
     """Stage (b): the BLT, patched by the frozen entropy model from `entropy_dir` (starts cached per example).
 
     With `target_patch` the entropy threshold is calibrated to that mean patch size on the training data.
@@ -507,7 +714,7 @@ def train_blt(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig, 
         bcfg = blt_config or model_configs(size, max_bytes=cfg.data.max_len - 1)[1]
         bcfg = replace(bcfg, entropy=ecfg, max_bytes=cfg.data.max_len - 1)
         if target_patch and bcfg.patcher.needs_entropy:
-            probe = eval_examples(train[:256], cfg.data.max_len)
+            probe = eval_examples(train[:256], cfg.data.max_len, exemplar_bytes=cfg.data.exemplar_bytes)
             theta = calibrate_threshold(ent_model, probe, bcfg.patcher, target_patch)
             bcfg = replace(bcfg, patcher=replace(bcfg.patcher, threshold=theta))
         model = BLT(bcfg)
@@ -515,20 +722,46 @@ def train_blt(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig, 
     ent_model.freeze()
     mx.eval(model.parameters())
     starts_fn = make_starts_fn(ent_model, bcfg.patcher)
-    extra = {"params": count_params(model), "compute_params": compute_params(model),
-             "patch_threshold": bcfg.patcher.threshold}
+    extra = {
+        "params": count_params(model),
+        "compute_params": compute_params(model),
+        "patch_threshold": bcfg.patcher.threshold,
+    }
 
     def save(p: Path, m: dict[str, Any]) -> None:
-        save_checkpoint(p, model=model, config=bcfg, entropy_model=ent_model, entropy_config=bcfg.entropy,
-                        metrics=m, kind="blt")
+        save_checkpoint(
+            p,
+            model=model,
+            config=bcfg,
+            entropy_model=ent_model,
+            entropy_config=bcfg.entropy,
+            metrics=m,
+            kind="blt",
+        )
 
-    return fit(model, train, val, cfg, save=save, starts_fn=starts_fn, resume_state=resume, command=command,
-               extra_metrics=extra)
+    return fit(
+        model,
+        train,
+        val,
+        cfg,
+        save=save,
+        starts_fn=starts_fn,
+        resume_state=resume,
+        command=command,
+        extra_metrics=extra,
+    )
 
 
-def train_baseline(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainConfig, *,
-                   blt_dir: str | Path | None = None, baseline_config: BaselineConfig | None = None,
-                   target_params: int | None = None, command: str = "") -> dict[str, Any]:
+def train_baseline(
+    train: Sequence[Sample],
+    val: Sequence[Sample],
+    cfg: TrainConfig,
+    *,
+    blt_dir: str | Path | None = None,
+    baseline_config: BaselineConfig | None = None,
+    target_params: int | None = None,
+    command: str = "",
+) -> dict[str, Any]:
     """The plain byte transformer, sized to the BLT's parameter count (from `blt_dir` or `target_params`)."""
     from blt.baseline import ByteTransformer
     from blt.checkpoint import load_checkpoint, save_checkpoint
@@ -550,11 +783,15 @@ def train_baseline(train: Sequence[Sample], val: Sequence[Sample], cfg: TrainCon
         bc = replace(baseline_config, max_bytes=cfg.data.max_len - 1)
         model = ByteTransformer(bc)
     mx.eval(model.parameters())
-    extra = {"params": count_params(model), "compute_params": compute_params(model),
-             "target_compute_params": target_params}
+    extra = {
+        "params": count_params(model),
+        "compute_params": compute_params(model),
+        "target_compute_params": target_params,
+    }
 
     def save(p: Path, m: dict[str, Any]) -> None:
-        save_checkpoint(p, model=model, config=bc, entropy_model=None, entropy_config=None, metrics=m,
-                        kind="baseline")
+        save_checkpoint(
+            p, model=model, config=bc, entropy_model=None, entropy_config=None, metrics=m, kind="baseline"
+        )
 
     return fit(model, train, val, cfg, save=save, resume_state=resume, command=command, extra_metrics=extra)

@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 _state: dict[str, Any] = {}
@@ -162,12 +163,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON 
 # Asking, chatting, the self-model and memories
 
 BACKENDS = ("auto", "ollama", "blt")
-BackendOpt = Annotated[
-    str | None,
-    typer.Option("--backend", help="ollama, blt or auto [auto]: Ollama when its server answers, else BLT."),
-]
+BACKEND_HELP = "ollama, blt or auto (the default: Ollama when its server answers, else BLT)."
+BackendOpt = Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Ollama model name (or BLT checkpoint).")]
-SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Memory session [default].")]
+SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Memory session ('default').")]
 HostOpt = Annotated[
     str | None, typer.Option("--ollama-host", help="Ollama URL [$OLLAMA_HOST or 127.0.0.1:11434].")
 ]
@@ -190,19 +189,18 @@ def _warn(answer: Any) -> None:
 
 
 def _footer(answer: Any) -> str:
-    used = [s for s in answer.sources if s.used]
-    lines = [f"  [{s.number}] {s.score:.2f}  {_clip(s.prompt, 100)}" for s in used]
-    head = "sources:" if used else "sources: none cited"
+    lines = [f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {_clip(s.prompt, 90)}"
+             for s in answer.sources]
+    head = "sources:" if answer.sources else "sources: none (no exemplar in the prompt)"
     conf = f"confidence {answer.confidence:.2f}" + (" (low: little in the corpus or memory on this)"
                                                     if answer.low_confidence else "")
     total = answer.timings.get("total", 0.0)
     return "\n".join([head, *lines, f"{conf} · {answer.backend} {answer.model} · {total:.0f} ms"])
 
 
-def _show_workspace(answer: Any) -> None:
+def _show_workspace(prompt: str, ws: Any) -> None:
     typer.echo("=== prompt " + "=" * 60)
-    typer.echo(answer.prompt or "")
-    ws = answer.workspace
+    typer.echo(prompt)
     if ws is not None:
         typer.echo(f"=== workspace: {ws.used}/{ws.budget} {ws.unit} " + "=" * 40)
         for tag, items in (("won", ws.winners), ("lost", ws.losers)):
@@ -238,7 +236,9 @@ def ask(
     if stream and not as_json:
         s = a.stream(question, **opts)
         if show_prompt:
-            _show_workspace_prep(s.prep)
+            from rag.prompting import flatten
+
+            _show_workspace(flatten(s.prep.messages), s.prep.workspace)
         for piece in s:
             typer.echo(piece, nl=False)
         answer = s.answer
@@ -250,16 +250,10 @@ def ask(
             _warn(answer)
             return
         if show_prompt:
-            _show_workspace(answer)
+            _show_workspace(answer.prompt or "", answer.workspace)
         typer.echo(answer.answer + "\n")
     typer.echo(_footer(answer))
     _warn(answer)
-
-
-def _show_workspace_prep(prep: Any) -> None:
-    from rag.prompting import flatten
-
-    _show_workspace(type("P", (), {"prompt": flatten(prep.messages), "workspace": prep.workspace})())
 
 
 CHAT_HELP = "/sources  the last answer's sources\n/memory   recent memories\n/reset    forget this " \
@@ -341,9 +335,10 @@ def self_cmd(as_json: JsonOpt = False) -> None:
         emit_json(sm.to_dict())
         return
     typer.echo(sm.describe())
-    where = config_path(_state.get("config"))
-    typer.echo(f"\nedit it in the [self_model] table of {where or '~/.shvayambhu/config.toml'}"
-               " (or SHVAYAMBHU_SELF_MODEL_* variables)")
+    from index.store import default_data_dir
+
+    where = config_path(_state.get("config")) or default_data_dir() / "config.toml"
+    typer.echo(f"\nedit it in the [self_model] table of {where} (or SHVAYAMBHU_SELF_MODEL_* variables)")
 
 
 memory_app = typer.Typer(help="A session's memory stream: list, search, forget, clear.", no_args_is_help=True)
@@ -395,6 +390,19 @@ def memory_search(
         _print_memories(mems, scored=True)
 
 
+@memory_app.command("sessions")
+def memory_sessions(as_json: JsonOpt = False) -> None:
+    """The sessions that have memories in this store."""
+    from rag.api import Shvayambhu
+    from rag.memory import sessions
+
+    names = sessions(Shvayambhu(settings()).client)
+    if as_json:
+        emit_json(names)
+    else:
+        typer.echo("\n".join(names) if names else "no sessions")
+
+
 @memory_app.command("forget")
 def memory_forget(
     ids: Annotated[list[str], typer.Argument(help="Memory ids or unique id prefixes (see `memory list`).")],
@@ -419,6 +427,41 @@ def memory_clear(
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL (appended; rejections go to OUT.rejected.jsonl).")],
+    models: Annotated[str, typer.Option(help="Comma-separated Ollama models; each prompt goes to each.")],
+    prompts: Annotated[Path | None, typer.Option(help="JSONL with prompt (and category), or one prompt a line.")] = None,
+    shipped: Annotated[bool, typer.Option(help="Add the shipped topics x templates (default without --prompts).")] = False,
+    categories: Annotated[str | None, typer.Option(help="Keep only these categories (comma-separated).")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Sample this many prompts (reproducible with --seed).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed; also Ollama's seed when set.")] = None,
+    per_prompt: Annotated[int | None, typer.Option(help="Ask only this many of --models per prompt.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling.")] = None,
+    num_predict: Annotated[int | None, typer.Option(help="Maximum tokens per answer.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt for every request.")] = None,
+    ollama_host: HostOpt = None,
+    keep_alive: Annotated[str | None, typer.Option(help="How long Ollama keeps the model loaded.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight (1-100).")] = 4,
+    timeout: Annotated[float, typer.Option(help="Seconds per request attempt.")] = 300.0,
+    retries: Annotated[int, typer.Option(help="Retries on connection errors, 5xx and timeouts.")] = 4,
+    fsync_interval: Annotated[float, typer.Option(help="Most seconds between fsyncs; 0 syncs every line.")] = 1.0,
+    stream: Annotated[bool, typer.Option(help="Stream answers (costs client CPU).")] = False,
+    ingest_after: Annotated[bool, typer.Option("--ingest", help="Ingest the output when the run ends.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")] = True,
+) -> None:
+    """Generate a corpus through Ollama: validated, resumable, crash-safe; a rerun skips what is done."""
+    from rag.generate import cli_generate
+
+    raise typer.Exit(
+        cli_generate(out, models, prompts, shipped, categories, n, seed, per_prompt, temperature, top_p, num_predict,
+                     system, ollama_host, keep_alive, concurrency, timeout, retries, fsync_interval, stream,
+                     ingest_after, as_json, progress, ingest_fn=lambda paths: assistant().ingest(paths))
+    )
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -228,11 +228,13 @@ class MemoryStream:
         vectors: np.ndarray | None = None,
         sources: list[str] | None = None,
         now: float | None = None,
+        times: list[float] | None = None,
     ) -> list[Memory]:
-        """Store several memories of one kind in one write."""
+        """Store several memories of one kind in one write (`times`: a creation time for each, else `now`)."""
         if not texts:
             return []
         now = time.time() if now is None else now
+        stamps = times or [now] * len(texts)
         vecs = (
             self.embedder.embed(texts) if vectors is None else np.atleast_2d(np.asarray(vectors, np.float32))
         )
@@ -243,12 +245,12 @@ class MemoryStream:
                 session=self.session,
                 kind=kind,
                 text=t,
-                created=now,
-                accessed=now,
+                created=at,
+                accessed=at,
                 importance=float(importance(t) if imp is None else imp),
                 sources=list(sources or []),
             )
-            for t, imp in zip(texts, imps, strict=True)
+            for t, imp, at in zip(texts, imps, stamps, strict=True)
         ]
         self.collection(create=True).add(
             ids=[m.id for m in mems],
@@ -295,9 +297,6 @@ class MemoryStream:
         col = self.collection()
         if col is None or k <= 0:
             return []
-        total = col.count()
-        if total == 0:
-            return []
         if vector is None:
             if query is None:
                 raise ValueError("recall needs a query or a vector")
@@ -307,7 +306,7 @@ class MemoryStream:
             where = {"kind": kinds[0]} if len(kinds) == 1 else {"kind": {"$in": list(kinds)}}
         res = col.query(
             query_embeddings=[np.asarray(vector, np.float32).tolist()],
-            n_results=min(total, max(5 * k, 20)),
+            n_results=max(5 * k, 20),  # Chroma returns fewer when it holds fewer
             where=where,
             include=["distances", "metadatas", "documents"],
         )

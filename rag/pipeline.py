@@ -17,11 +17,11 @@ from index.retrieve import Hit, query_vector
 from rag import metacognition as meta
 from rag.backends.base import Backend, BackendError, Generation, GenerationOptions
 from rag.config import Settings
-from rag.memory import Memory, MemoryStream
+from rag.memory import Memory, MemoryStream, exchange_text
 from rag.postprocess import Cleaner, attribute
 from rag.prompting import base_messages, exemplar_text, flatten, memory_text, number_exemplars, render, size
 from rag.selfmodel import SelfModel
-from rag.workspace import Candidate, Workspace, evict, measurer, pack
+from rag.workspace import BudgetError, Candidate, Workspace, evict, measurer, pack
 
 log = logging.getLogger(__name__)
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
@@ -259,6 +259,12 @@ def prepare(
         if settings.workspace.recent_turns > 0
         else []
     )
+    in_turns = {
+        exchange_text(u["content"], v["content"])
+        for u, v in zip(turns, turns[1:], strict=False)
+        if u["role"] == "user" and v["role"] == "assistant"
+    }
+    memories = [m for m in memories if m.text not in in_turns]  # already in the prompt as a recent turn
     cands = candidates(SelfModel.from_settings(settings.self_model), hits, memories, turns, now)
     budget, unit = budget_for(settings, backend)
     measure = measurer(unit)
@@ -267,7 +273,14 @@ def prepare(
         return size(render(ws, question, confidence=conf.value, low_confidence=conf.low), measure)
 
     base = size(base_messages(question, low_confidence=conf.low), measure)
-    ws = pack(cands, budget - base, unit, overhead=BLOCK_OVERHEAD)
+    try:
+        ws = pack(cands, budget - base, unit, overhead=BLOCK_OVERHEAD)
+    except BudgetError:
+        raise BudgetError(
+            f"the question and the self-model need more than the prompt budget of {budget} {unit} "
+            f"(the question and fixed instructions alone take {base}): raise [workspace] budget_{unit} "
+            "or shorten the question"
+        ) from None
     ws.budget = budget
     ws = evict(ws, total)
     messages = render(ws, question, confidence=conf.value, low_confidence=conf.low)

@@ -32,10 +32,10 @@ class SelfModel:
 
     def facts(self) -> list[tuple[str, str]]:
         """(label, text) pairs, most central first: identity, then each value, then style."""
-        out = [("identity", f"You are {self.name}, {self.identity}.".replace("..", "."))]
-        out += [("value", f"You value: {v}.".replace("..", ".")) for v in self.values]
+        out = [("identity", f"You are {self.name}, {_end(self.identity)}")]
+        out += [("value", f"You value: {_end(v)}") for v in self.values]
         if self.style:
-            out.append(("style", f"Your style: {self.style}.".replace("..", ".")))
+            out.append(("style", f"Your style: {_end(self.style)}"))
         return out
 
     def render(self) -> str:
@@ -51,3 +51,8 @@ class SelfModel:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _end(text: str) -> str:
+    """`text` as a sentence: a final period unless it already ends with punctuation."""
+    return text if text.endswith((".", "!", "?", "…")) else text + "."

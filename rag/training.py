@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,15 @@ def records_from_chroma(collection: Any, page: int = 1000) -> tuple[list[CorpusR
         for i, id_ in enumerate(got["ids"]):
             meta = got["metadatas"][i] or {}
             doc = (got.get("documents") or [None] * len(got["ids"]))[i] or ""
-            recs.append(CorpusRecord(id_, str(meta.get("prompt", doc)), str(meta.get("response", "")),
-                                     meta.get("category"), meta.get("split")))
+            recs.append(
+                CorpusRecord(
+                    id_,
+                    str(meta.get("prompt", doc)),
+                    str(meta.get("response", "")),
+                    meta.get("category"),
+                    meta.get("split"),
+                )
+            )
             if got.get("embeddings") is not None:
                 embs.append(np.asarray(got["embeddings"][i], dtype=np.float32))
     if not recs or len(embs) != len(recs):
@@ -89,19 +96,42 @@ def records_from_chroma(collection: Any, page: int = 1000) -> tuple[list[CorpusR
     return recs, e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
 
-def open_corpus(settings: Any = None, *, data_dir: str | Path | None = None, collection: str | None = None,
-                host: str | None = None, port: int | None = None, embedding_model: str | None = None) -> Any:
-    """The ingested corpus collection, checked against the embedding model that built it."""
+def open_corpus(
+    settings: Any = None,
+    *,
+    data_dir: str | Path | None = None,
+    collection: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    embedding_model: str | None = None,
+) -> Any:
+    """The ingested corpus collection, checked against the embedding model that built it.
+
+    `settings` (rag.config.Settings) supplies the store and embedding model; keyword arguments override it.
+    """
     from index.embed import load_embedder
     from index.store import CORPUS, get_collection, open_client
 
+    if settings is not None:
+        st, em = settings.store, settings.embedding
+        data_dir = data_dir or st.data_dir or None
+        collection = collection or st.collection
+        host = host or st.chroma_host or None
+        port = port or st.chroma_port
+        embedding_model = embedding_model or em.model
     emb = load_embedder(embedding_model)
     client = open_client(data_dir, host=host, port=port)
     return get_collection(client, collection or CORPUS, model=emb.name, dim=emb.dim, create=False)
 
 
-def nearest_neighbours(queries: np.ndarray, docs: np.ndarray, pool: np.ndarray, k: int,
-                       dup_threshold: float = 0.95, same: np.ndarray | None = None) -> list[list[int]]:
+def nearest_neighbours(
+    queries: np.ndarray,
+    docs: np.ndarray,
+    pool: np.ndarray,
+    k: int,
+    dup_threshold: float = 0.95,
+    same: np.ndarray | None = None,
+) -> list[list[int]]:
     """For each query row i: up to k indices j of `docs` in `pool`, best first, with j != i, not a
     near-duplicate of i (cos(docs[i], docs[j]) > dup_threshold) and not marked `same[i, j]`."""
     sims = queries @ docs.T
@@ -115,10 +145,18 @@ def nearest_neighbours(queries: np.ndarray, docs: np.ndarray, pool: np.ndarray, 
     return [[int(j) for j in row if np.isfinite(sims[i, j])] for i, row in enumerate(order)]
 
 
-def build_samples(records: Sequence[CorpusRecord], *, embedder: Any = None,
-                  doc_embeddings: np.ndarray | None = None, k: int = 4, val_fraction: float = 0.05,
-                  heldout_fraction: float = 0.0, dup_threshold: float = 0.95, seed: int = 0,
-                  embed_field: str = "prompt") -> RetrievalData:
+def build_samples(
+    records: Sequence[CorpusRecord],
+    *,
+    embedder: Any = None,
+    doc_embeddings: np.ndarray | None = None,
+    k: int = 4,
+    val_fraction: float = 0.05,
+    heldout_fraction: float = 0.0,
+    dup_threshold: float = 0.95,
+    seed: int = 0,
+    embed_field: str = "prompt",
+) -> RetrievalData:
     """Split records into train/val/heldout and attach each one's k nearest (allowed) neighbours.
 
     Heldout = records with split "heldout"; when none is marked and heldout_fraction > 0, that fraction is
@@ -172,9 +210,17 @@ def build_samples(records: Sequence[CorpusRecord], *, embedder: Any = None,
         val=[sample(i, nb_eval) for i in range(n) if is_val[i]],
         heldout=[sample(i, nb_eval) for i in range(n) if is_held[i]],
     )
-    data.info = {"records": n, "train": len(data.train), "val": len(data.val), "heldout": len(data.heldout),
-                 "heldout_carved_by_hash": carved, "k": k, "dup_threshold": dup_threshold,
-                 "embedding_model": getattr(embedder, "name", None), "embed_field": embed_field}
+    data.info = {
+        "records": n,
+        "train": len(data.train),
+        "val": len(data.val),
+        "heldout": len(data.heldout),
+        "heldout_carved_by_hash": carved,
+        "k": k,
+        "dup_threshold": dup_threshold,
+        "embedding_model": getattr(embedder, "name", None),
+        "embed_field": embed_field,
+    }
     return data
 
 
@@ -184,9 +230,17 @@ def _embed_text(r: CorpusRecord, embed_field: str) -> str:
     return r.response if embed_field == "response" else r.prompt
 
 
-def load_data(*, sources: Sequence[str | Path] | None = None, collection: Any = None, k: int = 4,
-              val_fraction: float = 0.05, heldout_fraction: float = 0.1, seed: int = 0,
-              embedding_model: str | None = None, embed_field: str = "prompt") -> RetrievalData:
+def load_data(
+    *,
+    sources: Sequence[str | Path] | None = None,
+    collection: Any = None,
+    k: int = 4,
+    val_fraction: float = 0.05,
+    heldout_fraction: float = 0.1,
+    seed: int = 0,
+    embedding_model: str | None = None,
+    embed_field: str = "prompt",
+) -> RetrievalData:
     """Records from files (`sources`) or an opened Chroma collection, ready for training and evaluation."""
     from index.embed import load_embedder
 
@@ -198,8 +252,16 @@ def load_data(*, sources: Sequence[str | Path] | None = None, collection: Any = 
         embed_field = (collection.metadata or {}).get("embed_field", embed_field)
     else:
         raise ValueError("give corpus files/folders or an ingested collection")
-    return build_samples(recs, embedder=embedder, doc_embeddings=docs, k=k, val_fraction=val_fraction,
-                         heldout_fraction=heldout_fraction, seed=seed, embed_field=embed_field)
+    return build_samples(
+        recs,
+        embedder=embedder,
+        doc_embeddings=docs,
+        k=k,
+        val_fraction=val_fraction,
+        heldout_fraction=heldout_fraction,
+        seed=seed,
+        embed_field=embed_field,
+    )
 
 
 def default_sources() -> list[Path]:
@@ -211,89 +273,178 @@ def default_sources() -> list[Path]:
 
 # ---- command bodies (the CLI wraps these) ----
 
-def train_command(*, out_dir: str | Path, sources: Sequence[str | Path] | None = None, collection: Any = None,
-                  stages: Sequence[str] = ("entropy", "blt", "baseline"), size: str = "small",
-                  max_minutes: float | None = 30.0, max_steps: int | None = None, entropy_share: float = 0.2,
-                  batch_size: int | None = None, lr: float | None = None, k: int = 4,
-                  max_bytes: int | None = None,
-                  eval_every: int | None = None, patience: int | None = None, seed: int = 0,
-                  heldout_fraction: float = 0.1, val_fraction: float = 0.05, resume: bool = True,
-                  progress: bool = True, command: str | None = None,
-                  embedding_model: str | None = None) -> dict[str, Any]:
-    """`shvayambhu train`: entropy model, then the BLT, then an equal-size byte-transformer baseline trained
-    for the BLT's wall time. Each stage resumes from its folder under out_dir. Returns the stage summaries."""
-    from blt import train as T
+STAGES = ("entropy", "blt", "baseline")
 
+
+def train_command(
+    *,
+    out_dir: str | Path,
+    sources: Sequence[str | Path] | None = None,
+    collection: Any = None,
+    stages: Sequence[str] = STAGES,
+    size: str = "small",
+    max_minutes: float | None = 30.0,
+    entropy_share: float = 0.2,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    k: int = 4,
+    max_bytes: int | None = None,
+    exemplar_bytes: int | None = None,
+    dropout: float = 0.1,
+    eval_every: int | None = None,
+    patience: int | None = 5,
+    seed: int = 0,
+    heldout_fraction: float = 0.1,
+    val_fraction: float = 0.05,
+    resume: bool = True,
+    progress: bool = True,
+    command: str | None = None,
+    embedding_model: str | None = None,
+) -> dict[str, Any]:
+    """`shvayambhu train`: the entropy model, then the BLT on its patches, then the byte-transformer baseline
+    of equal non-embedding size for the BLT's wall time. Each stage resumes from its folder under out_dir
+    (entropy/, blt/, baseline/: best/ and last/ checkpoints, log.jsonl). Returns the stage summaries.
+
+    Time: the entropy model gets entropy_share of max_minutes, the BLT the rest (half of the rest when the
+    baseline is trained too). `sources` (files/folders) or an opened corpus `collection` give the records.
+    """
+    from blt import train as T
+    from blt.data import DataConfig
+
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}: use {', '.join(STAGES)}")
+    if size not in T.SIZES:
+        raise ValueError(f"unknown size {size!r}: use {', '.join(T.SIZES)}")
     command = command or " ".join(sys.argv)
-    data = load_data(sources=sources, collection=collection, k=k, val_fraction=val_fraction,
-                     heldout_fraction=heldout_fraction, seed=seed, embedding_model=embedding_model)
+    data = load_data(
+        sources=sources,
+        collection=collection,
+        k=k,
+        val_fraction=val_fraction,
+        heldout_fraction=heldout_fraction,
+        seed=seed,
+        embedding_model=embedding_model,
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "data.json").write_text(json.dumps(data.info, indent=2))
-    overrides = {key: v for key, v in {"batch_size": batch_size, "lr": lr, "eval_every": eval_every,
-                                       "patience": patience, "seed": seed}.items() if v is not None}
-    results: dict[str, Any] = {"data": data.info}
-    budget_e = None if max_minutes is None else max_minutes * entropy_share
-    budget_b = None if max_minutes is None else max_minutes * (1 - entropy_share)
-    if "baseline" in stages and "blt" in stages and budget_b is not None:
-        budget_b /= 2  # the baseline gets the BLT's wall time
+    max_bytes = max_bytes or T.DEFAULT_MAX_BYTES[size]
+    dc = DataConfig(max_len=max_bytes + 1, max_exemplars=k, exemplar_bytes=exemplar_bytes)
+    common: dict[str, Any] = {
+        "max_bytes": max_bytes,
+        "data": dc,
+        "max_steps": max_steps,
+        "progress": progress,
+        "resume": resume,
+        "batch_size": batch_size,
+        "lr": lr,
+        "eval_every": eval_every,
+        "patience": patience,
+        "seed": seed,
+    }
+    ent_cfg, blt_cfg = T.model_configs(size, max_bytes, dropout)
+    minutes = {"entropy": None, "blt": None}
+    if max_minutes is not None:
+        minutes["entropy"] = max_minutes * entropy_share
+        rest = max_minutes - (minutes["entropy"] if "entropy" in stages else 0)
+        minutes["blt"] = rest / 2 if "baseline" in stages else rest
+    results: dict[str, Any] = {"data": data.info, "command": command}
     t0 = time.time()
-    if "entropy" in stages or "blt" in stages:
+    have_entropy = (out / "entropy" / "best").exists()
+    if "entropy" in stages or ("blt" in stages and not have_entropy):
+        cfg = T.stage_config("entropy", size, out / "entropy", max_minutes=minutes["entropy"], **common)
         results["entropy"] = T.train_entropy(
-            data.train, data.val, T.stage_config("entropy", size, out / "entropy", max_minutes=budget_e,
-                                                 max_steps=max_steps, progress=progress, resume=resume,
-                                                 max_bytes=max_bytes, **overrides), command=command)
+            data.train, data.val, cfg, entropy_config=ent_cfg, command=command
+        )
     if "blt" in stages:
+        cfg = T.stage_config("blt", size, out / "blt", max_minutes=minutes["blt"], **common)
         results["blt"] = T.train_blt(
-            data.train, data.val, T.stage_config("blt", size, out / "blt", max_minutes=budget_b,
-                                                 max_steps=max_steps, progress=progress, resume=resume,
-                                                 max_bytes=max_bytes, **overrides),
-            entropy_dir=out / "entropy", command=command)
+            data.train, data.val, cfg, entropy_dir=out / "entropy", blt_config=blt_cfg, command=command
+        )
     if "baseline" in stages:
-        wall = results.get("blt", {}).get("train_seconds")
-        minutes = wall / 60 if wall else budget_b
+        blt_seconds = results.get("blt", {}).get("train_seconds")
+        base_minutes = blt_seconds / 60 if blt_seconds else minutes["blt"]
+        cfg = T.stage_config("baseline", size, out / "baseline", max_minutes=base_minutes, **common)
         results["baseline"] = T.train_baseline(
-            data.train, data.val, T.stage_config("baseline", size, out / "baseline", max_minutes=minutes,
-                                                 max_steps=max_steps, progress=progress, resume=resume,
-                                                 max_bytes=max_bytes, **overrides),
-            blt_dir=out / "blt", command=command)
+            data.train, data.val, cfg, blt_dir=out / "blt", command=command
+        )
     results["seconds"] = time.time() - t0
     (out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
     return results
 
 
-def eval_bpb_command(*, checkpoint: str | Path, baseline: str | Path | None = None,
-                     sources: Sequence[str | Path] | None = None, collection: Any = None, k: int = 4,
-                     heldout_fraction: float = 0.1, seed: int = 0, batch_size: int = 8,
-                     compressors: bool = True, embedding_model: str | None = None,
-                     max_records: int | None = None) -> dict[str, Any]:
-    """`shvayambhu eval bpb`: the heldout BPB table (dict with rows, summary and markdown)."""
+def eval_bpb_command(
+    *,
+    checkpoint: str | Path,
+    baseline: str | Path | None = None,
+    sources: Sequence[str | Path] | None = None,
+    collection: Any = None,
+    k: int | None = None,
+    heldout_fraction: float = 0.1,
+    seed: int = 0,
+    batch_size: int = 8,
+    compressors: bool = True,
+    embedding_model: str | None = None,
+    max_records: int | None = None,
+) -> dict[str, Any]:
+    """`shvayambhu eval bpb`: the heldout BPB table as a dict (rows, summary, markdown).
+
+    `checkpoint` is a BLT checkpoint folder, its stage folder (blt/, best/ is used) or a run folder (the
+    `train` output; its baseline/ is then used too unless `baseline` says otherwise). The exemplar count
+    and size default to what the BLT was trained with.
+    """
     from blt.bpb import bpb_report
     from blt.checkpoint import load_checkpoint
 
-    blt = load_checkpoint(_best(checkpoint))
+    blt_path = _best(checkpoint)
+    blt = load_checkpoint(blt_path)
+    if blt.kind != "blt":
+        raise ValueError(
+            f"{blt_path} holds a {blt.kind} checkpoint; give the BLT's (--baseline for the other)"
+        )
+    if baseline is None and (Path(checkpoint) / "baseline" / "best").exists():
+        baseline = Path(checkpoint) / "baseline"
     base = load_checkpoint(_best(baseline)) if baseline else None
-    data = load_data(sources=sources, collection=collection, k=k, heldout_fraction=heldout_fraction,
-                     seed=seed, embedding_model=embedding_model)
+    trained = (blt.metrics.get("train_config") or {}).get("data") or {}
+    k = k if k is not None else int(trained.get("max_exemplars", 4))
+    data = load_data(
+        sources=sources,
+        collection=collection,
+        k=k,
+        heldout_fraction=heldout_fraction,
+        seed=seed,
+        embedding_model=embedding_model,
+    )
     held = data.heldout[:max_records] if max_records else data.heldout
     if not held:
         raise ValueError("no heldout records: mark some with split=heldout or pass heldout_fraction > 0")
-    max_len = int(blt.config.max_bytes) + 1
-    report = bpb_report(heldout=held, train=data.train + data.val, max_len=max_len, blt=blt, baseline=base,
-                        batch_size=batch_size, compressors=compressors)
-    report["data"] = data.info
-    report["checkpoint"] = str(checkpoint)
+    report = bpb_report(
+        heldout=held,
+        train=data.train + data.val,
+        max_len=int(blt.config.max_bytes) + 1,
+        blt=blt,
+        baseline=base,
+        batch_size=batch_size,
+        max_exemplars=k,
+        exemplar_bytes=trained.get("exemplar_bytes"),
+        compressors=compressors,
+    )
+    report.update(
+        {
+            "data": data.info,
+            "checkpoint": str(blt_path),
+            "baseline_checkpoint": str(_best(baseline)) if baseline else None,
+        }
+    )
     return report
 
 
 def _best(path: str | Path) -> Path:
-    """A checkpoint folder, or a stage folder holding best/ (or a run folder holding blt/best)."""
+    """A checkpoint folder itself, else its best/ (a stage folder), else blt/best (a run folder)."""
     p = Path(path)
     for cand in (p, p / "best", p / "blt" / "best"):
-        if (cand / "config.json").exists() or (cand / "model.safetensors").exists():
+        if (cand / "config.json").exists():
             return cand
-    return p / "best" if (p / "best").exists() else p
-
-
-def summary_dict(data: RetrievalData) -> dict[str, Any]:
-    return {"info": data.info, "train": [asdict(s) for s in data.train[:3]]}
+    raise FileNotFoundError(f"no checkpoint in {p} (nor in {p / 'best'} or {p / 'blt' / 'best'})")

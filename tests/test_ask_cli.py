@@ -124,6 +124,7 @@ def test_memory_commands(run_cli):
     assert code == 0 and "Miso" in out and "score" in out
     code, out, _ = run_cli("memory", "list", "--session", "other")
     assert "no memories" in out
+    assert "m1" in json.loads(run_cli("memory", "sessions", "--json")[1])
     assert "no memory" in _fail(run_cli, "memory", "forget", "nonexistent", "--session", "m1")
     code, out, _ = run_cli("memory", "forget", mems[0]["id"][:10], "--session", "m1")
     assert code == 0 and "forgot 1 memory" in out

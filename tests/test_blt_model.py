@@ -145,7 +145,13 @@ def test_patch_rules_by_hand():
     T = toks.shape[1]
     space = np.array(patch_starts(toks, PatcherConfig(kind="space", max_patch_len=6)))[0]
     assert [tokens.decode(s) for s in segments(toks[0], space)] == [
-        b"", b"ab  ", b"cd,", b"e", b"", b"fghijk", b"lmn"
+        b"",
+        b"ab  ",
+        b"cd,",
+        b"e",
+        b"",
+        b"fghijk",
+        b"lmn",
     ]  # BOS alone, spaces stay with their word, SEP alone, max_patch_len caps the long word
     static = np.array(patch_starts(toks, PatcherConfig(kind="static", static_size=3, max_patch_len=6)))[0]
     assert [len(s) for s in segments(toks[0], static)] == [1, 3, 3, 2, 1, 3, 3, 3]
@@ -288,8 +294,14 @@ def test_checkpoint_roundtrip_identical_logits(tmp_path):
     model, em = tiny_models("entropy")
     toks = mx.array(random_tokens(np.random.default_rng(7), (2, 33)))
     path = tmp_path / "ck"
-    save_checkpoint(path, model=model, config=model.cfg, entropy_model=em, entropy_config=model.cfg.entropy,
-                    metrics={"val_bpb": 2.5, "step": 10})
+    save_checkpoint(
+        path,
+        model=model,
+        config=model.cfg,
+        entropy_model=em,
+        entropy_config=model.cfg.entropy,
+        metrics={"val_bpb": 2.5, "step": 10},
+    )
     ck = load_checkpoint(path)
     assert ck.kind == "blt" and ck.metrics == {"val_bpb": 2.5, "step": 10} and ck.config == model.cfg
     assert ck.config.patcher.threshold == model.cfg.patcher.threshold
@@ -301,8 +313,15 @@ def test_checkpoint_roundtrip_identical_logits(tmp_path):
     assert json.loads((path / "config.json").read_text())["format_version"] == 1
 
     base = ByteTransformer(BaselineConfig(dim=32, n_layers=1, n_heads=2))
-    save_checkpoint(tmp_path / "base", model=base, config=base.cfg, entropy_model=None, entropy_config=None,
-                    metrics={}, kind="baseline")
+    save_checkpoint(
+        tmp_path / "base",
+        model=base,
+        config=base.cfg,
+        entropy_model=None,
+        entropy_config=None,
+        metrics={},
+        kind="baseline",
+    )
     ck = load_checkpoint(tmp_path / "base")
     assert ck.kind == "baseline" and ck.entropy_model is None
     np.testing.assert_array_equal(np.array(ck.model(toks)), np.array(base(toks)))

@@ -51,16 +51,41 @@ def code_task(n: int, start: int, seed: int) -> list[Sample]:
 
 
 ENTROPY = EntropyConfig(dim=32, n_layers=1, n_heads=2, window=64)
-TINY_BLT = BLTConfig(max_bytes=MAX_LEN - 1, ngram_min=3, ngram_max=4, hash_rows=512, enc_dim=64,
-                     enc_layers=1, enc_heads=2, local_window=32, global_dim=96, global_layers=1,
-                     global_heads=2, dec_dim=64, dec_layers=1, dec_heads=2, cross_k=2, dropout=0.0,
-                     patcher=PatcherConfig(max_patch_len=6), entropy=ENTROPY)
+TINY_BLT = BLTConfig(
+    max_bytes=MAX_LEN - 1,
+    ngram_min=3,
+    ngram_max=4,
+    hash_rows=512,
+    enc_dim=64,
+    enc_layers=1,
+    enc_heads=2,
+    local_window=32,
+    global_dim=96,
+    global_layers=1,
+    global_heads=2,
+    dec_dim=64,
+    dec_layers=1,
+    dec_heads=2,
+    cross_k=2,
+    dropout=0.0,
+    patcher=PatcherConfig(max_patch_len=6),
+    entropy=ENTROPY,
+)
 
 
 def tcfg(out: Path, kind: str, **kw) -> T.TrainConfig:
-    base = dict(out_dir=str(out), kind=kind, batch_size=16, lr=3e-3, warmup_steps=10, eval_every=1000,
-                log_every=5, eval_examples=16, progress=False,
-                data=DataConfig(max_len=MAX_LEN, drop_exemplars=0.1))
+    base = dict(
+        out_dir=str(out),
+        kind=kind,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=10,
+        eval_every=1000,
+        log_every=5,
+        eval_examples=16,
+        progress=False,
+        data=DataConfig(max_len=MAX_LEN, drop_exemplars=0.1),
+    )
     base.update(kw)
     return T.TrainConfig(**base)
 
@@ -79,6 +104,7 @@ def entropy_dir(tmp_path_factory: pytest.TempPathFactory, task) -> Path:
 
 # ---- data layout ----
 
+
 def test_example_layout_and_loss_mask():
     s = Sample("What is 2+2?", "Four.", [("What is 1+1?", "Two."), ("What is 3+3?", "Six.")])
     ex = build_example(s, fmt="qa", max_len=200)
@@ -89,7 +115,7 @@ def test_example_layout_and_loss_mask():
     assert ex.tokens[first - 1] == SEP and sum(ex.mask[first:]) == len(ex.mask) - first
     # most relevant exemplar last, next to the prompt; SEP prompt SEP before the response
     assert decode(ex.tokens).startswith(b"Q: What is 3+3?\nA: Six.\n\nQ: What is 1+1?\nA: Two.\n\n")
-    assert ex.tokens[: first].count(SEP) == 2
+    assert ex.tokens[:first].count(SEP) == 2
     assert context_tokens("What is 2+2?", s.exemplars) == ex.tokens[:first]
 
 
@@ -102,8 +128,10 @@ def test_truncation_drops_exemplars_first_and_keeps_response_start():
         resp = decode([t for t, m in zip(ex.tokens, ex.mask, strict=True) if m])
         assert s.response.encode().startswith(resp.rstrip(b"")) and resp[:8] == b"response"
         if max_len >= 3 + len(s.prompt) + len(s.response) + 1:  # room for all of it: only exemplars were cut
-            assert ex.tokens[-1] == EOS and encode(s.prompt) == ex.tokens[ex.tokens.index(SEP) + 1 :][
-                : len(s.prompt)]
+            assert (
+                ex.tokens[-1] == EOS
+                and encode(s.prompt) == ex.tokens[ex.tokens.index(SEP) + 1 :][: len(s.prompt)]
+            )
 
 
 def test_augmentation_is_deterministic_and_varies_formats():
@@ -143,6 +171,7 @@ def test_validation_split_is_stable():
 
 # ---- retrieval split ----
 
+
 def test_neighbours_leave_out_self_near_duplicates_and_pool():
     rng = np.random.default_rng(0)
     e = rng.normal(size=(6, 16)).astype(np.float32)
@@ -172,14 +201,19 @@ class HashEmbedder:
 def test_heldout_records_never_reach_training(tmp_path: Path):
     lines = []
     for i in range(60):
-        rec = {"prompt": f"How do I care for plant number {i}?",
-               "response": f"Water plant {i} weekly, rotate it."}
+        rec = {
+            "prompt": f"How do I care for plant number {i}?",
+            "response": f"Water plant {i} weekly, rotate it.",
+        }
         if i % 6 == 0:
             rec["split"] = "heldout"
         lines.append(json.dumps(rec))
     # a near-duplicate of a heldout record (one more space) must not leak either
-    lines.append(json.dumps({"prompt": "How do I care for plant  number 6?",
-                             "response": "Water plant 6 weekly, rotate it."}))
+    lines.append(
+        json.dumps(
+            {"prompt": "How do I care for plant  number 6?", "response": "Water plant 6 weekly, rotate it."}
+        )
+    )
     f = tmp_path / "corpus.jsonl"
     f.write_text("\n".join(lines) + "\n")
     recs = records_from_files([f])
@@ -204,6 +238,7 @@ def test_heldout_records_never_reach_training(tmp_path: Path):
 
 # ---- BPB ----
 
+
 def test_compressor_bpb_known_cases():
     ident = lambda b: b  # noqa: E731 - a "compressor" that stores bytes as they are: exactly 8 bits a byte
     assert compressor_bpb(b"context", b"target!", ident) == 8.0
@@ -217,20 +252,33 @@ def test_compressor_bpb_known_cases():
 
 # ---- training ----
 
+
 def _losses(log: Path) -> list[tuple[int, float]]:
     return [(d["step"], d["loss"]) for d in map(json.loads, log.read_text().splitlines()) if "loss" in d]
 
 
 def test_blt_loss_falls_and_resume_continues(tmp_path: Path, task, entropy_dir: Path):
     out = tmp_path / "blt"
-    r1 = T.train_blt(task["train"], task["val"], tcfg(out, "blt", max_steps=40, eval_every=20),
-                     entropy_dir=entropy_dir, blt_config=TINY_BLT, command="pytest run 1")
+    r1 = T.train_blt(
+        task["train"],
+        task["val"],
+        tcfg(out, "blt", max_steps=40, eval_every=20),
+        entropy_dir=entropy_dir,
+        blt_config=TINY_BLT,
+        command="pytest run 1",
+    )
     assert r1["step"] == 40 and r1["stopped"] == "max steps"
     losses = _losses(out / "log.jsonl")
     assert losses[0][0] == 1 and losses[-1][1] < 0.6 * losses[0][1]  # from ~ln(260) to well below
     assert json.loads((out / "last" / "trainer.json").read_text())["step"] == 40
-    r2 = T.train_blt(task["train"], task["val"], tcfg(out, "blt", max_steps=55, eval_every=20),
-                     entropy_dir=entropy_dir, blt_config=TINY_BLT, command="pytest run 2")
+    r2 = T.train_blt(
+        task["train"],
+        task["val"],
+        tcfg(out, "blt", max_steps=55, eval_every=20),
+        entropy_dir=entropy_dir,
+        blt_config=TINY_BLT,
+        command="pytest run 2",
+    )
     assert r2["step"] == 55
     steps = [s for s, _ in _losses(out / "log.jsonl")]
     assert steps == sorted(steps) and steps[-1] == 55 and min(s for s in steps if s > 40) == 45
@@ -239,8 +287,10 @@ def test_blt_loss_falls_and_resume_continues(tmp_path: Path, task, entropy_dir: 
     assert ck.entropy_model is not None and ck.config.patcher.threshold == r1["patch_threshold"]
     best = load_checkpoint(out / "best")
     assert best.metrics["val_bpb"] == min(
-        d["val_bpb"] for d in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "val_bpb" in d
-        and d["val_bpb"] is not None)
+        d["val_bpb"]
+        for d in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+        if "val_bpb" in d and d["val_bpb"] is not None
+    )
 
 
 def test_early_stopping_keeps_best(tmp_path: Path, task, monkeypatch: pytest.MonkeyPatch):
@@ -253,8 +303,13 @@ def test_early_stopping_keeps_best(tmp_path: Path, task, monkeypatch: pytest.Mon
     monkeypatch.setattr(T, "score", lambda *a, **k: FakeScore())
     out = tmp_path / "base"
     cfg = tcfg(out, "baseline", max_steps=100, eval_every=5, patience=2)
-    r = T.train_baseline(task["train"], task["val"], cfg, command="pytest",
-                         baseline_config=BaselineConfig(dim=32, n_layers=1, n_heads=2, max_bytes=MAX_LEN - 1))
+    r = T.train_baseline(
+        task["train"],
+        task["val"],
+        cfg,
+        command="pytest",
+        baseline_config=BaselineConfig(dim=32, n_layers=1, n_heads=2, max_bytes=MAX_LEN - 1),
+    )
     assert r["stopped"] == "early stopping" and r["step"] == 20 and r["best_step"] == 10
     best = load_checkpoint(out / "best")
     assert best.metrics["val_bpb"] == 2.0 and best.metrics["step"] == 10
@@ -265,8 +320,12 @@ def test_early_stopping_keeps_best(tmp_path: Path, task, monkeypatch: pytest.Mon
 
 def test_retrieval_conditioning_lowers_bpb(tmp_path: Path, task):
     out = tmp_path / "copy"
-    T.train_baseline(task["train"], task["val"], tcfg(out, "baseline", max_steps=300),
-                     baseline_config=BaselineConfig(dim=64, n_layers=2, n_heads=2, max_bytes=MAX_LEN - 1))
+    T.train_baseline(
+        task["train"],
+        task["val"],
+        tcfg(out, "baseline", max_steps=300),
+        baseline_config=BaselineConfig(dim=64, n_layers=2, n_heads=2, max_bytes=MAX_LEN - 1),
+    )
     ck = load_checkpoint(out / "best")
     held = task["heldout"]
     with_ex = score(ck.model, eval_examples(held, MAX_LEN, True)).bpb
@@ -293,11 +352,34 @@ def test_blas_opt_out_is_respected(monkeypatch: pytest.MonkeyPatch):
 def test_blt_learns_to_copy_from_exemplars(tmp_path: Path, task, entropy_dir: Path):
     """The same task with the BLT itself: it needs a few hundred more steps than the baseline to copy."""
     out = tmp_path / "blt-copy"
-    T.train_blt(task["train"], task["val"], tcfg(out, "blt", max_steps=500), entropy_dir=entropy_dir,
-                blt_config=TINY_BLT)
+    T.train_blt(
+        task["train"],
+        task["val"],
+        tcfg(out, "blt", max_steps=500),
+        entropy_dir=entropy_dir,
+        blt_config=TINY_BLT,
+    )
     ck = load_checkpoint(out / "best")
-    report = bpb_report(heldout=task["heldout"], train=task["train"][:200], max_len=MAX_LEN, blt=ck,
-                        compressors=False)
+    report = bpb_report(
+        heldout=task["heldout"], train=task["train"][:200], max_len=MAX_LEN, blt=ck, compressors=False
+    )
     by = {r["name"]: r for r in report["rows"]}
     assert by["BLT + retrieval"]["bpb"] < 0.5 * by["BLT, no retrieval"]["bpb"]
     assert report["summary"]["retrieval_ratio"] < 0.5 and by["BLT + retrieval"]["avg_patch_bytes"] > 1
+
+
+def test_samples_from_the_ingested_collection(seed_store):
+    """Records read back from Chroma (stored embeddings); records marked heldout stay out of training."""
+    from rag.training import load_data, records_from_chroma
+
+    _, col = seed_store
+    recs, embs = records_from_chroma(col)
+    assert embs is not None and embs.shape[0] == len(recs) == col.count()
+    marked = {(r.prompt, r.response) for r in recs if r.split == "heldout"}
+    data = load_data(collection=col, k=3)
+    assert {(s.prompt, s.response) for s in data.heldout} == marked
+    if marked:
+        assert data.info["heldout_carved_by_hash"] is False
+    for s in data.train + data.val:
+        assert (s.prompt, s.response) not in marked and not marked & set(s.exemplars)
+        assert len(s.exemplars) == 3 and (s.prompt, s.response) not in s.exemplars

@@ -345,3 +345,17 @@ def test_stream_yields_the_same_text_as_ask(make_assistant, fake_ollama, reply):
     assert [x.id for x in s.answer.sources] == [x.id for x in whole.sources]
     if reply and reply.startswith("One"):
         assert whole.done_reason == "length" and whole.answer == "One."
+
+
+def test_chat_session_keeps_turns_without_duplicating_them_as_memories(make_assistant, fake_ollama):
+    fake_ollama.behavior("llama3.2").reply = "I will remember that."
+    conv = make_assistant().chat("dup")
+    conv.ask("Remember that my cat is called Miso.")
+    second = conv.ask("What is my cat called?")
+    sent = fake_ollama.bodies("/api/chat")[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sum(m["content"].count("my cat is called Miso") for m in sent) == 1  # the turn, not also a memory
+    assert not [m for m in second.memories if "Miso" in m.text]
+    conv.reset()
+    third = conv.ask("What is my cat called?")
+    assert any("Miso" in m.text for m in third.memories)  # after /reset the memory stands in for the turn
