@@ -91,7 +91,9 @@ def clip_data(data, response_bytes: int):
     return data
 
 
-def throughput(blt_ck, base_model, samples, cfg_data, batch_size: int, repeats: int = 5) -> dict:
+def throughput(
+    blt_ck, base_model, samples, cfg_data, batch_size: int, repeats: int = 4, n_batches: int = 2
+) -> dict:
     """Steady-state training bytes/s of the BLT and the baseline on the same real batches."""
     import mlx.core as mx
     import numpy as np
@@ -101,7 +103,9 @@ def throughput(blt_ck, base_model, samples, cfg_data, batch_size: int, repeats: 
     from blt.data import collate, eval_examples
     from blt.tokens import PAD
 
-    ex = eval_examples(samples[: batch_size * 3], cfg_data.max_len, exemplar_bytes=cfg_data.exemplar_bytes)
+    ex = eval_examples(
+        samples[: batch_size * n_batches], cfg_data.max_len, exemplar_bytes=cfg_data.exemplar_bytes
+    )
     L = cfg_data.max_len  # one shape for both models
     batches = [
         collate(ex[i : i + batch_size], length=L) for i in range(0, len(ex) - batch_size + 1, batch_size)

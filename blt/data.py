@@ -204,10 +204,12 @@ def collate(
     index: Sequence[int] | None = None,
     pad_multiple: int = 64,
     length: int | None = None,
+    cap: int | None = None,
 ) -> Batch:
-    """Stack examples with right PAD (mask 0), to `length` or the longest rounded to `pad_multiple`."""
+    """Stack examples with right PAD (mask 0), to `length` or the longest rounded to `pad_multiple`
+    (but not past `cap`, the configured example length)."""
     longest = max(len(e.tokens) for e in examples)
-    L = length or padded_length(longest, pad_multiple)
+    L = length or padded_length(longest, pad_multiple, cap)
     if L < longest:
         raise ValueError(f"batch length {L} < longest example {longest}")
     toks = np.full((len(examples), L), PAD, dtype=np.int32)
@@ -263,7 +265,7 @@ def train_batches(
         order = batch_order([len(e.tokens) for e in examples], batch_size, rng, drop_last=True)
         for j, b in enumerate(order):
             if j >= skip:
-                yield epoch, j, collate([examples[i] for i in b], b, pad_multiple)
+                yield epoch, j, collate([examples[i] for i in b], b, pad_multiple, cap=cfg.max_len)
         epoch, skip = epoch + 1, 0
 
 

@@ -233,11 +233,13 @@ def masked_mean_ce(logits: mx.array, targets: mx.array, mask: mx.array) -> mx.ar
 
 
 def patch_bucket(starts: np.ndarray, multiple: int) -> int:
-    """Most patches in a row of `starts`, rounded up to `multiple` (at most the row length)."""
+    """Most patches in a row of `starts`, rounded up to `multiple` (to T/8 for short rows; at most T)."""
     s = starts.copy()
     s[:, 0] = True
     n = int(s.sum(axis=1).max())
-    return min(-(-n // multiple) * multiple, starts.shape[1])
+    T = starts.shape[1]
+    m = max(8, min(multiple, T // 8))
+    return min(-(-n // m) * m, T)
 
 
 def compute_params(model: nn.Module) -> int:
@@ -434,6 +436,31 @@ def fit(
         }
 
     log = (out / "log.jsonl").open("a")
+
+    def write_log(rec: dict[str, Any]) -> None:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+
+    def validate() -> float:
+        """Score the validation set; keep best/ when it improved; log it."""
+        val = evaluate().bpb
+        improved = val < st.best_val - cfg.min_delta
+        if improved:
+            st.best_val, st.best_step, st.bad_evals = val, st.step, 0
+            save(out / "best", metrics(val))
+        else:
+            st.bad_evals += 1
+        write_log(
+            {
+                "step": st.step,
+                "val_bpb": val,
+                "best_val_bpb": st.best_val,
+                "improved": improved,
+                "elapsed": st.elapsed,
+            }
+        )
+        return val
+
     bar = Progress(cfg.progress and sys.stderr.isatty(), 1.0, cfg.kind)
     data = train_batches(
         train,
@@ -497,8 +524,7 @@ def fit(
                     "bytes_per_s": rate,
                     "elapsed": st.elapsed,
                 }
-                log.write(json.dumps(rec) + "\n")
-                log.flush()
+                write_log(rec)
                 val_s = f"{last_val:.3f}" if last_val is not None else "-"
                 bar.update(
                     progress_of(st),
@@ -506,27 +532,8 @@ def fit(
                 )
                 t_rate, bytes_rate, loss_acc, n_acc = now, 0, 0.0, 0
             if st.step % cfg.eval_every == 0 and val_ex:
-                last_val = evaluate().bpb
+                last_val = validate()
                 model.train()
-                improved = last_val < st.best_val - cfg.min_delta
-                if improved:
-                    st.best_val, st.best_step, st.bad_evals = last_val, st.step, 0
-                    save(out / "best", metrics(last_val))
-                else:
-                    st.bad_evals += 1
-                log.write(
-                    json.dumps(
-                        {
-                            "step": st.step,
-                            "val_bpb": last_val,
-                            "best_val_bpb": st.best_val,
-                            "improved": improved,
-                            "elapsed": st.elapsed,
-                        }
-                    )
-                    + "\n"
-                )
-                log.flush()
                 st.elapsed = time.perf_counter() - t_start  # evaluation counts against the time budget
     except KeyboardInterrupt:
         st.stopped = "interrupted"
@@ -534,39 +541,15 @@ def fit(
         bar.close()
     # a final evaluation when the last step was not evaluated, so best/ always exists
     if val_ex and st.step > first_step and st.step % cfg.eval_every != 0:
-        last_val = evaluate().bpb
-        improved = last_val < st.best_val - cfg.min_delta or st.best_step < 0
-        if improved:
-            st.best_val, st.best_step = min(last_val, st.best_val), st.step
-            save(out / "best", metrics(last_val))
-        log.write(
-            json.dumps(
-                {
-                    "step": st.step,
-                    "val_bpb": last_val,
-                    "best_val_bpb": st.best_val,
-                    "improved": improved,
-                    "elapsed": st.elapsed,
-                }
-            )
-            + "\n"
-        )
+        last_val = validate()
     if not val_ex and st.step > first_step:
         save(out / "best", metrics(None))
     if st.step > first_step or resume_state is None:
         save(out / "last", metrics(last_val))
         _save_trainer(out / "last", optimizer, st)
     final = metrics(last_val)
-    log.write(
-        json.dumps(
-            {
-                "step": st.step,
-                "stopped": st.stopped,
-                "best_val_bpb": final["best_val_bpb"],
-                "elapsed": st.elapsed,
-            }
-        )
-        + "\n"
+    write_log(
+        {"step": st.step, "stopped": st.stopped, "best_val_bpb": final["best_val_bpb"], "elapsed": st.elapsed}
     )
     log.close()
     if cache is not None:

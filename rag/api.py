@@ -265,24 +265,10 @@ def ollama_backend(settings: Settings, model: str | None = None) -> Backend:
 
 
 def blt_backend(settings: Settings, model: str | None = None) -> Backend:
-    """The BLT backend: `rag.backends.blt.load_backend(settings, model)`; `model` may name a checkpoint."""
-    try:
-        from rag.backends import blt
-    except ImportError as e:
-        raise BackendError(f"the BLT backend is not available in this installation ({e})") from None
-    loader = getattr(blt, "load_backend", None)
-    if loader is None:
-        raise BackendError("the BLT backend module has no load_backend(settings, model)")
-    try:
-        return loader(settings, model)
-    except BackendError:
-        raise
-    except (OSError, ValueError) as e:
-        raise BackendError(f"cannot load the BLT checkpoint: {e}") from None
-    except Exception as e:
-        if type(e).__name__ == "CheckpointError":
-            raise BackendError(f"cannot load the BLT checkpoint: {e}") from None
-        raise
+    """The BLT backend over `[blt] checkpoint` (the shipped one by default); `model` may name another."""
+    from rag.backends.blt import load_backend
+
+    return load_backend(settings, model)
 
 
 def ollama_answers(settings: Settings, timeout: float = 2.0) -> tuple[bool, str]:
@@ -320,14 +306,12 @@ def select_backend(settings: Settings, name: str, model: str | None = None) -> B
 
 
 def backend_status(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Readiness of each backend for `shvayambhu status` (quick: one HTTP call, one import)."""
+    """Readiness of each backend for `shvayambhu status`: one HTTP call and one checkpoint load."""
     up, why = ollama_answers(settings)
     out = {"ollama": {"ready": up, "detail": f"{settings.ollama_host}: {why}" if up else why}}
     try:
-        import importlib.util
-
-        found = importlib.util.find_spec("rag.backends.blt") is not None
-    except ImportError:
-        found = False
-    out["blt"] = {"ready": found, "detail": "module present" if found else "not installed yet"}
+        b = blt_backend(settings)
+        out["blt"] = {"ready": True, "detail": f"checkpoint {b.path} ({b.context_bytes}-byte context)"}
+    except BackendError as e:
+        out["blt"] = {"ready": False, "detail": str(e)}
     return out

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.callbacks import CallbackManagerForLLMRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
-from langchain_core.messages import BaseMessage
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.retrievers import BaseRetriever
@@ -133,3 +135,66 @@ class AskRunnable(Runnable[Any, Any]):
 def ask_runnable(assistant: Any, output: str = "text", **ask_options: Any) -> AskRunnable:
     """The ask path of `assistant` as a Runnable."""
     return AskRunnable(assistant, output=output, **ask_options)
+
+
+def format_exemplars(docs: list[Document]) -> str:
+    """Documents in the BLT's trained exemplar layout: `Q: ..\\nA: ..` blocks, the most relevant last."""
+    return "".join(
+        f"Q: {' '.join(str(d.metadata.get('prompt', '')).split())}\nA: {d.page_content.strip()}\n\n"
+        for d in reversed(docs)
+    )
+
+
+def blt_prompt() -> ChatPromptTemplate:
+    """The BLT's prompt: the exemplar block (`context`) as the system message, then the question."""
+    return ChatPromptTemplate.from_messages([("system", "{context}"), ("human", "{question}")])
+
+
+class BLTChatModel(BaseChatModel):
+    """Our byte model as a LangChain chat model: system messages are its exemplar block, the last human
+    message its question. Compose with `ShvayambhuRetriever | format_exemplars` and `blt_prompt()`."""
+
+    checkpoint: str | None = None  # None: the checkpoint shipped in the package
+    max_bytes: int = 400
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.1
+    seed: int | None = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "shvayambhu-blt"
+
+    def _backend(self) -> Any:
+        from rag.backends.blt import BLTBackend
+
+        return BLTBackend(self.checkpoint, max_bytes=self.max_bytes)
+
+    def _options(self, stop: list[str] | None) -> Any:
+        from rag.backends.base import GenerationOptions
+
+        return GenerationOptions(
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            repeat_penalty=self.repetition_penalty, seed=self.seed, stop=stop, max_tokens=self.max_bytes,
+        )
+
+    def _generate(
+        self, messages: list[BaseMessage], stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any,
+    ) -> ChatResult:
+        gen = self._backend().generate(to_dicts(messages), self._options(stop))
+        meta = {"model": gen.model, "done_reason": gen.done_reason, "timings": gen.timings}
+        message = AIMessage(content=gen.text, response_metadata=meta)
+        return ChatResult(generations=[ChatGeneration(message=message, generation_info={"probs": gen.probs})])
+
+    def _stream(
+        self, messages: list[BaseMessage], stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        for chunk in self._backend().stream(to_dicts(messages), self._options(stop)):
+            if chunk.text:
+                piece = ChatGenerationChunk(message=AIMessageChunk(content=chunk.text))
+                if run_manager:
+                    run_manager.on_llm_new_token(chunk.text, chunk=piece)
+                yield piece

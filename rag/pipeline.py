@@ -266,13 +266,19 @@ def prepare(
     }
     memories = [m for m in memories if m.text not in in_turns]  # already in the prompt as a recent turn
     cands = candidates(SelfModel.from_settings(settings.self_model), hits, memories, turns, now)
+    # A backend with its own trained prompt layout (the BLT) says which kinds it can read and renders them.
+    kinds = getattr(backend, "workspace_kinds", None)
+    if kinds:
+        cands = [c for c in cands if c.kind in kinds]
+    render_fn = getattr(backend, "render", render)
+    base_fn = getattr(backend, "base_messages", base_messages)
     budget, unit = budget_for(settings, backend)
     measure = measurer(unit)
 
     def total(ws: Workspace) -> int:
-        return size(render(ws, question, confidence=conf.value, low_confidence=conf.low), measure)
+        return size(render_fn(ws, question, confidence=conf.value, low_confidence=conf.low), measure)
 
-    base = size(base_messages(question, low_confidence=conf.low), measure)
+    base = size(base_fn(question, low_confidence=conf.low), measure)
     try:
         ws = pack(cands, budget - base, unit, overhead=BLOCK_OVERHEAD)
     except BudgetError:
@@ -283,7 +289,7 @@ def prepare(
         ) from None
     ws.budget = budget
     ws = evict(ws, total)
-    messages = render(ws, question, confidence=conf.value, low_confidence=conf.low)
+    messages = render_fn(ws, question, confidence=conf.value, low_confidence=conf.low)
     ws.used = size(messages, measure)
     numbers = number_exemplars(ws)
     in_prompt = sorted((c for c in ws.winners if c.kind == "exemplar"), key=lambda c: numbers[id(c)])

@@ -82,6 +82,7 @@ def tcfg(out: Path, kind: str, **kw) -> T.TrainConfig:
         warmup_steps=10,
         eval_every=1000,
         log_every=5,
+        pad_multiple=32,
         eval_examples=16,
         progress=False,
         data=DataConfig(max_len=MAX_LEN, drop_exemplars=0.1),

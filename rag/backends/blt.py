@@ -1,0 +1,136 @@
+"""The BLT backend: our byte model, conditioned on retrieved exemplars in the byte layout it was trained on.
+
+The prompt is `BOS [exemplars, least relevant first] SEP question SEP` (see `blt.data`); only exemplars
+compete for the workspace, since the model never saw self-model text or memories in training.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from blt.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from blt.generate import generate
+from blt.tokens import BOS, SEP, encode
+from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent.parent / "blt" / "checkpoints" / "default"
+EXEMPLAR_PREFIX = "Exemplar "  # rag.prompting.exemplar_text writes "Exemplar Q: ...\nA: ..."
+OVERHEAD = 3  # BOS, SEP, SEP
+
+
+@lru_cache(maxsize=2)
+def _load(path: str) -> Checkpoint:
+    return load_checkpoint(path)
+
+
+class BLTBackend:
+    """Generates with a BLT (or baseline) checkpoint; `budget_bytes` caps the workspace to its context."""
+
+    name = "blt"
+    workspace_kinds = ("exemplar",)
+
+    def __init__(self, checkpoint: str | Path | None = None, *, max_bytes: int = 600, defaults: GenerationOptions | None = None):
+        path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+        if not path.exists():
+            hint = " (the shipped default is missing: run `make checkpoint`)" if not checkpoint else ""
+            raise BackendError(f"no BLT checkpoint at {path}{hint}")
+        try:
+            self.ckpt = _load(str(path.resolve()))
+        except CheckpointError as e:
+            raise BackendError(f"cannot load the BLT checkpoint: {e}") from None
+        self.path = path
+        self.model = "default" if path == DEFAULT_CHECKPOINT else str(path)
+        self.max_bytes = max_bytes
+        self.defaults = defaults or GenerationOptions()
+        self.context_bytes = int(self.ckpt.config.max_bytes)
+        self.budget_bytes = max(64, self.context_bytes - max_bytes - OVERHEAD)
+
+    # -- the prompt, in the trained layout ------------------------------------------------------------
+
+    def render(self, ws: Any, question: str, **_: Any) -> list[dict[str, str]]:
+        """Exemplar winners as one `Q: ..\\nA: ..` block (most salient last, next to the question)."""
+        winners = [c for c in (ws.winners if ws is not None else []) if c.kind == "exemplar"]
+        winners.sort(key=lambda c: c.salience)
+        block = "".join(c.text.removeprefix(EXEMPLAR_PREFIX) + "\n\n" for c in winners)
+        return [{"role": "system", "content": block}, {"role": "user", "content": question}]
+
+    def base_messages(self, question: str, **_: Any) -> list[dict[str, str]]:
+        return [{"role": "user", "content": question}]
+
+    def tokens(self, messages: list[dict[str, str]], reserve: int) -> list[int]:
+        """`BOS block SEP question SEP`, the exemplar block cut from the left to leave `reserve` bytes."""
+        block = "".join(m["content"] for m in messages if m["role"] == "system").encode("utf-8")
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "").encode("utf-8")
+        room = self.context_bytes - reserve - OVERHEAD - len(question)
+        if room < 0:
+            raise BackendError(
+                f"the question ({len(question)} bytes) does not fit the BLT's {self.context_bytes}-byte context "
+                f"with {reserve} bytes left to answer: shorten it or lower [blt] max_bytes"
+            )
+        if len(block) > room:
+            cut = block[len(block) - room :]
+            block = cut[next((i for i, b in enumerate(cut) if b & 0xC0 != 0x80), len(cut)) :]
+        return [BOS, *encode(block), SEP, *encode(question), SEP]
+
+    # -- decoding --------------------------------------------------------------------------------------
+
+    def _kwargs(self, options: GenerationOptions) -> dict[str, Any]:
+        def pick(name: str) -> Any:
+            value = getattr(options, name)
+            return getattr(self.defaults, name) if value is None else value
+
+        max_bytes = pick("max_tokens") or self.max_bytes
+        return {
+            "max_bytes": int(max_bytes),
+            "temperature": float(pick("temperature") or 0.0),
+            "top_k": pick("top_k") or None,
+            "top_p": pick("top_p"),
+            "repetition_penalty": float(pick("repeat_penalty") or 1.0),
+            "stop": pick("stop") or None,
+            "seed": pick("seed"),
+        }
+
+    def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[Chunk]:
+        kwargs = self._kwargs(options)
+        prompt = self.tokens(messages, kwargs["max_bytes"])
+        started = time.perf_counter()
+        for step in generate(self.ckpt, prompt, **kwargs):
+            if step.text:
+                yield Chunk(step.text)
+            if step.done and step.result is not None:
+                r = step.result
+                gen = Generation(
+                    text=r.text,
+                    model=self.model,
+                    backend=self.name,
+                    done_reason="length" if r.stop_reason == "length" else "stop",
+                    probs=r.probs,
+                    entropies=r.entropies,
+                    timings={"generate": (time.perf_counter() - started) * 1000,
+                             "first_byte": r.timings.get("first_byte_s", 0.0) * 1000,
+                             "bytes_per_s": r.timings.get("bytes_per_s", 0.0)},
+                )
+                yield Chunk("", done=True, generation=gen)
+
+    def generate(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generation:
+        for chunk in self.stream(messages, options):
+            if chunk.done and chunk.generation is not None:
+                return chunk.generation
+        raise BackendError("the BLT produced no result")  # unreachable: generate always ends with done
+
+    def available(self) -> bool:
+        return True
+
+
+def load_backend(settings: Any, model: str | None = None) -> BLTBackend:
+    """The BLT backend from `[blt]` settings; `model` (e.g. `ask --model PATH`) names another checkpoint."""
+    b = settings.blt
+    defaults = GenerationOptions(
+        temperature=b.temperature, top_k=b.top_k or None, top_p=b.top_p, repeat_penalty=b.repetition_penalty,
+        seed=b.seed, max_tokens=b.max_bytes,
+    )
+    return BLTBackend(model or b.checkpoint or None, max_bytes=b.max_bytes, defaults=defaults)
