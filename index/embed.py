@@ -57,7 +57,10 @@ class Embedder:
                 if runtime == "onnx":
                     raise EmbeddingError(f"cannot run {model!r} with ONNX Runtime: {e}") from e
         self._model = _load_torch(model, path, device)
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
         self.dim = int(get_dim())
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -67,7 +70,11 @@ class Embedder:
         if self.runtime == "onnx":
             return self._onnx.encode(list(texts), batch_size=batch_size)
         vecs = self._model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
         return np.asarray(vecs, dtype=np.float32)
 

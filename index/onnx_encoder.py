@@ -135,13 +135,19 @@ def export(model_path: Path, target: Path, max_len: int) -> None:
             self.bert = bert
 
         def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[
+                0
+            ]
             m = attention_mask.unsqueeze(-1).to(h.dtype)
             v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(v, dim=-1)
 
     enc = st.tokenizer(_PROBES[:2], padding=True, return_tensors="pt")
-    args = (enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])))
+    args = (
+        enc["input_ids"],
+        enc["attention_mask"],
+        enc.get("token_type_ids", torch.zeros_like(enc["input_ids"])),
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=target.parent)
     os.close(fd)
@@ -150,8 +156,13 @@ def export(model_path: Path, target: Path, max_len: int) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                Pooled(), args, tmp, input_names=["input_ids", "attention_mask", "token_type_ids"],
-                output_names=["embedding"], opset_version=17, dynamo=False,
+                Pooled(),
+                args,
+                tmp,
+                input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=["embedding"],
+                opset_version=17,
+                dynamo=False,
                 dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes},
             )
         ref = st.encode(_PROBES, normalize_embeddings=True, convert_to_numpy=True, batch_size=len(_PROBES))

@@ -76,7 +76,9 @@ def get_collection(
         )
     col = client.get_collection(name, embedding_function=None)
     meta = col.metadata or {}
-    if meta.get("embedding_model") != model or (dim is not None and int(meta.get("embedding_dim", -1)) != dim):
+    if meta.get("embedding_model") != model or (
+        dim is not None and int(meta.get("embedding_dim", -1)) != dim
+    ):
         raise StoreError(
             f"collection {name!r} was built with embedding model {meta.get('embedding_model')!r} "
             f"(dim {meta.get('embedding_dim')}), not {model!r}. Use --embedding-model "

@@ -128,8 +128,9 @@ def ingest_records(
         raise IngestError(f"embed field must be one of {', '.join(EMBED_FIELDS)}, not {embed_field!r}")
     start = time.perf_counter()
     summary = summary or IngestSummary()
-    batch = max(1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000,
-                       1000))
+    batch = max(
+        1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000, 1000)
+    )
     sources = sources if sources is not None else {r.source for r in records}
     new_ids = {r.id for r in records}
     present = _existing(collection, list(new_ids), batch)
@@ -156,13 +157,24 @@ def ingest_records(
     return summary
 
 
-def _write(collection: Any, model: Embedder, todo: list[Record], embed_field: str, batch: int,
-           embed_batch: int, show: bool) -> None:
+def _write(
+    collection: Any,
+    model: Embedder,
+    todo: list[Record],
+    embed_field: str,
+    batch: int,
+    embed_batch: int,
+    show: bool,
+) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
-        TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        disable=not show, transient=True,
+        TextColumn("embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not show,
+        transient=True,
     ) as bar:
         task = bar.add_task("embed", total=len(todo))
         step = max(embed_batch, (batch // embed_batch) * embed_batch)
@@ -202,7 +214,15 @@ def ingest_paths(
 
     sources = {str(f) for f in iter_files(paths)}
     summary = IngestSummary(rejected=len(rejections), rejections=rejections)
-    ingest_records(records, collection, embedder, embed_field=embed_field, prune=prune, sources=sources,
-                   progress=progress, summary=summary)
+    ingest_records(
+        records,
+        collection,
+        embedder,
+        embed_field=embed_field,
+        prune=prune,
+        sources=sources,
+        progress=progress,
+        summary=summary,
+    )
     summary.seconds = time.perf_counter() - start
     return summary

@@ -12,8 +12,12 @@ MAX_RESPONSE_BYTES = 32_768
 MAX_PROMPT_BYTES = 16_384
 
 _PLACEHOLDERS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\{\{?\s*(response|answer|output|completion|text|content|placeholder|insert[^}]*)\s*\}?\}", re.I),
-     "template variable"),
+    (
+        re.compile(
+            r"\{\{?\s*(response|answer|output|completion|text|content|placeholder|insert[^}]*)\s*\}?\}", re.I
+        ),
+        "template variable",
+    ),
     (re.compile(r"<\s*(placeholder|response|answer|insert[^>]*|your [^>]*)\s*/?>", re.I), "placeholder tag"),
     (re.compile(r"\[\s*(insert|placeholder|your|add|fill in)\b[^\]]*\]", re.I), "bracketed fill-in"),
     (re.compile(r"\bTODO\b|\bFIXME\b|\bTBD\b"), "TODO marker"),

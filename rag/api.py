@@ -45,7 +45,9 @@ class Shvayambhu:
         emb, name = self.settings.embedding, name or self.settings.store.collection
         model = canonical_name(emb.model)
         try:  # opening an existing collection needs no model load: re-ingest and status stay fast
-            return get_collection(self.client, name, model=model, dim=None, embed_field=emb.embed_field, create=False)
+            return get_collection(
+                self.client, name, model=model, dim=None, embed_field=emb.embed_field, create=False
+            )
         except StoreError:
             if not create or name in {c["name"] for c in collection_info(self.client)}:
                 raise
@@ -54,7 +56,12 @@ class Shvayambhu:
         )
 
     def ingest(
-        self, paths: Iterable[str | Path], *, prune: bool = False, strict: bool = False, progress: bool | None = None
+        self,
+        paths: Iterable[str | Path],
+        *,
+        prune: bool = False,
+        strict: bool = False,
+        progress: bool | None = None,
     ) -> IngestSummary:
         """Read, validate, embed and store `paths` (files or folders); see `ingest.pipeline.ingest_paths`."""
         paths = list(paths)
@@ -95,7 +102,11 @@ class Shvayambhu:
     def status(self) -> dict[str, Any]:
         """Where the store is, which collections it holds and with which embedding model."""
         s = self.settings.store
-        where = f"server {s.chroma_host}:{s.chroma_port}" if s.chroma_host else f"embedded {self.settings.data_dir}"
+        where = (
+            f"server {s.chroma_host}:{s.chroma_port}"
+            if s.chroma_host
+            else f"embedded {self.settings.data_dir}"
+        )
         return {
             "store": where,
             "data_dir": str(self.settings.data_dir),
@@ -114,8 +125,13 @@ class Shvayambhu:
         session = session or self.settings.session
         streams = self.__dict__.setdefault("_memories", {})
         if session not in streams:
-            streams[session] = MemoryStream(self.client, session, lambda: self.embedder, self.settings.memory,
-                                            model=canonical_name(self.settings.embedding.model))
+            streams[session] = MemoryStream(
+                self.client,
+                session,
+                lambda: self.embedder,
+                self.settings.memory,
+                model=canonical_name(self.settings.embedding.model),
+            )
         return streams[session]
 
     def backend(self, name: str | None = None, model: str | None = None) -> Backend:
@@ -185,8 +201,15 @@ class Shvayambhu:
         """Answer `question` from exemplars and memories through a backend; the exchange is remembered."""
         be = backend if backend is not None and not isinstance(backend, str) else self.backend(backend, model)
         memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
-        prep = self.prepare(question, backend=be, k=k, session=session, use_retrieval=use_retrieval,
-                            use_memory=use_memory, history=history)
+        prep = self.prepare(
+            question,
+            backend=be,
+            k=k,
+            session=session,
+            use_retrieval=use_retrieval,
+            use_memory=use_memory,
+            history=history,
+        )
         return run(prep, be, settings=self.settings, memory=memory, show_prompt=show_prompt)
 
     def stream(
@@ -205,8 +228,15 @@ class Shvayambhu:
         """Like `ask`, as an iterator of text pieces (the same text `ask` gives); `.answer` after it ends."""
         be = backend if backend is not None and not isinstance(backend, str) else self.backend(backend, model)
         memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
-        prep = self.prepare(question, backend=be, k=k, session=session, use_retrieval=use_retrieval,
-                            use_memory=use_memory, history=history)
+        prep = self.prepare(
+            question,
+            backend=be,
+            k=k,
+            session=session,
+            use_retrieval=use_retrieval,
+            use_memory=use_memory,
+            history=history,
+        )
         return AnswerStream(prep, be, settings=self.settings, memory=memory, show_prompt=show_prompt)
 
     def chat(self, session: str | None = None, **ask_options: Any) -> ChatSession:

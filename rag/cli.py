@@ -17,7 +17,7 @@ app = typer.Typer(
         "A local retrieval-augmented assistant with memory, calibrated confidence and its own byte-level model.\n\n"
         "Settings come from defaults, then a TOML file (--config, $SHVAYAMBHU_CONFIG or ~/.shvayambhu/config.toml), "
         "then SHVAYAMBHU_* environment variables (e.g. SHVAYAMBHU_HOME, SHVAYAMBHU_OLLAMA_MODEL), then flags. "
-        "Store options go before the command: `shvayambhu --data-dir DIR search \"...\"`."
+        'Store options go before the command: `shvayambhu --data-dir DIR search "..."`.'
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -59,32 +59,47 @@ def fail(message: str, code: int = 1) -> None:
 @app.callback()
 def _global(
     config: Annotated[Path | None, typer.Option(help="TOML settings file.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data folder (embedded Chroma, memories) [$SHVAYAMBHU_HOME].")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder (embedded Chroma, memories) [$SHVAYAMBHU_HOME].")
+    ] = None,
     chroma_host: Annotated[str | None, typer.Option(help="Use a `chroma run` server at this host.")] = None,
     chroma_port: Annotated[int | None, typer.Option(help="Port of the Chroma server.")] = None,
     collection: Annotated[str | None, typer.Option(help="Corpus collection name [corpus].")] = None,
     embedding_model: Annotated[
-        str | None, typer.Option(help="sentence-transformers model name or path [all-MiniLM-L6-v2, packaged].")
+        str | None,
+        typer.Option(help="sentence-transformers model name or path [all-MiniLM-L6-v2, packaged]."),
     ] = None,
-    embed: Annotated[str | None, typer.Option(help="What is embedded for a pair: prompt, response or both.")] = None,
+    embed: Annotated[
+        str | None, typer.Option(help="What is embedded for a pair: prompt, response or both.")
+    ] = None,
 ) -> None:
     _state["config"] = config
     _state["overrides"] = {
         "store": {
             k: v
-            for k, v in {"data_dir": str(data_dir) if data_dir else None, "chroma_host": chroma_host,
-                         "chroma_port": chroma_port, "collection": collection}.items()
+            for k, v in {
+                "data_dir": str(data_dir) if data_dir else None,
+                "chroma_host": chroma_host,
+                "chroma_port": chroma_port,
+                "collection": collection,
+            }.items()
             if v is not None
         },
-        "embedding": {k: v for k, v in {"model": embedding_model, "embed_field": embed}.items() if v is not None},
+        "embedding": {
+            k: v for k, v in {"model": embedding_model, "embed_field": embed}.items() if v is not None
+        },
     }
 
 
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="JSONL/JSON/.txt/.md files or folders (recursive).")],
-    prune: Annotated[bool, typer.Option(help="Remove records of these sources that are no longer in them.")] = False,
-    strict: Annotated[bool, typer.Option(help="Any rejected record is fatal and nothing is written.")] = False,
+    prune: Annotated[
+        bool, typer.Option(help="Remove records of these sources that are no longer in them.")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Any rejected record is fatal and nothing is written.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Validate, embed and store a corpus; re-running adds nothing new, edits replace old versions."""
@@ -113,7 +128,9 @@ def parse_where(items: list[str] | None) -> dict[str, Any] | None:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"--where wants KEY=VALUE, got {item!r}")
-        out[key] = int(value) if value.lstrip("-").isdigit() else {"true": True, "false": False}.get(value, value)
+        out[key] = (
+            int(value) if value.lstrip("-").isdigit() else {"true": True, "false": False}.get(value, value)
+        )
     return out
 
 
@@ -135,7 +152,9 @@ def search_cmd(
         typer.echo("no hits")
     for i, h in enumerate(hits, 1):
         cat = h.metadata.get("category", "")
-        typer.echo(f"[{i}] {h.score:.3f} {cat} {h.id[:8]}\n    Q: {_clip(h.prompt)}\n    A: {_clip(h.response)}")
+        typer.echo(
+            f"[{i}] {h.score:.3f} {cat} {h.id[:8]}\n    Q: {_clip(h.prompt)}\n    A: {_clip(h.response)}"
+        )
 
 
 def _clip(text: str, n: int = 160) -> str:
@@ -174,8 +193,14 @@ TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds to 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
-def _ask_settings(backend: str | None, session: str | None, ollama_host: str | None, timeout: float | None,
-                  temperature: float | None = None, seed: int | None = None) -> Settings:
+def _ask_settings(
+    backend: str | None,
+    session: str | None,
+    ollama_host: str | None,
+    timeout: float | None,
+    temperature: float | None = None,
+    seed: int | None = None,
+) -> Settings:
     if backend is not None and backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     ollama = {"host": ollama_host, "timeout": timeout, "temperature": temperature, "seed": seed}
@@ -189,11 +214,14 @@ def _warn(answer: Any) -> None:
 
 
 def _footer(answer: Any) -> str:
-    lines = [f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {_clip(s.prompt, 90)}"
-             for s in answer.sources]
+    lines = [
+        f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {_clip(s.prompt, 90)}"
+        for s in answer.sources
+    ]
     head = "sources:" if answer.sources else "sources: none (no exemplar in the prompt)"
-    conf = f"confidence {answer.confidence:.2f}" + (" (low: little in the corpus or memory on this)"
-                                                    if answer.low_confidence else "")
+    conf = f"confidence {answer.confidence:.2f}" + (
+        " (low: little in the corpus or memory on this)" if answer.low_confidence else ""
+    )
     total = answer.timings.get("total", 0.0)
     return "\n".join([head, *lines, f"{conf} · {answer.backend} {answer.model} · {total:.0f} ms"])
 
@@ -231,8 +259,9 @@ def ask(
     from rag.api import Shvayambhu
 
     a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout, temperature, seed))
-    opts = dict(model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval,
-                show_prompt=show_prompt)
+    opts = dict(
+        model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval, show_prompt=show_prompt
+    )
     if stream and not as_json:
         s = a.stream(question, **opts)
         if show_prompt:
@@ -256,8 +285,10 @@ def ask(
     _warn(answer)
 
 
-CHAT_HELP = "/sources  the last answer's sources\n/memory   recent memories\n/reset    forget this " \
-            "conversation's turns (memories stay)\n/exit     leave"
+CHAT_HELP = (
+    "/sources  the last answer's sources\n/memory   recent memories\n/reset    forget this "
+    "conversation's turns (memories stay)\n/exit     leave"
+)
 
 
 @app.command()
@@ -355,8 +386,11 @@ def _print_memories(mems: list[Any], scored: bool = False) -> None:
     if not mems:
         typer.echo("no memories")
     for m in mems:
-        score = f" score {m.score:.2f} (rec {m.recency:.2f} imp {m.importance:.2f} rel {m.relevance:.2f})" \
-            if scored and m.score is not None else f" imp {m.importance:.2f}"
+        score = (
+            f" score {m.score:.2f} (rec {m.recency:.2f} imp {m.importance:.2f} rel {m.relevance:.2f})"
+            if scored and m.score is not None
+            else f" imp {m.importance:.2f}"
+        )
         typer.echo(f"{m.id[:12]} {m.kind:10} {m.age():>15}{score}\n    {_clip(m.text, 150)}")
 
 
@@ -431,12 +465,23 @@ USER_ERRORS: tuple[type[BaseException], ...] = ()
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output JSONL (appended; rejections go to OUT.rejected.jsonl).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Output JSONL (appended; rejections go to OUT.rejected.jsonl)."),
+    ],
     models: Annotated[str, typer.Option(help="Comma-separated Ollama models; each prompt goes to each.")],
-    prompts: Annotated[Path | None, typer.Option(help="JSONL with prompt (and category), or one prompt a line.")] = None,
-    shipped: Annotated[bool, typer.Option(help="Add the shipped topics x templates (default without --prompts).")] = False,
-    categories: Annotated[str | None, typer.Option(help="Keep only these categories (comma-separated).")] = None,
-    n: Annotated[int | None, typer.Option("--n", help="Sample this many prompts (reproducible with --seed).")] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="JSONL with prompt (and category), or one prompt a line.")
+    ] = None,
+    shipped: Annotated[
+        bool, typer.Option(help="Add the shipped topics x templates (default without --prompts).")
+    ] = False,
+    categories: Annotated[
+        str | None, typer.Option(help="Keep only these categories (comma-separated).")
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Sample this many prompts (reproducible with --seed).")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed; also Ollama's seed when set.")] = None,
     per_prompt: Annotated[int | None, typer.Option(help="Ask only this many of --models per prompt.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
@@ -448,9 +493,13 @@ def generate(
     concurrency: Annotated[int, typer.Option(help="Requests in flight (1-100).")] = 4,
     timeout: Annotated[float, typer.Option(help="Seconds per request attempt.")] = 300.0,
     retries: Annotated[int, typer.Option(help="Retries on connection errors, 5xx and timeouts.")] = 4,
-    fsync_interval: Annotated[float, typer.Option(help="Most seconds between fsyncs; 0 syncs every line.")] = 1.0,
+    fsync_interval: Annotated[
+        float, typer.Option(help="Most seconds between fsyncs; 0 syncs every line.")
+    ] = 1.0,
     stream: Annotated[bool, typer.Option(help="Stream answers (costs client CPU).")] = False,
-    ingest_after: Annotated[bool, typer.Option("--ingest", help="Ingest the output when the run ends.")] = False,
+    ingest_after: Annotated[
+        bool, typer.Option("--ingest", help="Ingest the output when the run ends.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")] = True,
 ) -> None:
@@ -458,9 +507,31 @@ def generate(
     from rag.generate import cli_generate
 
     raise typer.Exit(
-        cli_generate(out, models, prompts, shipped, categories, n, seed, per_prompt, temperature, top_p, num_predict,
-                     system, ollama_host, keep_alive, concurrency, timeout, retries, fsync_interval, stream,
-                     ingest_after, as_json, progress, ingest_fn=lambda paths: assistant().ingest(paths))
+        cli_generate(
+            out,
+            models,
+            prompts,
+            shipped,
+            categories,
+            n,
+            seed,
+            per_prompt,
+            temperature,
+            top_p,
+            num_predict,
+            system,
+            ollama_host,
+            keep_alive,
+            concurrency,
+            timeout,
+            retries,
+            fsync_interval,
+            stream,
+            ingest_after,
+            as_json,
+            progress,
+            ingest_fn=lambda paths: assistant().ingest(paths),
+        )
     )
 
 
@@ -473,8 +544,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from rag.backends.base import BackendError
     from rag.config import ConfigError
 
-    errors: list[type[BaseException]] = [EmbeddingError, StoreError, IngestError, ReadError, BackendError,
-                                         ConfigError, FileNotFoundError]
+    errors: list[type[BaseException]] = [
+        EmbeddingError,
+        StoreError,
+        IngestError,
+        ReadError,
+        BackendError,
+        ConfigError,
+        FileNotFoundError,
+    ]
     try:
         from blt.checkpoint import CheckpointError
 

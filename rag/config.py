@@ -29,7 +29,9 @@ class StoreSettings:
 class EmbeddingSettings:
     model: str = DEFAULT_MODEL
     device: str = "cpu"
-    runtime: str = "auto"  # auto | onnx | torch: ONNX Runtime gives the same vectors about twice as fast on CPU
+    runtime: str = (
+        "auto"  # auto | onnx | torch: ONNX Runtime gives the same vectors about twice as fast on CPU
+    )
     embed_field: str = "prompt"  # prompt | response | both: a question finds exemplars by their questions
 
 

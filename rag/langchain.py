@@ -175,13 +175,21 @@ class BLTChatModel(BaseChatModel):
         from rag.backends.base import GenerationOptions
 
         return GenerationOptions(
-            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-            repeat_penalty=self.repetition_penalty, seed=self.seed, stop=stop, max_tokens=self.max_bytes,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repeat_penalty=self.repetition_penalty,
+            seed=self.seed,
+            stop=stop,
+            max_tokens=self.max_bytes,
         )
 
     def _generate(
-        self, messages: list[BaseMessage], stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any,
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
     ) -> ChatResult:
         gen = self._backend().generate(to_dicts(messages), self._options(stop))
         meta = {"model": gen.model, "done_reason": gen.done_reason, "timings": gen.timings}
@@ -189,8 +197,11 @@ class BLTChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message, generation_info={"probs": gen.probs})])
 
     def _stream(
-        self, messages: list[BaseMessage], stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any,
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         for chunk in self._backend().stream(to_dicts(messages), self._options(stop)):
             if chunk.text:

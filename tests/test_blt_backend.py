@@ -22,14 +22,33 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny BLT with a 1 KB context: fast, and enough to test plumbing (not quality)."""
     mx.random.seed(0)
     cfg = BLTConfig(
-        max_bytes=1024, ngram_min=2, ngram_max=4, hash_rows=97, enc_dim=32, enc_layers=1, enc_heads=2,
-        local_window=16, global_dim=48, global_layers=1, global_heads=2, dec_dim=32, dec_layers=1, dec_heads=2,
-        cross_k=2, patcher=PatcherConfig(kind="space", max_patch_len=8),
+        max_bytes=1024,
+        ngram_min=2,
+        ngram_max=4,
+        hash_rows=97,
+        enc_dim=32,
+        enc_layers=1,
+        enc_heads=2,
+        local_window=16,
+        global_dim=48,
+        global_layers=1,
+        global_heads=2,
+        dec_dim=32,
+        dec_layers=1,
+        dec_heads=2,
+        cross_k=2,
+        patcher=PatcherConfig(kind="space", max_patch_len=8),
         entropy=EntropyConfig(dim=32, n_layers=1, n_heads=2, window=8),
     )
     path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    save_checkpoint(path, model=BLT(cfg), config=cfg, entropy_model=EntropyModel(cfg.entropy),
-                    entropy_config=cfg.entropy, metrics={"note": "random init"})
+    save_checkpoint(
+        path,
+        model=BLT(cfg),
+        config=cfg,
+        entropy_model=EntropyModel(cfg.entropy),
+        entropy_config=cfg.entropy,
+        metrics={"note": "random init"},
+    )
     return path
 
 
@@ -37,14 +56,23 @@ def test_prompt_is_the_trained_layout_and_fits_the_context(tiny_checkpoint: Path
     b = BLTBackend(tiny_checkpoint, max_bytes=100)
     block = "Q: old question\nA: old answer\n\n" * 100  # far more than the context holds
     toks = b.tokens([{"role": "system", "content": block}, {"role": "user", "content": "Why?"}], reserve=100)
-    assert toks[0] == tokens.BOS and toks[-1] == tokens.SEP and toks[-6:] == [tokens.SEP, *tokens.encode("Why?"), tokens.SEP]
+    assert (
+        toks[0] == tokens.BOS
+        and toks[-1] == tokens.SEP
+        and toks[-6:] == [tokens.SEP, *tokens.encode("Why?"), tokens.SEP]
+    )
     assert len(toks) + 100 <= b.context_bytes
-    assert tokens.decode(toks).endswith(b"A: old answer\n\nWhy?")  # cut from the left: the best exemplar stays
+    assert tokens.decode(toks).endswith(
+        b"A: old answer\n\nWhy?"
+    )  # cut from the left: the best exemplar stays
 
 
 def test_ask_with_blt_respects_the_byte_budget(tiny_checkpoint: Path, make_assistant) -> None:
-    a = make_assistant(backend="blt", blt={"checkpoint": str(tiny_checkpoint), "max_bytes": 64, "seed": 3},
-                       retrieval={"k": 8})
+    a = make_assistant(
+        backend="blt",
+        blt={"checkpoint": str(tiny_checkpoint), "max_bytes": 64, "seed": 3},
+        retrieval={"k": 8},
+    )
     answer = a.ask("How can I fall asleep faster at night?", show_prompt=True)
     assert answer.backend == "blt" and answer.sources
     prompt_bytes = sum(len(m["content"].encode()) for m in answer.messages)
@@ -74,14 +102,23 @@ def test_blt_chat_model_in_lcel(tiny_checkpoint: Path, make_assistant) -> None:
 
     a = make_assistant()
     llm = BLTChatModel(checkpoint=str(tiny_checkpoint), max_bytes=24, seed=1)
-    chain = {"context": ShvayambhuRetriever(assistant=a, k=2) | format_exemplars,
-             "question": RunnablePassthrough()} | blt_prompt() | llm | StrOutputParser()
+    chain = (
+        {
+            "context": ShvayambhuRetriever(assistant=a, k=2) | format_exemplars,
+            "question": RunnablePassthrough(),
+        }
+        | blt_prompt()
+        | llm
+        | StrOutputParser()
+    )
     out = chain.invoke("How do vaccines work?")
     assert isinstance(out, str)
     assert "".join(chain.stream("How do vaccines work?")) == out
 
 
-@pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="the shipped checkpoint is built by `make checkpoint`")
+@pytest.mark.skipif(
+    not DEFAULT_CHECKPOINT.exists(), reason="the shipped checkpoint is built by `make checkpoint`"
+)
 def test_ask_blt_json_on_the_shipped_checkpoint(run_cli) -> None:
     code, out, err = run_cli("ask", "--backend", "blt", "--json", "How can I fall asleep faster at night?")
     assert code == 0, err

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from ingest.records import Record
+from ingest.validate import check_record
 from rag.generate import (
     CATEGORIES,
     GenerateConfig,
@@ -29,8 +31,6 @@ from rag.generate import (
     select_prompts,
     shipped_prompts,
 )
-from ingest.records import Record
-from ingest.validate import check_record
 
 try:
     from tests.ollama_server import ModelBehavior, OllamaServer, echo_reply, placeholder_reply

@@ -22,8 +22,14 @@ from tests.conftest import seed_paths
 
 def cli(data_dir: Path, *args: str, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "SHVAYAMBHU_HOME": str(data_dir), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "rag.cli", *args], env=full_env, capture_output=True, text=True,
-                          timeout=180, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "rag.cli", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        **kw,
+    )
 
 
 def test_model_mismatch_is_a_clear_error(data_dir: Path, embedder) -> None:
@@ -56,9 +62,12 @@ def test_filters_min_score_and_scores(seed_store, embedder) -> None:
     hits = search(col, embedder, "How can I sleep better at night?", k=5, where={"category": "advice"})
     assert hits and all(h.metadata["category"] == "advice" for h in hits)
     assert all(-1.0 <= h.score <= 1.0 for h in hits) and [h.score for h in hits] == sorted(
-        (h.score for h in hits), reverse=True)
+        (h.score for h in hits), reverse=True
+    )
     assert search(col, embedder, "How can I sleep better at night?", k=5, min_score=0.99) == [] or all(
-        h.score >= 0.99 for h in search(col, embedder, "How can I sleep better at night?", k=5, min_score=0.99))
+        h.score >= 0.99
+        for h in search(col, embedder, "How can I sleep better at night?", k=5, min_score=0.99)
+    )
 
 
 def mean_pairwise_similarity(hits) -> float:
@@ -92,8 +101,11 @@ def free_port() -> int:
 def test_ingest_and_search_against_a_chroma_server(tmp_path: Path) -> None:
     chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
     port = free_port()
-    server = subprocess.Popen([chroma, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [chroma, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -112,7 +124,13 @@ def test_ingest_and_search_against_a_chroma_server(tmp_path: Path) -> None:
         r = cli(tmp_path / "unused", *flags, "search", first.prompt, "-k", "2", "--json")
         assert r.returncode == 0, r.stderr
         hits = json.loads(r.stdout)
-        assert hits[0]["prompt"] == first.prompt and set(hits[0]) == {"id", "score", "prompt", "response", "metadata"}
+        assert hits[0]["prompt"] == first.prompt and set(hits[0]) == {
+            "id",
+            "score",
+            "prompt",
+            "response",
+            "metadata",
+        }
         r = cli(tmp_path / "unused", *flags, "status", "--json")
         assert json.loads(r.stdout)["collections"][0]["count"] == added
         assert not (tmp_path / "unused" / "chroma").exists()  # nothing went to the embedded store
@@ -142,14 +160,36 @@ def test_ingest_json_and_readers_while_another_process_ingests(tmp_path: Path) -
     first = read_records([corpus])[0]
     assert cli(tmp_path, "ingest", str(corpus)).returncode == 0
     big = tmp_path / "more.jsonl"
-    big.write_text("\n".join(json.dumps({"prompt": f"Extra question {i} about the sea?",
-                                         "response": f"The sea covers most of Earth; note {i} of many."})
-                             for i in range(1500)) + "\n")
+    big.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "prompt": f"Extra question {i} about the sea?",
+                    "response": f"The sea covers most of Earth; note {i} of many.",
+                }
+            )
+            for i in range(1500)
+        )
+        + "\n"
+    )
     env = {**os.environ, "SHVAYAMBHU_HOME": str(tmp_path)}
-    writer = subprocess.Popen([sys.executable, "-m", "rag.cli", "ingest", str(big), "--json"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    readers = [subprocess.Popen([sys.executable, "-m", "rag.cli", "search", first.prompt, "-k", "1", "--json"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "rag.cli", "ingest", str(big), "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "rag.cli", "search", first.prompt, "-k", "1", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     for p in readers:
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0, err

@@ -21,7 +21,9 @@ GOOD = "Sleep comes easier with a fixed wake-up time, a dark cool room and no sc
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -31,35 +33,79 @@ def records_and_rejections(path: Path) -> tuple[list[Record], list[Rejection]]:
 
 
 def test_readers_accept_every_shape(tmp_path: Path) -> None:
-    jsonl = write_jsonl(tmp_path / "a.jsonl", [
-        {"prompt": "How do I sleep better?", "response": GOOD, "category": "advice", "meta": {"k": {"n": 1}}},
-        {"instruction": "Summarise", "input": "The cat sat.", "output": "A cat was sitting down quietly."},
-        {"instruction": "Name a colour", "context": "", "response": "Blue is a colour.", "category": "open_qa"},
-        {"messages": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi there?"},
-                      {"role": "assistant", "content": "Hello! How can I help?"},
-                      {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "It is 4."}]},
-    ])
+    jsonl = write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {
+                "prompt": "How do I sleep better?",
+                "response": GOOD,
+                "category": "advice",
+                "meta": {"k": {"n": 1}},
+            },
+            {
+                "instruction": "Summarise",
+                "input": "The cat sat.",
+                "output": "A cat was sitting down quietly.",
+            },
+            {
+                "instruction": "Name a colour",
+                "context": "",
+                "response": "Blue is a colour.",
+                "category": "open_qa",
+            },
+            {
+                "messages": [
+                    {"role": "system", "content": "Be kind."},
+                    {"role": "user", "content": "Hi there?"},
+                    {"role": "assistant", "content": "Hello! How can I help?"},
+                    {"role": "user", "content": "What is 2+2?"},
+                    {"role": "assistant", "content": "It is 4."},
+                ]
+            },
+        ],
+    )
     recs, rej = records_and_rejections(jsonl)
     assert not rej
-    assert [r.prompt for r in recs] == ["How do I sleep better?", "Summarise\n\nThe cat sat.", "Name a colour",
-                                        "Hi there?", "What is 2+2?"]
+    assert [r.prompt for r in recs] == [
+        "How do I sleep better?",
+        "Summarise\n\nThe cat sat.",
+        "Name a colour",
+        "Hi there?",
+        "What is 2+2?",
+    ]
     assert recs[0].category == "advice" and recs[0].meta == {"k": {"n": 1}} and recs[0].line == 1
     assert recs[2].response == "Blue is a colour." and recs[2].category == "open_qa"
     assert recs[4].response == "It is 4." and recs[4].line == 4 and recs[4].meta["turn"] == 1
 
     arr = tmp_path / "b.json"
-    arr.write_text(json.dumps([{"prompt": "p one?", "response": GOOD}, {"prompt": "p two?", "response": GOOD + "!"}],
-                              indent=2), encoding="utf-8")
+    arr.write_text(
+        json.dumps(
+            [{"prompt": "p one?", "response": GOOD}, {"prompt": "p two?", "response": GOOD + "!"}], indent=2
+        ),
+        encoding="utf-8",
+    )
     recs, rej = records_and_rejections(arr)
     assert [r.prompt for r in recs] == ["p one?", "p two?"] and recs[1].line > recs[0].line > 1
 
     md = tmp_path / "notes.md"
-    md.write_text("# Title\n\nFirst paragraph here.\n\nSecond one.\n\n## Section B\n\n" + ("word " * 400) + "\n\n"
-                  + ("more " * 400) + "\n", encoding="utf-8")
+    md.write_text(
+        "# Title\n\nFirst paragraph here.\n\nSecond one.\n\n## Section B\n\n"
+        + ("word " * 400)
+        + "\n\n"
+        + ("more " * 400)
+        + "\n",
+        encoding="utf-8",
+    )
     recs, _ = records_and_rejections(md)
-    assert recs[0].prompt == "notes: Title" and "First paragraph" in recs[0].response and "Second" in recs[0].response
+    assert (
+        recs[0].prompt == "notes: Title"
+        and "First paragraph" in recs[0].response
+        and "Second" in recs[0].response
+    )
     assert all(r.kind == "text" for r in recs) and recs[1].prompt == "notes: Section B"
-    assert len(recs) == 3 and all(len(r.response.encode()) <= 2100 for r in recs)  # split under the size limit
+    assert len(recs) == 3 and all(
+        len(r.response.encode()) <= 2100 for r in recs
+    )  # split under the size limit
     txt = tmp_path / "plain.txt"
     txt.write_text("one\ntwo\n\nthree\n", encoding="utf-8")
     recs, _ = records_and_rejections(txt)
@@ -77,7 +123,10 @@ def test_readers_accept_every_shape(tmp_path: Path) -> None:
         ({"prompt": "Q?", "response": "Dear [INSERT NAME], thanks."}, "bracketed fill-in"),
         ({"prompt": "Q?", "response": "TODO write the answer later"}, "TODO"),
         ({"prompt": "Q?", "response": "Lorem ipsum dolor sit amet, consectetur."}, "Lorem ipsum"),
-        ({"prompt": "What is the capital of France?", "response": "What is the capital of France?"}, "echoes"),
+        (
+            {"prompt": "What is the capital of France?", "response": "What is the capital of France?"},
+            "echoes",
+        ),
         ({"prompt": "What is the capital of France?", "response": "what is the capital of france"}, "echoes"),
         ({"prompt": "Q?", "response": "x" * 40000}, "oversize"),
         ({"prompt": "Q?"}, "missing field 'response'"),
@@ -98,7 +147,9 @@ def test_every_rejection_names_file_line_and_reason(tmp_path: Path, row, reason:
 def test_undecodable_bytes_rejected_with_line_rest_kept(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     good = json.dumps({"prompt": "Fine?", "response": GOOD}).encode()
-    path.write_bytes(good + b"\n" + b'{"prompt": "x\xff\xfe", "response": "y"}\n' + good.replace(b"Fine", b"Okay") + b"\n")
+    path.write_bytes(
+        good + b"\n" + b'{"prompt": "x\xff\xfe", "response": "y"}\n' + good.replace(b"Fine", b"Okay") + b"\n"
+    )
     records, rejections = collect([path])
     assert len(records) == 2
     assert [(r.line, "undecodable" in r.reason) for r in rejections] == [(2, True)]
@@ -107,11 +158,16 @@ def test_undecodable_bytes_rejected_with_line_rest_kept(tmp_path: Path) -> None:
 def test_valid_text_is_not_rejected() -> None:
     ok = Record("How do I format a dict in Python?", "Use json.dumps(d, indent=2); a set looks like {1, 2}.")
     assert check_record(ok) is None
-    assert check_record(Record("Plan my day", "Start with your todo list, then block two hours for focus.")) is None
+    assert (
+        check_record(Record("Plan my day", "Start with your todo list, then block two hours for focus."))
+        is None
+    )
 
 
 def test_flatten_meta_is_chroma_safe() -> None:
-    rec = Record("Q?", GOOD, model="m", category="c", meta={"a": {"b": 1}, "l": [1, 2], "n": None}, source="s", line=3)
+    rec = Record(
+        "Q?", GOOD, model="m", category="c", meta={"a": {"b": 1}, "l": [1, 2], "n": None}, source="s", line=3
+    )
     meta = flatten_meta(rec, "prompt")
     assert meta["meta.a.b"] == 1 and meta["meta.l"] == "[1, 2]" and "meta.n" not in meta
     assert meta["bytes"] == len(GOOD.encode()) and meta["hash"] == rec.id and meta["line"] == 3
@@ -120,12 +176,18 @@ def test_flatten_meta_is_chroma_safe() -> None:
 
 def snapshot(col) -> dict[str, tuple]:
     got = col.get(include=["metadatas", "documents"])
-    return {i: (d, m["hash"], m["source"], m["line"]) for i, d, m in
-            zip(got["ids"], got["documents"], got["metadatas"], strict=True)}
+    return {
+        i: (d, m["hash"], m["source"], m["line"])
+        for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+    }
 
 
-def test_reingest_is_idempotent_edit_replaces_prune_removes(tmp_path: Path, make_collection, embedder) -> None:
-    rows = [{"prompt": f"Question {i}: how do plants grow?", "response": f"{GOOD} Variant {i}."} for i in range(6)]
+def test_reingest_is_idempotent_edit_replaces_prune_removes(
+    tmp_path: Path, make_collection, embedder
+) -> None:
+    rows = [
+        {"prompt": f"Question {i}: how do plants grow?", "response": f"{GOOD} Variant {i}."} for i in range(6)
+    ]
     path = write_jsonl(tmp_path / "corpus.jsonl", rows)
     col = make_collection()
     s1 = ingest_paths([path], col, embedder, progress=False)
@@ -147,7 +209,9 @@ def test_reingest_is_idempotent_edit_replaces_prune_removes(tmp_path: Path, make
 
 
 def test_strict_writes_nothing(tmp_path: Path, make_collection, embedder) -> None:
-    path = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "Q?", "response": GOOD}, {"prompt": "Q2?", "response": "TODO"}])
+    path = write_jsonl(
+        tmp_path / "s.jsonl", [{"prompt": "Q?", "response": GOOD}, {"prompt": "Q2?", "response": "TODO"}]
+    )
     col = make_collection()
     with pytest.raises(IngestError, match=r"s\.jsonl:2: placeholder"):
         ingest_paths([path], col, embedder, strict=True, progress=False)
@@ -164,15 +228,22 @@ def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
 
 def synthetic_corpus(path: Path, n: int) -> Path:
     topics = ["rivers", "stars", "bread", "music", "chess", "rain", "bees", "glass", "maps", "ink"]
-    rows = [{"prompt": f"Tell me fact {i} about {topics[i % 10]}.",
-             "response": f"Fact {i}: {topics[i % 10]} have a long history; record {i * 7919 % 10007} of the set.",
-             "category": topics[i % 10]} for i in range(n)]
+    rows = [
+        {
+            "prompt": f"Tell me fact {i} about {topics[i % 10]}.",
+            "response": f"Fact {i}: {topics[i % 10]} have a long history; record {i * 7919 % 10007} of the set.",
+            "category": topics[i % 10],
+        }
+        for i in range(n)
+    ]
     return write_jsonl(path, rows)
 
 
 def cli(data_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "SHVAYAMBHU_HOME": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "rag.cli", *args], env=env, capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "rag.cli", *args], env=env, capture_output=True, text=True, **kw
+    )
 
 
 @pytest.mark.slow
@@ -182,15 +253,20 @@ def test_kill_9_mid_ingest_then_rerun_matches_uninterrupted(tmp_path: Path, embe
     corpus = synthetic_corpus(tmp_path / "big.jsonl", 3000)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = {**os.environ, "SHVAYAMBHU_HOME": str(killed)}
-    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "ingest", str(corpus)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag.cli", "ingest", str(corpus)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     reader = None
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
         try:
-            reader = reader or get_collection(open_client(killed), "corpus", model=embedder.name, dim=None,
-                                              create=False)
+            reader = reader or get_collection(
+                open_client(killed), "corpus", model=embedder.name, dim=None, create=False
+            )
             if reader.count() > 0:
                 break
         except Exception:

@@ -33,7 +33,13 @@ class BLTBackend:
     name = "blt"
     workspace_kinds = ("exemplar",)
 
-    def __init__(self, checkpoint: str | Path | None = None, *, max_bytes: int = 600, defaults: GenerationOptions | None = None):
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        *,
+        max_bytes: int = 600,
+        defaults: GenerationOptions | None = None,
+    ):
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         if not path.exists():
             hint = " (the shipped default is missing: run `make checkpoint`)" if not checkpoint else ""
@@ -110,9 +116,11 @@ class BLTBackend:
                     done_reason="length" if r.stop_reason == "length" else "stop",
                     probs=r.probs,
                     entropies=r.entropies,
-                    timings={"generate": (time.perf_counter() - started) * 1000,
-                             "first_byte": r.timings.get("first_byte_s", 0.0) * 1000,
-                             "bytes_per_s": r.timings.get("bytes_per_s", 0.0)},
+                    timings={
+                        "generate": (time.perf_counter() - started) * 1000,
+                        "first_byte": r.timings.get("first_byte_s", 0.0) * 1000,
+                        "bytes_per_s": r.timings.get("bytes_per_s", 0.0),
+                    },
                 )
                 yield Chunk("", done=True, generation=gen)
 
@@ -130,7 +138,11 @@ def load_backend(settings: Any, model: str | None = None) -> BLTBackend:
     """The BLT backend from `[blt]` settings; `model` (e.g. `ask --model PATH`) names another checkpoint."""
     b = settings.blt
     defaults = GenerationOptions(
-        temperature=b.temperature, top_k=b.top_k or None, top_p=b.top_p, repeat_penalty=b.repetition_penalty,
-        seed=b.seed, max_tokens=b.max_bytes,
+        temperature=b.temperature,
+        top_k=b.top_k or None,
+        top_p=b.top_p,
+        repeat_penalty=b.repetition_penalty,
+        seed=b.seed,
+        max_tokens=b.max_bytes,
     )
     return BLTBackend(model or b.checkpoint or None, max_bytes=b.max_bytes, defaults=defaults)

@@ -135,22 +135,29 @@ def translate_error(
         if "context length" in low or "context window" in low or "exceeds the context" in low:
             return _context_error(model, num_ctx, text)
         if status == 404 and "not found" in low:
-            return OllamaError(f"Model '{model}' is not pulled on {host}: run `ollama pull {model}`",
-                               "not_pulled", 404)
+            return OllamaError(
+                f"Model '{model}' is not pulled on {host}: run `ollama pull {model}`", "not_pulled", 404
+            )
         if status is None or status >= 500:
             where = f"HTTP {status}" if status else "error inside the stream"
-            return OllamaError(f"Ollama at {host} failed on model '{model}' ({where}): {text}", "server",
-                               status)
-        return OllamaError(f"Ollama at {host} rejected the request for '{model}' (HTTP {status}): {text}",
-                           "bad_request", status)
+            return OllamaError(
+                f"Ollama at {host} failed on model '{model}' ({where}): {text}", "server", status
+            )
+        return OllamaError(
+            f"Ollama at {host} rejected the request for '{model}' (HTTP {status}): {text}",
+            "bad_request",
+            status,
+        )
     if isinstance(exc, ollama.RequestError):
         return OllamaError(f"Invalid request for Ollama model '{model}': {exc.error}", "bad_request")
     if isinstance(exc, (ValidationError, ValueError)):
-        return OllamaError(f"Ollama at {host} sent an answer for '{model}' that could not be read: {exc}",
-                           "bad_response")
+        return OllamaError(
+            f"Ollama at {host} sent an answer for '{model}' that could not be read: {exc}", "bad_response"
+        )
     if isinstance(exc, httpx.HTTPError):
-        return OllamaError(f"Talking to Ollama at {host} failed ({type(exc).__name__}: {exc}); retry",
-                           "server")
+        return OllamaError(
+            f"Talking to Ollama at {host} failed ({type(exc).__name__}: {exc}); retry", "server"
+        )
     return OllamaError(f"Ollama call to '{model}' at {host} failed: {type(exc).__name__}: {exc}", "server")
 
 
@@ -165,8 +172,12 @@ def _context_error(model: str, num_ctx: int | None, detail: str) -> OllamaError:
 
 
 def _timings(resp: Any, wall_ms: float) -> dict[str, float]:
-    ms = {"total_ms": "total_duration", "load_ms": "load_duration", "prompt_eval_ms": "prompt_eval_duration",
-          "eval_ms": "eval_duration"}
+    ms = {
+        "total_ms": "total_duration",
+        "load_ms": "load_duration",
+        "prompt_eval_ms": "prompt_eval_duration",
+        "eval_ms": "eval_duration",
+    }
     out: dict[str, float] = {"wall_ms": round(wall_ms, 3)}
     for key, attr in ms.items():
         value = getattr(resp, attr, None)
@@ -214,7 +225,8 @@ class _Collector:
         pec = getattr(resp, "prompt_eval_count", None)
         if self.num_ctx and pec is not None and pec >= self.num_ctx:
             raise _context_error(
-                self.backend.model, self.num_ctx,
+                self.backend.model,
+                self.num_ctx,
                 f"Ollama evaluated {pec} prompt tokens, the whole window, so it cut the prompt",
             )
         return Generation(
@@ -294,8 +306,9 @@ class OllamaBackend:
         )
 
     def _error(self, exc: BaseException, options: GenerationOptions | None) -> OllamaError:
-        return translate_error(exc, host=self.host, model=self.model, timeout=self.timeout,
-                               num_ctx=self._num_ctx(options))
+        return translate_error(
+            exc, host=self.host, model=self.model, timeout=self.timeout, num_ctx=self._num_ctx(options)
+        )
 
     # -- the Backend protocol ---------------------------------------------------------------------------
     def generate(
