@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -86,9 +87,10 @@ def test_backend_errors_are_one_line_and_non_zero(run_cli, fake_ollama, monkeypa
     err = _fail(run_cli, "ask", "hi", "--backend", "ollama", "--ollama-host", dead, "--no-memory")
     assert "Cannot reach Ollama" in err and "ollama serve" in err
 
-    monkeypatch.setitem(sys.modules, "rag.backends.blt", None)  # as if no BLT backend were installed
+    monkeypatch.setenv("SHVAYAMBHU_BLT_CHECKPOINT", str(Path(dead.split("//")[1]) / "no-such-checkpoint"))
     err = _fail(run_cli, "ask", "hi", "--backend", "auto", "--ollama-host", dead, "--no-memory")
-    assert "no backend available" in err and "ollama serve" in err
+    assert "no backend available" in err and "ollama serve" in err and "no BLT checkpoint at" in err
+    monkeypatch.delenv("SHVAYAMBHU_BLT_CHECKPOINT")
 
     err = _fail(run_cli, "ask", "hi", "--model", "nosuch", "--no-memory")
     assert "ollama pull nosuch" in err
