@@ -25,9 +25,15 @@ $(BIN)/.installed: pyproject.toml
 demo: setup
 	SHVAYAMBHU_HOME=$(DEMO_HOME) $(BIN)/shvayambhu ingest ingest/data/seed.jsonl
 	SHVAYAMBHU_HOME=$(DEMO_HOME) $(BIN)/shvayambhu search "$(QUESTION)" -k 3
+	SHVAYAMBHU_HOME=$(DEMO_HOME) $(BIN)/shvayambhu ask --backend auto --no-memory "$(QUESTION)"
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Reproduces the shipped BLT checkpoint (blt/checkpoints/default) from the bundled seed corpus.
+checkpoint: setup
+	$(BIN)/shvayambhu train ingest/data/seed.jsonl --out runs/default --stages entropy,blt --size small \
+		--max-minutes 35 --export blt/checkpoints/default
 
 lint: setup
 	$(BIN)/ruff check .

@@ -72,8 +72,12 @@ def save_checkpoint(
     entropy_config: EntropyConfig | None = None,
     metrics: dict[str, Any] | None = None,
     kind: str = "blt",
+    dtype: str | None = None,
 ) -> Path:
-    """Write a checkpoint folder at ``path`` atomically (replacing an earlier checkpoint there)."""
+    """Write a checkpoint folder at ``path`` atomically (replacing an earlier checkpoint there).
+
+    ``dtype`` ("bfloat16", "float16") stores smaller weights; loading casts them back to the model's dtype.
+    """
     path = Path(path)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -98,10 +102,15 @@ def save_checkpoint(
     tmp.mkdir()
     try:
         files = [MODEL_FILE]
-        mx.save_safetensors(str(tmp / MODEL_FILE), dict(tree_flatten(model.parameters())), {"kind": kind})
+        cast = getattr(mx, dtype) if dtype else None
+
+        def weights(m: nn.Module) -> dict[str, mx.array]:
+            return {k: v.astype(cast) if cast is not None else v for k, v in tree_flatten(m.parameters())}
+
+        mx.save_safetensors(str(tmp / MODEL_FILE), weights(model), {"kind": kind})
         if entropy_model is not None:
             files.append(ENTROPY_FILE)
-            mx.save_safetensors(str(tmp / ENTROPY_FILE), dict(tree_flatten(entropy_model.parameters())))
+            mx.save_safetensors(str(tmp / ENTROPY_FILE), weights(entropy_model))
         _write_json(
             tmp / CONFIG_FILE,
             {
@@ -257,3 +266,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{path / METRICS_FILE}: expected a JSON object")
     return Checkpoint(model, config, entropy_model, entropy_config, metrics, kind, path)
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: str | None = "bfloat16",
+                      metrics: dict[str, Any] | None = None) -> Path:
+    """Copy a checkpoint to ``dst`` with smaller weights (for shipping); ``metrics`` are merged into its own."""
+    ck = load_checkpoint(src)
+    return save_checkpoint(
+        dst, model=ck.model, config=ck.config, entropy_model=ck.entropy_model, entropy_config=ck.entropy_config,
+        metrics={**ck.metrics, **(metrics or {})}, kind=ck.kind, dtype=dtype,
+    )

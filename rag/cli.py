@@ -69,9 +69,7 @@ def _global(
         str | None,
         typer.Option(help="sentence-transformers model name or path [all-MiniLM-L6-v2, packaged]."),
     ] = None,
-    embed: Annotated[
-        str | None, typer.Option(help="What is embedded for a pair: prompt, response or both.")
-    ] = None,
+    embed: Annotated[str | None, typer.Option(help="What is embedded for a pair: prompt, response or both.")] = None,
 ) -> None:
     _state["config"] = config
     _state["overrides"] = {
@@ -85,21 +83,15 @@ def _global(
             }.items()
             if v is not None
         },
-        "embedding": {
-            k: v for k, v in {"model": embedding_model, "embed_field": embed}.items() if v is not None
-        },
+        "embedding": {k: v for k, v in {"model": embedding_model, "embed_field": embed}.items() if v is not None},
     }
 
 
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="JSONL/JSON/.txt/.md files or folders (recursive).")],
-    prune: Annotated[
-        bool, typer.Option(help="Remove records of these sources that are no longer in them.")
-    ] = False,
-    strict: Annotated[
-        bool, typer.Option(help="Any rejected record is fatal and nothing is written.")
-    ] = False,
+    prune: Annotated[bool, typer.Option(help="Remove records of these sources that are no longer in them.")] = False,
+    strict: Annotated[bool, typer.Option(help="Any rejected record is fatal and nothing is written.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Validate, embed and store a corpus; re-running adds nothing new, edits replace old versions."""
@@ -128,9 +120,7 @@ def parse_where(items: list[str] | None) -> dict[str, Any] | None:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise typer.BadParameter(f"--where wants KEY=VALUE, got {item!r}")
-        out[key] = (
-            int(value) if value.lstrip("-").isdigit() else {"true": True, "false": False}.get(value, value)
-        )
+        out[key] = int(value) if value.lstrip("-").isdigit() else {"true": True, "false": False}.get(value, value)
     return out
 
 
@@ -152,9 +142,7 @@ def search_cmd(
         typer.echo("no hits")
     for i, h in enumerate(hits, 1):
         cat = h.metadata.get("category", "")
-        typer.echo(
-            f"[{i}] {h.score:.3f} {cat} {h.id[:8]}\n    Q: {_clip(h.prompt)}\n    A: {_clip(h.response)}"
-        )
+        typer.echo(f"[{i}] {h.score:.3f} {cat} {h.id[:8]}\n    Q: {_clip(h.prompt)}\n    A: {_clip(h.response)}")
 
 
 def _clip(text: str, n: int = 160) -> str:
@@ -186,9 +174,7 @@ BACKEND_HELP = "ollama, blt or auto (the default: Ollama when its server answers
 BackendOpt = Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Ollama model name (or BLT checkpoint).")]
 SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Memory session ('default').")]
-HostOpt = Annotated[
-    str | None, typer.Option("--ollama-host", help="Ollama URL [$OLLAMA_HOST or 127.0.0.1:11434].")
-]
+HostOpt = Annotated[str | None, typer.Option("--ollama-host", help="Ollama URL [$OLLAMA_HOST or 127.0.0.1:11434].")]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for the backend [300].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
@@ -215,8 +201,7 @@ def _warn(answer: Any) -> None:
 
 def _footer(answer: Any) -> str:
     lines = [
-        f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {_clip(s.prompt, 90)}"
-        for s in answer.sources
+        f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {_clip(s.prompt, 90)}" for s in answer.sources
     ]
     head = "sources:" if answer.sources else "sources: none (no exemplar in the prompt)"
     conf = f"confidence {answer.confidence:.2f}" + (
@@ -259,9 +244,7 @@ def ask(
     from rag.api import Shvayambhu
 
     a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout, temperature, seed))
-    opts = dict(
-        model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval, show_prompt=show_prompt
-    )
+    opts = dict(model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval, show_prompt=show_prompt)
     if stream and not as_json:
         s = a.stream(question, **opts)
         if show_prompt:
@@ -476,12 +459,8 @@ def generate(
     shipped: Annotated[
         bool, typer.Option(help="Add the shipped topics x templates (default without --prompts).")
     ] = False,
-    categories: Annotated[
-        str | None, typer.Option(help="Keep only these categories (comma-separated).")
-    ] = None,
-    n: Annotated[
-        int | None, typer.Option("--n", help="Sample this many prompts (reproducible with --seed).")
-    ] = None,
+    categories: Annotated[str | None, typer.Option(help="Keep only these categories (comma-separated).")] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Sample this many prompts (reproducible with --seed).")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed; also Ollama's seed when set.")] = None,
     per_prompt: Annotated[int | None, typer.Option(help="Ask only this many of --models per prompt.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
@@ -493,13 +472,9 @@ def generate(
     concurrency: Annotated[int, typer.Option(help="Requests in flight (1-100).")] = 4,
     timeout: Annotated[float, typer.Option(help="Seconds per request attempt.")] = 300.0,
     retries: Annotated[int, typer.Option(help="Retries on connection errors, 5xx and timeouts.")] = 4,
-    fsync_interval: Annotated[
-        float, typer.Option(help="Most seconds between fsyncs; 0 syncs every line.")
-    ] = 1.0,
+    fsync_interval: Annotated[float, typer.Option(help="Most seconds between fsyncs; 0 syncs every line.")] = 1.0,
     stream: Annotated[bool, typer.Option(help="Stream answers (costs client CPU).")] = False,
-    ingest_after: Annotated[
-        bool, typer.Option("--ingest", help="Ingest the output when the run ends.")
-    ] = False,
+    ingest_after: Annotated[bool, typer.Option("--ingest", help="Ingest the output when the run ends.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")] = True,
 ) -> None:
@@ -533,6 +508,126 @@ def generate(
             ingest_fn=lambda paths: assistant().ingest(paths),
         )
     )
+
+
+def _command_line() -> str:
+    return "shvayambhu " + " ".join(sys.argv[1:])
+
+
+def _corpus_source(paths: list[Path] | None) -> dict[str, Any]:
+    """Files when given, else the ingested corpus collection."""
+    if paths:
+        return {"sources": [str(p) for p in paths]}
+    return {"collection": assistant().collection()}
+
+
+@app.command()
+def train(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Corpus files/folders [default: the ingested corpus collection].")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Run folder: entropy/, blt/, baseline/ (each resumable).")] = Path(
+        "runs/blt"
+    ),
+    stages: Annotated[str, typer.Option(help="Comma-separated: entropy, blt, baseline.")] = "entropy,blt,baseline",
+    size: Annotated[str, typer.Option(help="tiny (tests), small (2-core CPU), base (GPU / Apple Silicon).")] = "small",
+    max_minutes: Annotated[float | None, typer.Option(help="Wall-time budget for all stages.")] = 30.0,
+    entropy_share: Annotated[float, typer.Option(help="Share of the time for the entropy model.")] = 0.2,
+    max_steps: Annotated[int | None, typer.Option(help="Step budget per stage.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Retrieved exemplars per example.")] = 4,
+    max_bytes: Annotated[int | None, typer.Option(help="Context length in bytes.")] = None,
+    exemplar_bytes: Annotated[int | None, typer.Option(help="Keep at most this many bytes of each exemplar.")] = None,
+    dropout: Annotated[float, typer.Option(help="Dropout.")] = 0.1,
+    eval_every: Annotated[int | None, typer.Option(help="Validate every N steps.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Validations without improvement before stopping.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed for data order, augmentation and init.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue each stage from its last checkpoint.")] = True,
+    export: Annotated[Path | None, typer.Option(help="Also write the best BLT here (for shipping).")] = None,
+    export_dtype: Annotated[str, typer.Option(help="Weights dtype of the export: bfloat16, float16, float32.")] = (
+        "bfloat16"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stage summaries as JSON.")] = False,
+) -> None:
+    """Train the entropy model, then the BLT on its patches (and the equal-size byte-transformer baseline),
+    conditioned on each record's retrieved neighbours; held-out records never train anything."""
+    from rag.training import train_command
+
+    command = _command_line()
+    results = train_command(
+        out_dir=out,
+        stages=[s.strip() for s in stages.split(",") if s.strip()],
+        size=size,
+        max_minutes=max_minutes,
+        entropy_share=entropy_share,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        k=k,
+        max_bytes=max_bytes,
+        exemplar_bytes=exemplar_bytes,
+        dropout=dropout,
+        eval_every=eval_every,
+        patience=patience,
+        seed=seed,
+        resume=resume,
+        progress=sys.stderr.isatty(),
+        command=command,
+        **_corpus_source(paths),
+    )
+    if export is not None:
+        from blt.checkpoint import export_checkpoint
+
+        dtype = None if export_dtype == "float32" else export_dtype
+        export_checkpoint(out / "blt" / "best", export, dtype=dtype, metrics={"command": command})
+        results["export"] = str(export)
+    if as_json:
+        emit_json(results)
+        return
+    for stage in ("entropy", "blt", "baseline"):
+        r = results.get(stage)
+        if isinstance(r, dict):
+            shown = {k: v for k, v in r.items() if isinstance(v, int | float | str) and not isinstance(v, bool)}
+            typer.echo(
+                f"{stage}: "
+                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+            )
+    if export is not None:
+        typer.echo(f"exported the best BLT to {export} ({export_dtype})")
+
+
+eval_app = typer.Typer(help="Evaluation: bits-per-byte, retrieval, generation.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("bpb")
+def eval_bpb(
+    checkpoint: Annotated[Path, typer.Argument(help="BLT checkpoint, its stage folder, or a `train` run folder.")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Corpus files [default: the ingested corpus collection].")
+    ] = None,
+    baseline: Annotated[Path | None, typer.Option(help="Baseline checkpoint [the run folder's baseline/].")] = None,
+    k: Annotated[int | None, typer.Option("-k", "--k", help="Exemplars [as trained].")] = None,
+    compressors: Annotated[bool, typer.Option(help="Include gzip -9, bzip2 -9, xz -9.")] = True,
+    max_records: Annotated[int | None, typer.Option(help="Score at most this many held-out records.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """Bits-per-byte of the held-out responses: BLT with and without retrieval, the baseline, compressors."""
+    from rag.training import eval_bpb_command
+
+    report = eval_bpb_command(
+        checkpoint=checkpoint,
+        baseline=baseline,
+        k=k,
+        compressors=compressors,
+        max_records=max_records,
+        **_corpus_source(paths),
+    )
+    if as_json:
+        emit_json({k: v for k, v in report.items() if k != "markdown"})
+    else:
+        typer.echo(report.get("markdown", ""))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
