@@ -32,9 +32,7 @@ def bits_per_byte(nats: float, n_bytes: int) -> float:
     return nats / (LN2 * n_bytes) if n_bytes else float("nan")
 
 
-def compressor_bpb(
-    context: bytes, target: bytes, compress: str | Callable[[bytes], bytes] = "xz -9"
-) -> float:
+def compressor_bpb(context: bytes, target: bytes, compress: str | Callable[[bytes], bytes] = "xz -9") -> float:
     """Bits per byte a compressor spends on `target` once it has seen `context`."""
     fn = COMPRESSORS[compress] if isinstance(compress, str) else compress
     if not target:
@@ -48,14 +46,15 @@ def record_text(prompt: str, response: str) -> bytes:
 
 
 def compressor_table(
-    train: Sequence[tuple[str, str]], heldout: Sequence[tuple[str, str]]
+    train: Sequence[tuple[str, str]], heldout: Sequence[tuple[str, str]], n_bytes: int | None = None
 ) -> list[dict[str, Any]]:
     """For each compressor: BPB of whole heldout records given the training records, and of heldout responses
-    given the training records and the heldout prompts (comparable to the model rows)."""
+    given the training records and the heldout prompts (comparable to the model rows). `n_bytes` overrides
+    the response byte count (by default each response plus one for the newline that ends it, like EOS)."""
     ctx = b"".join(record_text(p, r) for p, r in train)
     full = b"".join(record_text(p, r) for p, r in heldout)
     prompts_only = b"".join(record_text(p, "") for p, _ in heldout)
-    resp_bytes = sum(len(r.encode()) + 1 for _, r in heldout)  # +1: the newline that ends it, as EOS
+    resp_bytes = n_bytes or sum(len(r.encode()) + 1 for _, r in heldout)
     rows = []
     for name, fn in COMPRESSORS.items():
         c_ctx, c_full, c_prompts = len(fn(ctx)), len(fn(ctx + full)), len(fn(ctx + prompts_only))
@@ -188,14 +187,15 @@ def bpb_report(
 ) -> dict[str, Any]:
     """The `shvayambhu eval bpb` table on heldout samples (blt.data.Sample, exemplars already retrieved).
 
-    `blt` and `baseline` are loaded checkpoints (blt.checkpoint.Checkpoint) or None.
+    `blt` and `baseline` are loaded checkpoints (blt.checkpoint.Checkpoint) or None. Every row scores the
+    same bytes: the response bytes that fit in max_len (plus EOS, or the newline that ends a record for the
+    compressors).
     """
     from blt.data import eval_examples
+    from blt.tokens import EOS, decode
 
     rows: list[dict[str, Any]] = []
-    with_ex = eval_examples(
-        heldout, max_len, True, max_exemplars=max_exemplars, exemplar_bytes=exemplar_bytes
-    )
+    with_ex = eval_examples(heldout, max_len, True, max_exemplars=max_exemplars, exemplar_bytes=exemplar_bytes)
     without = eval_examples(heldout, max_len, False)
     if blt is not None:
         sf = make_starts_fn(blt.entropy_model, blt.config.patcher)
@@ -224,9 +224,17 @@ def bpb_report(
                 **score(baseline.model, without, batch_size=batch_size).to_dict(),
             }
         )
+    # the response bytes that the models score (a response longer than the context is cut)
+    scored = [
+        decode(t for t, m in zip(e.tokens, e.mask, strict=True) if m and t != EOS).decode("utf-8", "replace")
+        for e in with_ex
+    ]
+    context_bytes = [len(a.tokens) - len(b.tokens) for a, b in zip(with_ex, without, strict=True)]
     if compressors:
         for r in compressor_table(
-            [(s.prompt, s.response) for s in train], [(s.prompt, s.response) for s in heldout]
+            [(s.prompt, s.response) for s in train],
+            [(s.prompt, resp) for s, resp in zip(heldout, scored, strict=True)],
+            n_bytes=sum(e.n_target for e in with_ex),
         ):
             rows.append(
                 {
@@ -249,6 +257,7 @@ def bpb_report(
         "rows": rows,
         "summary": summary,
         "heldout_records": len(heldout),
+        "exemplar_bytes_in_context": sum(context_bytes) / max(len(context_bytes), 1),
         "train_records": len(train),
         "markdown": markdown_table(rows),
     }

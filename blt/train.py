@@ -112,7 +112,7 @@ def model_configs(
     elif size == "small":
         ent = EntropyConfig(dim=64, n_layers=2, n_heads=2, window=128)
         cfg = BLTConfig(
-            max_bytes=max_bytes or 768,
+            max_bytes=max_bytes or 1024,
             hash_rows=4096,
             enc_dim=128,
             enc_layers=1,
@@ -155,7 +155,7 @@ def model_configs(
 
 
 SIZES = ("tiny", "small", "base")
-DEFAULT_MAX_BYTES = {"tiny": 256, "small": 768, "base": 2048}
+DEFAULT_MAX_BYTES = {"tiny": 256, "small": 1024, "base": 2048}
 
 
 def stage_config(
@@ -548,9 +548,7 @@ def fit(
         save(out / "last", metrics(last_val))
         _save_trainer(out / "last", optimizer, st)
     final = metrics(last_val)
-    write_log(
-        {"step": st.step, "stopped": st.stopped, "best_val_bpb": final["best_val_bpb"], "elapsed": st.elapsed}
-    )
+    write_log({"step": st.step, "stopped": st.stopped, "best_val_bpb": final["best_val_bpb"], "elapsed": st.elapsed})
     log.close()
     if cache is not None:
         final["starts_cache"] = {"hits": cache.hits, "misses": cache.misses}
@@ -773,8 +771,6 @@ def train_baseline(
     }
 
     def save(p: Path, m: dict[str, Any]) -> None:
-        save_checkpoint(
-            p, model=model, config=bc, entropy_model=None, entropy_config=None, metrics=m, kind="baseline"
-        )
+        save_checkpoint(p, model=model, config=bc, entropy_model=None, entropy_config=None, metrics=m, kind="baseline")
 
     return fit(model, train, val, cfg, save=save, resume_state=resume, command=command, extra_metrics=extra)

@@ -72,13 +72,14 @@ def get_collection(
         if embed_field:
             meta["embed_field"] = embed_field
         return client.get_or_create_collection(
-            name, embedding_function=None, metadata=meta, configuration={"hnsw": {"space": "cosine"}}
+            name,
+            embedding_function=None,
+            metadata=meta,
+            configuration={"hnsw": {"space": "cosine", "ef_search": 100, "ef_construction": 100}},
         )
     col = client.get_collection(name, embedding_function=None)
     meta = col.metadata or {}
-    if meta.get("embedding_model") != model or (
-        dim is not None and int(meta.get("embedding_dim", -1)) != dim
-    ):
+    if meta.get("embedding_model") != model or (dim is not None and int(meta.get("embedding_dim", -1)) != dim):
         raise StoreError(
             f"collection {name!r} was built with embedding model {meta.get('embedding_model')!r} "
             f"(dim {meta.get('embedding_dim')}), not {model!r}. Use --embedding-model "

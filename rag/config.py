@@ -29,9 +29,7 @@ class StoreSettings:
 class EmbeddingSettings:
     model: str = DEFAULT_MODEL
     device: str = "cpu"
-    runtime: str = (
-        "auto"  # auto | onnx | torch: ONNX Runtime gives the same vectors about twice as fast on CPU
-    )
+    runtime: str = "auto"  # auto | onnx | torch: ONNX Runtime gives the same vectors about twice as fast on CPU
     embed_field: str = "prompt"  # prompt | response | both: a question finds exemplars by their questions
 
 
@@ -42,6 +40,8 @@ class RetrievalSettings:
     mmr: bool = False
     fetch_k: int = 20
     mmr_lambda: float = 0.5
+    # Records of this split never ground an answer: they are the evaluation set (empty: use everything).
+    exclude_split: str = "heldout"
 
 
 @dataclass

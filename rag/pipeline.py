@@ -240,7 +240,7 @@ def prepare(
             collection,
             vector,
             k=k,
-            where=None,
+            where={"split": {"$ne": r.exclude_split}} if r.exclude_split else None,
             min_score=r.min_score,
             mmr=True,
             fetch_k=r.fetch_k if r.mmr else k,

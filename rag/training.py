@@ -290,7 +290,7 @@ def train_command(
     lr: float | None = None,
     k: int = 4,
     max_bytes: int | None = None,
-    exemplar_bytes: int | None = None,
+    exemplar_bytes: int | None = 256,
     dropout: float = 0.1,
     eval_every: int | None = None,
     patience: int | None = 5,
@@ -308,6 +308,8 @@ def train_command(
 
     Time: the entropy model gets entropy_share of max_minutes, the BLT the rest (half of the rest when the
     baseline is trained too). `sources` (files/folders) or an opened corpus `collection` give the records.
+    Context: responses come first (a long one leaves little room), then up to k exemplars, each response
+    clipped to exemplar_bytes, truncated from the least relevant end.
     """
     from blt import train as T
     from blt.data import DataConfig
@@ -355,9 +357,7 @@ def train_command(
     have_entropy = (out / "entropy" / "best").exists()
     if "entropy" in stages or ("blt" in stages and not have_entropy):
         cfg = T.stage_config("entropy", size, out / "entropy", max_minutes=minutes["entropy"], **common)
-        results["entropy"] = T.train_entropy(
-            data.train, data.val, cfg, entropy_config=ent_cfg, command=command
-        )
+        results["entropy"] = T.train_entropy(data.train, data.val, cfg, entropy_config=ent_cfg, command=command)
     if "blt" in stages:
         cfg = T.stage_config("blt", size, out / "blt", max_minutes=minutes["blt"], **common)
         results["blt"] = T.train_blt(
@@ -367,9 +367,7 @@ def train_command(
         blt_seconds = results.get("blt", {}).get("train_seconds")
         base_minutes = blt_seconds / 60 if blt_seconds else minutes["blt"]
         cfg = T.stage_config("baseline", size, out / "baseline", max_minutes=base_minutes, **common)
-        results["baseline"] = T.train_baseline(
-            data.train, data.val, cfg, blt_dir=out / "blt", command=command
-        )
+        results["baseline"] = T.train_baseline(data.train, data.val, cfg, blt_dir=out / "blt", command=command)
     results["seconds"] = time.time() - t0
     (out / "summary.json").write_text(json.dumps(results, indent=2, default=str))
     return results
@@ -401,9 +399,7 @@ def eval_bpb_command(
     blt_path = _best(checkpoint)
     blt = load_checkpoint(blt_path)
     if blt.kind != "blt":
-        raise ValueError(
-            f"{blt_path} holds a {blt.kind} checkpoint; give the BLT's (--baseline for the other)"
-        )
+        raise ValueError(f"{blt_path} holds a {blt.kind} checkpoint; give the BLT's (--baseline for the other)")
     if baseline is None and (Path(checkpoint) / "baseline" / "best").exists():
         baseline = Path(checkpoint) / "baseline"
     base = load_checkpoint(_best(baseline)) if baseline else None

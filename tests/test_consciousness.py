@@ -359,3 +359,18 @@ def test_chat_session_keeps_turns_without_duplicating_them_as_memories(make_assi
     conv.reset()
     third = conv.ask("What is my cat called?")
     assert any("Miso" in m.text for m in third.memories)  # after /reset the memory stands in for the turn
+
+
+def test_heldout_records_never_ground_an_answer(make_assistant):
+    """The held-out split is the evaluation set: asking one of its prompts must not retrieve the record itself."""
+    from ingest.readers import read_records
+    from tests.conftest import seed_paths
+
+    held = [r for r in read_records(seed_paths()) if r.split == "heldout"][:3]
+    a = make_assistant()
+    for rec in held:
+        answer = a.ask(rec.prompt, use_memory=False)
+        assert answer.sources and all(s.prompt != rec.prompt for s in answer.sources)
+        assert max(s.score for s in answer.sources) < 0.99
+    everything = make_assistant(retrieval={"exclude_split": ""})
+    assert everything.ask(held[0].prompt, use_memory=False).sources[0].prompt == held[0].prompt

@@ -41,11 +41,7 @@ def test_embed_fields():
         "T",
         "body",
     )
-    assert (
-        d.embed_text("both") == "T body"
-        and d.embed_text("prompt") == "T"
-        and d.embed_text("response") == "body"
-    )
+    assert d.embed_text("both") == "T body" and d.embed_text("prompt") == "T" and d.embed_text("response") == "body"
     with pytest.raises(BeirError, match="unknown embed field"):
         d.embed_text("nope")
 
@@ -129,9 +125,7 @@ def _record(prompt: str, response: str, split: str | None = None) -> str:
 
 def test_heldout_by_split_field(tmp_path: Path):
     f = tmp_path / "c.jsonl"
-    rows = [
-        _record(f"question {i}?", f"answer number {i}.", "heldout" if i % 3 == 0 else None) for i in range(9)
-    ]
+    rows = [_record(f"question {i}?", f"answer number {i}.", "heldout" if i % 3 == 0 else None) for i in range(9)]
     f.write_text("\n".join(rows) + "\n", encoding="utf-8")
     ds = heldout_dataset([f])
     assert len(ds.corpus) == 9 and len(ds.queries) == 3

@@ -66,9 +66,7 @@ def ollama_answer_fn(url: str):
 
     def answer(prompt: str, history: list[dict[str, str]], config: GenConfig) -> dict:
         backend = OllamaBackend(url, config.model or "llama3.2")
-        gen = backend.generate(
-            [*history, {"role": "user", "content": prompt}], GenerationOptions(max_tokens=40)
-        )
+        gen = backend.generate([*history, {"role": "user", "content": prompt}], GenerationOptions(max_tokens=40))
         conf = sum(gen.probs) / len(gen.probs) if gen.probs else None
         sources = [{"id": "s1", "score": 0.8, "prompt": "sky colour", "response": "Rayleigh scattering."}]
         return {
@@ -117,12 +115,8 @@ def test_load_examples_in_reader_formats(tmp_path: Path):
         json.dumps(chat),
         json.dumps({"instruction": "Add", "input": "2 and 3", "output": "5"}),
         "{broken",
-        json.dumps(
-            {"prompt": "Then?", "response": "Then we stop.", "history": [{"role": "user", "content": "x"}]}
-        ),
-        json.dumps(
-            {"prompt": "Then?", "response": "Then we stop.", "history": [{"role": "user", "content": "x"}]}
-        ),
+        json.dumps({"prompt": "Then?", "response": "Then we stop.", "history": [{"role": "user", "content": "x"}]}),
+        json.dumps({"prompt": "Then?", "response": "Then we stop.", "history": [{"role": "user", "content": "x"}]}),
         json.dumps({"prompt": "held", "response": "out", "split": "heldout"}),
     ]
     f = tmp_path / "in.jsonl"
@@ -149,9 +143,7 @@ def test_default_input_is_the_bundled_heldout_split():
 
 
 def test_two_configurations_write_every_file_and_resume(server, embedder, tmp_path: Path):
-    configs = parse_configs(
-        ["llama=backend=ollama,model=llama3.2", "qwen=backend=ollama,model=qwen2.5,retrieval=off"]
-    )
+    configs = parse_configs(["llama=backend=ollama,model=llama3.2", "qwen=backend=ollama,model=qwen2.5,retrieval=off"])
     judge = Judge.ollama("judge-good", server.url, timeout=10)
     out = tmp_path / "run"
     run = run_generation(

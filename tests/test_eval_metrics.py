@@ -75,9 +75,7 @@ def _random_case(rng: random.Random) -> tuple[dict, dict]:
         judged = rng.sample(docs, rng.randint(1, min(8, len(docs))))
         qrels[f"q{q}"] = {d: rng.choice([-1, 0, 0, 1, 1, 2, 3]) for d in judged}
         if rng.random() < 0.9:  # coarse scores: many ties
-            run[f"q{q}"] = {
-                d: round(rng.uniform(-1, 1), 1) for d in rng.sample(docs, rng.randint(0, len(docs)))
-            }
+            run[f"q{q}"] = {d: round(rng.uniform(-1, 1), 1) for d in rng.sample(docs, rng.randint(0, len(docs)))}
     return qrels, run
 
 

@@ -37,9 +37,9 @@ def test_report_shape_and_counts(tiny_report):
 def test_run_scored_by_pytrec_eval_gives_the_same_means(tiny_report):
     pytrec_eval = pytest.importorskip("pytrec_eval")
     qrels = load_beir(TINY).qrels
-    per_query = pytrec_eval.RelevanceEvaluator(
-        qrels, {"ndcg_cut.1,3,10", "recall.1,3", "map_cut.10"}
-    ).evaluate(tiny_report.run)
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.1,3,10", "recall.1,3", "map_cut.10"}).evaluate(
+        tiny_report.run
+    )
     for ours, theirs in (
         ("ndcg@1", "ndcg_cut_1"),
         ("ndcg@3", "ndcg_cut_3"),
@@ -70,9 +70,7 @@ def test_exact_search_orders_best_first():
 
 
 def test_mmr_keeps_its_order_as_scores(embedder):
-    rep = evaluate_retrieval(
-        load_beir(TINY), embedder, RetrievalOptions(ks=(1, 3, 5), mmr=True, mmr_lambda=0.3)
-    )
+    rep = evaluate_retrieval(load_beir(TINY), embedder, RetrievalOptions(ks=(1, 3, 5), mmr=True, mmr_lambda=0.3))
     assert rep.info["mmr"] is True and rep.info["fetch_k"] == 20
     for docs in rep.run.values():
         assert sorted(docs.values(), reverse=True) == [5.0, 4.0, 3.0, 2.0, 1.0]
@@ -90,9 +88,7 @@ def test_ignore_identical_ids_and_throwaway_collection(embedder, tmp_path: Path)
     client = open_client(tmp_path)
     kept = evaluate_retrieval(ds, embedder, RetrievalOptions(ks=(1,)), client=client)
     assert kept.metrics["ndcg@1"] == 0.0  # the query finds itself first
-    dropped = evaluate_retrieval(
-        ds, embedder, RetrievalOptions(ks=(1,), ignore_identical_ids=True), client=client
-    )
+    dropped = evaluate_retrieval(ds, embedder, RetrievalOptions(ks=(1,), ignore_identical_ids=True), client=client)
     assert "a" not in dropped.run["a"] and dropped.metrics["ndcg@1"] == 1.0
     assert client.list_collections() == []  # the throwaway collections are gone
 

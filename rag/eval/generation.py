@@ -129,8 +129,7 @@ class Example:
 
 def _messages(value: Any, where: str) -> list[dict[str, str]]:
     if not isinstance(value, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in value
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
     ):
         raise GenerationError(f"{where}: 'messages'/'history' must be a list of {{role, content}} strings")
     return [{"role": m["role"], "content": m["content"]} for m in value]
@@ -146,9 +145,7 @@ def _from_object(obj: Any, where: str) -> list[Example]:
         out = []
         for i, m in enumerate(msgs):
             if m["role"] == "assistant" and i > 0 and msgs[i - 1]["role"] == "user":
-                out.append(
-                    Example(msgs[i - 1]["content"], m["content"], msgs[: i - 1], f"{where} turn {len(out)}")
-                )
+                out.append(Example(msgs[i - 1]["content"], m["content"], msgs[: i - 1], f"{where} turn {len(out)}"))
         if not out:
             raise GenerationError(f"{where}: no user turn followed by an assistant turn in 'messages'")
         return out
@@ -585,9 +582,7 @@ def run_generation(
                 errors += 1
                 streak[config.name] = streak.get(config.name, 0) + 1
                 if max_consecutive_errors and streak[config.name] >= max_consecutive_errors:
-                    aborted[config.name] = (
-                        f"stopped after {streak[config.name]} errors in a row: {row['error']}"
-                    )
+                    aborted[config.name] = f"stopped after {streak[config.name]} errors in a row: {row['error']}"
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
     summary, files = write_report(folder, bootstrap=bootstrap, plots=plots, aborted=aborted)
@@ -627,19 +622,13 @@ def generation_command(
         where = ", ".join(map(str, inputs)) if inputs else "the bundled corpus's held-out split"
         raise GenerationError(f"no usable examples in {where}" + (f": {problems[0]}" if problems else ""))
     input_name = ",".join(map(str, inputs)) if inputs else "corpus:heldout"
-    notes = list(problems[:20]) + (
-        [f"... {len(problems) - 20} more input problems"] if len(problems) > 20 else []
-    )
+    notes = list(problems[:20]) + ([f"... {len(problems) - 20} more input problems"] if len(problems) > 20 else [])
     bpb_fn = None
     if any(c.backend == "blt" for c in cfgs):
         bpb_fn, why = default_bpb_fn()
         if why:
             notes.append(why)
-    judge = (
-        Judge.ollama(judge_model, judge_host, timeout=judge_timeout, retries=judge_retries)
-        if judge_model
-        else None
-    )
+    judge = Judge.ollama(judge_model, judge_host, timeout=judge_timeout, retries=judge_retries) if judge_model else None
     return run_generation(
         examples,
         cfgs,

@@ -70,9 +70,7 @@ def judge_messages(question: str, answer: str, sources: Sequence[Any]) -> list[d
             "- faithfulness: are the answer's claims supported by the sources? "
             "5 = every claim is supported, 3 = some claims are unsupported, 1 = it contradicts or invents."
         )
-    lines.append(
-        "- relevance: does the answer address the question? 5 = fully, directly; 3 = partly; 1 = off-topic."
-    )
+    lines.append("- relevance: does the answer address the question? 5 = fully, directly; 3 = partly; 1 = off-topic.")
     keys = '{"faithfulness": <1-5>, "relevance": <1-5>}' if texts else '{"relevance": <1-5>}'
     lines.append(f"Reply with only this JSON object: {keys}")
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
@@ -121,11 +119,7 @@ def parse_verdict(text: str, keys: Sequence[str]) -> dict[str, float]:
 
 
 def _is_timeout(exc: BaseException) -> bool:
-    return (
-        isinstance(exc, TimeoutError)
-        or getattr(exc, "kind", None) == "timeout"
-        or "timed out" in str(exc).lower()
-    )
+    return isinstance(exc, TimeoutError) or getattr(exc, "kind", None) == "timeout" or "timed out" in str(exc).lower()
 
 
 class Judge:

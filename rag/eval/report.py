@@ -57,9 +57,7 @@ def summarize(
                 if r["metrics"].get("confidence") is not None and r["metrics"].get(q) is not None
             ]
             if pairs:
-                calibration[f"spearman_confidence_{q}"] = spearman(
-                    [p[0] for p in pairs], [p[1] for p in pairs]
-                )
+                calibration[f"spearman_confidence_{q}"] = spearman([p[0] for p in pairs], [p[1] for p in pairs])
         lows = [r.get("low_confidence") for r in ok if r.get("low_confidence") is not None]
         if lows:
             calibration["low_confidence_rate"] = sum(map(bool, lows)) / len(lows)
@@ -123,9 +121,7 @@ def markdown_report(summary: dict[str, Any], images: Sequence[str] = ()) -> str:
     ]
     for key, label, dec in GEN_METRICS:
         if any(key in configs[n]["metrics"] for n in names):
-            lines.append(
-                f"| {label} | " + " | ".join(_cell(configs[n]["metrics"].get(key), dec) for n in names) + " |"
-            )
+            lines.append(f"| {label} | " + " | ".join(_cell(configs[n]["metrics"].get(key), dec) for n in names) + " |")
     lines += ["", "| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     opts = [", ".join(f"{k}={v}" for k, v in configs[n]["options"].items()) for n in names]
     lines.append("| options | " + " | ".join(opts) + " |")

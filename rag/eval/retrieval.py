@@ -106,9 +106,7 @@ def throwaway_client() -> Any:
         return chromadb.EphemeralClient()
 
 
-def exact_search(
-    queries: np.ndarray, docs: np.ndarray, n: int, block: int = 256
-) -> list[list[tuple[int, float]]]:
+def exact_search(queries: np.ndarray, docs: np.ndarray, n: int, block: int = 256) -> list[list[tuple[int, float]]]:
     """Brute-force top-n rows of `docs` for each row of `queries` by dot product, best first."""
     n = min(n, len(docs))
     out: list[list[tuple[int, float]]] = []
@@ -124,9 +122,7 @@ def exact_search(
     return out
 
 
-def _mmr(
-    q: np.ndarray, D: np.ndarray, hits: list[tuple[int, float]], n: int, lam: float
-) -> list[tuple[int, float]]:
+def _mmr(q: np.ndarray, D: np.ndarray, hits: list[tuple[int, float]], n: int, lam: float) -> list[tuple[int, float]]:
     from index.retrieve import Hit, mmr_select
 
     cands = [Hit(id=str(r), score=s, prompt="", response="", embedding=D[r]) for r, s in hits]
@@ -170,9 +166,7 @@ def _chroma_search(
             from index.retrieve import query_vector
 
             for q in Q:
-                hits = query_vector(
-                    col, q, k=n, mmr=True, fetch_k=max(opts.fetch_k, n), mmr_lambda=opts.mmr_lambda
-                )
+                hits = query_vector(col, q, k=n, mmr=True, fetch_k=max(opts.fetch_k, n), mmr_lambda=opts.mmr_lambda)
                 out.append([(row_of[h.id], float(D[row_of[h.id]] @ q)) for h in hits])
                 progress.advance(task)
         else:
