@@ -340,8 +340,11 @@ def backend_status(settings: Settings) -> dict[str, dict[str, Any]]:
     up, why = ollama_answers(settings)
     out = {"ollama": {"ready": up, "detail": f"{settings.ollama_host}: {why}" if up else why}}
     try:
+        from blt.blas import status as blas_status
+
         b = blt_backend(settings)
-        out["blt"] = {"ready": True, "detail": f"checkpoint {b.path} ({b.context_bytes}-byte context)"}
+        detail = f"checkpoint {b.path} ({b.context_bytes}-byte context); {blas_status().message}"
+        out["blt"] = {"ready": True, "detail": detail}
     except BackendError as e:
         out["blt"] = {"ready": False, "detail": str(e)}
     return out

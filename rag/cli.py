@@ -751,6 +751,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    from blt.blas import enable_openblas
+
+    enable_openblas(verbose=False)  # before anything imports mlx; `status` says which BLAS is in use
     errors = _user_errors()
     try:
         app(args=argv, prog_name="shvayambhu", standalone_mode=True)

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from blt.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from blt.data import EVAL_FORMAT, exemplar_block
 from blt.generate import generate
 from blt.tokens import BOS, SEP, encode
 from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent.parent / "blt" / "checkpoints" / "default"
-EXEMPLAR_PREFIX = "Exemplar "  # rag.prompting.exemplar_text writes "Exemplar Q: ...\nA: ..."
 OVERHEAD = 3  # BOS, SEP, SEP
 
 
@@ -54,14 +54,18 @@ class BLTBackend:
         self.defaults = defaults or GenerationOptions()
         self.context_bytes = int(self.ckpt.config.max_bytes)
         self.budget_bytes = max(64, self.context_bytes - max_bytes - OVERHEAD)
+        trained = (self.ckpt.metrics.get("train_config") or {}).get("data") or {}
+        self.exemplar_bytes: int | None = trained.get("exemplar_bytes")
 
     # -- the prompt, in the trained layout ------------------------------------------------------------
 
     def render(self, ws: Any, question: str, **_: Any) -> list[dict[str, str]]:
-        """Exemplar winners as one `Q: ..\\nA: ..` block (most salient last, next to the question)."""
+        """Exemplar winners as one `Q: ..\nA: ..` block (most salient last, next to the question), each
+        response clipped as in training."""
         winners = [c for c in (ws.winners if ws is not None else []) if c.kind == "exemplar"]
-        winners.sort(key=lambda c: c.salience)
-        block = "".join(c.text.removeprefix(EXEMPLAR_PREFIX) + "\n\n" for c in winners)
+        winners.sort(key=lambda c: c.salience, reverse=True)
+        pairs = [(c.meta["hit"].prompt, c.meta["hit"].response) for c in winners if "hit" in c.meta]
+        block = exemplar_block(pairs, EVAL_FORMAT, self.exemplar_bytes).decode("utf-8") if pairs else ""
         return [{"role": "system", "content": block}, {"role": "user", "content": question}]
 
     def base_messages(self, question: str, **_: Any) -> list[dict[str, str]]:
