@@ -45,9 +45,7 @@ class Shvayambhu:
         emb, name = self.settings.embedding, name or self.settings.store.collection
         model = canonical_name(emb.model)
         try:  # opening an existing collection needs no model load: re-ingest and status stay fast
-            return get_collection(
-                self.client, name, model=model, dim=None, embed_field=emb.embed_field, create=False
-            )
+            return get_collection(self.client, name, model=model, dim=None, embed_field=emb.embed_field, create=False)
         except StoreError:
             if not create or name in {c["name"] for c in collection_info(self.client)}:
                 raise
@@ -102,11 +100,7 @@ class Shvayambhu:
     def status(self) -> dict[str, Any]:
         """Where the store is, which collections it holds and with which embedding model."""
         s = self.settings.store
-        where = (
-            f"server {s.chroma_host}:{s.chroma_port}"
-            if s.chroma_host
-            else f"embedded {self.settings.data_dir}"
-        )
+        where = f"server {s.chroma_host}:{s.chroma_port}" if s.chroma_host else f"embedded {self.settings.data_dir}"
         return {
             "store": where,
             "data_dir": str(self.settings.data_dir),
@@ -199,17 +193,7 @@ class Shvayambhu:
         show_prompt: bool = False,
     ) -> Answer:
         """Answer `question` from exemplars and memories through a backend; the exchange is remembered."""
-        be = backend if backend is not None and not isinstance(backend, str) else self.backend(backend, model)
-        memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
-        prep = self.prepare(
-            question,
-            backend=be,
-            k=k,
-            session=session,
-            use_retrieval=use_retrieval,
-            use_memory=use_memory,
-            history=history,
-        )
+        prep, be, memory = self._start(question, backend, model, k, session, use_retrieval, use_memory, history)
         return run(prep, be, settings=self.settings, memory=memory, show_prompt=show_prompt)
 
     def stream(
@@ -226,6 +210,21 @@ class Shvayambhu:
         show_prompt: bool = False,
     ) -> AnswerStream:
         """Like `ask`, as an iterator of text pieces (the same text `ask` gives); `.answer` after it ends."""
+        prep, be, memory = self._start(question, backend, model, k, session, use_retrieval, use_memory, history)
+        return AnswerStream(prep, be, settings=self.settings, memory=memory, show_prompt=show_prompt)
+
+    def _start(
+        self,
+        question: str,
+        backend: str | Backend | None,
+        model: str | None,
+        k: int | None,
+        session: str | None,
+        use_retrieval: bool,
+        use_memory: bool,
+        history: list[Any] | None,
+    ) -> tuple[Prepared, Backend, MemoryStream | None]:
+        """What ask and stream share: the backend, the session's memory, and everything before generation."""
         be = backend if backend is not None and not isinstance(backend, str) else self.backend(backend, model)
         memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
         prep = self.prepare(
@@ -237,7 +236,7 @@ class Shvayambhu:
             use_memory=use_memory,
             history=history,
         )
-        return AnswerStream(prep, be, settings=self.settings, memory=memory, show_prompt=show_prompt)
+        return prep, be, memory
 
     def chat(self, session: str | None = None, **ask_options: Any) -> ChatSession:
         """A conversation: recent turns are kept in the prompt, every exchange goes to `session`'s memory."""
@@ -289,9 +288,7 @@ def ollama_backend(settings: Settings, model: str | None = None) -> Backend:
     from rag.backends.ollama import OllamaBackend
 
     o = settings.ollama
-    return OllamaBackend(
-        settings.ollama_host, model or o.model, timeout=o.timeout, keep_alive=o.keep_alive or None
-    )
+    return OllamaBackend(settings.ollama_host, model or o.model, timeout=o.timeout, keep_alive=o.keep_alive or None)
 
 
 def blt_backend(settings: Settings, model: str | None = None) -> Backend:
