@@ -166,29 +166,32 @@ def _write(
     embed_batch: int,
     show: bool,
 ) -> None:
+    """Embed chunk i+1 while Chroma writes chunk i (both release the GIL); one write in flight at a time."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(
-        TextColumn("embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not show,
-        transient=True,
-    ) as bar:
+    columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not show, transient=True) as bar, ThreadPoolExecutor(1) as writer:
         task = bar.add_task("embed", total=len(todo))
+        pending: Future | None = None
         step = max(embed_batch, (batch // embed_batch) * embed_batch)
         for i in range(0, len(todo), step):
             part = todo[i : i + step]
             texts = [r.embed_text(embed_field) for r in part]
             vecs = model.embed(texts, batch_size=embed_batch)
-            collection.upsert(
+            if pending is not None:
+                pending.result()  # surfaces a failed write before more is queued
+            pending = writer.submit(
+                collection.upsert,
                 ids=[r.id for r in part],
                 embeddings=vecs.tolist(),
                 documents=texts,
                 metadatas=[flatten_meta(r, embed_field) for r in part],
             )
             bar.advance(task, len(part))
+        if pending is not None:
+            pending.result()
 
 
 def ingest_paths(

@@ -6,6 +6,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 _SPACE = re.compile(r"\s+")
@@ -25,9 +26,11 @@ def content_hash(*parts: str) -> str:
     return h.hexdigest()[:32]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Record:
-    """One prompt/response pair (or a text chunk, whose prompt is its heading) and where it came from."""
+    """One prompt/response pair (or a text chunk, whose prompt is its heading) and where it came from.
+
+    Frozen, so the content ids computed once stay true."""
 
     prompt: str
     response: str
@@ -39,12 +42,12 @@ class Record:
     line: int = 0
     kind: str = "pair"  # "pair" or "text"
 
-    @property
+    @cached_property
     def id(self) -> str:
         """Content id: re-ingesting the same pair adds nothing, an edited pair gets a new id."""
         return content_hash(self.prompt, self.response)
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Slot id: the same prompt from the same source, so an edited response replaces the old one."""
         return content_hash(self.source, self.prompt)
