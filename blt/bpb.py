@@ -12,6 +12,7 @@ import lzma
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -261,3 +262,31 @@ def bpb_report(
         "train_records": len(train),
         "markdown": markdown_table(rows),
     }
+
+
+@lru_cache(maxsize=2)
+def _checkpoint(path: str) -> Any:
+    from blt.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def response_bpb(
+    prompt: str,
+    response: str,
+    *,
+    history: Any = None,
+    model: str | None = None,
+    exemplars: Sequence[tuple[str, str]] = (),
+) -> float:
+    """Bits per byte of `response` after `prompt` (and `exemplars`) under a checkpoint [the shipped one].
+
+    `history` is accepted for the evaluation harness's signature; the byte model was not trained on turns.
+    """
+    from blt.checkpoint import DEFAULT_CHECKPOINT
+    from blt.data import EVAL_FORMAT, Sample, build_example
+
+    ck = _checkpoint(str(model or DEFAULT_CHECKPOINT))
+    ex = build_example(Sample(prompt, response, list(exemplars)), fmt=EVAL_FORMAT, max_len=ck.config.max_bytes + 1)
+    starts_fn = make_starts_fn(ck.entropy_model, ck.config.patcher) if ck.kind == "blt" else None
+    return score(ck.model, [ex], starts_fn=starts_fn, batch_size=1).bpb

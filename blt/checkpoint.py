@@ -34,6 +34,9 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 
 
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"  # shipped in the package
+
+
 class CheckpointError(Exception):
     """A checkpoint folder is missing, incomplete, corrupt or does not match its config."""
 

@@ -124,3 +124,12 @@ def test_ask_blt_json_on_the_shipped_checkpoint(run_cli) -> None:
     assert code == 0, err
     d = json.loads(out)
     assert d["answer"].strip() and d["sources"] and 0.0 <= d["confidence"] <= 1.0 and d["backend"] == "blt"
+
+
+def test_response_bpb_for_the_evaluation_harness(tiny_checkpoint: Path) -> None:
+    import math
+
+    from blt.bpb import response_bpb
+
+    bpb = response_bpb("Why is the sky blue?", "Rayleigh scattering.", model=str(tiny_checkpoint))
+    assert math.isfinite(bpb) and 4.0 < bpb < 12.0  # a random 260-way model is near log2(260) = 8.02 bits

@@ -12,13 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from blt.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from blt.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, CheckpointError, load_checkpoint
 from blt.data import EVAL_FORMAT, exemplar_block
 from blt.generate import generate
 from blt.tokens import BOS, SEP, encode
 from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent.parent / "blt" / "checkpoints" / "default"
 OVERHEAD = 3  # BOS, SEP, SEP
 
 
