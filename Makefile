@@ -32,8 +32,10 @@ test: setup
 
 # Reproduces the shipped BLT checkpoint (blt/checkpoints/default) from the bundled seed corpus.
 checkpoint: setup
+	rm -rf runs/default
 	$(BIN)/shvayambhu train ingest/data/seed.jsonl --out runs/default --stages entropy,blt --size small \
-		--max-minutes 35 --export blt/checkpoints/default
+		--max-bytes 1024 --exemplar-bytes 256 --response-bytes 384 -k 3 --max-minutes 20 \
+		--export blt/checkpoints/default
 
 lint: setup
 	$(BIN)/ruff check .

@@ -539,6 +539,9 @@ def train(
     k: Annotated[int, typer.Option("-k", "--k", help="Retrieved exemplars per example.")] = 4,
     max_bytes: Annotated[int | None, typer.Option(help="Context length in bytes.")] = None,
     exemplar_bytes: Annotated[int | None, typer.Option(help="Keep at most this many bytes of each exemplar.")] = None,
+    response_bytes: Annotated[
+        int | None, typer.Option(help="Clip training responses to this many bytes (room for exemplars).")
+    ] = None,
     dropout: Annotated[float, typer.Option(help="Dropout.")] = 0.1,
     eval_every: Annotated[int | None, typer.Option(help="Validate every N steps.")] = None,
     patience: Annotated[int | None, typer.Option(help="Validations without improvement before stopping.")] = 5,
@@ -574,6 +577,7 @@ def train(
         resume=resume,
         progress=sys.stderr.isatty(),
         command=command,
+        response_bytes=response_bytes,
         **_corpus_source(paths),
     )
     if export is not None:

@@ -62,7 +62,7 @@ class OllamaSettings:
 @dataclass
 class BLTSettings:
     checkpoint: str = ""  # empty: the checkpoint shipped inside the package
-    max_bytes: int = 600
+    max_bytes: int = 384  # answer length; the rest of the checkpoint's context holds exemplars and question
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0

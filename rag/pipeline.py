@@ -21,7 +21,7 @@ from rag.memory import Memory, MemoryStream, exchange_text
 from rag.postprocess import Cleaner, attribute
 from rag.prompting import base_messages, exemplar_text, flatten, memory_text, number_exemplars, render, size
 from rag.selfmodel import SelfModel
-from rag.workspace import BudgetError, Candidate, Workspace, evict, measurer, pack
+from rag.workspace import BudgetError, Candidate, Workspace, evict, measurer, pack, shorten
 
 log = logging.getLogger(__name__)
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
@@ -163,19 +163,23 @@ def normalise_history(history: list[Any] | None) -> list[dict[str, str]]:
 
 
 def candidates(
-    self_model: SelfModel, hits: list[Hit], memories: list[Memory], turns: list[dict[str, str]], now: float
+    self_model: SelfModel,
+    hits: list[Hit],
+    memories: list[Memory],
+    turns: list[dict[str, str]],
+    now: float,
+    exemplar_bytes: int | None = None,
 ) -> list[Candidate]:
     """Everything that competes for the prompt, each with its salience: self-model facts are pinned; an
     exemplar's salience is its similarity, a memory's its recall score, a turn's falls with its age."""
-    out = [
-        Candidate(kind="self", text=text, salience=1.0, id=label, pinned=True)
-        for label, text in self_model.facts()
-    ]
+    out = [Candidate(kind="self", text=text, salience=1.0, id=label, pinned=True) for label, text in self_model.facts()]
     for h in hits:
         out.append(
             Candidate(
                 kind="exemplar",
-                text=exemplar_text(h.prompt, h.response),
+                text=exemplar_text(
+                    h.prompt, shorten(h.response, exemplar_bytes, mark="") if exemplar_bytes else h.response
+                ),
                 salience=h.score,
                 id=h.id,
                 truncatable=True,
@@ -265,7 +269,9 @@ def prepare(
         if u["role"] == "user" and v["role"] == "assistant"
     }
     memories = [m for m in memories if m.text not in in_turns]  # already in the prompt as a recent turn
-    cands = candidates(SelfModel.from_settings(settings.self_model), hits, memories, turns, now)
+    # A backend trained on clipped exemplars (the BLT) gets them clipped here too, so several fit its context.
+    clip = getattr(backend, "exemplar_bytes", None)
+    cands = candidates(SelfModel.from_settings(settings.self_model), hits, memories, turns, now, clip)
     # A backend with its own trained prompt layout (the BLT) says which kinds it can read and renders them.
     kinds = getattr(backend, "workspace_kinds", None)
     if kinds:
@@ -343,9 +349,7 @@ def finish(
 ) -> Answer:
     """Sources, confidence, memory write (and reflection when due) after the text is final."""
     mc = settings.metacognition
-    conf = meta.update(
-        prep.confidence, generation.probs, generation.entropies, mc.low_confidence, mc.generator_weight
-    )
+    conf = meta.update(prep.confidence, generation.probs, generation.entropies, mc.low_confidence, mc.generator_weight)
     text = cleaner.text
     answer = Answer(
         answer=text,
@@ -373,9 +377,7 @@ def finish(
     return answer
 
 
-def remember(
-    answer: Answer, prep: Prepared, memory: MemoryStream, backend: Any, options: GenerationOptions
-) -> None:
+def remember(answer: Answer, prep: Prepared, memory: MemoryStream, backend: Any, options: GenerationOptions) -> None:
     """Store the exchange, refresh the recalled memories' recency and reflect when it is due."""
     memory.add_exchange(prep.question, answer.answer)
     memory.touch([m.id for m in prep.memories])

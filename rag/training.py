@@ -13,13 +13,13 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from blt.data import Sample, split_validation, stable_seed
+from blt.data import Sample, clip_text, split_validation, stable_seed
 
 HELDOUT = "heldout"
 
@@ -276,6 +276,11 @@ def default_sources() -> list[Path]:
 STAGES = ("entropy", "blt", "baseline")
 
 
+def clip_response(sample: Sample, max_bytes: int) -> Sample:
+    """The sample with its own response cut to max_bytes (at a character boundary); exemplars untouched."""
+    return replace(sample, response=clip_text(sample.response, max_bytes))
+
+
 def train_command(
     *,
     out_dir: str | Path,
@@ -301,6 +306,7 @@ def train_command(
     progress: bool = True,
     command: str | None = None,
     embedding_model: str | None = None,
+    response_bytes: int | None = None,
 ) -> dict[str, Any]:
     """`shvayambhu train`: the entropy model, then the BLT on its patches, then the byte-transformer baseline
     of equal non-embedding size for the BLT's wall time. Each stage resumes from its folder under out_dir
@@ -329,6 +335,9 @@ def train_command(
         seed=seed,
         embedding_model=embedding_model,
     )
+    if response_bytes:  # shorter targets leave room in the context for the exemplars they should learn from
+        data.train, data.val = ([clip_response(x, response_bytes) for x in part] for part in (data.train, data.val))
+        data.info["response_bytes"] = response_bytes
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "data.json").write_text(json.dumps(data.info, indent=2))
