@@ -66,7 +66,7 @@ class BLTSettings:
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
-    repetition_penalty: float = 1.1
+    repetition_penalty: float = 1.3  # a small byte model loops without it
     seed: int = 0
 
 
