@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.eval.judge import Judge
+from rag.eval.retrieval import _progress
 
 AnswerFn = Callable[[str, list[dict[str, str]], "GenConfig"], dict[str, Any]]
 BpbFn = Callable[["Example", "GenConfig"], "float | None"]
@@ -467,21 +468,6 @@ def _check_run(folder: Path, meta: dict[str, Any], configs: Sequence[GenConfig])
     out["judge"] = meta.get("judge") or old.get("judge")
     out["input"] = meta.get("input") or old.get("input")
     return out
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=True,
-    )
 
 
 @dataclass
