@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from blt.config import BaselineConfig
+from blt.config import BaselineConfig, EntropyConfig
 from blt.layers import Block, KVCache, num_params
 
 __all__ = ["ByteTransformer", "num_params"]
@@ -14,12 +14,12 @@ __all__ = ["ByteTransformer", "num_params"]
 class ByteTransformer(nn.Module):
     """tokens [B, T] int32 -> next-byte logits [B, T, V] float32; pass ``cache`` to decode incrementally."""
 
-    def __init__(self, cfg: BaselineConfig):
+    def __init__(self, cfg: BaselineConfig | EntropyConfig):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.layers = [
-            Block(cfg.dim, cfg.n_heads, cfg.window, cfg.mlp_mult, cfg.dropout, cfg.rope_base)
+            Block(cfg.dim, cfg.n_heads, cfg.window, cfg.mlp_mult, getattr(cfg, "dropout", 0.0), cfg.rope_base)
             for _ in range(cfg.n_layers)
         ]
         self.norm = nn.RMSNorm(cfg.dim)
