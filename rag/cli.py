@@ -558,28 +558,31 @@ def train(
     from rag.training import train_command
 
     command = _command_line()
-    results = train_command(
-        out_dir=out,
-        stages=[s.strip() for s in stages.split(",") if s.strip()],
-        size=size,
-        max_minutes=max_minutes,
-        entropy_share=entropy_share,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        lr=lr,
-        k=k,
-        max_bytes=max_bytes,
-        exemplar_bytes=exemplar_bytes,
-        dropout=dropout,
-        eval_every=eval_every,
-        patience=patience,
-        seed=seed,
-        resume=resume,
-        progress=sys.stderr.isatty(),
-        command=command,
-        response_bytes=response_bytes,
-        **_corpus_source(paths),
-    )
+    try:
+        results = train_command(
+            out_dir=out,
+            stages=[s.strip() for s in stages.split(",") if s.strip()],
+            size=size,
+            max_minutes=max_minutes,
+            entropy_share=entropy_share,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            lr=lr,
+            k=k,
+            max_bytes=max_bytes,
+            exemplar_bytes=exemplar_bytes,
+            dropout=dropout,
+            eval_every=eval_every,
+            patience=patience,
+            seed=seed,
+            resume=resume,
+            progress=sys.stderr.isatty(),
+            command=command,
+            response_bytes=response_bytes,
+            **_corpus_source(paths),
+        )
+    except ValueError as e:  # unknown stage or size, a corpus too small to split
+        fail(str(e), 2)
     if export is not None:
         from blt.checkpoint import export_checkpoint
 
@@ -620,14 +623,17 @@ def eval_bpb(
     """Bits-per-byte of the held-out responses: BLT with and without retrieval, the baseline, compressors."""
     from rag.training import eval_bpb_command
 
-    report = eval_bpb_command(
-        checkpoint=checkpoint,
-        baseline=baseline,
-        k=k,
-        compressors=compressors,
-        max_records=max_records,
-        **_corpus_source(paths),
-    )
+    try:
+        report = eval_bpb_command(
+            checkpoint=checkpoint,
+            baseline=baseline,
+            k=k,
+            compressors=compressors,
+            max_records=max_records,
+            **_corpus_source(paths),
+        )
+    except ValueError as e:  # no held-out records, a baseline checkpoint given as the BLT
+        fail(str(e), 2)
     if as_json:
         emit_json({k: v for k, v in report.items() if k != "markdown"})
     else:
