@@ -87,7 +87,9 @@ class BLTBackend:
 
     # -- decoding --------------------------------------------------------------------------------------
 
-    def _kwargs(self, options: GenerationOptions) -> dict[str, Any]:
+    def _kwargs(self, options: GenerationOptions | None) -> dict[str, Any]:
+        options = options or GenerationOptions()
+
         def pick(name: str) -> Any:
             value = getattr(options, name)
             return getattr(self.defaults, name) if value is None else value
@@ -139,13 +141,7 @@ class BLTBackend:
 
 def load_backend(settings: Any, model: str | None = None) -> BLTBackend:
     """The BLT backend from `[blt]` settings; `model` (e.g. `ask --model PATH`) names another checkpoint."""
+    from rag.pipeline import options_for  # the one mapping of [blt] settings to sampling options
+
     b = settings.blt
-    defaults = GenerationOptions(
-        temperature=b.temperature,
-        top_k=b.top_k or None,
-        top_p=b.top_p,
-        repeat_penalty=b.repetition_penalty,
-        seed=b.seed,
-        max_tokens=b.max_bytes,
-    )
-    return BLTBackend(model or b.checkpoint or None, max_bytes=b.max_bytes, defaults=defaults)
+    return BLTBackend(model or b.checkpoint or None, max_bytes=b.max_bytes, defaults=options_for(settings, "blt"))
