@@ -155,9 +155,10 @@ def main() -> None:
     )
     ap.add_argument("--entropy-minutes", type=float, default=1.0)
     ap.add_argument("--size", default="small", choices=["tiny", "small", "base"])
-    ap.add_argument("--max-bytes", type=int, default=768)
+    ap.add_argument("--max-bytes", type=int, default=1024)
     ap.add_argument("--response-bytes", type=int, default=384)
-    ap.add_argument("--exemplar-bytes", type=int, default=192)
+    ap.add_argument("--exemplar-bytes", type=int, default=384)
+    ap.add_argument("--copy-warmup", type=float, default=0.5, help="DataConfig.self_copy (0: off)")
     ap.add_argument("--k", type=int, default=2, help="exemplars per record")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -207,7 +208,13 @@ def main() -> None:
     )
     res["data"] = data.info
     print(f"\n## data\n{data.info} ({time.time() - t0:.1f} s)", flush=True)
-    dc = DataConfig(max_len=args.max_bytes + 1, max_exemplars=args.k, exemplar_bytes=args.exemplar_bytes)
+    dc = DataConfig(
+        max_len=args.max_bytes + 1,
+        max_exemplars=args.k,
+        exemplar_bytes=args.exemplar_bytes,
+        response_bytes=args.response_bytes,
+        self_copy=args.copy_warmup,
+    )
     common = {
         "max_bytes": args.max_bytes,
         "data": dc,

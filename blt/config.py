@@ -133,6 +133,10 @@ class BLTConfig(_Config):
     ngram_min: int = 3
     ngram_max: int = 6
     hash_rows: int = 16384
+    # copy features (blt.copying): the byte after the last earlier match of the short / long n-byte context;
+    # 0 turns one off
+    copy_short: int = 4
+    copy_long: int = 8
     # local encoder (bytes)
     enc_dim: int = 256
     enc_layers: int = 1
@@ -153,6 +157,10 @@ class BLTConfig(_Config):
     patcher: PatcherConfig = field(default_factory=PatcherConfig)
     entropy: EntropyConfig = field(default_factory=EntropyConfig)
 
+    @property
+    def copy_ngrams(self) -> tuple[int, ...]:
+        return tuple(n for n in (self.copy_short, self.copy_long) if n > 0)
+
     def __post_init__(self) -> None:
         _check(self.vocab_size == VOCAB_SIZE, f"BLTConfig: vocab_size must be {VOCAB_SIZE}")
         _check(
@@ -160,6 +168,9 @@ class BLTConfig(_Config):
             "BLTConfig: need 1 <= ngram_min <= ngram_max <= 16",
         )
         _check(1 <= self.hash_rows <= 4_194_301, "BLTConfig: hash_rows must be in [1, 4194301]")
+        _check(
+            0 <= self.copy_short <= 64 and 0 <= self.copy_long <= 64, "BLTConfig: copy_short/long must be in [0, 64]"
+        )
         _check_heads("BLTConfig encoder", self.enc_dim, self.enc_heads)
         _check_heads("BLTConfig global", self.global_dim, self.global_heads)
         _check_heads("BLTConfig decoder", self.dec_dim, self.dec_heads)

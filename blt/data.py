@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -58,6 +58,14 @@ class DataConfig:
     drop_exemplars: float = 0.15  # probability of training a sample with no exemplars at all
     vary_count: bool = True  # sometimes use fewer than max_exemplars
     exemplar_bytes: int | None = None  # keep at most this many bytes of each exemplar's response
+    response_bytes: int | None = None  # the training responses were clipped to this (recorded for evaluation)
+    # Copy warm-up: in epoch e, with probability self_copy * (1 - e / self_copy_epochs), an example's most
+    # relevant exemplar is its own response with words dropped. A small model fed only loosely related
+    # neighbours learns to ignore them and memorise; this forms the copy path first, then fades out so
+    # that later epochs train on true neighbours only.
+    self_copy: float = 0.0
+    self_copy_epochs: int = 2
+    self_copy_word_drop: float = 0.15
 
 
 def clip_text(text: str, max_bytes: int | None) -> str:
@@ -133,8 +141,23 @@ def build_example(
     return Example(head + body, [0] * len(head) + [1] * len(body))
 
 
-def augment(sample: Sample, seed: int, cfg: DataConfig) -> Example:
-    """A training example with a random (seeded) format, exemplar count and retrieval drop-out."""
+def self_copy_rate(cfg: DataConfig, epoch: int) -> float:
+    """Probability of the copy warm-up exemplar in this epoch (linear decay to 0)."""
+    if cfg.self_copy <= 0 or cfg.self_copy_epochs <= 0:
+        return 0.0
+    return cfg.self_copy * max(0.0, 1.0 - epoch / cfg.self_copy_epochs)
+
+
+def drop_words(text: str, rate: float, rng: random.Random) -> str:
+    """`text` with each space-separated word dropped with probability `rate` (never all of them)."""
+    words = text.split(" ")
+    kept = [w for w in words if rng.random() >= rate]
+    return " ".join(kept or words[:1])
+
+
+def augment(sample: Sample, seed: int, cfg: DataConfig, epoch: int = 0) -> Example:
+    """A training example with a random (seeded) format, exemplar count, retrieval drop-out and, early in
+    training, the copy warm-up exemplar (DataConfig.self_copy)."""
     rng = random.Random(seed)
     fmt = rng.choice(cfg.formats)
     k = min(cfg.max_exemplars, len(sample.exemplars))
@@ -142,6 +165,9 @@ def augment(sample: Sample, seed: int, cfg: DataConfig) -> Example:
         k = 0
     elif cfg.vary_count and k > 1:
         k = rng.randint(1, k)
+    if k and rng.random() < self_copy_rate(cfg, epoch):
+        own = (sample.prompt, drop_words(sample.response, cfg.self_copy_word_drop, rng))
+        sample = replace(sample, exemplars=[own, *sample.exemplars])
     return build_example(
         sample, fmt=fmt, max_len=cfg.max_len, n_exemplars=k, exemplar_bytes=cfg.exemplar_bytes
     )
@@ -260,7 +286,7 @@ def train_batches(
     """
     epoch, skip = start
     while True:
-        examples = [augment(s, stable_seed(seed, epoch, i), cfg) for i, s in enumerate(samples)]
+        examples = [augment(s, stable_seed(seed, epoch, i), cfg, epoch) for i, s in enumerate(samples)]
         rng = random.Random(stable_seed(seed, "order", epoch))
         order = batch_order([len(e.tokens) for e in examples], batch_size, rng, drop_last=True)
         for j, b in enumerate(order):

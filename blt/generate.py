@@ -167,8 +167,8 @@ class BLTDecoder:
             self.cur_slots = model.decoder_slots(g)
             self.cur_h = None
         x = mx.array([[token]], dtype=mx.int32)
-        n_ctx = self.cfg.ngram_max - 1
-        ctx = mx.array([self.tokens[-n_ctx:]], dtype=mx.int32) if n_ctx else None
+        n_ctx = model.context_len()
+        ctx = None if n_ctx == 0 else mx.array([self.tokens[-n_ctx:] if n_ctx else self.tokens], dtype=mx.int32)
         h = model.encode(x, self.cache["encoder"], context=ctx)
         self.cur_h = h if self.cur_h is None else mx.concatenate([self.cur_h, h], axis=1)
         pid = mx.zeros((1, 1), dtype=mx.int32)

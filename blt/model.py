@@ -1,6 +1,6 @@
 """The Byte Latent Transformer (Pagnoni et al., 2024), sized for a CPU.
 
-    bytes --(byte + hashed n-gram embeddings)--> local encoder (causal, sliding window)
+    bytes --(byte + hashed n-gram + copy embeddings)--> local encoder (causal, sliding window)
           --(per-patch cross-attention pooling)--> global transformer over patches (causal)
           --(bytes cross-attend to the previous patch's global output)--> local decoder --> next-byte logits
 
@@ -21,6 +21,7 @@ import mlx.nn as nn
 import numpy as np
 
 from blt.config import BLTConfig
+from blt.copying import CopyEmbedding
 from blt.hashing import HashNgramEmbedding
 from blt.layers import Block, KVCache, num_params
 from blt.patching import patch_ids
@@ -128,6 +129,7 @@ class BLT(nn.Module):
         De, Dg, Dd = cfg.enc_dim, cfg.global_dim, cfg.dec_dim
         self.byte_embed = nn.Embedding(cfg.vocab_size, De)
         self.hash_embed = HashNgramEmbedding(De, cfg.ngram_min, cfg.ngram_max, cfg.hash_rows)
+        self.copy_embed = CopyEmbedding(De, cfg.copy_ngrams) if cfg.copy_ngrams else None
         self.encoder = [
             Block(De, cfg.enc_heads, cfg.local_window, cfg.mlp_mult, cfg.dropout, cfg.rope_base)
             for _ in range(cfg.enc_layers)
@@ -153,11 +155,18 @@ class BLT(nn.Module):
         }
 
     def encode(self, tokens: mx.array, cache: list[KVCache] | None = None, context: mx.array | None = None):
-        """Byte states [B, T, enc_dim]; ``context``: the tokens just before ``tokens`` (for the hashes)."""
+        """Byte states [B, T, enc_dim]; ``context``: the tokens before ``tokens`` (for the hashes and the copy
+        features, which search all of it; see ``context_len``)."""
         x = self.byte_embed(tokens) + self.hash_embed(tokens, context)
+        if self.copy_embed is not None:
+            x = x + self.copy_embed(tokens, context)
         for i, layer in enumerate(self.encoder):
             x = layer(x, None if cache is None else cache[i])
         return x
+
+    def context_len(self) -> int | None:
+        """How many earlier tokens ``encode`` needs as context for new ones (None: all of them)."""
+        return None if self.copy_embed is not None else self.cfg.ngram_max - 1
 
     def run_global(self, x: mx.array, cache: list[KVCache] | None = None) -> mx.array:
         """Global outputs [B, P, global_dim] (normalised) for the patch embeddings ``x``."""

@@ -542,6 +542,13 @@ def train(
     response_bytes: Annotated[
         int | None, typer.Option(help="Clip training responses to this many bytes (room for exemplars).")
     ] = None,
+    copy_warmup: Annotated[
+        float,
+        typer.Option(
+            help="Share of first-epoch examples whose top exemplar is their own response with words dropped "
+            "(fades to 0 by the third epoch): teaches the model to copy from exemplars. 0 turns it off."
+        ),
+    ] = 0.5,
     dropout: Annotated[float, typer.Option(help="Dropout.")] = 0.1,
     eval_every: Annotated[int | None, typer.Option(help="Validate every N steps.")] = None,
     patience: Annotated[int | None, typer.Option(help="Validations without improvement before stopping.")] = 5,
@@ -579,6 +586,7 @@ def train(
             progress=sys.stderr.isatty(),
             command=command,
             response_bytes=response_bytes,
+            copy_warmup=copy_warmup,
             **_corpus_source(paths),
         )
     except ValueError as e:  # unknown stage or size, a corpus too small to split
@@ -618,6 +626,9 @@ def eval_bpb(
     k: Annotated[int | None, typer.Option("-k", "--k", help="Exemplars [as trained].")] = None,
     compressors: Annotated[bool, typer.Option(help="Include gzip -9, bzip2 -9, xz -9.")] = True,
     max_records: Annotated[int | None, typer.Option(help="Score at most this many held-out records.")] = None,
+    response_bytes: Annotated[
+        int | None, typer.Option(help="Score the first N bytes of each response [as the BLT was trained].")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """Bits-per-byte of the held-out responses: BLT with and without retrieval, the baseline, compressors."""
@@ -630,6 +641,7 @@ def eval_bpb(
             k=k,
             compressors=compressors,
             max_records=max_records,
+            response_bytes=response_bytes,
             **_corpus_source(paths),
         )
     except ValueError as e:  # no held-out records, a baseline checkpoint given as the BLT

@@ -307,6 +307,7 @@ def train_command(
     command: str | None = None,
     embedding_model: str | None = None,
     response_bytes: int | None = None,
+    copy_warmup: float = 0.0,
 ) -> dict[str, Any]:
     """`shvayambhu train`: the entropy model, then the BLT on its patches, then the byte-transformer baseline
     of equal non-embedding size for the BLT's wall time. Each stage resumes from its folder under out_dir
@@ -315,7 +316,7 @@ def train_command(
     Time: the entropy model gets entropy_share of max_minutes, the BLT the rest (half of the rest when the
     baseline is trained too). `sources` (files/folders) or an opened corpus `collection` give the records.
     Context: responses come first (a long one leaves little room), then up to k exemplars, each response
-    clipped to exemplar_bytes, truncated from the least relevant end.
+    clipped to exemplar_bytes, truncated from the least relevant end. `copy_warmup` is DataConfig.self_copy.
     """
     from blt import train as T
     from blt.data import DataConfig
@@ -342,7 +343,13 @@ def train_command(
     out.mkdir(parents=True, exist_ok=True)
     (out / "data.json").write_text(json.dumps(data.info, indent=2))
     max_bytes = max_bytes or T.DEFAULT_MAX_BYTES[size]
-    dc = DataConfig(max_len=max_bytes + 1, max_exemplars=k, exemplar_bytes=exemplar_bytes)
+    dc = DataConfig(
+        max_len=max_bytes + 1,
+        max_exemplars=k,
+        exemplar_bytes=exemplar_bytes,
+        response_bytes=response_bytes,
+        self_copy=copy_warmup,
+    )
     common: dict[str, Any] = {
         "max_bytes": max_bytes,
         "data": dc,
@@ -395,12 +402,14 @@ def eval_bpb_command(
     compressors: bool = True,
     embedding_model: str | None = None,
     max_records: int | None = None,
+    response_bytes: int | None = None,
 ) -> dict[str, Any]:
     """`shvayambhu eval bpb`: the heldout BPB table as a dict (rows, summary, markdown).
 
     `checkpoint` is a BLT checkpoint folder, its stage folder (blt/, best/ is used) or a run folder (the
     `train` output; its baseline/ is then used too unless `baseline` says otherwise). The exemplar count
-    and size default to what the BLT was trained with.
+    and size, and the response clip, default to what the BLT was trained with: a heldout response longer
+    than the trained ones would push its exemplars out of the context.
     """
     from blt.bpb import bpb_report
     from blt.checkpoint import load_checkpoint
@@ -423,6 +432,9 @@ def eval_bpb_command(
         embedding_model=embedding_model,
     )
     held = data.heldout[:max_records] if max_records else data.heldout
+    response_bytes = response_bytes or trained.get("response_bytes")
+    if response_bytes:
+        held = [clip_response(x, response_bytes) for x in held]
     if not held:
         raise ValueError("no heldout records: mark some with split=heldout or pass heldout_fraction > 0")
     report = bpb_report(
@@ -441,6 +453,7 @@ def eval_bpb_command(
             "data": data.info,
             "checkpoint": str(blt_path),
             "baseline_checkpoint": str(_best(baseline)) if baseline else None,
+            "response_bytes": response_bytes,
         }
     )
     return report

@@ -30,7 +30,8 @@ from blt.tokens import BOS, EOS, OFFSET
 KINDS = ["entropy", "monotonic", "space", "static"]
 # Longer than twice the local window (chunked attention in the prefill) and the entropy window (sliding
 # caches in the steps).
-PROMPT = [BOS] + tokens.encode("Question: where did the fox go? Answer, briefly: over the dog.\n")
+# the repeated question exercises the copy features (blt.copying) in cached decoding
+PROMPT = [BOS] + tokens.encode("Question: where did the fox go? Answer, briefly: over the dog. Where did the fox go?\n")
 # Cached and recomputed logits differ only by float32 summation order: measured <= 2e-6; asserted 1e-4.
 ATOL = 1e-4
 

@@ -18,6 +18,7 @@ from blt import tokens
 from blt.baseline import ByteTransformer
 from blt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from blt.config import BaselineConfig, BLTConfig, EntropyConfig, PatcherConfig
+from blt.copying import NO_MATCH, CopyEmbedding, match_next
 from blt.entropy import EntropyModel, entropies
 from blt.hashing import BASE, MODULUS, hash_ids, ngram_hashes
 from blt.layers import _chunked_local_attention, window_mask
@@ -457,3 +458,53 @@ def test_tiny_blt_loss_falls_on_repeated_text():
         losses.append(loss.item())
     assert losses[0] > 4.5  # ~ln(260) at init
     assert np.mean(losses[-5:]) < 0.25 * losses[0], losses[::10]  # measured: 5.4 -> 0.13
+
+
+# ---- copy features ----
+
+
+def brute_match_next(row: list[int], n: int) -> list[int]:
+    out = []
+    for t in range(len(row)):
+        hit = NO_MATCH
+        if t >= n - 1:
+            for s in range(t - 1, n - 2, -1):
+                if row[s - n + 1 : s + 1] == row[t - n + 1 : t + 1]:
+                    hit = row[s + 1]
+                    break
+        out.append(hit)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 3, 6])
+def test_match_next_is_the_byte_after_the_last_earlier_match(n):
+    rng = np.random.default_rng(n)
+    x = rng.integers(4, 7, (3, 120)).astype(np.int32)  # a 3-letter alphabet: many matches, some misses
+    got = np.array(match_next(mx.array(x), n))
+    want = np.array([brute_match_next(r.tolist(), n) for r in x])
+    np.testing.assert_array_equal(got, want)
+    assert (want != NO_MATCH).any() and (want == NO_MATCH).any()
+    # the last q positions alone, as incremental decoding asks for them
+    np.testing.assert_array_equal(np.array(match_next(mx.array(x), n, 7)), want[:, -7:])
+
+
+def test_copy_features_keep_the_blt_causal_on_repetitive_text():
+    model, em = tiny_models("static")
+    a = np.array([[tokens.BOS] + tokens.encode(TEXT[:30] * 3)], dtype=np.int32)
+    assert model.copy_embed is not None
+    for t in (20, 45, 70):
+        b = a.copy()
+        b[:, t:] = a[:, t:][:, ::-1]
+        b[:, t] = a[:, t] % 200 + 5
+        la = model(mx.array(a), starts_for(model, em, mx.array(a)))
+        lb = model(mx.array(b), starts_for(model, em, mx.array(b)))
+        np.testing.assert_allclose(np.array(la[:, :t]), np.array(lb[:, :t]), atol=1e-5)
+
+
+def test_copy_embedding_context_gives_the_full_pass_features():
+    mx.random.seed(0)
+    emb = CopyEmbedding(16, (2, 4))
+    x = mx.array([[tokens.BOS] + tokens.encode(TEXT[:20] * 2)])
+    full = emb(x)
+    tail = emb(x[:, -5:], context=x[:, :-5])
+    np.testing.assert_allclose(np.array(full[:, -5:]), np.array(tail), atol=1e-6)

@@ -29,7 +29,9 @@ from blt.data import (  # noqa: E402
     build_example,
     collate,
     context_tokens,
+    drop_words,
     eval_examples,
+    self_copy_rate,
     split_validation,
     train_batches,
 )
@@ -143,6 +145,25 @@ def test_augmentation_is_deterministic_and_varies_formats():
     assert len(layouts) >= 6  # formats x exemplar counts x retrieval drop-out
     assert any(b"### Prompt" in x for x in layouts) and any(b"Q: " in x for x in layouts)
     assert any(b"User: " in x for x in layouts)
+
+
+def test_copy_warmup_shows_a_noisy_own_response_early_then_fades():
+    resp = "the quick brown fox jumps over the lazy dog near the old mill by the river"
+    s = Sample("where did the fox go?", resp, [("unrelated question", "an unrelated answer about tea")])
+    cfg = DataConfig(max_len=400, self_copy=1.0, self_copy_epochs=2, drop_exemplars=0.0, formats=("qa",))
+
+    def own_shown(epoch: int) -> int:
+        texts = [bytes(decode(augment(s, seed, cfg, epoch).tokens)) for seed in range(40)]
+        head = [t[: t.rindex(b"where did the fox go?")] for t in texts]  # what precedes the real prompt
+        return sum(b"fox jumps" in h or b"lazy dog" in h or b"old mill" in h for h in head)
+
+    assert own_shown(0) == 40  # rate 1.0 in the first epoch
+    assert 5 <= own_shown(1) <= 35  # half of that in the second
+    assert own_shown(2) == 0 and own_shown(5) == 0  # gone afterwards: true neighbours only
+    assert self_copy_rate(cfg, 1) == 0.5 and self_copy_rate(DataConfig(), 0) == 0.0
+    rng = random.Random(0)
+    dropped = drop_words(resp, 0.3, rng)
+    assert len(dropped) < len(resp) and set(dropped.split()) <= set(resp.split())
 
 
 def test_batches_right_padded_and_resumable():
