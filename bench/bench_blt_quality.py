@@ -32,7 +32,14 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="", help="BLT checkpoint [the shipped one]")
     ap.add_argument("--limit", type=int, default=None, help="held-out prompts to use [all]")
     ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--repetition-penalty", type=float, default=None, help="[blt] repetition_penalty")
+    ap.add_argument("--no-repeat-ngram", type=int, default=None, help="[blt] no_repeat_ngram")
     args = ap.parse_args()
+    blt_section = {"checkpoint": args.checkpoint}
+    if args.repetition_penalty is not None:
+        blt_section["repetition_penalty"] = args.repetition_penalty
+    if args.no_repeat_ngram is not None:
+        blt_section["no_repeat_ngram"] = args.no_repeat_ngram
 
     from rag.api import Shvayambhu
     from rag.config import load_settings
@@ -40,7 +47,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(
-            overrides={"store": {"data_dir": tmp}, "blt": {"checkpoint": args.checkpoint}}, environ={}
+            overrides={"store": {"data_dir": tmp}, "blt": blt_section}, environ={}
         )
         Shvayambhu(settings).ingest([REPO / "ingest" / "data" / "seed.jsonl"], progress=False)
         configs = [
@@ -62,7 +69,11 @@ def main() -> None:
     by_cfg: dict[str, list[dict]] = {}
     for r in rows:
         by_cfg.setdefault(r["config"], []).append(r)
-    print(f"held-out prompts: {len(by_cfg.get('retrieval', []))}; checkpoint: {args.checkpoint or 'shipped default'}")
+    b = settings.blt
+    print(
+        f"held-out prompts: {len(by_cfg.get('retrieval', []))}; checkpoint: {args.checkpoint or 'shipped default'}; "
+        f"repetition_penalty {b.repetition_penalty}, no_repeat_ngram {b.no_repeat_ngram}"
+    )
     chrf = {}
     for name, rs in by_cfg.items():
         answers = [r.get("answer") or "" for r in rs]

@@ -75,15 +75,13 @@ def run_probe(env_extra: dict) -> dict:
 
 def clip_data(data, response_bytes: int):
     """Clip every response (records and exemplars) to response_bytes, for every row of the table alike."""
-    from blt.data import Sample, clip_text
+    from dataclasses import replace
+
+    from blt.data import Sample, clip_response, clip_text
 
     def clip(s: Sample) -> Sample:
-        return Sample(
-            s.prompt,
-            clip_text(s.response, response_bytes),
-            [(p, clip_text(r, response_bytes)) for p, r in s.exemplars],
-            s.id,
-        )
+        ex = [(p, clip_text(r, response_bytes)) for p, r in s.exemplars]
+        return clip_response(replace(s, exemplars=ex), response_bytes)
 
     data.train, data.val, data.heldout = (
         [clip(s) for s in part] for part in (data.train, data.val, data.heldout)

@@ -34,6 +34,7 @@ class Sample:
     response: str
     exemplars: list[tuple[str, str]] = field(default_factory=list)
     id: str = ""
+    truncated: bool = False  # the response was cut (clip_response): no EOS is learned or scored after it
 
 
 @dataclass
@@ -73,6 +74,12 @@ def clip_text(text: str, max_bytes: int | None) -> str:
     if max_bytes is None:
         return text
     return text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def clip_response(sample: Sample, max_bytes: int) -> Sample:
+    """The sample with its own response cut to max_bytes (at a character boundary); exemplars untouched."""
+    cut = clip_text(sample.response, max_bytes)
+    return replace(sample, response=cut, truncated=sample.truncated or cut != sample.response)
 
 
 def exemplar_block(
@@ -137,7 +144,7 @@ def build_example(
         elif len(block) > room - need:
             block = block[len(block) - (room - need) :] if room > need else b""
     head = [BOS, *encode(block), SEP, *encode(prompt), SEP]
-    body = [*encode(resp), EOS]
+    body = [*encode(resp)] if sample.truncated else [*encode(resp), EOS]
     return Example(head + body, [0] * len(head) + [1] * len(body))
 
 

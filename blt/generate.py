@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import codecs
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -252,12 +252,13 @@ def sample_next(
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
     ignore_eos: bool = False,
+    banned: Collection[int] = (),
 ) -> tuple[int, float, float]:
     """Pick the next token; returns (token, model probability of it, model entropy in nats).
 
-    PAD, BOS and SEP are never generated (nor EOS with ``ignore_eos``). The repetition penalty (CTRL
-    style: positive logits divided, negative multiplied) applies to the ``recent`` tokens; temperature 0 is
-    greedy.
+    PAD, BOS and SEP are never generated (nor EOS with ``ignore_eos``), nor the ``banned`` tokens. The
+    repetition penalty (CTRL style: positive logits divided, negative multiplied) applies to the ``recent``
+    tokens; temperature 0 is greedy.
     """
     logits = np.asarray(logits, dtype=np.float64).copy()
     logits[[PAD, BOS, SEP, EOS] if ignore_eos else [PAD, BOS, SEP]] = -np.inf
@@ -269,6 +270,8 @@ def sample_next(
         idx = np.unique(np.asarray(recent, dtype=np.int64))
         vals = adj[idx]
         adj[idx] = np.where(vals > 0, vals / repetition_penalty, vals * repetition_penalty)
+    if len(banned):
+        adj[list(banned)] = -np.inf
     if temperature <= 0:
         token = int(np.argmax(adj))
     else:
@@ -287,6 +290,25 @@ def sample_next(
             q = q / q.sum()
         token = int(rng.choice(q.size, p=q))
     return token, float(p[token]), entropy
+
+
+class NgramFollowers:
+    """For no-repeat-n-gram decoding: which tokens have followed each (n-1)-token context of the output."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.follow: dict[tuple[int, ...], set[int]] = {}
+
+    def add(self, tokens: Sequence[int]) -> None:
+        """Record the n-gram that the last token of ``tokens`` completed."""
+        if self.n > 0 and len(tokens) >= self.n:
+            self.follow.setdefault(tuple(tokens[-self.n : -1]), set()).add(tokens[-1])
+
+    def banned(self, tokens: Sequence[int]) -> set[int]:
+        """Tokens that would repeat an n-gram of ``tokens`` if they came next."""
+        if self.n <= 0 or len(tokens) < self.n - 1:
+            return set()
+        return self.follow.get(tuple(tokens[len(tokens) - self.n + 1 :]), set())
 
 
 # ---- the generation loop -----------------------------------------------------------------------------------
@@ -333,6 +355,7 @@ def generate(
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
     repetition_window: int = 64,
+    no_repeat_ngram: int = 0,
     stop: Sequence[bytes | str] | None = None,
     seed: int | None = None,
     use_cache: bool = True,
@@ -344,7 +367,8 @@ def generate(
     ``source``: a Checkpoint or its path, (BLT, EntropyModel), a BLT (with ``entropy_model``), a
     ByteTransformer, or a Decoder. Stops at EOS, at any ``stop`` sequence (not emitted) or at ``max_bytes``.
     The repetition penalty looks at the last ``repetition_window`` tokens of prompt and output;
-    ``ignore_eos`` (for benchmarks) never samples EOS.
+    ``no_repeat_ngram`` = n > 0 never lets the output hold the same n bytes twice (the prompt is not
+    counted, so copying from exemplars stays free); ``ignore_eos`` (for benchmarks) never samples EOS.
     """
     if max_bytes < 1:
         raise ValueError("max_bytes must be >= 1")
@@ -367,6 +391,7 @@ def generate(
         ents: list[float] = []
         pieces: list[str] = []
         t_first = None
+        seen = NgramFollowers(no_repeat_ngram)
         for i in range(max_bytes):
             token, prob, ent = sample_next(
                 np.array(logits),
@@ -377,9 +402,11 @@ def generate(
                 top_p=top_p,
                 repetition_penalty=repetition_penalty,
                 ignore_eos=ignore_eos,
+                banned=seen.banned(tokens),
             )
             t_first = t_first or time.perf_counter()
             tokens.append(token)
+            seen.add(tokens)
             history.append(token)
             if token == EOS:
                 text, reason = streamer.flush(), "eos"

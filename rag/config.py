@@ -66,7 +66,8 @@ class BLTSettings:
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
-    repetition_penalty: float = 1.3  # a small byte model loops without it
+    repetition_penalty: float = 1.0  # CTRL-style, over the last 64 bytes; distorts letter frequencies
+    no_repeat_ngram: int = 12  # the answer never holds the same 12 bytes twice: no loops, copying stays free
     seed: int = 0
 
 

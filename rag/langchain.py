@@ -159,7 +159,8 @@ class BLTChatModel(BaseChatModel):
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
-    repetition_penalty: float = 1.1
+    repetition_penalty: float = 1.0
+    no_repeat_ngram: int = 12  # as [blt] no_repeat_ngram
     seed: int | None = 0
 
     @property
@@ -169,7 +170,7 @@ class BLTChatModel(BaseChatModel):
     def _backend(self) -> Any:
         from rag.backends.blt import BLTBackend
 
-        return BLTBackend(self.checkpoint, max_bytes=self.max_bytes)
+        return BLTBackend(self.checkpoint, max_bytes=self.max_bytes, no_repeat_ngram=self.no_repeat_ngram)
 
     def _options(self, stop: list[str] | None) -> Any:
         from rag.backends.base import GenerationOptions

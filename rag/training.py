@@ -13,13 +13,13 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from blt.data import Sample, clip_text, split_validation, stable_seed
+from blt.data import Sample, clip_response, split_validation, stable_seed
 
 HELDOUT = "heldout"
 
@@ -274,11 +274,6 @@ def default_sources() -> list[Path]:
 # ---- command bodies (the CLI wraps these) ----
 
 STAGES = ("entropy", "blt", "baseline")
-
-
-def clip_response(sample: Sample, max_bytes: int) -> Sample:
-    """The sample with its own response cut to max_bytes (at a character boundary); exemplars untouched."""
-    return replace(sample, response=clip_text(sample.response, max_bytes))
 
 
 def train_command(

@@ -27,6 +27,7 @@ from blt.data import (  # noqa: E402
     Sample,
     augment,
     build_example,
+    clip_response,
     collate,
     context_tokens,
     drop_words,
@@ -405,3 +406,12 @@ def test_samples_from_the_ingested_collection(seed_store):
     for s in data.train + data.val:
         assert (s.prompt, s.response) not in marked and not marked & set(s.exemplars)
         assert len(s.exemplars) == 3 and (s.prompt, s.response) not in s.exemplars
+
+
+def test_a_clipped_response_teaches_no_eos():
+    """A response cut to make room for exemplars has not ended: EOS must not be learned (or scored) there."""
+    s = Sample("q?", "a long answer that goes on", [("p", "r")])
+    whole, cut = build_example(s, max_len=200), build_example(clip_response(s, 6), max_len=200)
+    assert whole.tokens[-1] == EOS and whole.mask[-1] == 1
+    assert cut.tokens[-1] != EOS and EOS not in cut.tokens and cut.n_target == 6
+    assert clip_response(s, 100).truncated is False and clip_response(s, 6).truncated is True

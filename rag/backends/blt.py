@@ -38,6 +38,7 @@ class BLTBackend:
         *,
         max_bytes: int = 600,
         defaults: GenerationOptions | None = None,
+        no_repeat_ngram: int = 0,
     ):
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         if not path.exists():
@@ -50,6 +51,7 @@ class BLTBackend:
         self.path = path
         self.model = "default" if path == DEFAULT_CHECKPOINT else str(path)
         self.max_bytes = max_bytes
+        self.no_repeat_ngram = no_repeat_ngram
         self.defaults = defaults or GenerationOptions()
         self.context_bytes = int(self.ckpt.config.max_bytes)
         self.budget_bytes = max(64, self.context_bytes - max_bytes - OVERHEAD)
@@ -103,6 +105,7 @@ class BLTBackend:
             "repetition_penalty": float(pick("repeat_penalty") or 1.0),
             "stop": pick("stop") or None,
             "seed": pick("seed"),
+            "no_repeat_ngram": self.no_repeat_ngram,
         }
 
     def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[Chunk]:
@@ -144,4 +147,9 @@ def load_backend(settings: Any, model: str | None = None) -> BLTBackend:
     from rag.pipeline import options_for  # the one mapping of [blt] settings to sampling options
 
     b = settings.blt
-    return BLTBackend(model or b.checkpoint or None, max_bytes=b.max_bytes, defaults=options_for(settings, "blt"))
+    return BLTBackend(
+        model or b.checkpoint or None,
+        max_bytes=b.max_bytes,
+        defaults=options_for(settings, "blt"),
+        no_repeat_ngram=b.no_repeat_ngram,
+    )
