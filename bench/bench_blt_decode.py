@@ -6,8 +6,9 @@ given. A random entropy model is near-uniform, so its threshold is set to give ~
 this text. Uncached decoding is too slow to run to 1024 bytes here, so its rate is estimated from full
 recomputations at the start, middle and end of the generated span (Simpson's rule over the prefix length).
 
-    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 \\
-        python bench/bench_blt_decode.py [--checkpoint DIR] [--baseline DIR] [--gen 256 1024]
+    python bench/bench_blt_decode.py [--checkpoint DIR] [--baseline DIR] [--gen 256 1024]
+
+(OpenBLAS is loaded by `import blt` when installed; SHVAYAMBHU_BLAS=reference keeps MLX's own BLAS.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 import numpy as np  # noqa: E402
 
+from blt import blas  # noqa: E402  - before mlx: OpenBLAS when installed
 from blt.baseline import ByteTransformer  # noqa: E402
 from blt.checkpoint import load_checkpoint  # noqa: E402
 from blt.config import BaselineConfig, BLTConfig  # noqa: E402
@@ -154,7 +156,7 @@ def main() -> None:
         f"{compute_params(base) / 1e6:.2f}M compute"
     )
     print(
-        f"prompt {len(prompt)} bytes; greedy; BLAS preload: {os.environ.get('LD_PRELOAD', 'none')}; "
+        f"prompt {len(prompt)} bytes; greedy; BLAS: {blas.status().backend}; "
         f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )

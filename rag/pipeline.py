@@ -171,7 +171,7 @@ def candidates(
     exemplar_bytes: int | None = None,
 ) -> list[Candidate]:
     """Everything that competes for the prompt, each with its salience: self-model facts are pinned; an
-    exemplar's salience is its similarity, a memory's its recall score, a turn's falls with its age."""
+    exemplar's salience is its similarity, a memory's its recall score, a turn's falls with the age of its exchange."""
     out = [Candidate(kind="self", text=text, salience=1.0, id=label, pinned=True) for label, text in self_model.facts()]
     for h in hits:
         out.append(
@@ -206,7 +206,7 @@ def candidates(
         )
     n = len(turns)
     for i, t in enumerate(turns):
-        age = n - 1 - i  # 0 for the latest message
+        age = (n - 1 - i) // 2  # in exchanges, 0 for the latest: a question and its answer compete as one
         out.append(
             Candidate(
                 kind="turn",

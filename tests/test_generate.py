@@ -139,9 +139,10 @@ def test_generates_validated_records_with_meta(tmp_path: Path) -> None:
 
 
 def test_concurrency_limit_is_never_exceeded(tmp_path: Path) -> None:
-    with OllamaServer({"m1": ModelBehavior(delay=0.1), "m2": ModelBehavior(delay=0.1)}) as s:
-        summary = run_generation(cfg(s, tmp_path / "o.jsonl", ["m1", "m2"], n=12, concurrency=3))
-        assert summary.done == 24 and s.max_in_flight == 3
+    with OllamaServer({"m1": ModelBehavior(delay=0.3), "m2": ModelBehavior(delay=0.3)}) as s:
+        summary = run_generation(cfg(s, tmp_path / "o.jsonl", ["m1", "m2"], n=6, concurrency=3))
+        # never more than 3 at once; at least 2 overlap even on a loaded machine (exactly 3 is timing-bound)
+        assert summary.done == 12 and 2 <= s.max_in_flight <= 3
 
 
 def test_slow_answers_and_timeouts(tmp_path: Path) -> None:
