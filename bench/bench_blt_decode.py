@@ -21,11 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from blt import blas  # noqa: E402
+
+blas.enable_openblas(verbose=False)  # before mlx: OpenBLAS when installed
+
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 import numpy as np  # noqa: E402
 
-from blt import blas  # noqa: E402  - before mlx: OpenBLAS when installed
 from blt.baseline import ByteTransformer  # noqa: E402
 from blt.checkpoint import load_checkpoint  # noqa: E402
 from blt.config import BaselineConfig, BLTConfig  # noqa: E402

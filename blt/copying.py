@@ -14,7 +14,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from blt.hashing import ngram_hashes
+from blt.hashing import BASE, MODULUS, ngram_hashes
 from blt.tokens import VOCAB_SIZE
 
 NO_MATCH = VOCAB_SIZE  # the proposal id of a position whose context never occurred before
@@ -36,6 +36,31 @@ def match_next(tokens: mx.array, n: int, q_len: int | None = None) -> mx.array:
     return mx.where(last >= 0, follow, NO_MATCH)
 
 
+class CopyIndex:
+    """match_next one token at a time, O(1) each: for incremental decoding, where re-hashing the whole
+    history for every new byte would cost O(T). ``push`` returns the same ids as a full pass."""
+
+    def __init__(self, ngrams: tuple[int, ...]):
+        self.ngrams = tuple(ngrams)
+        self.powers = [[pow(BASE, i, MODULUS) for i in range(n)] for n in self.ngrams]
+        self.last: list[dict[int, int]] = [{} for _ in self.ngrams]  # n-gram hash -> latest end position
+        self.tokens: list[int] = []
+
+    def push(self, token: int) -> list[int]:
+        """Append ``token``; its proposal for each n (NO_MATCH when its context never occurred before)."""
+        self.tokens.append(int(token))
+        t, toks, out = len(self.tokens) - 1, self.tokens, []
+        for i, n in enumerate(self.ngrams):
+            if t < n - 1:
+                out.append(NO_MATCH)
+                continue
+            h = sum(toks[t - j] * p for j, p in enumerate(self.powers[i])) % MODULUS
+            s = self.last[i].get(h)
+            out.append(NO_MATCH if s is None else toks[s + 1])
+            self.last[i][h] = t
+        return out
+
+
 class CopyEmbedding(nn.Module):
     """Sum over the configured n of an embedding of each position's proposed next byte (match_next)."""
 
@@ -45,11 +70,14 @@ class CopyEmbedding(nn.Module):
         self.table = nn.Embedding((VOCAB_SIZE + 1) * len(self.ngrams), dim)
         self.table.weight = init_scale * self.table.weight
 
+    def lookup(self, proposals: mx.array) -> mx.array:
+        """[B, T, dim] from proposals [B, T, len(ngrams)] (match_next ids, or CopyIndex.push results)."""
+        offsets = mx.arange(len(self.ngrams), dtype=mx.int32) * (VOCAB_SIZE + 1)
+        return self.table(proposals.astype(mx.int32) + offsets).sum(axis=2)
+
     def __call__(self, tokens: mx.array, context: mx.array | None = None) -> mx.array:
-        """[B, T, dim] for ``tokens``; ``context`` ([B, c], the tokens before them) is searched too, so
-        incremental decoding that passes the whole history gets the same features as a full pass."""
+        """[B, T, dim] for ``tokens``; ``context`` ([B, c], the tokens before them) is searched too."""
         T = tokens.shape[1]
         if context is not None and context.shape[1] > 0:
             tokens = mx.concatenate([context.astype(tokens.dtype), tokens], axis=1)
-        ids = [match_next(tokens, n, T) + i * (VOCAB_SIZE + 1) for i, n in enumerate(self.ngrams)]
-        return self.table(mx.stack(ids, axis=-1)).sum(axis=2)
+        return self.lookup(mx.stack([match_next(tokens, n, T) for n in self.ngrams], axis=-1))

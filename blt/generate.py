@@ -25,6 +25,7 @@ import numpy as np
 
 from blt.baseline import ByteTransformer
 from blt.checkpoint import Checkpoint, load_checkpoint
+from blt.copying import CopyIndex
 from blt.entropy import EntropyModel, entropy_from_logits
 from blt.model import BLT
 from blt.patching import OnlinePatcher, patch_starts
@@ -108,6 +109,7 @@ class BLTDecoder:
         self.ent_cache = None if self.entropy_model is None else self.entropy_model.make_cache()
         self.cur_h: mx.array | None = None  # encoder states of the current, unfinished patch [1, n, enc_dim]
         self.cur_slots: list[tuple[mx.array, mx.array]] | None = None  # decoder slots of the previous patch
+        self.copy_index = CopyIndex(model.cfg.copy_ngrams) if model.cfg.copy_ngrams else None
 
     @property
     def n_patches(self) -> int:
@@ -139,6 +141,9 @@ class BLTDecoder:
         last_start = int(np.flatnonzero(self.starts)[-1])
         pid = mx.array(pid_np[None].astype(np.int32))
         h = model.encode(x, self.cache["encoder"])
+        if self.copy_index is not None:
+            for t in tokens:
+                self.copy_index.push(t)
         prev = mx.broadcast_to(model.null_patch, (1, 1, model.cfg.global_dim))
         if P > 1:  # run the global model over the completed patches; the last one may still grow
             pooled = model.pooler(h[:, :last_start], pid[:, :last_start], P - 1)
@@ -167,9 +172,10 @@ class BLTDecoder:
             self.cur_slots = model.decoder_slots(g)
             self.cur_h = None
         x = mx.array([[token]], dtype=mx.int32)
-        n_ctx = model.context_len()
-        ctx = None if n_ctx == 0 else mx.array([self.tokens[-n_ctx:] if n_ctx else self.tokens], dtype=mx.int32)
-        h = model.encode(x, self.cache["encoder"], context=ctx)
+        n_ctx = self.cfg.ngram_max - 1
+        ctx = mx.array([self.tokens[-n_ctx:]], dtype=mx.int32) if n_ctx else None
+        copy = None if self.copy_index is None else mx.array([[self.copy_index.push(token)]], dtype=mx.int32)
+        h = model.encode(x, self.cache["encoder"], context=ctx, copy_proposals=copy)
         self.cur_h = h if self.cur_h is None else mx.concatenate([self.cur_h, h], axis=1)
         pid = mx.zeros((1, 1), dtype=mx.int32)
         logits = model.decode(h, self.cur_slots, pid, self.cache["decoder"])[0, -1]

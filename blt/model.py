@@ -154,19 +154,22 @@ class BLT(nn.Module):
             "decoder": [KVCache() for _ in self.decoder],
         }
 
-    def encode(self, tokens: mx.array, cache: list[KVCache] | None = None, context: mx.array | None = None):
-        """Byte states [B, T, enc_dim]; ``context``: the tokens before ``tokens`` (for the hashes and the copy
-        features, which search all of it; see ``context_len``)."""
+    def encode(
+        self,
+        tokens: mx.array,
+        cache: list[KVCache] | None = None,
+        context: mx.array | None = None,
+        copy_proposals: mx.array | None = None,
+    ):
+        """Byte states [B, T, enc_dim]; ``context``: the tokens just before ``tokens`` (for the hashes);
+        ``copy_proposals``: their copy features when the caller tracks them (blt.copying.CopyIndex), else
+        they are searched for in ``tokens`` itself."""
         x = self.byte_embed(tokens) + self.hash_embed(tokens, context)
         if self.copy_embed is not None:
-            x = x + self.copy_embed(tokens, context)
+            x = x + (self.copy_embed(tokens) if copy_proposals is None else self.copy_embed.lookup(copy_proposals))
         for i, layer in enumerate(self.encoder):
             x = layer(x, None if cache is None else cache[i])
         return x
-
-    def context_len(self) -> int | None:
-        """How many earlier tokens ``encode`` needs as context for new ones (None: all of them)."""
-        return None if self.copy_embed is not None else self.cfg.ngram_max - 1
 
     def run_global(self, x: mx.array, cache: list[KVCache] | None = None) -> mx.array:
         """Global outputs [B, P, global_dim] (normalised) for the patch embeddings ``x``."""

@@ -18,7 +18,7 @@ from blt import tokens
 from blt.baseline import ByteTransformer
 from blt.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from blt.config import BaselineConfig, BLTConfig, EntropyConfig, PatcherConfig
-from blt.copying import NO_MATCH, CopyEmbedding, match_next
+from blt.copying import NO_MATCH, CopyEmbedding, CopyIndex, match_next
 from blt.entropy import EntropyModel, entropies
 from blt.hashing import BASE, MODULUS, hash_ids, ngram_hashes
 from blt.layers import _chunked_local_attention, window_mask
@@ -501,10 +501,17 @@ def test_copy_features_keep_the_blt_causal_on_repetitive_text():
         np.testing.assert_allclose(np.array(la[:, :t]), np.array(lb[:, :t]), atol=1e-5)
 
 
-def test_copy_embedding_context_gives_the_full_pass_features():
+def test_copy_features_incrementally_equal_the_full_pass():
+    """CopyIndex (decoding, one byte at a time) and CopyEmbedding's context give the full pass's features."""
     mx.random.seed(0)
     emb = CopyEmbedding(16, (2, 4))
-    x = mx.array([[tokens.BOS] + tokens.encode(TEXT[:20] * 2)])
+    row = [tokens.BOS] + tokens.encode(TEXT[:20] * 2)
+    x = mx.array([row])
     full = emb(x)
     tail = emb(x[:, -5:], context=x[:, :-5])
     np.testing.assert_allclose(np.array(full[:, -5:]), np.array(tail), atol=1e-6)
+    index = CopyIndex((2, 4))
+    pushed = np.array([index.push(t) for t in row])
+    for i, n in enumerate((2, 4)):
+        np.testing.assert_array_equal(pushed[:, i], np.array(match_next(x, n))[0])
+    np.testing.assert_allclose(np.array(emb.lookup(mx.array(pushed[None]))), np.array(full), atol=1e-6)
