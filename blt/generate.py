@@ -140,10 +140,10 @@ class BLTDecoder:
         P = int(pid_np[-1]) + 1
         last_start = int(np.flatnonzero(self.starts)[-1])
         pid = mx.array(pid_np[None].astype(np.int32))
-        h = model.encode(x, self.cache["encoder"])
-        if self.copy_index is not None:
-            for t in tokens:
-                self.copy_index.push(t)
+        copy = None
+        if self.copy_index is not None:  # the index computes the prompt's copy features once, and keeps them
+            copy = mx.array([[self.copy_index.push(t) for t in tokens]], dtype=mx.int32)
+        h = model.encode(x, self.cache["encoder"], copy_proposals=copy)
         prev = mx.broadcast_to(model.null_patch, (1, 1, model.cfg.global_dim))
         if P > 1:  # run the global model over the completed patches; the last one may still grow
             pooled = model.pooler(h[:, :last_start], pid[:, :last_start], P - 1)
