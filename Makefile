@@ -34,7 +34,7 @@ test: setup
 checkpoint: setup
 	rm -rf runs/default
 	$(BIN)/shvayambhu train ingest/data/seed.jsonl --out runs/default --stages entropy,blt --size small \
-		--max-bytes 1024 --exemplar-bytes 448 --response-bytes 384 -k 2 --copy-warmup 0.5 --max-minutes 20 \
+		--max-bytes 2048 --exemplar-bytes 768 --response-bytes 768 -k 2 --copy-warmup 0.5 --max-minutes 20 \
 		--export blt/checkpoints/default
 
 lint: setup

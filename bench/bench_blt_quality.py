@@ -34,12 +34,15 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--repetition-penalty", type=float, default=None, help="[blt] repetition_penalty")
     ap.add_argument("--no-repeat-ngram", type=int, default=None, help="[blt] no_repeat_ngram")
+    ap.add_argument("--copy-weight", type=float, default=None, help="[blt] copy_weight (0: the model alone)")
     args = ap.parse_args()
     blt_section = {"checkpoint": args.checkpoint}
     if args.repetition_penalty is not None:
         blt_section["repetition_penalty"] = args.repetition_penalty
     if args.no_repeat_ngram is not None:
         blt_section["no_repeat_ngram"] = args.no_repeat_ngram
+    if args.copy_weight is not None:
+        blt_section["copy_weight"] = args.copy_weight
 
     from rag.api import Shvayambhu
     from rag.config import load_settings
@@ -72,7 +75,7 @@ def main() -> None:
     b = settings.blt
     print(
         f"held-out prompts: {len(by_cfg.get('retrieval', []))}; checkpoint: {args.checkpoint or 'shipped default'}; "
-        f"repetition_penalty {b.repetition_penalty}, no_repeat_ngram {b.no_repeat_ngram}"
+        f"repetition_penalty {b.repetition_penalty}, no_repeat_ngram {b.no_repeat_ngram}, copy_weight {b.copy_weight}"
     )
     chrf = {}
     for name, rs in by_cfg.items():

@@ -11,8 +11,11 @@ changes real positions (padding only comes after them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from blt.hashing import BASE, MODULUS, ngram_hashes
 from blt.tokens import VOCAB_SIZE
@@ -81,3 +84,63 @@ class CopyEmbedding(nn.Module):
         if context is not None and context.shape[1] > 0:
             tokens = mx.concatenate([context.astype(tokens.dtype), tokens], axis=1)
         return self.lookup(mx.stack([match_next(tokens, n, T) for n in self.ngrams], axis=-1))
+
+
+class ExemplarCopier:
+    """Retrieval-interpolated decoding: kNN-LM (Khandelwal et al., 2020) with an LZ77 match in place of the
+    vector search. Where the end of the output matches retrieved text for at least ``min_match`` bytes, the
+    bytes that followed the longest such matches form a copy distribution, mixed into the model's as
+    ``(1 - weight) * p_model + weight * p_copy``; elsewhere the model's distribution is left alone.
+
+    A small byte model keeps to an exemplar for a few words and then drifts; the mixture keeps it there
+    while the match holds and lets the model bridge the gaps (a paraphrase, the question's own words).
+    ``sources`` are token ids of the retrieved responses, least relevant first; the output may begin where
+    the last (the most relevant) begins, and joins any other where it matches. O(source bytes) a step.
+    """
+
+    def __init__(self, sources: Sequence[Sequence[int]], weight: float, min_match: int = 4):
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"copy weight must be in [0, 1], got {weight}")
+        self.weight, self.min_match = float(weight), max(1, int(min_match))
+        src: list[int] = []
+        starts: list[int] = []
+        for s in sources:
+            if len(s):
+                starts.append(len(src))
+                src.extend(int(t) for t in s)
+                src.append(-1)  # a sentinel: no match runs from one source into the next
+        self.src = np.array(src, dtype=np.int64)
+        # run[j]: bytes of output matched by the source bytes just before j (so src[j] would come next)
+        self.run = np.zeros(len(src), dtype=np.int64)
+        if starts:
+            self.run[starts[-1]] = self.min_match
+
+    def push(self, token: int) -> None:
+        """Extend every match by the emitted ``token``; those that disagree end."""
+        if self.src.size:
+            grown = np.where(self.src[:-1] == token, self.run[:-1] + 1, 0)
+            self.run[0] = 0
+            self.run[1:] = grown
+
+    def proposal(self) -> tuple[np.ndarray, int]:
+        """(token ids, longest match length): what followed the longest current matches, or none."""
+        if not self.src.size:
+            return np.zeros(0, dtype=np.int64), 0
+        best = int(self.run.max())
+        if best < self.min_match:
+            return np.zeros(0, dtype=np.int64), best
+        nxt = self.src[self.run == best]
+        return nxt[nxt >= 0], best
+
+    def mix(self, logits: np.ndarray) -> np.ndarray:
+        """Log-probabilities of the mixture for next-token ``logits`` [V] (unchanged where nothing matches)."""
+        ids, _ = self.proposal()
+        if self.weight == 0.0 or ids.size == 0:
+            return logits
+        z = np.asarray(logits, dtype=np.float64)
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        q = np.bincount(ids, minlength=p.size)[: p.size].astype(np.float64)
+        mixed = (1.0 - self.weight) * p + self.weight * q / q.sum()
+        with np.errstate(divide="ignore"):
+            return np.log(mixed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -90,6 +91,15 @@ def exemplar_block(
     return "".join(
         tmpl.format(p=p, r=clip_text(r, exemplar_bytes)) for p, r in reversed(list(exemplars))
     ).encode("utf-8")
+
+
+def exemplar_responses(block: str, fmt: str = EVAL_FORMAT) -> list[str]:
+    """The responses of an exemplar block laid out by `exemplar_block` (same order), for copying from.
+    Exact for formats whose entries begin with a marker (all but `plain`)."""
+    head, _, rest = FORMATS[fmt].partition("{p}")
+    mid, _, tail = rest.partition("{r}")
+    entry = re.compile(f"{re.escape(head)}.*?{re.escape(mid)}(.*?){re.escape(tail)}(?={re.escape(head)}|\\Z)", re.S)
+    return entry.findall(block)
 
 
 def context_tokens(

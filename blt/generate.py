@@ -7,8 +7,9 @@ prompt is prefilled in one pass. ``use_cache=False`` recomputes everything over 
 byte (the reference the cache is checked against, and the benchmark's slow path).
 
 Sampling happens in NumPy float64 with a seeded generator, so a seed reproduces a generation exactly.
-Reported per-byte probabilities and entropies are those of the model's own next-byte distribution (before
-temperature, top-k/p and repetition penalty), which is what a confidence estimate needs.
+Reported per-byte probabilities and entropies are those of the next-byte distribution (the model's, mixed
+with the exemplar copy distribution when one is asked for; before temperature, top-k/p and repetition
+penalty), which is what a confidence estimate needs.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from blt.baseline import ByteTransformer
 from blt.checkpoint import Checkpoint, load_checkpoint
-from blt.copying import CopyIndex
+from blt.copying import CopyIndex, ExemplarCopier
 from blt.entropy import EntropyModel, entropy_from_logits
 from blt.model import BLT
 from blt.patching import OnlinePatcher, patch_starts
@@ -367,6 +368,8 @@ def generate(
     use_cache: bool = True,
     entropy_model: EntropyModel | None = None,
     ignore_eos: bool = False,
+    copy_sources: Sequence[Sequence[int]] = (),
+    copy_weight: float = 0.0,
 ) -> Iterator[StepOutput]:
     """Stream up to ``max_bytes`` generated tokens after ``prompt_tokens`` (BOS is used if it is empty).
 
@@ -375,6 +378,9 @@ def generate(
     The repetition penalty looks at the last ``repetition_window`` tokens of prompt and output;
     ``no_repeat_ngram`` = n > 0 never lets the output hold the same n bytes twice (the prompt is not
     counted, so copying from exemplars stays free); ``ignore_eos`` (for benchmarks) never samples EOS.
+    ``copy_sources`` (token ids of retrieved responses, least relevant first, each ending in EOS where the
+    response was whole) with ``copy_weight`` > 0 mix a copy distribution into the model's wherever the
+    output matches them (blt.copying.ExemplarCopier).
     """
     if max_bytes < 1:
         raise ValueError("max_bytes must be >= 1")
@@ -398,9 +404,13 @@ def generate(
         pieces: list[str] = []
         t_first = None
         seen = NgramFollowers(no_repeat_ngram)
+        copier = None
+        if copy_weight > 0 and copy_sources:
+            copier = ExemplarCopier(copy_sources, copy_weight)
         for i in range(max_bytes):
+            step_logits = np.array(logits)
             token, prob, ent = sample_next(
-                np.array(logits),
+                step_logits if copier is None else copier.mix(step_logits),
                 rng,
                 recent=history[-repetition_window:] if repetition_window > 0 else (),
                 temperature=temperature,
@@ -413,6 +423,8 @@ def generate(
             t_first = t_first or time.perf_counter()
             tokens.append(token)
             seen.add(tokens)
+            if copier is not None:
+                copier.push(token)
             history.append(token)
             if token == EOS:
                 text, reason = streamer.flush(), "eos"

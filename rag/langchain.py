@@ -155,12 +155,13 @@ class BLTChatModel(BaseChatModel):
     message its question. Compose with `ShvayambhuRetriever | format_exemplars` and `blt_prompt()`."""
 
     checkpoint: str | None = None  # None: the checkpoint shipped in the package
-    max_bytes: int = 400
+    max_bytes: int = 0  # as [blt] max_bytes
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
     repetition_penalty: float = 1.0
     no_repeat_ngram: int = 12  # as [blt] no_repeat_ngram
+    copy_weight: float = 0.5  # as [blt] copy_weight
     seed: int | None = 0
 
     @property
@@ -170,7 +171,12 @@ class BLTChatModel(BaseChatModel):
     def _backend(self) -> Any:
         from rag.backends.blt import BLTBackend
 
-        return BLTBackend(self.checkpoint, max_bytes=self.max_bytes, no_repeat_ngram=self.no_repeat_ngram)
+        return BLTBackend(
+            self.checkpoint,
+            max_bytes=self.max_bytes,
+            no_repeat_ngram=self.no_repeat_ngram,
+            copy_weight=self.copy_weight,
+        )
 
     def _options(self, stop: list[str] | None) -> Any:
         from rag.backends.base import GenerationOptions
@@ -182,7 +188,7 @@ class BLTChatModel(BaseChatModel):
             repeat_penalty=self.repetition_penalty,
             seed=self.seed,
             stop=stop,
-            max_tokens=self.max_bytes,
+            max_tokens=self.max_bytes or None,
         )
 
     def _generate(

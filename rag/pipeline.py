@@ -123,7 +123,7 @@ def options_for(settings: Settings, backend: str) -> GenerationOptions:
             top_k=b.top_k or None,
             repeat_penalty=b.repetition_penalty,
             seed=b.seed,
-            max_tokens=b.max_bytes,
+            max_tokens=b.max_bytes or None,
         )
     o = settings.ollama
     return GenerationOptions(

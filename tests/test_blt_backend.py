@@ -13,7 +13,7 @@ from blt.checkpoint import save_checkpoint
 from blt.config import BLTConfig, EntropyConfig, PatcherConfig
 from blt.entropy import EntropyModel
 from blt.model import BLT
-from rag.backends.base import GenerationOptions
+from rag.backends.base import BackendError, GenerationOptions
 from rag.backends.blt import DEFAULT_CHECKPOINT, BLTBackend
 
 
@@ -133,3 +133,28 @@ def test_response_bpb_for_the_evaluation_harness(tiny_checkpoint: Path) -> None:
 
     bpb = response_bpb("Why is the sky blue?", "Rayleigh scattering.", model=str(tiny_checkpoint))
     assert math.isfinite(bpb) and 4.0 < bpb < 12.0  # a random 260-way model is near log2(260) = 8.02 bits
+
+
+def test_exemplar_responses_invert_the_block() -> None:
+    from blt.data import FORMATS, exemplar_block, exemplar_responses
+
+    pairs = [("Best?", "First line.\n\nSecond paragraph, with A: inside."), ("Other?", "Q: looks like a question")]
+    for fmt in set(FORMATS) - {"plain"}:
+        block = exemplar_block(pairs, fmt).decode("utf-8")
+        assert exemplar_responses(block, fmt) == [pairs[1][1], pairs[0][1]], fmt  # least relevant first
+    assert exemplar_responses("ut off by the window\n\nQ: q\nA: kept\n\n") == ["kept"]
+
+
+def test_backend_copies_from_the_most_relevant_exemplar(tiny_checkpoint: Path) -> None:
+    from blt.data import exemplar_block
+
+    best = "Soak the pan in warm soapy water."
+    block = exemplar_block([("How do I clean a pan?", best), ("Other?", "Something else entirely.")]).decode()
+    msgs = [{"role": "system", "content": block}, {"role": "user", "content": "Cleaning a pan?"}]
+    opts = GenerationOptions(max_tokens=60)
+    copied = BLTBackend(tiny_checkpoint, copy_weight=1.0).generate(msgs, opts)
+    alone = BLTBackend(tiny_checkpoint, copy_weight=0.0).generate(msgs, opts)
+    assert copied.text == best and copied.done_reason == "stop"  # a whole answer is copied to its end
+    assert not alone.text.startswith(best[:8])
+    with pytest.raises(BackendError, match="copy_weight"):
+        BLTBackend(tiny_checkpoint, copy_weight=2.0)

@@ -13,6 +13,7 @@ from blt import tokens
 from blt.baseline import ByteTransformer
 from blt.checkpoint import save_checkpoint
 from blt.config import BaselineConfig, BLTConfig, EntropyConfig, PatcherConfig
+from blt.copying import ExemplarCopier
 from blt.entropy import EntropyModel, entropies
 from blt.generate import (
     BaselineDecoder,
@@ -260,3 +261,85 @@ def test_text_streamer_unit():
             break
     assert "".join(out) == "नमो " and stopped
     assert list(stream_text(Scripted("ok 🙂".encode()), PROMPT, max_bytes=20)) == ["o", "k", " ", "🙂"]
+
+
+# ---- decoding rules: no repeated n-grams, copying from retrieved text ----
+
+
+class Fixed:
+    """A Decoder whose next-byte logits never change: greedy decoding alone would loop or stop at once."""
+
+    def __init__(self, logits: np.ndarray):
+        self.logits = mx.array(logits.astype(np.float32))
+
+    def prefill(self, toks: list[int]) -> mx.array:
+        return self.logits
+
+    def step(self, token: int) -> mx.array:
+        return self.logits
+
+
+def prefers(data: bytes, eos: float | None = None) -> np.ndarray:
+    """Logits that rank the bytes of ``data`` first to last (and EOS at ``eos``), the rest far below."""
+    logits = np.full(tokens.VOCAB_SIZE, -20.0)
+    for i, b in enumerate(data):
+        logits[b + OFFSET] = 10.0 - i
+    if eos is not None:
+        logits[EOS] = eos
+    return logits
+
+
+def test_no_repeat_ngram_never_repeats_an_ngram_of_the_output():
+    looping = generate_text(Fixed(prefers(b"abc")), PROMPT, max_bytes=40)
+    assert looping.bytes == b"a" * 40  # what the rule is there to prevent
+    for n in (2, 3, 5):
+        out = generate_text(Fixed(prefers(b"abc", eos=-50.0)), PROMPT, max_bytes=40, no_repeat_ngram=n).bytes
+        grams = [out[i : i + n] for i in range(len(out) - n + 1)]
+        assert len(out) == 40 and len(set(grams)) == len(grams), (n, out)
+
+
+def test_exemplar_copier_follows_the_longest_match():
+    src = [tokens.encode(s) for s in ("the dog sat by the door", "the cat sat on the mat")]
+    c = ExemplarCopier(src, weight=0.5, min_match=4)
+    ids, n = c.proposal()
+    assert tokens.decode(ids.tolist()) == b"t" and n == 4  # the answer may open as the most relevant one does
+    for b in tokens.encode("the cat sat "):
+        c.push(b)
+    ids, n = c.proposal()
+    assert tokens.decode(ids.tolist()) == b"o" and n == 4 + len("the cat sat ")
+    for b in tokens.encode("xx sat "):  # a paraphrase: the match is lost, then " sat " (5 bytes) is in both
+        c.push(b)
+    ids, n = c.proposal()
+    assert sorted(tokens.decode(ids.tolist())) == [ord("b"), ord("o")] and n == 5
+    for b in tokens.encode("on the mat"):  # the end of a source: no match runs into the next one
+        c.push(b)
+    assert c.proposal()[0].size == 0
+
+
+def test_exemplar_copier_mixes_probabilities():
+    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4]))
+    c = ExemplarCopier([[2, 3]], weight=0.25, min_match=1)
+    mixed = np.exp(c.mix(logits))
+    assert np.allclose(mixed, 0.75 * np.array([0.1, 0.2, 0.3, 0.4]) + 0.25 * np.array([0, 0, 1, 0]))
+    c.push(0)  # no source byte matches: the model's distribution is kept
+    assert np.array_equal(c.mix(logits), logits)
+    with pytest.raises(ValueError, match="copy weight"):
+        ExemplarCopier([[2]], weight=1.5)
+
+
+def test_generate_copies_retrieved_text_where_the_model_is_unsure():
+    model = Fixed(prefers(b"", eos=1.0))  # left alone, it ends at once
+    source = "Rinse with cool water. 🙂 धन्यवाद"
+    sources = [tokens.encode("unrelated"), tokens.encode(source)]
+    assert generate_text(model, PROMPT, max_bytes=200).bytes == b""
+    out = generate_text(model, PROMPT, max_bytes=200, copy_sources=sources, copy_weight=0.6)
+    assert out.text == source and out.stop_reason == "eos"
+    assert all(0.6 <= p <= 1.0 for p in out.probs)  # probabilities are those of the mixture
+    # a confident model overrides a weak copy weight
+    sure = generate_text(Fixed(prefers(b"z", eos=-5.0)), PROMPT, max_bytes=3, copy_sources=sources, copy_weight=0.2)
+    assert sure.bytes == b"zzz"
+    # a whole retrieved answer ends in EOS, and the copy ends with it; a clipped one leaves the model to go on
+    chatty = Fixed(prefers(b"z", eos=-5.0))
+    ended = generate_text(chatty, PROMPT, max_bytes=40, copy_sources=[[*tokens.encode("ab"), EOS]], copy_weight=0.6)
+    clipped = generate_text(chatty, PROMPT, max_bytes=4, copy_sources=[tokens.encode("ab")], copy_weight=0.6)
+    assert (ended.bytes, ended.stop_reason) == (b"ab", "eos") and clipped.bytes == b"abzz"

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from blt.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, CheckpointError, load_checkpoint
-from blt.data import EVAL_FORMAT, exemplar_block
+from blt.data import EVAL_FORMAT, exemplar_block, exemplar_responses
 from blt.generate import generate
-from blt.tokens import BOS, SEP, encode
+from blt.tokens import BOS, EOS, SEP, encode
 from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
 
 OVERHEAD = 3  # BOS, SEP, SEP
+DEFAULT_ANSWER_BYTES = 384  # for a checkpoint that does not record the length of its training responses
 
 
 @lru_cache(maxsize=2)
@@ -27,7 +28,11 @@ def _load(path: str) -> Checkpoint:
 
 
 class BLTBackend:
-    """Generates with a BLT (or baseline) checkpoint; `budget_bytes` caps the workspace to its context."""
+    """Generates with a BLT (or baseline) checkpoint; `budget_bytes` caps the workspace to its context.
+
+    Answers are up to `max_bytes` long (0: as long as the checkpoint's training responses); `copy_weight`
+    mixes a copy of the retrieved answers into the model's next-byte distribution where the answer matches
+    them (blt.copying.ExemplarCopier; 0 leaves the model alone)."""
 
     name = "blt"
     workspace_kinds = ("exemplar",)
@@ -36,10 +41,13 @@ class BLTBackend:
         self,
         checkpoint: str | Path | None = None,
         *,
-        max_bytes: int = 600,
+        max_bytes: int = 0,
         defaults: GenerationOptions | None = None,
         no_repeat_ngram: int = 0,
+        copy_weight: float = 0.0,
     ):
+        if not 0.0 <= copy_weight <= 1.0:
+            raise BackendError(f"[blt] copy_weight must be between 0 and 1 (0 turns copying off), got {copy_weight}")
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         if not path.exists():
             hint = " (the shipped default is missing: run `make checkpoint`)" if not checkpoint else ""
@@ -50,13 +58,14 @@ class BLTBackend:
             raise BackendError(f"cannot load the BLT checkpoint: {e}") from None
         self.path = path
         self.model = "default" if path == DEFAULT_CHECKPOINT else str(path)
-        self.max_bytes = max_bytes
-        self.no_repeat_ngram = no_repeat_ngram
-        self.defaults = defaults or GenerationOptions()
-        self.context_bytes = int(self.ckpt.config.max_bytes)
-        self.budget_bytes = max(64, self.context_bytes - max_bytes - OVERHEAD)
         trained = (self.ckpt.metrics.get("train_config") or {}).get("data") or {}
         self.exemplar_bytes: int | None = trained.get("exemplar_bytes")
+        self.max_bytes = max_bytes or int(trained.get("response_bytes") or DEFAULT_ANSWER_BYTES)
+        self.no_repeat_ngram = no_repeat_ngram
+        self.copy_weight = copy_weight
+        self.defaults = defaults or GenerationOptions()
+        self.context_bytes = int(self.ckpt.config.max_bytes)
+        self.budget_bytes = max(64, self.context_bytes - self.max_bytes - OVERHEAD)
 
     # -- the prompt, in the trained layout ------------------------------------------------------------
 
@@ -87,6 +96,17 @@ class BLTBackend:
             block = cut[next((i for i, b in enumerate(cut) if b & 0xC0 != 0x80), len(cut)) :]
         return [BOS, *encode(block), SEP, *encode(question), SEP]
 
+    def copy_sources(self, messages: list[dict[str, str]]) -> list[list[int]]:
+        """The exemplar responses as token ids for copying; one that was not clipped ends in EOS, so a copied
+        answer ends where the retrieved one does."""
+        block = "".join(m["content"] for m in messages if m["role"] == "system")
+        out = []
+        for r in exemplar_responses(block, EVAL_FORMAT):
+            data = r.encode("utf-8")
+            whole = self.exemplar_bytes is None or len(data) < self.exemplar_bytes - 3  # clip_text: <= 3 short
+            out.append(encode(data) + ([EOS] if whole else []))
+        return out
+
     # -- decoding --------------------------------------------------------------------------------------
 
     def _kwargs(self, options: GenerationOptions | None) -> dict[str, Any]:
@@ -106,11 +126,13 @@ class BLTBackend:
             "stop": pick("stop") or None,
             "seed": pick("seed"),
             "no_repeat_ngram": self.no_repeat_ngram,
+            "copy_weight": self.copy_weight,
         }
 
     def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[Chunk]:
         kwargs = self._kwargs(options)
         prompt = self.tokens(messages, kwargs["max_bytes"])
+        kwargs["copy_sources"] = self.copy_sources(messages)
         started = time.perf_counter()
         for step in generate(self.ckpt, prompt, **kwargs):
             if step.text:
@@ -152,4 +174,5 @@ def load_backend(settings: Any, model: str | None = None) -> BLTBackend:
         max_bytes=b.max_bytes,
         defaults=options_for(settings, "blt"),
         no_repeat_ngram=b.no_repeat_ngram,
+        copy_weight=b.copy_weight,
     )
