@@ -1,7 +1,12 @@
-"""Quality of the shipped BLT on the held-out prompts: chrF against the references with retrieval and
-without, from the same checkpoint in the same run, plus UTF-8 validity and runaway repetition. Run:
+"""Quality of the shipped BLT: chrF against the reference answers with retrieval and without, from the same
+checkpoint in the same run, plus UTF-8 validity and runaway repetition. Run:
 
-    python bench/bench_blt_quality.py [--checkpoint DIR] [--limit N]
+    python bench/bench_blt_quality.py [--checkpoint DIR] [--limit N] [--copy-weights 0.5,0.25,0]
+    python bench/bench_blt_quality.py --prompts validation --copy-weights 0,0.25,0.5   # choose copy_weight
+
+`heldout` prompts are the corpus's held-out records (never trained on, not in the store). `validation`
+prompts are the records `shvayambhu train` set aside for early stopping (same split), with a store of every
+record but those and the held-out ones: the place to choose settings without looking at the held-out set.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+SEED = REPO / "ingest" / "data" / "seed.jsonl"
 sys.path.insert(0, str(REPO))
 
 import blt  # noqa: E402,F401  - OpenBLAS before mlx
@@ -27,77 +33,102 @@ def max_repeats(text: str, n: int = 20) -> int:
     return max(counts.values(), default=0)
 
 
+def validation_files(folder: Path) -> tuple[Path, Path]:
+    """(store corpus, prompts): the training run's validation records as prompts, the rest as the store."""
+    from blt.data import Sample, split_validation
+    from rag.training import records_from_files
+
+    rest = [r for r in records_from_files([SEED]) if r.split != "heldout"]
+    _, val = split_validation([Sample(r.prompt, r.response, id=r.id) for r in rest], 0.05, 0)  # as `train`
+    val_ids = {s.id for s in val}
+    store, prompts = folder / "store.jsonl", folder / "validation.jsonl"
+    with store.open("w", encoding="utf-8") as s, prompts.open("w", encoding="utf-8") as p:
+        for r in rest:
+            row = {"prompt": r.prompt, "response": r.response, "category": r.category}
+            (p if r.id in val_ids else s).write(json.dumps(row) + "\n")
+    return store, prompts
+
+
+def report(name: str, rows: list[dict], ci: dict | None) -> float:
+    answers = [r.get("answer") or "" for r in rows]
+    chrf = statistics.mean(r["metrics"]["chrf"] for r in rows if "chrf" in r.get("metrics", {}))
+    ci_text = f" ({ci['lo']:.2f}-{ci['hi']:.2f})" if ci else ""
+    print(
+        f"{name:>20}: chrF {chrf:.2f}{ci_text}  mean answer {statistics.mean(len(a.encode()) for a in answers):.0f} B  "
+        f"invalid-UTF-8 {sum(chr(0xFFFD) in a for a in answers)}  "
+        f"runaway repetition {sum(max_repeats(a) > 3 for a in answers)}  "
+        f"empty {sum(not a.strip() for a in answers)}  self-leaks {sum(bool(r.get('leak')) for r in rows)}",
+        flush=True,
+    )
+    return chrf
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="", help="BLT checkpoint [the shipped one]")
-    ap.add_argument("--limit", type=int, default=None, help="held-out prompts to use [all]")
+    ap.add_argument("--prompts", choices=["heldout", "validation"], default="heldout")
+    ap.add_argument("--limit", type=int, default=None, help="prompts to use [all]")
     ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--copy-weights", default=None, help="comma-separated [blt] copy_weight values [the default]")
     ap.add_argument("--repetition-penalty", type=float, default=None, help="[blt] repetition_penalty")
     ap.add_argument("--no-repeat-ngram", type=int, default=None, help="[blt] no_repeat_ngram")
-    ap.add_argument("--copy-weight", type=float, default=None, help="[blt] copy_weight (0: the model alone)")
     args = ap.parse_args()
-    blt_section = {"checkpoint": args.checkpoint}
+    blt_section: dict = {"checkpoint": args.checkpoint}
     if args.repetition_penalty is not None:
         blt_section["repetition_penalty"] = args.repetition_penalty
     if args.no_repeat_ngram is not None:
         blt_section["no_repeat_ngram"] = args.no_repeat_ngram
-    if args.copy_weight is not None:
-        blt_section["copy_weight"] = args.copy_weight
 
     from rag.api import Shvayambhu
     from rag.config import load_settings
     from rag.eval.generation import generation_command
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(
-            overrides={"store": {"data_dir": tmp}, "blt": blt_section}, environ={}
-        )
-        Shvayambhu(settings).ingest([REPO / "ingest" / "data" / "seed.jsonl"], progress=False)
-        configs = [
-            f"retrieval=backend=blt,k={args.k},retrieval=on,memory=off",
-            "no-retrieval=backend=blt,retrieval=off,memory=off",
-        ]
-        run = generation_command(
-            None,
-            configs=configs,
-            out=Path(tmp) / "run",
-            limit=args.limit,
-            progress=False,
-            plots=False,
-            bootstrap=500,
-            settings=settings,
-        )
-        rows = [json.loads(line) for line in (run.folder / "results.jsonl").open(encoding="utf-8")]
-        summary = json.loads((run.folder / "summary.json").read_text())
-    by_cfg: dict[str, list[dict]] = {}
-    for r in rows:
-        by_cfg.setdefault(r["config"], []).append(r)
-    b = settings.blt
-    print(
-        f"held-out prompts: {len(by_cfg.get('retrieval', []))}; checkpoint: {args.checkpoint or 'shipped default'}; "
-        f"repetition_penalty {b.repetition_penalty}, no_repeat_ngram {b.no_repeat_ngram}, copy_weight {b.copy_weight}"
-    )
-    chrf = {}
-    for name, rs in by_cfg.items():
-        answers = [r.get("answer") or "" for r in rs]
-        mean_len = statistics.mean(len(a.encode()) for a in answers)
-        chrf[name] = statistics.mean(r["metrics"]["chrf"] for r in rs if "chrf" in r.get("metrics", {}))
-        bad_utf8 = sum("\ufffd" in a for a in answers)
-        runaway = sum(max_repeats(a) > 3 for a in answers)
-        empty = sum(not a.strip() for a in answers)
-        leaks = sum(bool(r.get("leak")) for r in rs)
+        folder = Path(tmp)
+        store, prompts = validation_files(folder) if args.prompts == "validation" else (SEED, None)
+        settings = load_settings(overrides={"store": {"data_dir": tmp}, "blt": blt_section}, environ={})
+        weights = [float(w) for w in args.copy_weights.split(",")] if args.copy_weights else [None]
+        Shvayambhu(settings).ingest([store], progress=False)
+        b = settings.blt
         print(
-            f"{name:>13}: chrF {chrf[name]:.2f}  mean answer {mean_len:.0f} B  "
-            f"invalid-UTF-8 answers {bad_utf8}  runaway repetition {runaway}  empty {empty}  self-leaks {leaks}"
+            f"{args.prompts} prompts; checkpoint: {args.checkpoint or 'shipped default'}; k={args.k}, greedy, "
+            f"repetition_penalty {b.repetition_penalty}, no_repeat_ngram {b.no_repeat_ngram}",
+            flush=True,
         )
-    if chrf.get("no-retrieval"):
-        print(f"chrF ratio retrieval / no retrieval: {chrf['retrieval'] / chrf['no-retrieval']:.2f}x (target >= 2x)")
-    cis = {n: c.get("metrics", {}).get("chrf") for n, c in summary.get("configs", {}).items()}
-    print("bootstrap 95% CIs (chrF):", json.dumps(cis))
-    example = by_cfg["retrieval"][0]
-    print("\nexample prompt:", example["prompt"][:200])
-    print("with retrieval:", example["answer"][:400])
-    print("without:", by_cfg["no-retrieval"][0]["answer"][:400])
+        chrf: dict[str, float] = {}
+        examples: dict[str, dict] = {}
+        for i, w in enumerate(weights):
+            if w is not None:
+                settings.blt.copy_weight = w
+            name = f"retrieval (copy {settings.blt.copy_weight:g})"
+            configs = [f"retrieval=backend=blt,k={args.k},retrieval=on,memory=off"]
+            if i == 0:  # without retrieval nothing is copied: the weight does not matter
+                configs.append("no-retrieval=backend=blt,retrieval=off,memory=off")
+            run = generation_command(
+                [prompts] if prompts else None,
+                configs=configs,
+                out=folder / f"run{i}",
+                limit=args.limit,
+                progress=False,
+                plots=False,
+                bootstrap=500,
+                settings=settings,
+            )
+            rows = [json.loads(line) for line in (run.folder / "results.jsonl").open(encoding="utf-8")]
+            cis = json.loads((run.folder / "summary.json").read_text()).get("configs", {})
+            for cfg in ("no-retrieval", "retrieval"):
+                got = [r for r in rows if r["config"] == cfg]
+                if got:
+                    label = "no retrieval" if cfg == "no-retrieval" else name
+                    chrf[label] = report(label, got, cis.get(cfg, {}).get("metrics", {}).get("chrf"))
+                    examples[label] = got[0]
+    base = chrf["no retrieval"]
+    for label, value in chrf.items():
+        if label != "no retrieval":
+            print(f"chrF ratio {label} / no retrieval: {value / base:.2f}x (target >= 2x)")
+    print("\nexample prompt:", next(iter(examples.values()))["prompt"][:200])
+    for label, row in examples.items():
+        print(f"{label}: {row['answer'][:600]}")
 
 
 if __name__ == "__main__":
