@@ -377,8 +377,7 @@ def generate(
     ByteTransformer, or a Decoder. Stops at EOS, at any ``stop`` sequence (not emitted) or at ``max_bytes``.
     The repetition penalty looks at the last ``repetition_window`` tokens of prompt and output;
     ``no_repeat_ngram`` = n > 0 never lets the output hold the same n bytes twice (the prompt is not
-    counted, so copying from exemplars stays free, and a copy may repeat what its source repeats);
-    ``ignore_eos`` (for benchmarks) never samples EOS.
+    counted, so copying from exemplars stays free); ``ignore_eos`` (for benchmarks) never samples EOS.
     ``copy_sources`` (token ids of retrieved responses, least relevant first, each ending in EOS where the
     response was whole) with ``copy_weight`` > 0 mix a copy distribution into the model's wherever the
     output matches them (blt.copying.ExemplarCopier).
@@ -410,11 +409,6 @@ def generate(
             copier = ExemplarCopier(copy_sources, copy_weight)
         for i in range(max_bytes):
             step_logits = np.array(logits)
-            banned = seen.banned(tokens)
-            if copier is not None and banned:
-                ids, run = copier.proposal()
-                if run >= no_repeat_ngram - 1:  # the n-gram it completes is in the source here: its repeat
-                    banned = banned - set(ids.tolist())
             token, prob, ent = sample_next(
                 step_logits if copier is None else copier.mix(step_logits),
                 rng,
@@ -424,7 +418,7 @@ def generate(
                 top_p=top_p,
                 repetition_penalty=repetition_penalty,
                 ignore_eos=ignore_eos,
-                banned=banned,
+                banned=seen.banned(tokens),
             )
             t_first = t_first or time.perf_counter()
             tokens.append(token)

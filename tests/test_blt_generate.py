@@ -344,9 +344,3 @@ def test_generate_copies_retrieved_text_where_the_model_is_unsure():
     clipped = generate_text(chatty, PROMPT, max_bytes=4, copy_sources=[tokens.encode("ab")], copy_weight=0.6)
     assert (ended.bytes, ended.stop_reason) == (b"ab", "eos") and clipped.bytes == b"abzz"
 
-
-def test_a_copy_may_repeat_what_its_source_repeats():
-    source = [tokens.encode("the local cash or the local currency")]
-    model = Fixed(prefers(b"", eos=1.0))
-    out = generate_text(model, PROMPT, max_bytes=80, no_repeat_ngram=8, copy_sources=source, copy_weight=0.6)
-    assert out.text == "the local cash or the local currency"  # "the loca" twice, as in the source
