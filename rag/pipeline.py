@@ -113,8 +113,9 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
 
 
-def options_for(settings: Settings, backend: str) -> GenerationOptions:
-    """Sampling options for a backend from its settings section."""
+def options_for(settings: Settings, backend: str, low_confidence: bool = False) -> GenerationOptions:
+    """Sampling options for a backend from its settings section. When the layer judged its evidence weak
+    (`low_confidence`), the BLT copies nothing: it would re-tell an answer to another question."""
     if backend == "blt":
         b = settings.blt
         return GenerationOptions(
@@ -124,6 +125,7 @@ def options_for(settings: Settings, backend: str) -> GenerationOptions:
             repeat_penalty=b.repetition_penalty,
             seed=b.seed,
             max_tokens=b.max_bytes or None,
+            copy_weight=0.0 if low_confidence else b.copy_weight,
         )
     o = settings.ollama
     return GenerationOptions(
@@ -403,7 +405,7 @@ def run(
     show_prompt: bool = False,
 ) -> Answer:
     """Generate in one call and finish."""
-    options = options_for(settings, backend.name)
+    options = options_for(settings, backend.name, prep.confidence.low)
     cleaner = Cleaner(n_sources=len(prep.hits), name=settings.self_model.name)
     t = time.perf_counter()
     gen = backend.generate(prep.messages, options)
@@ -452,7 +454,7 @@ class AnswerStream:
         return next(self._iter)
 
     def _run(self) -> Iterator[str]:
-        options = options_for(self.settings, self.backend.name)
+        options = options_for(self.settings, self.backend.name, self.prep.confidence.low)
         cleaner = Cleaner(n_sources=len(self.prep.hits), name=self.settings.self_model.name)
         t = time.perf_counter()
         gen: Generation | None = None

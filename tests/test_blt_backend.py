@@ -156,5 +156,17 @@ def test_backend_copies_from_the_most_relevant_exemplar(tiny_checkpoint: Path) -
     alone = BLTBackend(tiny_checkpoint, copy_weight=0.0).generate(msgs, opts)
     assert copied.text == best and copied.done_reason == "stop"  # a whole answer is copied to its end
     assert not alone.text.startswith(best[:8])
+    off = GenerationOptions(max_tokens=60, copy_weight=0)
+    per_call = BLTBackend(tiny_checkpoint, copy_weight=1.0).generate(msgs, off)
+    assert per_call.text == alone.text  # options override the backend's weight
     with pytest.raises(BackendError, match="copy_weight"):
         BLTBackend(tiny_checkpoint, copy_weight=2.0)
+
+
+def test_weak_evidence_turns_copying_off() -> None:
+    from rag.config import load_settings
+    from rag.pipeline import options_for
+
+    settings = load_settings(overrides={"blt": {"copy_weight": 0.7}}, environ={})
+    assert options_for(settings, "blt").copy_weight == 0.7
+    assert options_for(settings, "blt", low_confidence=True).copy_weight == 0.0  # no answer to another question

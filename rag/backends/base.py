@@ -23,6 +23,7 @@ class GenerationOptions:
     seed: int | None = None
     stop: list[str] | None = None
     max_tokens: int | None = None  # Ollama num_predict; BLT max bytes
+    copy_weight: float | None = None  # BLT: how much of the retrieved answers to copy ([blt] copy_weight)
 
 
 @dataclass

@@ -126,7 +126,7 @@ class BLTBackend:
             "stop": pick("stop") or None,
             "seed": pick("seed"),
             "no_repeat_ngram": self.no_repeat_ngram,
-            "copy_weight": self.copy_weight,
+            "copy_weight": self.copy_weight if pick("copy_weight") is None else float(pick("copy_weight")),
         }
 
     def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[Chunk]:
