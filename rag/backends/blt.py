@@ -117,6 +117,7 @@ class BLTBackend:
             return getattr(self.defaults, name) if value is None else value
 
         max_bytes = pick("max_tokens") or self.max_bytes
+        copy_weight = pick("copy_weight")
         return {
             "max_bytes": int(max_bytes),
             "temperature": float(pick("temperature") or 0.0),
@@ -126,7 +127,7 @@ class BLTBackend:
             "stop": pick("stop") or None,
             "seed": pick("seed"),
             "no_repeat_ngram": self.no_repeat_ngram,
-            "copy_weight": self.copy_weight if pick("copy_weight") is None else float(pick("copy_weight")),
+            "copy_weight": self.copy_weight if copy_weight is None else float(copy_weight),
         }
 
     def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[Chunk]:
