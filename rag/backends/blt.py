@@ -133,7 +133,7 @@ class BLTBackend:
     def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[Chunk]:
         kwargs = self._kwargs(options)
         prompt = self.tokens(messages, kwargs["max_bytes"])
-        kwargs["copy_sources"] = self.copy_sources(messages)
+        kwargs["copy_sources"] = self.copy_sources(messages) if kwargs["copy_weight"] > 0 else []
         started = time.perf_counter()
         for step in generate(self.ckpt, prompt, **kwargs):
             if step.text:
