@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from index.errors import ShvayambhuError
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
-class EmbeddingError(RuntimeError):
+class EmbeddingError(ShvayambhuError, RuntimeError):
     """The embedding model could not be found or loaded."""
 
 

@@ -8,10 +8,12 @@ from typing import Any
 
 import chromadb
 
+from index.errors import ShvayambhuError
+
 CORPUS = "corpus"
 
 
-class StoreError(RuntimeError):
+class StoreError(ShvayambhuError, RuntimeError):
     """The store cannot be reached or a collection does not match what the caller expects."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from index.embed import Embedder
+from index.errors import ShvayambhuError
 from ingest.readers import CHUNK_BYTES, read_path
 from ingest.records import Record
 from ingest.validate import Rejection, check_record
@@ -17,7 +18,7 @@ from ingest.validate import Rejection, check_record
 EMBED_FIELDS = ("prompt", "response", "both")
 
 
-class IngestError(RuntimeError):
+class IngestError(ShvayambhuError, RuntimeError):
     """Ingest refused to write anything (e.g. `--strict` and a rejected record)."""
 
 

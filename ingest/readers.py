@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from index.errors import ShvayambhuError
 from ingest.records import Record
 from ingest.validate import Rejection
 
@@ -15,7 +16,7 @@ EXTENSIONS = (".jsonl", ".json", ".txt", ".md")
 CHUNK_BYTES = 1500
 
 
-class ReadError(ValueError):
+class ReadError(ShvayambhuError, ValueError):
     """A path that cannot be read at all (missing, or a type we do not read)."""
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from index.embed import DEFAULT_MODEL
+from index.errors import UsageError
 from index.store import default_data_dir
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A setting has an unknown name or a value of the wrong type; the message names the source."""
 
 

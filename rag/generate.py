@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from index.errors import ShvayambhuError
 from ingest.records import Record, normalise
 from ingest.validate import check_record
 from rag.backends.base import GenerationOptions
@@ -53,7 +54,7 @@ GENERATOR = "shvayambhu generate"
 IngestFn = Callable[[list[Path]], Any]
 
 
-class GenerateError(RuntimeError):
+class GenerateError(ShvayambhuError, RuntimeError):
     """Generation cannot start (bad arguments, unreadable prompts, no server); the message says why."""
 
 

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from index.errors import ShvayambhuError
 
-class BackendError(RuntimeError):
+
+class BackendError(ShvayambhuError, RuntimeError):
     """A backend failed in a way the user can act on; the message says what to do."""
 
 

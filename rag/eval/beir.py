@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from index.errors import ShvayambhuError
+
 EMBED_FIELDS = ("title_text", "title", "text")
 EMBED_ALIASES = {"both": "title_text", "title+text": "title_text", "prompt": "title", "response": "text"}
 MAX_LISTED = 10
@@ -23,7 +25,7 @@ def unknown_embed(name: str) -> str:
     return f"unknown embed field {name!r}: use {', '.join(EMBED_FIELDS)} (or prompt, response, both)"
 
 
-class BeirError(ValueError):
+class BeirError(ShvayambhuError, ValueError):
     """A dataset that cannot be evaluated; the message names the file and line."""
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from index.errors import ShvayambhuError
 from rag.eval.judge import Judge
 from rag.eval.retrieval import _progress
 
@@ -29,7 +30,7 @@ _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
 
 
-class GenerationError(ValueError):
+class GenerationError(ShvayambhuError, ValueError):
     """Bad input, a bad --config, or a results folder that does not match the run; the message says which."""
 
 
