@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rag.generate import GenerateConfig, run_generation  # noqa: E402
+from rag.synthesis import SynthesisConfig, synthesize  # noqa: E402
 
 
 def start_server(delay: float) -> tuple[subprocess.Popen[str], str]:
@@ -39,11 +39,11 @@ def run_once(url: str, concurrency: int, jobs: int, fsync_interval: float, strea
              ) -> dict[str, float]:
     """One generation run of `jobs` records; timings from the summary."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = GenerateConfig(out=Path(tmp) / "bench.jsonl", models=["bench"], n=jobs, seed=0, host=url,
+        cfg = SynthesisConfig(out=Path(tmp) / "bench.jsonl", models=["bench"], n=jobs, seed=0, host=url,
                              concurrency=concurrency, progress=False, fsync_interval=fsync_interval,
                              retries=0, stream=stream)
         t = time.perf_counter()
-        s = run_generation(cfg)
+        s = synthesize(cfg)
         elapsed = time.perf_counter() - t
     assert s.done == jobs, s
     return {"records": jobs, "elapsed_s": elapsed, "rps": jobs / elapsed}

@@ -21,6 +21,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from blt import tokens
+from blt.errors import BLTError
 from blt.baseline import ByteTransformer
 from blt.config import BaselineConfig, BLTConfig, EntropyConfig
 from blt.entropy import EntropyModel
@@ -37,7 +38,7 @@ METRICS_FILE = "metrics.json"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"  # shipped in the package
 
 
-class CheckpointError(Exception):
+class CheckpointError(BLTError):
     """A checkpoint folder is missing, incomplete, corrupt or does not match its config."""
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from index.embed import Embedder
 from index.errors import ShvayambhuError
+from index.progress import progress_bar
 from ingest.readers import CHUNK_BYTES, read_path
 from ingest.records import Record
 from ingest.validate import Rejection, check_record
@@ -170,10 +171,7 @@ def _write(
     """Embed chunk i+1 while Chroma writes chunk i (both release the GIL); one write in flight at a time."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not show, transient=True) as bar, ThreadPoolExecutor(1) as writer:
+    with progress_bar(show, "embedding") as bar, ThreadPoolExecutor(1) as writer:
         task = bar.add_task("embed", total=len(todo))
         pending: Future | None = None
         step = max(embed_batch, (batch // embed_batch) * embed_batch)

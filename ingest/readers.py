@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ShvayambhuError
-from ingest.records import Record
+from ingest.records import Record, split_name
 from ingest.validate import Rejection
 
 EXTENSIONS = (".jsonl", ".json", ".txt", ".md")
@@ -27,7 +27,7 @@ def from_object(obj: Any, source: str, line: int) -> list[Record] | str:
     common = {
         "model": obj.get("model") if isinstance(obj.get("model"), str) else None,
         "category": obj.get("category") if isinstance(obj.get("category"), str) else None,
-        "split": obj.get("split") if isinstance(obj.get("split"), str) else None,
+        "split": split_name(obj.get("split")),
         "meta": obj.get("meta") if isinstance(obj.get("meta"), dict) else {},
         "source": source,
         "line": line,

@@ -18,12 +18,12 @@ _WHERE = {
     "Answer": "rag.pipeline",
     "AnswerStream": "rag.pipeline",
     "Source": "rag.pipeline",
-    "Memory": "rag.memory",
+    "Memory": "rag.consciousness.memory",
 }
 
 if TYPE_CHECKING:
     from rag.api import ChatSession, Shvayambhu
-    from rag.memory import Memory
+    from rag.consciousness.memory import Memory
     from rag.pipeline import Answer, AnswerStream, Source
 
 

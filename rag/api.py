@@ -14,14 +14,9 @@ from ingest.pipeline import IngestSummary, ingest_paths
 from ingest.readers import iter_files
 from rag.backends.base import Backend, BackendError
 from rag.config import Settings, load_settings
-from rag.memory import MemoryStream
+from rag.consciousness.memory import MemoryStream
+from rag.consciousness.selfmodel import SelfModel
 from rag.pipeline import Answer, AnswerStream, Prepared, prepare, run
-from rag.selfmodel import SelfModel
-
-
-def bundled_corpus() -> Path:
-    """The seed corpus shipped inside the package."""
-    return Path(__file__).resolve().parent.parent / "ingest" / "data" / "seed.jsonl"
 
 
 class Shvayambhu:

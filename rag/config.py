@@ -68,7 +68,7 @@ class BLTSettings:
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
-    repetition_penalty: float = 1.0  # CTRL-style, over the last 64 bytes; distorts letter frequencies
+    repeat_penalty: float = 1.0  # CTRL-style, over the last 64 bytes; distorts letter frequencies
     no_repeat_ngram: int = 12  # the answer never holds the same 12 bytes twice: no loops, copying stays free
     copy_weight: float = 0.5  # mix a copy of the retrieved answers in where the answer matches them; 0: off
     seed: int = 0

@@ -23,8 +23,8 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict
 
 from rag.config import Settings
-from rag.prompting import BLOCK_SEP, INSTRUCTIONS, WORKSPACE_HEADER, chat_prompt, exemplar_text, to_dicts
-from rag.selfmodel import SelfModel
+from rag.consciousness.prompt import BLOCK_SEP, INSTRUCTIONS, WORKSPACE_HEADER, chat_prompt, exemplar_text, to_dicts
+from rag.consciousness.selfmodel import SelfModel
 
 
 class ShvayambhuRetriever(BaseRetriever):
@@ -159,7 +159,7 @@ class BLTChatModel(BaseChatModel):
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
-    repetition_penalty: float = 1.0
+    repeat_penalty: float = 1.0
     no_repeat_ngram: int = 12  # as [blt] no_repeat_ngram
     copy_weight: float = 0.5  # as [blt] copy_weight
     seed: int | None = 0
@@ -185,7 +185,7 @@ class BLTChatModel(BaseChatModel):
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
-            repeat_penalty=self.repetition_penalty,
+            repeat_penalty=self.repeat_penalty,
             seed=self.seed,
             stop=stop,
             max_tokens=self.max_bytes or None,

@@ -14,14 +14,15 @@ from typing import Any
 import numpy as np
 
 from index.retrieve import Hit, query_vector
-from rag import metacognition as meta
 from rag.backends.base import Backend, BackendError, Generation, GenerationOptions
 from rag.config import Settings
-from rag.memory import Memory, MemoryStream, exchange_text
+from rag.consciousness import metacognition as meta
+from rag.consciousness.memory import Memory, MemoryStream, exchange_text
+from rag.consciousness.prompt import base_messages, exemplar_text, flatten, memory_text, number_exemplars, render, size
+from rag.consciousness.selfmodel import SelfModel
+from rag.consciousness.workspace import BudgetError, Candidate, Workspace, evict, measurer, pack, shorten
+from rag.options import options_for
 from rag.postprocess import Cleaner, attribute
-from rag.prompting import base_messages, exemplar_text, flatten, memory_text, number_exemplars, render, size
-from rag.selfmodel import SelfModel
-from rag.workspace import BudgetError, Candidate, Workspace, evict, measurer, pack, shorten
 
 log = logging.getLogger(__name__)
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
@@ -111,32 +112,6 @@ class Prepared:
     timings: dict[str, float]
     started: float
     warnings: list[str] = field(default_factory=list)
-
-
-def options_for(settings: Settings, backend: str, low_confidence: bool = False) -> GenerationOptions:
-    """Sampling options for a backend from its settings section. When the layer judged its evidence weak
-    (`low_confidence`), the BLT copies nothing: it would re-tell an answer to another question."""
-    if backend == "blt":
-        b = settings.blt
-        return GenerationOptions(
-            temperature=b.temperature,
-            top_p=b.top_p,
-            top_k=b.top_k or None,
-            repeat_penalty=b.repetition_penalty,
-            seed=b.seed,
-            max_tokens=b.max_bytes or None,
-            copy_weight=0.0 if low_confidence else b.copy_weight,
-        )
-    o = settings.ollama
-    return GenerationOptions(
-        temperature=o.temperature,
-        top_p=o.top_p,
-        top_k=o.top_k,
-        repeat_penalty=o.repeat_penalty,
-        num_ctx=o.num_ctx,
-        seed=None if o.seed < 0 else o.seed,
-        max_tokens=o.max_tokens,
-    )
 
 
 def budget_for(settings: Settings, backend: Any) -> tuple[int, str]:

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from blt.data import Sample, clip_response, split_validation, stable_seed
-
-HELDOUT = "heldout"
+from blt.data import Sample, clip_response, split_validation
+from ingest.readers import read_path
+from ingest.records import HELDOUT_FRACTION, Record, heldout_flags, split_name
+from ingest.validate import check_record
 
 
 @dataclass
@@ -51,21 +52,13 @@ def _norm(text: str) -> str:
 
 def records_from_files(paths: Iterable[str | Path], validate: bool = True) -> list[CorpusRecord]:
     """Records of JSONL/JSON/text files or folders; invalid ones (ingest.validate) are skipped."""
-    from ingest.readers import read_path
-    from ingest.records import Record
-
-    check = None
-    if validate:
-        try:
-            from ingest.validate import check_record as check
-        except ImportError:  # pragma: no cover - validation lands with ingest
-            check = None
+    check = check_record if validate else None
     out: dict[str, CorpusRecord] = {}
     for p in paths:
         for rec in read_path(p):
             if not isinstance(rec, Record) or (check is not None and check(rec) is not None):
                 continue
-            out.setdefault(rec.id, CorpusRecord(rec.id, rec.prompt, rec.response, rec.category, rec.split))
+            out.setdefault(rec.id, CorpusRecord(rec.id, rec.prompt, rec.response, rec.category, split_name(rec.split)))
     return list(out.values())
 
 
@@ -85,7 +78,7 @@ def records_from_chroma(collection: Any, page: int = 1000) -> tuple[list[CorpusR
                     str(meta.get("prompt", doc)),
                     str(meta.get("response", "")),
                     meta.get("category"),
-                    meta.get("split"),
+                    split_name(meta.get("split")),
                 )
             )
             if got.get("embeddings") is not None:
@@ -94,34 +87,6 @@ def records_from_chroma(collection: Any, page: int = 1000) -> tuple[list[CorpusR
         return recs, None
     e = np.stack(embs)
     return recs, e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-
-
-def open_corpus(
-    settings: Any = None,
-    *,
-    data_dir: str | Path | None = None,
-    collection: str | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    embedding_model: str | None = None,
-) -> Any:
-    """The ingested corpus collection, checked against the embedding model that built it.
-
-    `settings` (rag.config.Settings) supplies the store and embedding model; keyword arguments override it.
-    """
-    from index.embed import load_embedder
-    from index.store import CORPUS, get_collection, open_client
-
-    if settings is not None:
-        st, em = settings.store, settings.embedding
-        data_dir = data_dir or st.data_dir or None
-        collection = collection or st.collection
-        host = host or st.chroma_host or None
-        port = port or st.chroma_port
-        embedding_model = embedding_model or em.model
-    emb = load_embedder(embedding_model)
-    client = open_client(data_dir, host=host, port=port)
-    return get_collection(client, collection or CORPUS, model=emb.name, dim=emb.dim, create=False)
 
 
 def nearest_neighbours(
@@ -152,7 +117,7 @@ def build_samples(
     doc_embeddings: np.ndarray | None = None,
     k: int = 4,
     val_fraction: float = 0.05,
-    heldout_fraction: float = 0.0,
+    heldout_fraction: float = HELDOUT_FRACTION,
     dup_threshold: float = 0.95,
     seed: int = 0,
     embed_field: str = "prompt",
@@ -166,13 +131,8 @@ def build_samples(
     n = len(recs)
     if n == 0:
         raise ValueError("no records to train on")
-    marked = [r.split == HELDOUT for r in recs]
-    carved = False
-    if not any(marked) and heldout_fraction > 0:
-        n_h = max(1, round(heldout_fraction * n))
-        chosen = set(sorted(range(n), key=lambda i: stable_seed(seed, "heldout", recs[i].id))[:n_h])
-        marked = [i in chosen for i in range(n)]
-        carved = True
+    marked, rule = heldout_flags(recs, heldout_fraction, seed)
+    carved = any(marked) and "hash" in rule
     is_held = np.array(marked, dtype=bool)
 
     # the validation split is taken from the non-heldout records
@@ -236,7 +196,7 @@ def load_data(
     collection: Any = None,
     k: int = 4,
     val_fraction: float = 0.05,
-    heldout_fraction: float = 0.1,
+    heldout_fraction: float = HELDOUT_FRACTION,
     seed: int = 0,
     embedding_model: str | None = None,
     embed_field: str = "prompt",
@@ -264,13 +224,6 @@ def load_data(
     )
 
 
-def default_sources() -> list[Path]:
-    """The bundled seed corpus: ingest/data/seed.jsonl, or its parts while it is being assembled."""
-    root = Path(__file__).resolve().parent.parent / "ingest" / "data"
-    seed = root / "seed.jsonl"
-    return [seed] if seed.exists() else sorted((root / "parts").glob("*.jsonl"))
-
-
 # ---- command bodies (the CLI wraps these) ----
 
 STAGES = ("entropy", "blt", "baseline")
@@ -295,7 +248,7 @@ def train_command(
     eval_every: int | None = None,
     patience: int | None = 5,
     seed: int = 0,
-    heldout_fraction: float = 0.1,
+    heldout_fraction: float = HELDOUT_FRACTION,
     val_fraction: float = 0.05,
     resume: bool = True,
     progress: bool = True,
@@ -391,7 +344,7 @@ def eval_bpb_command(
     sources: Sequence[str | Path] | None = None,
     collection: Any = None,
     k: int | None = None,
-    heldout_fraction: float = 0.1,
+    heldout_fraction: float = HELDOUT_FRACTION,
     seed: int = 0,
     batch_size: int = 8,
     compressors: bool = True,

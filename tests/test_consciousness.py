@@ -9,12 +9,12 @@ import time
 import pytest
 
 from rag.config import MemorySettings, SelfModelSettings
-from rag.memory import MemoryStream, collection_name, importance
-from rag.metacognition import Evidence, generator_confidence, retrieval_confidence
+from rag.consciousness.memory import MemoryStream, collection_name, importance
+from rag.consciousness.metacognition import Evidence, generator_confidence, retrieval_confidence
 from rag.postprocess import Cleaner, attribute, clean
-from rag.prompting import LOW_CONFIDENCE, parse_reflections, size
-from rag.selfmodel import SelfModel
-from rag.workspace import BudgetError, Candidate, count_bytes, estimate_tokens, pack, shorten
+from rag.consciousness.prompt import LOW_CONFIDENCE, parse_reflections, size
+from rag.consciousness.selfmodel import SelfModel
+from rag.consciousness.workspace import BudgetError, Candidate, count_bytes, estimate_tokens, pack, shorten
 
 # ---------------------------------------------------------------------------------------------------------
 # Self-model and workspace

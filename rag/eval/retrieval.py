@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from index.progress import progress_bar
 from rag.eval.beir import (
     EMBED_ALIASES,
     EMBED_FIELDS,
@@ -67,21 +68,6 @@ class RetrievalReport:
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             **self.info,
         }
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=True,
-    )
 
 
 def _embed_all(embedder: Any, texts: list[str], batch_size: int, label: str, progress: Any) -> np.ndarray:
@@ -205,7 +191,7 @@ def evaluate_retrieval(
     qids = [q for q in dataset.queries if q in dataset.qrels]
     depth = max(ks) + (1 if opts.ignore_identical_ids else 0)
     n = min(depth, len(doc_ids))
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         t = time.perf_counter()
         D = _embed_all(
             embedder,
@@ -275,7 +261,6 @@ def retrieval_command(
     *,
     split: str = "test",
     corpus: Sequence[str | Path] | None = None,
-    heldout_split: str = "heldout",
     model: str | None = None,
     embed: str | None = None,
     k: str | Sequence[int] = DEFAULT_KS,
@@ -297,7 +282,7 @@ def retrieval_command(
         data = load_beir(dataset, split, strict=strict)
         default_embed = "title_text"
     else:
-        data = heldout_dataset(corpus, heldout_split)
+        data = heldout_dataset(corpus)
         default_embed = "title"  # the prompt: what the product's collection embeds by default
     t_load = time.perf_counter() - t
     t = time.perf_counter()

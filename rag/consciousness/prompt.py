@@ -14,7 +14,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-from rag.workspace import Candidate, Workspace
+from rag.consciousness.workspace import Candidate, Workspace
 
 SYSTEM_TEMPLATE = "{self_model}\n\n{instructions}{guidance}{workspace}"
 INSTRUCTIONS = (

@@ -411,7 +411,7 @@ class MemoryStream:
     ) -> list[Memory]:
         """Condense the exchanges since the last reflection into statements through `generate` (chat messages
         in, text out) and store them as kind="reflection"; marks the time even when nothing came back."""
-        from rag.prompting import parse_reflections, reflection_messages
+        from rag.consciousness.prompt import parse_reflections, reflection_messages
 
         recent = self.since_reflection()
         if not recent:
