@@ -17,14 +17,15 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompt_values import PromptValue
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict
 
 from rag.config import Settings
-from rag.consciousness.prompt import BLOCK_SEP, INSTRUCTIONS, WORKSPACE_HEADER, chat_prompt, exemplar_text, to_dicts
+from rag.consciousness.prompt import INSTRUCTIONS, block, exemplar_text, reference_block
 from rag.consciousness.selfmodel import SelfModel
+from rag.consciousness.workspace import Candidate
 
 
 class ShvayambhuRetriever(BaseRetriever):
@@ -52,14 +53,24 @@ class ShvayambhuRetriever(BaseRetriever):
 
 
 def format_documents(docs: list[Document]) -> str:
-    """Documents as the numbered exemplar blocks of our workspace (with its header)."""
-    if not docs:
-        return ""
+    """Documents as our quoted reference block of numbered exemplars ("" for none)."""
     blocks = [
-        f"[{i}] " + exemplar_text(str(d.metadata.get("prompt", "")), d.page_content)
+        block(Candidate("exemplar", exemplar_text(str(d.metadata.get("prompt", "")), d.page_content), 0.0), i)
         for i, d in enumerate(docs, 1)
     ]
-    return WORKSPACE_HEADER + BLOCK_SEP.join(blocks)
+    return reference_block(blocks)
+
+
+def chat_prompt() -> ChatPromptTemplate:
+    """The ask prompt as a langchain-core template: variables self_model, instructions, guidance, workspace
+    (the reference block, see `format_documents`) and question; `history` (messages) is optional."""
+    return ChatPromptTemplate.from_messages(
+        [
+            ("system", "{self_model}\n\n{instructions}{guidance}"),
+            MessagesPlaceholder("history", optional=True),
+            ("human", "{workspace}{question}"),
+        ]
+    )
 
 
 def lcel_prompt(settings: Settings | None = None) -> ChatPromptTemplate:
@@ -67,6 +78,12 @@ def lcel_prompt(settings: Settings | None = None) -> ChatPromptTemplate:
     (and optionally `history`, a list of messages)."""
     sm = SelfModel.from_settings((settings or Settings()).self_model)
     return chat_prompt().partial(self_model=sm.render(), instructions=INSTRUCTIONS, guidance="")
+
+
+def to_dicts(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    """langchain messages -> backend chat messages."""
+    role = {"system": "system", "human": "user", "ai": "assistant"}
+    return [{"role": role.get(m.type, m.type), "content": str(m.content)} for m in messages]
 
 
 def _messages(value: Any) -> list[dict[str, str]]:

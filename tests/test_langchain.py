@@ -36,7 +36,9 @@ def test_lcel_retriever_prompt_backend(make_assistant, fake_ollama):
     sent = fake_ollama.bodies("/api/chat")[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user"]
     assert sent[0]["content"].startswith("You are Shvayambhu")
-    assert "[1] Exemplar Q: Why is the sky blue during the day?" in sent[0]["content"]
+    assert "Why is the sky blue during the day?" not in sent[0]["content"]  # retrieved text is never a system message
+    assert sent[1]["content"].startswith('<reference>\n<exemplar n="1">\nQ: Why is the sky blue during the day?')
+    assert sent[1]["content"].endswith("</reference>\n\nWhy is the sky blue?")
     assert "".join(chain.stream("Why is the sky blue?")) == "Because of Rayleigh scattering [1]."
 
 
