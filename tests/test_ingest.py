@@ -246,35 +246,58 @@ def cli(data_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     )
 
 
+PAUSING_INGEST = """
+import sys, time
+from pathlib import Path
+from index.embed import load_embedder
+from index.store import get_collection, open_client
+from ingest.pipeline import ingest_paths
+
+corpus, home, marker = sys.argv[1:4]
+
+
+class Pausing:
+    # The real embedder; at its third batch (earlier batches written or being written) it says so and waits.
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed(self, texts, **kw):
+        self.calls += 1
+        if self.calls == 3:
+            Path(marker).touch()
+            time.sleep(600)
+        return self.inner.embed(texts, **kw)
+
+
+emb = load_embedder()
+col = get_collection(open_client(Path(home)), "corpus", model=emb.name, dim=emb.dim, embed_field="prompt")
+ingest_paths([corpus], col, lambda: Pausing(emb), progress=False)
+"""
+
+
 @pytest.mark.slow
 def test_kill_9_mid_ingest_then_rerun_matches_uninterrupted(tmp_path: Path, embedder) -> None:
     from index.store import get_collection, open_client
 
     corpus = synthetic_corpus(tmp_path / "big.jsonl", 3000)
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    env = {**os.environ, "SHVAYAMBHU_HOME": str(killed)}
+    killed, clean, marker = tmp_path / "killed", tmp_path / "clean", tmp_path / "paused"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rag.cli", "ingest", str(corpus)],
-        env=env,
+        [sys.executable, "-c", PAUSING_INGEST, str(corpus), str(killed), str(marker)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    reader = None
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            reader = reader or get_collection(
-                open_client(killed), "corpus", model=embedder.name, dim=None, create=False
-            )
-            if reader.count() > 0:
-                break
-        except Exception:
-            continue
-    assert proc.poll() is None, "ingest finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    del reader
+    try:
+        while not marker.exists():  # the child cannot finish: it pauses mid-ingest until killed
+            assert proc.poll() is None, "the ingest died before it paused"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    partial = get_collection(open_client(killed), "corpus", model=embedder.name, dim=None, create=False).count()
+    assert 0 < partial < 3000  # killed mid-ingest: some but not all of it written
     assert cli(killed, "ingest", str(corpus)).returncode == 0
     assert cli(clean, "ingest", str(corpus)).returncode == 0
     a = get_collection(open_client(killed), "corpus", model=embedder.name, dim=None, create=False)
