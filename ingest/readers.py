@@ -117,9 +117,7 @@ def read_json(path: Path) -> Iterator[Record | Rejection]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        yield Rejection(
-            src, e.lineno, f"invalid JSON: {e.msg} at column {e.colno}; the whole file was skipped"
-        )
+        yield Rejection(src, e.lineno, f"invalid JSON: {e.msg} at column {e.colno}; the whole file was skipped")
         return
     if isinstance(data, dict):
         data = [data]
@@ -205,9 +203,7 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
                     yield f
         elif p.is_file():
             if p.suffix.lower() not in EXTENSIONS:
-                raise ReadError(
-                    f"{p}: cannot read {p.suffix or 'extensionless'} files; use {', '.join(EXTENSIONS)}"
-                )
+                raise ReadError(f"{p}: cannot read {p.suffix or 'extensionless'} files; use {', '.join(EXTENSIONS)}")
             yield p
         else:
             raise ReadError(f"{p}: no such file or folder")

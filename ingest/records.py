@@ -79,9 +79,7 @@ def split_name(value: Any) -> str | None:
     return value.strip().lower() or None if isinstance(value, str) else None
 
 
-def heldout_flags(
-    records: Sequence[Any], fraction: float = HELDOUT_FRACTION, seed: int = 0
-) -> tuple[list[bool], str]:
+def heldout_flags(records: Sequence[Any], fraction: float = HELDOUT_FRACTION, seed: int = 0) -> tuple[list[bool], str]:
     """The one held-out rule, shared by training and evaluation: (flag per record, the rule in words).
 
     Records whose `split` is "heldout" in any letter case are held out; when none is, `fraction` of them

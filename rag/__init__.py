@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Answer", "AnswerStream", "ChatSession", "Memory", "Shvayambhu", "Source"]
+__all__ = [
+    "Answer",
+    "AnswerStream",
+    "ChatSession",
+    "Memory",
+    "Settings",
+    "Shvayambhu",
+    "ShvayambhuError",
+    "Source",
+    "UsageError",
+    "load_settings",
+]
 
 _WHERE = {
     "Shvayambhu": "rag.api",
@@ -19,10 +30,16 @@ _WHERE = {
     "AnswerStream": "rag.pipeline",
     "Source": "rag.pipeline",
     "Memory": "rag.consciousness.memory",
+    "Settings": "rag.config",
+    "load_settings": "rag.config",
+    "ShvayambhuError": "index.errors",
+    "UsageError": "index.errors",
 }
 
 if TYPE_CHECKING:
+    from index.errors import ShvayambhuError, UsageError
     from rag.api import ChatSession, Shvayambhu
+    from rag.config import Settings, load_settings
     from rag.consciousness.memory import Memory
     from rag.pipeline import Answer, AnswerStream, Source
 

@@ -11,7 +11,6 @@ from typing import Any, get_type_hints
 
 from index.embed import DEFAULT_MODEL
 from index.errors import UsageError
-from index.store import default_data_dir
 
 
 class ConfigError(UsageError):
@@ -140,6 +139,13 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def default_data_dir() -> Path:
+    """`$SHVAYAMBHU_HOME`, else `~/.shvayambhu` (the store's own default; chromadb loads only when asked)."""
+    from index.store import default_data_dir as store_default  # lazy: index.store imports chromadb
+
+    return store_default()
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:

@@ -22,6 +22,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict
 
+from rag.backends.base import GenerationOptions
 from rag.config import Settings
 from rag.consciousness.prompt import INSTRUCTIONS, block, exemplar_text, reference_block
 from rag.consciousness.selfmodel import SelfModel
@@ -40,9 +41,7 @@ class ShvayambhuRetriever(BaseRetriever):
     mmr: bool | None = None
     where: dict[str, Any] | None = None
 
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
-    ) -> list[Document]:
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         hits = self.assistant.search(query, self.k, where=self.where, mmr=self.mmr, min_score=self.min_score)
         docs = []
         for h in hits:
@@ -129,9 +128,7 @@ class AskRunnable(Runnable[Any, Any]):
         if isinstance(value, str):
             return value, dict(self.ask_options)
         if isinstance(value, dict) and "question" in value:
-            extra = {
-                k: value[k] for k in ("session", "history", "k", "use_memory", "use_retrieval") if k in value
-            }
+            extra = {k: value[k] for k in ("session", "history", "k", "use_memory", "use_retrieval") if k in value}
             return str(value["question"]), {**self.ask_options, **extra}
         raise TypeError("AskRunnable takes a question string or a dict with a 'question' key")
 
@@ -186,7 +183,7 @@ class BLTChatModel(BaseChatModel):
         return "shvayambhu-blt"
 
     def _backend(self) -> Any:
-        from rag.backends.blt import BLTBackend
+        from rag.backends.blt import BLTBackend  # lazy: loads mlx
 
         return BLTBackend(
             self.checkpoint,
@@ -196,7 +193,6 @@ class BLTChatModel(BaseChatModel):
         )
 
     def _options(self, stop: list[str] | None) -> Any:
-        from rag.backends.base import GenerationOptions
 
         return GenerationOptions(
             temperature=self.temperature,

@@ -19,10 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from blt.data import Sample, clip_response, split_validation
+from blt import train as T
+from blt.bpb import bpb_report
+from blt.data import DataConfig, Sample, clip_response, split_validation
+from index.embed import load_embedder
+from index.errors import ShvayambhuError, UsageError
 from ingest.readers import read_path
 from ingest.records import HELDOUT_FRACTION, Record, heldout_flags, split_name
 from ingest.validate import check_record
+
+
+class TrainingError(ShvayambhuError, ValueError):
+    """The corpus or a checkpoint cannot be used for training or scoring; the message says what to do."""
 
 
 @dataclass
@@ -130,7 +138,7 @@ def build_samples(
     recs = list(records)
     n = len(recs)
     if n == 0:
-        raise ValueError("no records to train on")
+        raise TrainingError("no records to train on: give a corpus with records, or ingest one first")
     marked, rule = heldout_flags(recs, heldout_fraction, seed)
     carved = any(marked) and "hash" in rule
     is_held = np.array(marked, dtype=bool)
@@ -144,8 +152,6 @@ def build_samples(
     is_train = ~is_held & ~is_val
 
     if embedder is None and doc_embeddings is None:
-        from index.embed import load_embedder
-
         embedder = load_embedder()
     if doc_embeddings is None:
         texts = [_embed_text(r, embed_field) for r in recs]
@@ -202,7 +208,6 @@ def load_data(
     embed_field: str = "prompt",
 ) -> RetrievalData:
     """Records from files (`sources`) or an opened Chroma collection, ready for training and evaluation."""
-    from index.embed import load_embedder
 
     embedder = load_embedder(embedding_model)
     if sources:
@@ -211,7 +216,7 @@ def load_data(
         recs, docs = records_from_chroma(collection)
         embed_field = (collection.metadata or {}).get("embed_field", embed_field)
     else:
-        raise ValueError("give corpus files/folders or an ingested collection")
+        raise UsageError("give corpus files/folders or an ingested collection")
     return build_samples(
         recs,
         embedder=embedder,
@@ -266,14 +271,12 @@ def train_command(
     Context: responses come first (a long one leaves little room), then up to k exemplars, each response
     clipped to exemplar_bytes, truncated from the least relevant end. `copy_warmup` is DataConfig.self_copy.
     """
-    from blt import train as T
-    from blt.data import DataConfig
 
     unknown = set(stages) - set(STAGES)
     if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}: use {', '.join(STAGES)}")
+        raise UsageError(f"unknown stage(s) {sorted(unknown)}: use {', '.join(STAGES)}")
     if size not in T.SIZES:
-        raise ValueError(f"unknown size {size!r}: use {', '.join(T.SIZES)}")
+        raise UsageError(f"unknown size {size!r}: use {', '.join(T.SIZES)}")
     command = command or " ".join(sys.argv)
     data = load_data(
         sources=sources,
@@ -359,13 +362,12 @@ def eval_bpb_command(
     and size, and the response clip, default to what the BLT was trained with: a heldout response longer
     than the trained ones would push its exemplars out of the context.
     """
-    from blt.bpb import bpb_report
-    from blt.checkpoint import load_checkpoint
+    from blt.checkpoint import load_checkpoint  # lazy: loads mlx
 
     blt_path = _best(checkpoint)
     blt = load_checkpoint(blt_path)
     if blt.kind != "blt":
-        raise ValueError(f"{blt_path} holds a {blt.kind} checkpoint; give the BLT's (--baseline for the other)")
+        raise UsageError(f"{blt_path} holds a {blt.kind} checkpoint; give the BLT's (--baseline for the other)")
     if baseline is None and (Path(checkpoint) / "baseline" / "best").exists():
         baseline = Path(checkpoint) / "baseline"
     base = load_checkpoint(_best(baseline)) if baseline else None
@@ -384,7 +386,7 @@ def eval_bpb_command(
     if response_bytes:
         held = [clip_response(x, response_bytes) for x in held]
     if not held:
-        raise ValueError("no heldout records: mark some with split=heldout or pass heldout_fraction > 0")
+        raise TrainingError("no heldout records: mark some with split=heldout or pass heldout_fraction > 0")
     report = bpb_report(
         heldout=held,
         train=data.train + data.val,
@@ -413,4 +415,4 @@ def _best(path: str | Path) -> Path:
     for cand in (p, p / "best", p / "blt" / "best"):
         if (cand / "config.json").exists():
             return cand
-    raise FileNotFoundError(f"no checkpoint in {p} (nor in {p / 'best'} or {p / 'blt' / 'best'})")
+    raise TrainingError(f"no checkpoint in {p} (nor in {p / 'best'} or {p / 'blt' / 'best'})")

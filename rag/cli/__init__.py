@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from blt.blas import enable_openblas
 from rag.cli import ask, common, corpus, eval, memory, synthesis, train
 from rag.cli.errors import EXIT_INTERRUPTED, report
 
@@ -55,7 +56,6 @@ app.add_typer(eval_app, name="eval")
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: OpenBLAS under MLX first, then the command; user errors are one line."""
-    from blt.blas import enable_openblas
 
     enable_openblas(verbose=False)  # before anything imports mlx; `status` says which BLAS is in use
     try:

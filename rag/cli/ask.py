@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rag.backends.base import BackendError
 from rag.cli.common import (
     BACKENDS,
     BackendOpt,
@@ -19,7 +20,9 @@ from rag.cli.common import (
     emit_json,
     settings,
 )
-from rag.config import Settings
+from rag.config import Settings, config_path, default_data_dir
+from rag.consciousness.prompt import flatten
+from rag.consciousness.selfmodel import SelfModel
 
 
 def _ask_settings(
@@ -83,15 +86,13 @@ def ask(
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Use no corpus exemplars.")] = False,
 ) -> None:
     """Answer QUESTION from the corpus and memory, with its sources and a confidence."""
-    from rag.api import Shvayambhu
+    from rag.api import Shvayambhu  # lazy: loads chromadb
 
     a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout, temperature, seed))
     opts = dict(model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval, show_prompt=show_prompt)
     if stream and not as_json:
         s = a.stream(question, **opts)
         if show_prompt:
-            from rag.consciousness.prompt import flatten
-
             _show_workspace(flatten(s.prep.messages), s.prep.workspace)
         for piece in s:
             typer.echo(piece, nl=False)
@@ -125,8 +126,7 @@ def chat(
     timeout: TimeoutOpt = None,
 ) -> None:
     """Talk with streaming answers and memory across turns and runs (/sources /memory /reset /exit)."""
-    from rag.api import Shvayambhu
-    from rag.backends.base import BackendError
+    from rag.api import Shvayambhu  # lazy: loads chromadb
 
     a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout))
     be = a.backend(None, model)  # fails here, once, when no backend is reachable
@@ -181,15 +181,11 @@ def chat(
 
 def self_model(as_json: JsonOpt = False) -> None:
     """The self-model (identity, values, style) that is in every prompt; edit [self_model] in the config."""
-    from rag.config import config_path
-    from rag.consciousness.selfmodel import SelfModel
 
     sm = SelfModel.from_settings(settings().self_model)
     if as_json:
         emit_json(sm.to_dict())
         return
     typer.echo(sm.describe())
-    from index.store import default_data_dir
-
     where = config_path(_state.get("config")) or default_data_dir() / "config.toml"
     typer.echo(f"\nedit it in the [self_model] table of {where} (or SHVAYAMBHU_SELF_MODEL_* variables)")

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from index.errors import UsageError
 from rag.cli.common import corpus_source, emit_json, settings
 
 
@@ -28,20 +27,17 @@ def bpb(
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """Bits-per-byte of the held-out responses: BLT with and without retrieval, the baseline, compressors."""
-    from rag.training import eval_bpb_command
+    from rag.training import eval_bpb_command  # lazy: the command's body loads only when it runs
 
-    try:
-        report = eval_bpb_command(
-            checkpoint=checkpoint,
-            baseline=baseline,
-            k=k,
-            compressors=compressors,
-            max_records=max_records,
-            response_bytes=response_bytes,
-            **corpus_source(paths),
-        )
-    except ValueError as e:  # no held-out records, a baseline checkpoint given as the BLT
-        raise UsageError(str(e)) from None
+    report = eval_bpb_command(
+        checkpoint=checkpoint,
+        baseline=baseline,
+        k=k,
+        compressors=compressors,
+        max_records=max_records,
+        response_bytes=response_bytes,
+        **corpus_source(paths),
+    )
     if as_json:
         emit_json({k: v for k, v in report.items() if k != "markdown"})
     else:
@@ -66,30 +62,26 @@ def retrieval(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Retrieval quality (nDCG, MRR, recall, precision, MAP, hit rate) in a throwaway collection."""
-    from rag.eval import BeirError
-    from rag.eval.report import render_retrieval
-    from rag.eval.retrieval import retrieval_command
+    from rag.eval.report import render_retrieval  # lazy: the command's body loads only when it runs
+    from rag.eval.retrieval import retrieval_command  # lazy: the command's body loads only when it runs
 
     st = settings()
-    try:
-        report = retrieval_command(
-            dataset,
-            split=split,
-            corpus=corpus,
-            model=st.embedding.model,
-            embed=embed,
-            k=k,
-            mmr=mmr,
-            mmr_lambda=mmr_lambda,
-            fetch_k=fetch_k,
-            exact=exact,
-            ignore_identical_ids=ignore_identical_ids,
-            strict=strict,
-            run_file=run_file,
-            progress=sys.stderr.isatty(),
-        )
-    except (BeirError, ValueError) as e:
-        raise UsageError(str(e)) from None
+    report = retrieval_command(
+        dataset,
+        split=split,
+        corpus=corpus,
+        model=st.embedding.model,
+        embed=embed,
+        k=k,
+        mmr=mmr,
+        mmr_lambda=mmr_lambda,
+        fetch_k=fetch_k,
+        exact=exact,
+        ignore_identical_ids=ignore_identical_ids,
+        strict=strict,
+        run_file=run_file,
+        progress=sys.stderr.isatty(),
+    )
     typer.echo(json.dumps(report.to_json()) if as_json else render_retrieval(report))
 
 
@@ -113,26 +105,22 @@ def generation(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals.")] = 1000,
 ) -> None:
     """Answer prompts under each configuration; chrF, ROUGE-L, similarity, confidence, latency; a report."""
-    from rag.eval import GenerationError
-    from rag.eval.generation import generation_command
+    from rag.eval.generation import generation_command  # lazy: the command's body loads only when it runs
 
-    try:
-        run = generation_command(
-            inputs,
-            configs=config or ["default=backend=auto"],
-            out=out,
-            split=split,
-            limit=limit,
-            judge_model=judge,
-            judge_host=judge_host,
-            judge_timeout=judge_timeout,
-            judge_retries=judge_retries,
-            fresh=fresh,
-            progress=sys.stderr.isatty(),
-            plots=plots,
-            bootstrap=bootstrap,
-            settings=settings(),
-        )
-    except GenerationError as e:
-        raise UsageError(str(e)) from None
+    run = generation_command(
+        inputs,
+        configs=config or ["default=backend=auto"],
+        out=out,
+        split=split,
+        limit=limit,
+        judge_model=judge,
+        judge_host=judge_host,
+        judge_timeout=judge_timeout,
+        judge_retries=judge_retries,
+        fresh=fresh,
+        progress=sys.stderr.isatty(),
+        plots=plots,
+        bootstrap=bootstrap,
+        settings=settings(),
+    )
     typer.echo(f"answered {run.answered}, skipped {run.skipped}, errors {run.errors}: {run.folder / 'report.md'}")

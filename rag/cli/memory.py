@@ -10,7 +10,7 @@ from rag.cli.common import JsonOpt, SessionOpt, clip, emit_json, settings
 
 
 def _memories(session: str | None) -> Any:
-    from rag.api import Shvayambhu
+    from rag.api import Shvayambhu  # lazy: loads chromadb
 
     return Shvayambhu(settings(session=session)).memory()
 
@@ -57,8 +57,8 @@ def search_memories(
 
 def sessions(as_json: JsonOpt = False) -> None:
     """The sessions that have memories in this store."""
-    from rag.api import Shvayambhu
-    from rag.consciousness.memory import sessions
+    from rag.api import Shvayambhu  # lazy: loads chromadb
+    from rag.consciousness.memory import sessions  # lazy: loads chromadb
 
     names = sessions(Shvayambhu(settings()).client)
     if as_json:

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from index.errors import UsageError
 from rag.cli.common import corpus_source, emit_json
 
 
@@ -56,37 +55,34 @@ def train(
 ) -> None:
     """Train the entropy model, then the BLT on its patches (and the equal-size byte-transformer baseline),
     conditioned on each record's retrieved neighbours; held-out records never train anything."""
-    from rag.training import train_command
+    from rag.training import train_command  # lazy: the command's body loads only when it runs
 
     command = _command_line()
-    try:
-        results = train_command(
-            out_dir=out,
-            stages=[s.strip() for s in stages.split(",") if s.strip()],
-            size=size,
-            max_minutes=max_minutes,
-            entropy_share=entropy_share,
-            max_steps=max_steps,
-            batch_size=batch_size,
-            lr=lr,
-            k=k,
-            max_bytes=max_bytes,
-            exemplar_bytes=exemplar_bytes,
-            dropout=dropout,
-            eval_every=eval_every,
-            patience=patience,
-            seed=seed,
-            resume=resume,
-            progress=sys.stderr.isatty(),
-            command=command,
-            response_bytes=response_bytes,
-            copy_warmup=copy_warmup,
-            **corpus_source(paths),
-        )
-    except ValueError as e:  # unknown stage or size, a corpus too small to split
-        raise UsageError(str(e)) from None
+    results = train_command(
+        out_dir=out,
+        stages=[s.strip() for s in stages.split(",") if s.strip()],
+        size=size,
+        max_minutes=max_minutes,
+        entropy_share=entropy_share,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        k=k,
+        max_bytes=max_bytes,
+        exemplar_bytes=exemplar_bytes,
+        dropout=dropout,
+        eval_every=eval_every,
+        patience=patience,
+        seed=seed,
+        resume=resume,
+        progress=sys.stderr.isatty(),
+        command=command,
+        response_bytes=response_bytes,
+        copy_warmup=copy_warmup,
+        **corpus_source(paths),
+    )
     if export is not None:
-        from blt.checkpoint import export_checkpoint
+        from blt.checkpoint import export_checkpoint  # lazy: loads mlx
 
         dtype = None if export_dtype == "float32" else export_dtype
         export_checkpoint(out / "blt" / "best", export, dtype=dtype, metrics={"command": command})

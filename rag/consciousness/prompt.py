@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from rag.consciousness.workspace import Candidate, Workspace
+from rag.postprocess import clean
 
 INSTRUCTIONS = (
     "Answer the user's last message. Before it, inside <reference> and </reference>, you may find exemplars "
@@ -148,7 +149,6 @@ _BULLET = re.compile(r"^\s*(?:[-*•]+|\d+[.)]|insight\s*\d*\s*:)\s*", re.I)
 
 def parse_reflections(text: str, n: int) -> list[str]:
     """Up to `n` distinct statements from a reflection answer: one a line, bullets and numbers removed."""
-    from rag.postprocess import clean
 
     out: list[str] = []
     body, _ = clean(text)

@@ -15,6 +15,7 @@ from typing import Any
 
 from index.errors import ShvayambhuError
 from ingest.bundled import seed_corpus
+from ingest.readers import read_records
 from ingest.records import HELDOUT, HELDOUT_FRACTION, heldout_flags
 
 EMBED_FIELDS = ("title_text", "title", "text")
@@ -249,7 +250,6 @@ def split_heldout(records: Sequence[Any], fraction: float = HELDOUT_FRACTION) ->
 
 def load_records(paths: Sequence[str | Path] | None = None) -> list[Any]:
     """Parsable ingest Records of `paths` (default: the bundled corpus), each content id once."""
-    from ingest.readers import read_records
 
     seen: dict[str, Any] = {}
     for r in read_records(list(paths or seed_corpus())):

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ShvayambhuError
+from ingest.readers import ReadError, from_object, iter_files, read_path
 from ingest.records import HELDOUT, split_name
+from rag.eval.beir import load_records, split_heldout
 
 
 class GenerationError(ShvayambhuError, ValueError):
@@ -44,7 +46,6 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
 def _from_object(obj: Any, where: str) -> list[Example]:
     """Examples from one JSON object: chat `messages` (each assistant turn, with the turns before it as
     history), or any shape the ingest readers know, with an optional `history` list."""
-    from ingest.readers import from_object
 
     if isinstance(obj, dict) and "messages" in obj:
         msgs = _messages(obj["messages"], where)
@@ -92,8 +93,6 @@ def _read_file(path: Path) -> Iterator[Example | str]:
             except GenerationError as e:
                 yield str(e)
     else:
-        from ingest.readers import read_path
-
         for r in read_path(path):
             if hasattr(r, "prompt"):
                 yield Example(r.prompt, r.response, [], f"{r.source}:{r.line}")
@@ -106,7 +105,6 @@ def load_examples(
 ) -> tuple[list[Example], list[str]]:
     """(examples, problems). No paths: the held-out split of the bundled corpus. With `split`, only records
     whose `split` field matches are kept (files given explicitly are used whole by default)."""
-    from rag.eval.beir import load_records, split_heldout
 
     problems: list[str] = []
     if not paths:
@@ -117,8 +115,6 @@ def load_examples(
             held = [r for r in records if split_name(r.split) == split_name(split)]
         examples = [Example(r.prompt, r.response, [], f"{r.source}:{r.line}") for r in held]
     else:
-        from ingest.readers import ReadError, iter_files
-
         examples = []
         try:
             files = list(iter_files(paths))

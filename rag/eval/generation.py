@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from index.embed import load_embedder
 from index.progress import progress_bar
 from rag.eval.examples import Example, GenerationError, load_examples
 from rag.eval.judge import Judge
@@ -118,7 +119,7 @@ def shvayambhu_answer_fn(settings: Any = None, session_prefix: str = "eval") -> 
     """The default answer_fn: `Shvayambhu(settings).ask(...)`; sources get their response text from the store.
 
     With memory on, each configuration talks in its own session `<session_prefix>-<config name>`."""
-    from rag.api import Shvayambhu
+    from rag.api import Shvayambhu  # lazy: loads chromadb
 
     app = Shvayambhu(settings)
 
@@ -173,8 +174,8 @@ class _Scorer:
     """chrF (sacrebleu, 0-100), ROUGE-L F1 (rouge-score, stemmed) and embedding cosine to the reference."""
 
     def __init__(self, embedder: Any = None) -> None:
-        from rouge_score import rouge_scorer
-        from sacrebleu.metrics import CHRF
+        from rouge_score import rouge_scorer  # lazy: loads rouge_score
+        from sacrebleu.metrics import CHRF  # lazy: loads sacrebleu
 
         self._chrf = CHRF()
         self._rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -183,8 +184,6 @@ class _Scorer:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from index.embed import load_embedder
-
             self._embedder = load_embedder()
         return self._embedder
 

@@ -171,8 +171,8 @@ def markdown_report(summary: dict[str, Any], images: Sequence[str] = ()) -> str:
 
 
 def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: loads matplotlib
+    from matplotlib.figure import Figure  # lazy: loads matplotlib
 
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from index.embed import load_embedder
 from index.progress import progress_bar
+from index.retrieve import Hit, mmr_select, query_vector
 from rag.eval.beir import (
     EMBED_ALIASES,
     EMBED_FIELDS,
@@ -84,7 +86,7 @@ def _embed_all(embedder: Any, texts: list[str], batch_size: int, label: str, pro
 def throwaway_client() -> Any:
     """An in-memory Chroma client: nothing an evaluation indexes can reach the user's store."""
     import chromadb
-    from chromadb.config import Settings
+    from chromadb.config import Settings  # lazy: loads chromadb
 
     try:
         return chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False, allow_reset=False))
@@ -109,7 +111,6 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, n: int, block: int = 256
 
 
 def _mmr(q: np.ndarray, D: np.ndarray, hits: list[tuple[int, float]], n: int, lam: float) -> list[tuple[int, float]]:
-    from index.retrieve import Hit, mmr_select
 
     cands = [Hit(id=str(r), score=s, prompt="", response="", embedding=D[r]) for r, s in hits]
     return [(int(h.id), h.score) for h in mmr_select(q, cands, n, lam)]
@@ -149,8 +150,6 @@ def _chroma_search(
         out: list[list[tuple[int, float]]] = []
         task = progress.add_task("searching", total=len(Q))
         if opts.mmr:
-            from index.retrieve import query_vector
-
             for q in Q:
                 hits = query_vector(col, q, k=n, mmr=True, fetch_k=max(opts.fetch_k, n), mmr_lambda=opts.mmr_lambda)
                 out.append([(row_of[h.id], float(D[row_of[h.id]] @ q)) for h in hits])
@@ -287,8 +286,6 @@ def retrieval_command(
     t_load = time.perf_counter() - t
     t = time.perf_counter()
     if embedder is None:
-        from index.embed import load_embedder
-
         embedder = load_embedder(model)
     t_model = time.perf_counter() - t
     opts = RetrievalOptions(

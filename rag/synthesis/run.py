@@ -165,7 +165,7 @@ def _ingest(out: Path, ingest_fn: IngestFn | None) -> Any:
     """Ingest the output; a failure is reported, not raised: the generated corpus is safe on disk."""
     try:
         if ingest_fn is None:  # lazy: the default store, embedding model and Chroma load only when asked
-            from rag.api import Shvayambhu
+            from rag.api import Shvayambhu  # lazy: loads chromadb
 
             ingest_fn = Shvayambhu().ingest
         result = ingest_fn([out])
