@@ -22,9 +22,7 @@ from rag.postprocess import Cleaner, attribute, clean
 
 
 def test_self_model_from_settings_is_pinned_first():
-    sm = SelfModel.from_settings(
-        SelfModelSettings(name="Ada", identity="a careful helper", values=["be brief"])
-    )
+    sm = SelfModel.from_settings(SelfModelSettings(name="Ada", identity="a careful helper", values=["be brief"]))
     assert sm.facts()[0] == ("identity", "You are Ada, a careful helper.")
     assert "You value: be brief." in sm.render()
     cands = [Candidate("exemplar", "x" * 50, 0.99), Candidate("self", sm.render(), 0.1, pinned=True)]
@@ -140,8 +138,7 @@ def test_attribution_numbers_cited_then_copied_sources():
 
 def test_parse_reflections():
     text = (
-        "1. The user has a cat called Miso.\n- The user is learning astronomy.\n- ok\n"
-        "* The user has a cat called Miso."
+        "1. The user has a cat called Miso.\n- The user is learning astronomy.\n- ok\n* The user has a cat called Miso."
     )
     assert parse_reflections(text, 3) == [
         "The user has a cat called Miso.",
@@ -201,9 +198,7 @@ def test_memory_recall_weights_decay_and_crud(data_dir, embedder):
     s = MemorySettings(recall_k=3, min_relevance=0.0, decay_per_hour=0.9)
     mem = MemoryStream(open_client(data_dir), "unit test/ä", embedder, s)
     assert mem.name == collection_name("unit test/ä") and mem.list() == [] and mem.recall("x") == []
-    old = mem.add(
-        "The user's sister lives in Lisbon.", kind="note", importance_score=0.2, now=now - 48 * 3600
-    )
+    old = mem.add("The user's sister lives in Lisbon.", kind="note", importance_score=0.2, now=now - 48 * 3600)
     fresh = mem.add("The user bought a new bicycle today.", kind="note", importance_score=0.2, now=now)
     key = mem.add("The user is allergic to peanuts.", kind="note", importance_score=1.0, now=now - 24 * 3600)
 
@@ -402,3 +397,54 @@ def test_a_poisoned_record_stays_quoted_data(make_assistant, fake_ollama, tmp_pa
     assert block.count("<exemplar ") == len(answer.sources)  # no forged exemplar
     assert block.count("</exemplar>") == len(answer.sources)
     assert user.endswith("</reference>\n\nWhy is the sea salty near the coast?")
+
+
+@pytest.mark.parametrize("mmr", [False, True])
+def test_exemplars_skip_the_heldout_split_exactly_as_a_chroma_filter_would(seed_store, embedder, mmr):
+    """The fast path (an unfiltered, slightly wider top-n with held-out hits dropped) returns the same hits as
+    Chroma's `$ne` filter, for held-out questions (whose own record tops the unfiltered list) and others."""
+    from index.retrieve import query_vector
+    from ingest.readers import read_records
+    from rag.config import RetrievalSettings
+    from rag.pipeline import exemplars
+    from tests.conftest import seed_paths
+
+    _, col = seed_store
+    r = RetrievalSettings(mmr=mmr)
+    held = [rec.prompt for rec in read_records(seed_paths()) if rec.split == "heldout"][:6]
+    for q in [*held, "How do I keep basil alive on a windowsill?", "What is a black hole?"]:
+        v = embedder.embed_query(q)
+        fast = exemplars(col, v, r, 4)
+        where = {"split": {"$ne": "heldout"}}
+        slow = query_vector(
+            col, v, k=4, where=where, mmr=True, fetch_k=r.fetch_k if mmr else 4, mmr_lambda=r.mmr_lambda if mmr else 1.0
+        )
+        assert [h.id for h in fast] == [h.id for h in slow], q
+        assert all(h.metadata.get("split") != "heldout" for h in fast)
+
+
+def test_exemplars_fall_back_to_the_filter_when_heldout_records_crowd_the_top(make_collection, embedder):
+    from index.retrieve import query_vector
+    from rag.config import RetrievalSettings
+    from rag.pipeline import HELDOUT_MARGIN, exemplars
+
+    col = make_collection()
+    crowd = [f"How do I water my basil plant, variant {i}?" for i in range(HELDOUT_MARGIN + 6)]
+    others = [
+        "How do I bake sourdough bread?",
+        "What is a black hole?",
+        "How do vaccines work?",
+        "Why is the sky blue?",
+    ]
+    texts = crowd + others
+    col.add(
+        ids=[f"r{i}" for i in range(len(texts))],
+        embeddings=embedder.embed(texts).tolist(),
+        documents=texts,
+        metadatas=[{"prompt": t, "response": "x", "split": "heldout" if t in crowd else "train"} for t in texts],
+    )
+    v = embedder.embed_query("How do I water basil?")
+    fast = exemplars(col, v, RetrievalSettings(), 4)
+    slow = query_vector(col, v, k=4, where={"split": {"$ne": "heldout"}}, mmr=True, fetch_k=4, mmr_lambda=1.0)
+    assert [h.id for h in fast] == [h.id for h in slow] and len(fast) == 4
+    assert {h.prompt for h in fast} == set(others)
