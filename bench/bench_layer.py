@@ -199,9 +199,7 @@ def build(home: Path, records: int, memories: int, a: Shvayambhu, rng: random.Ra
     print(f"corpus: {col.count()} records embedded and stored in {time.perf_counter() - t:.1f} s", flush=True)
     mem = a.memory("bench")
     now = time.time()
-    texts = [
-        f"The user said: {p}\nI answered: {r[:200]}" for p, r in synth_records(memories, random.Random(99))
-    ]
+    texts = [f"The user said: {p}\nI answered: {r[:200]}" for p, r in synth_records(memories, random.Random(99))]
     t = time.perf_counter()
     for i in range(0, len(texts), 500):
         chunk = texts[i : i + 500]
@@ -230,9 +228,7 @@ def main(argv: list[str] | None = None) -> None:
 
     home = args.keep or Path(tempfile.mkdtemp(prefix="bench_layer_"))
     exists = (home / "chroma").exists()
-    settings = load_settings(
-        overrides={"store": {"data_dir": str(home)}, "memory": {"reflect_every": 0}}, environ={}
-    )
+    settings = load_settings(overrides={"store": {"data_dir": str(home)}, "memory": {"reflect_every": 0}}, environ={})
     a = Shvayambhu(settings)
     rng = random.Random(0)
     try:

@@ -49,12 +49,15 @@ def cli_generate(out: Path, models: str, *, ingest_fn: Any = None, **options: An
         except SystemExit as e:
             return int(e.code or 0)
     return 0
+
+
 GOOD = "A real, specific answer that says something useful about the question asked."
 
 
 def cfg(server: OllamaServer, out: Path, models: list[str], **kw: object) -> SynthesisConfig:
-    base: dict[str, object] = dict(n=6, seed=1, host=server.url, concurrency=4, backoff=0.01,
-                                   max_backoff=0.05, progress=False, timeout=5.0)
+    base: dict[str, object] = dict(
+        n=6, seed=1, host=server.url, concurrency=4, backoff=0.01, max_backoff=0.05, progress=False, timeout=5.0
+    )
     base.update(kw)
     return SynthesisConfig(out=out, models=models, **base)
 
@@ -99,15 +102,22 @@ def test_shipped_prompts_are_real_and_varied() -> None:
 
 def test_prompt_files_sampling_and_plan(tmp_path: Path) -> None:
     jl = tmp_path / "p.jsonl"
-    jl.write_text('{"prompt": "What is rain?", "category": "science"}\n{"prompt": "Why sleep?"}\n'
-                  '{"instruction": "Summarise", "input": "The cat sat."}\n', encoding="utf-8")
+    jl.write_text(
+        '{"prompt": "What is rain?", "category": "science"}\n{"prompt": "Why sleep?"}\n'
+        '{"instruction": "Summarise", "input": "The cat sat."}\n',
+        encoding="utf-8",
+    )
     txt = tmp_path / "p.txt"
     txt.write_text("# my prompts\nWhat is rain?\n\nHow do bees fly?\n", encoding="utf-8")
     items = load_prompt_file(jl) + load_prompt_file(txt)
     assert [i.prompt for i in items][:3] == ["What is rain?", "Why sleep?", "Summarise\n\nThe cat sat."]
     assert items[0].category == "science" and items[0].source == "p.jsonl:1"
     assert [i.prompt for i in select_prompts(items, None, 0)] == [
-        "What is rain?", "Why sleep?", "Summarise\n\nThe cat sat.", "How do bees fly?"]
+        "What is rain?",
+        "Why sleep?",
+        "Summarise\n\nThe cat sat.",
+        "How do bees fly?",
+    ]
     many = shipped_prompts()
     a, b = select_prompts(many, 50, 7), select_prompts(many, 50, 7)
     assert [i.prompt for i in a] == [i.prompt for i in b] and len(a) == 50
@@ -128,8 +138,16 @@ def test_prompt_files_sampling_and_plan(tmp_path: Path) -> None:
 
 def test_generates_validated_records_with_meta(tmp_path: Path) -> None:
     with OllamaServer(["m1", "m2:7b"]) as s:
-        c = cfg(s, tmp_path / "out.jsonl", ["m1", "m2:7b"], temperature=0.6, top_p=0.9, num_predict=200,
-                system="You are a careful assistant.", categories=["science", "ethics"])
+        c = cfg(
+            s,
+            tmp_path / "out.jsonl",
+            ["m1", "m2:7b"],
+            temperature=0.6,
+            top_p=0.9,
+            num_predict=200,
+            system="You are a careful assistant.",
+            categories=["science", "ethics"],
+        )
         summary = synthesize(c)
         assert (summary.planned, summary.done, summary.failed, summary.rejected) == (12, 12, 0, 0)
         assert not rejected_path(c.out).exists()  # created by the first rejection only
@@ -196,8 +214,9 @@ def test_model_not_pulled_others_continue(tmp_path: Path, capsys: pytest.Capture
         c = cfg(s, tmp_path / "o.jsonl", ["m1", "ghost"], n=4)
         summary = synthesize(c)
         assert summary.done == 4 and summary.failed == 4
-        assert summary.model_errors == {"ghost:latest": f"Model 'ghost' is not pulled on {s.url}: "
-                                                        "run `ollama pull ghost`"}
+        assert summary.model_errors == {
+            "ghost:latest": f"Model 'ghost' is not pulled on {s.url}: run `ollama pull ghost`"
+        }
         assert all(b["model"] == "m1" for b in s.bodies("/api/chat"))
         code = cli_generate(c.out, "m1,ghost", n=4, seed=1, ollama_host=s.url, progress=False)
         assert code == 1 and "ollama pull ghost" in capsys.readouterr().out
@@ -209,8 +228,7 @@ def test_model_removed_mid_run(tmp_path: Path) -> None:
         def on_progress(summary: object) -> None:
             s.remove_model("m2")
 
-        summary = synthesize(cfg(s, tmp_path / "o.jsonl", ["m1", "m2"], n=10, concurrency=2),
-                                 on_progress=on_progress)
+        summary = synthesize(cfg(s, tmp_path / "o.jsonl", ["m1", "m2"], n=10, concurrency=2), on_progress=on_progress)
         assert summary.done + summary.failed == 20 and summary.failed >= 8
         assert "ollama pull m2" in summary.model_errors["m2:latest"]
         assert summary.done >= 10
@@ -218,8 +236,12 @@ def test_model_removed_mid_run(tmp_path: Path) -> None:
 
 
 def test_placeholder_and_echo_answers_are_rejected(tmp_path: Path) -> None:
-    behaviors = {"echo": ModelBehavior(reply=echo_reply), "ph": ModelBehavior(reply=placeholder_reply),
-                 "todo": ModelBehavior(reply="TODO: write the real answer"), "ok": ModelBehavior()}
+    behaviors = {
+        "echo": ModelBehavior(reply=echo_reply),
+        "ph": ModelBehavior(reply=placeholder_reply),
+        "todo": ModelBehavior(reply="TODO: write the real answer"),
+        "ok": ModelBehavior(),
+    }
     with OllamaServer(behaviors) as s:
         c = cfg(s, tmp_path / "o.jsonl", list(behaviors), n=3)
         summary = synthesize(c)
@@ -316,8 +338,15 @@ def test_cli_json_ingest_and_progress(tmp_path: Path, capsys: pytest.CaptureFixt
         return {"added": 2}
 
     with OllamaServer(["m1"]) as s:
-        code = cli_generate(tmp_path / "o.jsonl", "m1", prompts=prompts, ollama_host=s.url, json_output=True,
-                            ingest=True, ingest_fn=fake_ingest)
+        code = cli_generate(
+            tmp_path / "o.jsonl",
+            "m1",
+            prompts=prompts,
+            ollama_host=s.url,
+            json_output=True,
+            ingest=True,
+            ingest_fn=fake_ingest,
+        )
         report = json.loads(capsys.readouterr().out)
         assert code == 0 and report["done"] == 2 and report["ingest"] == {"added": 2}
         assert calls == [[tmp_path / "o.jsonl"]]
