@@ -21,10 +21,10 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from blt import tokens
-from blt.errors import BLTError
 from blt.baseline import ByteTransformer
 from blt.config import BaselineConfig, BLTConfig, EntropyConfig
 from blt.entropy import EntropyModel
+from blt.errors import BLTError
 from blt.model import BLT
 
 FORMAT_VERSION = 1
