@@ -26,9 +26,9 @@ __all__ = [
 _WHERE = {
     "Shvayambhu": "rag.api",
     "ChatSession": "rag.api",
-    "Answer": "rag.pipeline",
+    "Answer": "rag.answer",
     "AnswerStream": "rag.pipeline",
-    "Source": "rag.pipeline",
+    "Source": "rag.answer",
     "Memory": "rag.consciousness.memory",
     "Settings": "rag.config",
     "load_settings": "rag.config",
@@ -38,10 +38,11 @@ _WHERE = {
 
 if TYPE_CHECKING:
     from index.errors import ShvayambhuError, UsageError
+    from rag.answer import Answer, Source
     from rag.api import ChatSession, Shvayambhu
     from rag.config import Settings, load_settings
     from rag.consciousness.memory import Memory
-    from rag.pipeline import Answer, AnswerStream, Source
+    from rag.pipeline import AnswerStream
 
 
 def __getattr__(name: str) -> Any:

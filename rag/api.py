@@ -12,12 +12,13 @@ from index.retrieve import Hit, search
 from index.store import StoreError, collection_info, get_collection, open_client
 from ingest.pipeline import IngestSummary, ingest_paths
 from ingest.readers import iter_files
+from rag.answer import Answer
 from rag.backends.base import Backend, BackendError
 from rag.backends.select import backend_status, select_backend
 from rag.config import Settings, load_settings
 from rag.consciousness.memory import MemoryStream
 from rag.consciousness.selfmodel import SelfModel
-from rag.pipeline import Answer, AnswerStream, Prepared, prepare, run
+from rag.pipeline import AnswerStream, Prepared, prepare, run
 
 
 class Shvayambhu:

@@ -11,7 +11,7 @@ from rag.config import Settings
 
 def options_for(settings: Settings, backend: str, low_confidence: bool = False) -> GenerationOptions:
     """Sampling options for a backend from its settings section. When the layer judged its evidence weak
-    (`low_confidence`), the BLT copies nothing: it would re-tell an answer to another question."""
+    (`low_confidence`), no backend copies: it would re-tell an answer to another question."""
     if backend == "blt":
         b = settings.blt
         return GenerationOptions(
@@ -22,6 +22,16 @@ def options_for(settings: Settings, backend: str, low_confidence: bool = False) 
             seed=b.seed,
             max_tokens=b.max_bytes or None,
             copy_weight=0.0 if low_confidence else b.copy_weight,
+        )
+    if backend == "mlx":
+        m = settings.mlx
+        return GenerationOptions(
+            temperature=m.temperature,
+            top_p=m.top_p,
+            top_k=m.top_k or None,
+            seed=m.seed,
+            max_tokens=m.max_tokens,
+            copy_weight=0.0 if low_confidence else m.copy_weight,
         )
     o = settings.ollama
     return GenerationOptions(

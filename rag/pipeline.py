@@ -15,7 +15,8 @@ import numpy as np
 
 from index.retrieve import Hit, mmr_select, query_vector
 from ingest.records import split_name
-from rag.backends.base import Backend, BackendError, Generation, GenerationOptions
+from rag.answer import Answer, Source
+from rag.backends.base import Backend, BackendError, Chunk, Generation, GenerationOptions
 from rag.config import RetrievalSettings, Settings
 from rag.consciousness import metacognition as meta
 from rag.consciousness.memory import Memory, MemoryStream, exchange_text
@@ -28,76 +29,6 @@ from rag.postprocess import Cleaner, attribute
 log = logging.getLogger(__name__)
 HELDOUT_MARGIN = 8  # extra hits fetched so that dropping held-out ones still leaves enough
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
-
-
-@dataclass
-class Source:
-    """An exemplar that was in the prompt; `number` is how the answer cites it, `used` whether it did."""
-
-    id: str
-    score: float
-    prompt: str
-    number: int = 0
-    used: bool = False
-    response: str = field(default="", repr=False)
-    category: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {
-            "id": self.id,
-            "score": round(self.score, 4),
-            "prompt": self.prompt,
-            "number": self.number,
-            "used": self.used,
-        }
-        if self.category:
-            d["category"] = self.category
-        return d
-
-
-@dataclass
-class Answer:
-    """What `ask` returns. `timings` are milliseconds: retrieve, generate, memory, total."""
-
-    answer: str
-    sources: list[Source]
-    confidence: float
-    low_confidence: bool
-    backend: str
-    model: str
-    timings: dict[str, float]
-    prompt: str | None = None  # the flattened prompt, when asked for
-    workspace: Workspace | None = None
-    messages: list[dict[str, str]] | None = None
-    memories: list[Memory] = field(default_factory=list)  # recalled for this question
-    session: str | None = None
-    done_reason: str = "stop"
-    details: meta.Confidence | None = None
-    warnings: list[str] = field(default_factory=list)
-    reflections: list[Memory] = field(default_factory=list)  # written after this exchange, if any
-
-    def to_dict(self, show_prompt: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "answer": self.answer,
-            "sources": [s.to_dict() for s in self.sources],
-            "confidence": round(self.confidence, 4),
-            "low_confidence": self.low_confidence,
-            "backend": self.backend,
-            "model": self.model,
-            "timings": {k: round(v, 2) for k, v in self.timings.items()},
-            "session": self.session,
-            "done_reason": self.done_reason,
-            "memories": [m.to_dict() for m in self.memories],
-        }
-        if self.details is not None:
-            d["confidence_details"] = self.details.to_dict()
-        if self.warnings:
-            d["warnings"] = self.warnings
-        if show_prompt:
-            d["prompt"] = self.prompt
-            d["messages"] = self.messages
-            d["workspace"] = self.workspace.to_dict() if self.workspace else None
-        return d
 
 
 @dataclass
@@ -362,7 +293,7 @@ def finish(
     )
     answer.timings["generate"] = generate_ms
     t = time.perf_counter()
-    if memory is not None and text:
+    if memory is not None and text and generation.done_reason != "abstain":  # nothing learnt from "I don't know"
         remember(answer, prep, memory, backend, options)
         answer.timings["memory"] = (time.perf_counter() - t) * 1000
     answer.timings["total"] = (time.perf_counter() - prep.started) * 1000
@@ -386,6 +317,26 @@ def remember(answer: Answer, prep: Prepared, memory: MemoryStream, backend: Any,
         log.warning("reflection skipped: %s", e)
 
 
+def options(prep: Prepared, backend: Backend, settings: Settings) -> GenerationOptions:
+    """The backend's sampling options for this question, with the retrieved answers to copy from when it copies."""
+    opts = options_for(settings, backend.name, prep.confidence.low)
+    if opts.copy_weight:
+        opts.copy_sources = [h.response for h in prep.hits]
+    return opts
+
+
+def abstention(prep: Prepared, backend: Backend, settings: Settings) -> Generation | None:
+    """For a backend that can only re-tell its exemplars (it declares `retells_only`), a plain "the corpus has
+    nothing on this" when the evidence is weak, naming the nearest things the corpus holds; else None."""
+    if not (getattr(backend, "retells_only", False) and settings.blt.abstain and prep.confidence.low):
+        return None
+    nearest = "; ".join(f"\u201c{' '.join(h.prompt.split())}\u201d" for h in prep.hits[:3])
+    text = f"My corpus has nothing on this (confidence {prep.confidence.value:.2f}), and I would only be guessing. " + (
+        f"The nearest things it holds are: {nearest}." if nearest else "It holds nothing close to it."
+    )
+    return Generation(text=text, model=backend.model, backend=backend.name, done_reason="abstain")
+
+
 def run(
     prep: Prepared,
     backend: Backend,
@@ -395,10 +346,10 @@ def run(
     show_prompt: bool = False,
 ) -> Answer:
     """Generate in one call and finish."""
-    options = options_for(settings, backend.name, prep.confidence.low)
+    opts = options(prep, backend, settings)
     cleaner = Cleaner(n_sources=len(prep.hits), name=settings.self_model.name)
     t = time.perf_counter()
-    gen = backend.generate(prep.messages, options)
+    gen = abstention(prep, backend, settings) or backend.generate(prep.messages, opts)
     ms = (time.perf_counter() - t) * 1000
     cleaner.feed(gen.text)
     cleaner.finish(gen.done_reason)
@@ -409,7 +360,7 @@ def run(
         settings=settings,
         memory=memory,
         backend=backend,
-        options=options,
+        options=opts,
         generate_ms=ms,
         show_prompt=show_prompt,
     )
@@ -444,11 +395,16 @@ class AnswerStream:
         return next(self._iter)
 
     def _run(self) -> Iterator[str]:
-        options = options_for(self.settings, self.backend.name, self.prep.confidence.low)
+        opts = options(self.prep, self.backend, self.settings)
         cleaner = Cleaner(n_sources=len(self.prep.hits), name=self.settings.self_model.name)
         t = time.perf_counter()
-        gen: Generation | None = None
-        for chunk in self.backend.stream(self.prep.messages, options):
+        gen = abstention(self.prep, self.backend, self.settings)
+        chunks = (
+            [Chunk(gen.text), Chunk("", done=True, generation=gen)]
+            if gen
+            else self.backend.stream(self.prep.messages, opts)
+        )
+        for chunk in chunks:
             piece = cleaner.feed(chunk.text)
             if piece:
                 yield piece
@@ -468,7 +424,7 @@ class AnswerStream:
             settings=self.settings,
             memory=self.memory,
             backend=self.backend,
-            options=options,
+            options=opts,
             generate_ms=ms,
             show_prompt=self.show_prompt,
         )

@@ -170,3 +170,22 @@ def test_weak_evidence_turns_copying_off() -> None:
     settings = load_settings(overrides={"blt": {"copy_weight": 0.7}}, environ={})
     assert options_for(settings, "blt").copy_weight == 0.7
     assert options_for(settings, "blt", low_confidence=True).copy_weight == 0.0  # no answer to another question
+
+
+def test_blt_abstains_off_corpus_and_answers_on_corpus(make_assistant):
+    """Asked about something the corpus does not hold, the BLT says so and names the nearest things it holds
+    instead of decoding word salad; on-corpus questions are decoded as before; `[blt] abstain = false` decodes."""
+    a = make_assistant(backend="blt", blt={"max_bytes": 48})
+    off = a.ask("What is the torque spec for the cylinder head bolts on a 2004 Honda Civic?", use_memory=False)
+    assert off.low_confidence and off.done_reason == "abstain"
+    assert off.answer.startswith("My corpus has nothing on this")
+    assert off.sources and off.sources[0].prompt.split()[0] in off.answer  # names the nearest stored question
+    assert not a.memory().list()  # an abstention is not remembered
+    streamed = "".join(a.stream("What is the torque spec for the cylinder head bolts on a 2004 Honda Civic?"))
+    assert streamed == off.answer
+    on = a.ask("Why is the sky blue?", use_memory=False)
+    assert not on.low_confidence and on.done_reason != "abstain" and on.answer
+    decoded = make_assistant(backend="blt", blt={"max_bytes": 48, "abstain": False}).ask(
+        "What is the torque spec for the cylinder head bolts on a 2004 Honda Civic?", use_memory=False
+    )
+    assert decoded.done_reason != "abstain" and not decoded.answer.startswith("My corpus has nothing")

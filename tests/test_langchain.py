@@ -6,8 +6,8 @@ from __future__ import annotations
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnablePassthrough
 
+from rag.answer import Answer
 from rag.langchain import BackendChat, ShvayambhuRetriever, ask_runnable, format_documents, lcel_prompt
-from rag.pipeline import Answer
 
 
 def test_retriever_documents_carry_ids_and_scores(make_assistant):

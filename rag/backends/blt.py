@@ -37,6 +37,7 @@ class BLTBackend:
 
     name = "blt"
     workspace_kinds = ("exemplar",)
+    retells_only = True  # it writes well only where it can re-tell a retrieved answer: abstain when they are far
 
     def __init__(
         self,
