@@ -20,13 +20,15 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 
 from rag.backends.base import GenerationOptions
+from rag.backends.select import select_backend
 from rag.config import Settings
 from rag.consciousness.prompt import INSTRUCTIONS, block, exemplar_text, reference_block
 from rag.consciousness.selfmodel import SelfModel
 from rag.consciousness.workspace import Candidate
+from rag.options import options_for
 
 
 class ShvayambhuRetriever(BaseRetriever):
@@ -164,45 +166,40 @@ def blt_prompt() -> ChatPromptTemplate:
     return ChatPromptTemplate.from_messages([("system", "{context}"), ("human", "{question}")])
 
 
-class BLTChatModel(BaseChatModel):
-    """Our byte model as a LangChain chat model: system messages are its exemplar block, the last human
-    message its question. Compose with `ShvayambhuRetriever | format_exemplars` and `blt_prompt()`."""
+class ShvayambhuChatModel(BaseChatModel):
+    """Any of our backends as a LangChain chat model: `backend` is auto, ollama, mlx or blt, `model` what that
+    backend takes (an Ollama model, an MLX model path or repo id, a BLT checkpoint). Sampling defaults come from
+    `settings` (the backend's section); the fields below override them when set. For the BLT, system messages
+    are its exemplar block (see `format_exemplars` and `blt_prompt()`)."""
 
-    checkpoint: str | None = None  # None: the checkpoint shipped in the package
-    max_bytes: int = 0  # as [blt] max_bytes
-    temperature: float = 0.0
+    backend: str = "auto"
+    model: str | None = None
+    settings: Settings | None = None
+    temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
-    repeat_penalty: float = 1.0
-    no_repeat_ngram: int = 12  # as [blt] no_repeat_ngram
-    copy_weight: float = 0.5  # as [blt] copy_weight
-    seed: int | None = 0
+    seed: int | None = None
+    max_tokens: int | None = None  # tokens (Ollama, MLX) or bytes (BLT)
+    _backend_cache: Any = PrivateAttr(default=None)
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     @property
     def _llm_type(self) -> str:
-        return "shvayambhu-blt"
+        return f"shvayambhu-{self.backend}"
 
     def _backend(self) -> Any:
-        from rag.backends.blt import BLTBackend  # lazy: loads mlx
+        if self._backend_cache is None:
+            self._backend_cache = select_backend(self.settings or Settings(), self.backend, self.model)
+        return self._backend_cache
 
-        return BLTBackend(
-            self.checkpoint,
-            max_bytes=self.max_bytes,
-            no_repeat_ngram=self.no_repeat_ngram,
-            copy_weight=self.copy_weight,
-        )
-
-    def _options(self, stop: list[str] | None) -> Any:
-
-        return GenerationOptions(
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            repeat_penalty=self.repeat_penalty,
-            seed=self.seed,
-            stop=stop,
-            max_tokens=self.max_bytes or None,
-        )
+    def _options(self, stop: list[str] | None) -> GenerationOptions:
+        opts = options_for(self.settings or Settings(), self._backend().name)
+        for name in ("temperature", "top_k", "top_p", "seed", "max_tokens"):
+            if getattr(self, name) is not None:
+                setattr(opts, name, getattr(self, name))
+        opts.stop = stop
+        return opts
 
     def _generate(
         self,

@@ -94,14 +94,14 @@ def test_stream_equals_generate_and_seed_reproduces(tiny_checkpoint: Path) -> No
     assert 0 < len(g1.probs) == len(g1.entropies) <= 48 and all(0.0 <= p <= 1.0 for p in g1.probs)
 
 
-def test_blt_chat_model_in_lcel(tiny_checkpoint: Path, make_assistant) -> None:
+def test_chat_model_drives_the_blt_in_lcel(tiny_checkpoint: Path, make_assistant) -> None:
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.runnables import RunnablePassthrough
 
-    from rag.langchain import BLTChatModel, ShvayambhuRetriever, blt_prompt, format_exemplars
+    from rag.langchain import ShvayambhuChatModel, ShvayambhuRetriever, blt_prompt, format_exemplars
 
     a = make_assistant()
-    llm = BLTChatModel(checkpoint=str(tiny_checkpoint), max_bytes=24, seed=1)
+    llm = ShvayambhuChatModel(backend="blt", model=str(tiny_checkpoint), max_tokens=24, seed=1)
     chain = (
         {
             "context": ShvayambhuRetriever(assistant=a, k=2) | format_exemplars,

@@ -54,3 +54,14 @@ def test_ask_path_as_runnable(make_assistant, fake_ollama):
     full = ask_runnable(a, output="answer").invoke({"question": "Why do volcanoes erupt?", "session": "lc"})
     assert isinstance(full, Answer) and full.sources and full.session == "lc"
     assert (RunnablePassthrough() | r | StrOutputParser()).invoke("How does photosynthesis work?") == text
+
+
+def test_one_chat_model_class_drives_ollama(make_assistant, fake_ollama):
+    from rag.langchain import ShvayambhuChatModel
+
+    fake_ollama.behavior("llama3.2").reply = "Hello from the stand-in."
+    llm = ShvayambhuChatModel(backend="ollama", settings=make_assistant().settings, temperature=0.0, max_tokens=32)
+    assert llm.invoke("Say hello.").content == "Hello from the stand-in."
+    assert "".join(c.content for c in llm.stream("Say hello.")) == "Hello from the stand-in."
+    sent = fake_ollama.bodies("/api/chat")[-1]
+    assert sent["options"]["temperature"] == 0.0 and sent["options"]["num_predict"] == 32
