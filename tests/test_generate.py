@@ -357,3 +357,30 @@ def test_cli_json_ingest_and_progress(tmp_path: Path, capsys: pytest.CaptureFixt
         c = cfg(s, tmp_path / "p.jsonl", ["m1"], n=3, ingest=True, progress=True)
         summary = synthesize(c, ingest_fn=broken)
         assert summary.done == 3 and "no store" in summary.ingest["error"]
+
+
+def test_jobs_spread_over_several_hosts(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"  # nothing listens here once the socket closes
+    fast = {"m1": ModelBehavior(delay=0.02), "m2": ModelBehavior(delay=0.02)}
+    with OllamaServer(fast) as a, OllamaServer({"m1": ModelBehavior(delay=0.05)}) as b:
+        c = SynthesisConfig(
+            out=tmp_path / "o.jsonl",
+            models=["m1", "m2"],
+            n=10,
+            seed=1,
+            host=f"{a.url},{b.url},{dead}",
+            concurrency=2,
+            progress=False,
+        )
+        summary = synthesize(c)
+        assert summary.done == 20 and summary.failed == 0
+        assert list(summary.host_errors) == [f"http://{dead}"]  # reported, not fatal
+        on_a = [body["model"] for body in a.bodies("/api/chat")]
+        on_b = [body["model"] for body in b.bodies("/api/chat")]
+        assert on_b and set(on_b) == {"m1"}  # b only gets what it has
+        assert on_a.count("m2") == 10 and len(on_a) + len(on_b) == 20
+        assert a.max_in_flight <= 2 and b.max_in_flight <= 2  # each host keeps its own concurrency

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from rag.cli.common import HostOpt, assistant, emit_json
+from rag.cli.common import assistant, emit_json
 
 
 def generate(
@@ -32,9 +32,16 @@ def generate(
     top_p: Annotated[float | None, typer.Option(help="Nucleus sampling.")] = None,
     num_predict: Annotated[int | None, typer.Option(help="Maximum tokens per answer.")] = None,
     system: Annotated[str | None, typer.Option(help="System prompt for every request.")] = None,
-    ollama_host: HostOpt = None,
+    ollama_host: Annotated[
+        str | None,
+        typer.Option(
+            "--ollama-host",
+            help="Ollama URL, or several comma-separated: jobs are spread over them, --concurrency each "
+            "[$OLLAMA_HOST or 127.0.0.1:11434].",
+        ),
+    ] = None,
     keep_alive: Annotated[str | None, typer.Option(help="How long Ollama keeps the model loaded.")] = None,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight (1-100).")] = 4,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight per host (1-100).")] = 4,
     timeout: Annotated[float, typer.Option(help="Seconds per request attempt.")] = 300.0,
     retries: Annotated[int, typer.Option(help="Retries on connection errors, 5xx and timeouts.")] = 4,
     fsync_interval: Annotated[float, typer.Option(help="Most seconds between fsyncs; 0 syncs every line.")] = 1.0,

@@ -9,6 +9,7 @@ from typing import Any
 
 from index.errors import ShvayambhuError, UsageError
 from rag.backends.base import GenerationOptions
+from rag.backends.ollama import resolve_host
 
 GENERATOR = "shvayambhu generate"
 
@@ -37,9 +38,9 @@ class SynthesisConfig:
     top_p: float | None = None
     num_predict: int | None = None
     system: str | None = None
-    host: str | None = None  # Ollama URL; OLLAMA_HOST or localhost when None
+    host: str | None = None  # Ollama URL, or several separated by commas; OLLAMA_HOST or localhost when None
     keep_alive: str | None = None
-    concurrency: int = 4
+    concurrency: int = 4  # requests in flight per host
     timeout: float = 300.0  # seconds per request attempt
     retries: int = 4  # extra attempts after a retryable failure
     backoff: float = 1.0  # first backoff in seconds, doubled per attempt, with jitter
@@ -48,6 +49,11 @@ class SynthesisConfig:
     stream: bool = False  # one JSON answer per request; streaming costs the client ~2x the CPU per record
     ingest: bool = False
     progress: bool = True
+
+    def hosts(self) -> list[str]:
+        """The Ollama base URLs to spread the jobs over, each once, in the order given."""
+        given = [h.strip() for h in (self.host or "").split(",") if h.strip()] or [None]
+        return list(dict.fromkeys(resolve_host(h) for h in given))
 
     def options(self) -> GenerationOptions:
         """The sampling options sent with every request."""
@@ -73,6 +79,7 @@ class SynthesisSummary:
     repaired_bytes: int = 0
     unreadable_lines: int = 0
     model_errors: dict[str, str] = field(default_factory=dict)  # model -> why it was given up
+    host_errors: dict[str, str] = field(default_factory=dict)  # host -> why it was left out
     failure_kinds: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)  # the first few failure messages
     rejection_reasons: dict[str, int] = field(default_factory=dict)
@@ -96,6 +103,8 @@ def format_summary(s: SynthesisSummary) -> str:
         ranked = sorted(s.rejection_reasons.items(), key=lambda kv: -kv[1])
         reasons = ", ".join(f"{k}: {v}" for k, v in ranked)
         lines.append(f"rejected -> {s.rejected_out} ({reasons})")
+    for host, msg in s.host_errors.items():
+        lines.append(f"  host left out: {host}: {msg}")
     for model, msg in s.model_errors.items():
         lines.append(f"model {model}: {msg}")
     for msg in s.failures[:5]:

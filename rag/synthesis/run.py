@@ -37,7 +37,6 @@ from rag.backends.ollama import (
     OllamaError,
     canonical_model,
     list_models,
-    resolve_host,
     to_ollama_options,
     translate_error,
 )
@@ -142,23 +141,30 @@ def _generate(
         pending.append(job)
     if not pending:
         return
-    try:
-        pulled = set(list_models(cfg.host, timeout=min(10.0, cfg.timeout)))
-    except OllamaError as exc:
-        raise SynthesisError(str(exc)) from None
+    pulled: dict[str, set[str]] = {}  # host -> the models it has
+    unreachable: dict[str, str] = {}
+    for host in cfg.hosts():
+        try:
+            pulled[host] = set(list_models(host, timeout=min(10.0, cfg.timeout)))
+        except OllamaError as exc:
+            unreachable[host] = str(exc)
+    if not pulled:
+        raise SynthesisError("; ".join(unreachable.values()))
+    summary.host_errors = unreachable
+    available = set().union(*pulled.values())
     runnable: list[Job] = []
     for job in pending:
         name = canonical_model(job.model)
-        if name in pulled:
+        if name in available:
             runnable.append(job)
             continue
-        host = resolve_host(cfg.host)
+        where = ", ".join(pulled)
         summary.model_errors.setdefault(
-            name, f"Model '{job.model}' is not pulled on {host}: run `ollama pull {job.model}`"
+            name, f"Model '{job.model}' is not pulled on {where}: run `ollama pull {job.model}`"
         )
         summary.failed += 1
         summary.failure_kinds["not_pulled"] = summary.failure_kinds.get("not_pulled", 0) + 1
-    asyncio.run(_run_jobs(runnable, cfg, summary, writers, started, on_progress))
+    asyncio.run(_run_jobs(runnable, cfg, summary, writers, started, on_progress, pulled))
 
 
 def _ingest(out: Path, ingest_fn: IngestFn | None) -> Any:
@@ -246,16 +252,21 @@ async def _run_jobs(
     writers: tuple[JsonlAppender, JsonlAppender],
     started: float,
     on_progress: Callable[[SynthesisSummary], None] | None,
+    pulled: dict[str, set[str]],
 ) -> None:
+    """`cfg.concurrency` workers per host share one queue, each taking the next job whose model its host has,
+    so a faster host takes more of the work."""
     out_w, rej_w = writers
     options = cfg.options()
     sent_options = to_ollama_options(options)  # recorded in each record's meta
     backends = {
-        m: OllamaBackend(cfg.host, m, timeout=cfg.timeout, keep_alive=cfg.keep_alive, logprobs=False)
+        (h, m): OllamaBackend(h, m, timeout=cfg.timeout, keep_alive=cfg.keep_alive, logprobs=False)
+        for h, models in pulled.items()
         for m in {j.model for j in jobs}
+        if canonical_model(m) in models
     }
     queue = deque(jobs)
-    dead: dict[str, str] = {}
+    dead: dict[str, str] = {}  # model -> why, once no host has it any more
     kinds: Counter[str] = Counter(summary.failure_kinds)
     reasons: Counter[str] = Counter()
 
@@ -267,21 +278,29 @@ async def _run_jobs(
             if len(summary.failures) < 20:
                 summary.failures.append(message)
 
-        async def worker() -> None:
-            while queue:
-                job = queue.popleft()
+        def take(host: str) -> Job | None:
+            for i, job in enumerate(queue):
+                if job.model in dead or (host, job.model) in backends:
+                    del queue[i]
+                    return job
+            return None
+
+        async def worker(host: str) -> None:
+            while (job := take(host)) is not None:
                 if job.model in dead:
                     summary.failed += 1
                     kinds["not_pulled"] += 1
                 else:
                     try:
-                        gen = await _attempt(backends[job.model], job, cfg, options, summary)
+                        gen = await _attempt(backends[host, job.model], job, cfg, options, summary)
                     except OllamaError as exc:
-                        if exc.kind == "not_pulled":
-                            dead[job.model] = str(exc)
-                            summary.model_errors[canonical_model(job.model)] = str(exc)
-                            summary.failed += 1
-                            kinds["not_pulled"] += 1
+                        if exc.kind == "not_pulled":  # gone from this host: another may still have it
+                            await backends.pop((host, job.model)).aclose()
+                            if not any(m == job.model for _, m in backends):
+                                dead[job.model] = str(exc)
+                                summary.model_errors[canonical_model(job.model)] = str(exc)
+                            queue.appendleft(job)
+                            continue
                         else:
                             fail(f"{job.model}: {job.item.prompt[:60]!r}: {exc}", exc.kind)
                     else:
@@ -299,7 +318,8 @@ async def _run_jobs(
                     on_progress(summary)
 
         try:
-            await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, len(jobs)))))
+            n = min(cfg.concurrency, len(jobs))
+            await asyncio.gather(*(worker(h) for h in pulled for _ in range(n)))
         finally:
             summary.failure_kinds = dict(kinds)
             summary.rejection_reasons = dict(reasons)
