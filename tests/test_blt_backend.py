@@ -62,9 +62,7 @@ def test_prompt_is_the_trained_layout_and_fits_the_context(tiny_checkpoint: Path
         and toks[-6:] == [tokens.SEP, *tokens.encode("Why?"), tokens.SEP]
     )
     assert len(toks) + 100 <= b.context_bytes
-    assert tokens.decode(toks).endswith(
-        b"A: old answer\n\nWhy?"
-    )  # cut from the left: the best exemplar stays
+    assert tokens.decode(toks).endswith(b"A: old answer\n\nWhy?")  # cut from the left: the best exemplar stays
 
 
 def test_ask_with_blt_respects_the_byte_budget(tiny_checkpoint: Path, make_assistant) -> None:
@@ -116,9 +114,7 @@ def test_blt_chat_model_in_lcel(tiny_checkpoint: Path, make_assistant) -> None:
     assert "".join(chain.stream("How do vaccines work?")) == out
 
 
-@pytest.mark.skipif(
-    not DEFAULT_CHECKPOINT.exists(), reason="the shipped checkpoint is built by `make checkpoint`"
-)
+@pytest.mark.skipif(not DEFAULT_CHECKPOINT.exists(), reason="the shipped checkpoint is built by `make checkpoint`")
 def test_ask_blt_json_on_the_shipped_checkpoint(run_cli) -> None:
     code, out, err = run_cli("ask", "--backend", "blt", "--json", "How can I fall asleep faster at night?")
     assert code == 0, err
