@@ -132,6 +132,25 @@ def exemplar_block(
     ).encode("utf-8")
 
 
+def trim_block(block: bytes, room: int) -> bytes:
+    """The end of an exemplar block in at most `room` bytes (the least relevant text is cut first).
+
+    The cut moves forward to the next line start, so the block cannot begin in the middle of a record's line
+    with text that looks like a marker (records hold none at line starts); with no line start to move to, it
+    moves to the next UTF-8 character instead."""
+    if len(block) <= room:
+        return block
+    if room <= 0:
+        return b""
+    cut = block[len(block) - room :]
+    if block[len(block) - room - 1] == 0x0A:  # already at a line start
+        return cut
+    nl = cut.find(b"\n")
+    if nl >= 0:
+        return cut[nl + 1 :]
+    return cut[next((i for i, b in enumerate(cut) if b & 0xC0 != 0x80), len(cut)) :]
+
+
 def exemplar_responses(block: str, fmt: str = EVAL_FORMAT) -> list[str]:
     """The responses of an exemplar block laid out by `exemplar_block` (same order, unescaped), for copying
     from. Exact for formats whose entries begin with a marker (all but `plain`): no record can hold a marker
@@ -194,7 +213,7 @@ def build_example(
                 tokens = [BOS, *encode(block), SEP, *encode(prompt), SEP, *encode(resp)]
                 return Example(tokens, [0] * (len(tokens) - len(resp)) + [1] * len(resp))
         elif len(block) > room - need:
-            block = block[len(block) - (room - need) :] if room > need else b""
+            block = trim_block(block, room - need)
     head = [BOS, *encode(block), SEP, *encode(prompt), SEP]
     body = [*encode(resp)] if sample.truncated else [*encode(resp), EOS]
     return Example(head + body, [0] * len(head) + [1] * len(body))

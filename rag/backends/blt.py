@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from blt.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, cached_checkpoint
-from blt.data import EVAL_FORMAT, exemplar_block, exemplar_responses
+from blt.data import EVAL_FORMAT, exemplar_block, exemplar_responses, trim_block
 from blt.errors import CheckpointError
 from blt.generate import generate
 from blt.tokens import BOS, EOS, SEP, encode
@@ -90,9 +90,7 @@ class BLTBackend:
                 f"the question ({len(question)} bytes) does not fit the BLT's {self.context_bytes}-byte context "
                 f"with {reserve} bytes left to answer: shorten it or lower [blt] max_bytes"
             )
-        if len(block) > room:
-            cut = block[len(block) - room :]
-            block = cut[next((i for i, b in enumerate(cut) if b & 0xC0 != 0x80), len(cut)) :]
+        block = trim_block(block, room)
         return [BOS, *encode(block), SEP, *encode(question), SEP]
 
     def copy_sources(self, messages: list[dict[str, str]]) -> list[list[int]]:
