@@ -170,7 +170,7 @@ def _load_arrays(module: nn.Module, file: Path) -> None:
         arrays = mx.load(str(file), format="safetensors")
     except Exception as e:  # MLX raises several types for bad files
         raise CheckpointError(f"{file}: cannot read tensors ({e})") from None
-    expected = {k: v for k, v in tree_flatten(module.parameters())}
+    expected = dict(tree_flatten(module.parameters()))
     if {k: v.shape for k, v in expected.items()} != {k: v.shape for k, v in arrays.items()}:  # header was checked
         raise CheckpointError(f"{file}: its tensors do not match the model built from the config")
     arrays = {k: a.astype(expected[k].dtype) for k, a in arrays.items()}

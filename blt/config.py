@@ -14,7 +14,7 @@ from blt.errors import ConfigError
 from blt.tokens import VOCAB_SIZE
 
 PATCHER_KINDS = ("entropy", "monotonic", "space", "static")
-MAX_CONTEXT_BYTES = 1 << 20  # a context (max_bytes, attention windows) longer than 1 MiB is a mistake
+MAX_CONTEXT_BYTES = 1 << 15  # 32 KiB: 8x the largest context DESIGN.md plans (max_bytes, attention windows)
 MAX_PATCH_LEN = 1024
 
 C = TypeVar("C", bound="_Config")
