@@ -8,7 +8,7 @@ recomputations at the start, middle and end of the generated span (Simpson's rul
 
     python bench/bench_blt_decode.py [--checkpoint DIR] [--baseline DIR] [--gen 256 1024]
 
-(OpenBLAS is loaded by `import blt` when installed; SHVAYAMBHU_BLAS=reference keeps MLX's own BLAS.)
+(OpenBLAS is loaded at start-up when installed; SHVAYAMBHU_BLAS=reference keeps MLX's own BLAS.)
 """
 
 from __future__ import annotations

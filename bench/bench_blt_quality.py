@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 SEED = REPO / "ingest" / "data" / "seed.jsonl"
 sys.path.insert(0, str(REPO))
 
-import blt  # noqa: E402,F401  - OpenBLAS before mlx
+from blt import blas  # noqa: E402
+
+blas.enable_openblas(verbose=False)  # before mlx: OpenBLAS when installed
 
 
 def max_repeats(text: str, n: int = 20) -> int:

@@ -42,17 +42,20 @@ def blas_probe(steps: int = 2) -> dict:
     import mlx.core as mx
     import numpy as np
 
-    from blt import train as T
+    from blt import presets
+    from blt import step as S
     from blt.model import BLT
+    from blt.patch_batches import patch_bucket
     from blt.patching import patch_starts
+    from blt.train_config import TrainConfig
 
-    _, cfg = T.model_configs("small", max_bytes=256, dropout=0.0)
+    _, cfg = presets.model_configs("small", max_bytes=256, dropout=0.0)
     cfg = replace(cfg, patcher=replace(cfg.patcher, kind="static", static_size=4))
     model = BLT(cfg)
     x = np.random.default_rng(0).integers(4, 200, (8, 256)).astype(np.int32)
     st = np.array(patch_starts(x, cfg.patcher))
-    step, state = T.make_step(model, T.TrainConfig(out_dir="-", max_steps=1))
-    args = (mx.array(x), mx.array(x), mx.ones(x.shape), mx.array(st), T.patch_bucket(st, 32))
+    step, state = S.make_step(model, TrainConfig(out_dir="-", max_steps=1))
+    args = (mx.array(x), mx.array(x), mx.ones(x.shape), mx.array(st), patch_bucket(st, 32))
     mx.eval(state, step(*args))
     t = time.perf_counter()
     for _ in range(steps):
@@ -96,10 +99,12 @@ def throughput(
     import mlx.core as mx
     import numpy as np
 
-    from blt import train as T
+    from blt import step as S
     from blt.bpb import make_starts_fn
     from blt.data import collate, eval_examples
+    from blt.patch_batches import patch_bucket
     from blt.tokens import PAD
+    from blt.train_config import TrainConfig
 
     ex = eval_examples(
         samples[: batch_size * n_batches], cfg_data.max_len, exemplar_bytes=cfg_data.exemplar_bytes
@@ -109,17 +114,17 @@ def throughput(
         collate(ex[i : i + batch_size], length=L) for i in range(0, len(ex) - batch_size + 1, batch_size)
     ]
     starts_fn = make_starts_fn(blt_ck.entropy_model, blt_ck.config.patcher)
-    tc = T.TrainConfig(out_dir="-", max_steps=1)
+    tc = TrainConfig(out_dir="-", max_steps=1)
     runs = {}
     for name, model in (("blt", blt_ck.model), ("baseline", base_model)):
         model.train()
-        step, state = T.make_step(model, tc)
+        step, state = S.make_step(model, tc)
         argsets = []
         for b in batches:
             a = [mx.array(b.inputs), mx.array(b.targets), mx.array(b.target_mask)]
             if name == "blt":
                 st = starts_fn(b.inputs)
-                a += [mx.array(st), T.patch_bucket(st, 32)]
+                a += [mx.array(st), patch_bucket(st, 32)]
             argsets.append(a)
         for a in argsets:  # compile and warm up
             mx.eval(state, step(*a))
@@ -172,6 +177,7 @@ def main() -> None:
 
     import shutil
 
+    from blt import presets
     from blt import train as T
     from blt.bpb import bpb_report
     from blt.checkpoint import load_checkpoint
@@ -225,12 +231,12 @@ def main() -> None:
         "patience": None,
         "eval_examples": 64,
     }
-    ent_cfg, blt_cfg = T.model_configs(args.size, args.max_bytes, args.dropout)
+    ent_cfg, blt_cfg = presets.model_configs(args.size, args.max_bytes, args.dropout)
 
     ent = T.train_entropy(
         data.train,
         data.val,
-        T.stage_config(
+        presets.stage_config(
             "entropy", args.size, out / "entropy", max_minutes=args.entropy_minutes, **{**common, "lr": 3e-3}
         ),
         entropy_config=ent_cfg,
@@ -245,7 +251,7 @@ def main() -> None:
     blt_r = T.train_blt(
         data.train,
         data.val,
-        T.stage_config("blt", args.size, out / "blt", max_minutes=args.minutes, **common),
+        presets.stage_config("blt", args.size, out / "blt", max_minutes=args.minutes, **common),
         entropy_dir=out / "entropy",
         blt_config=blt_cfg,
         command=command,
@@ -259,7 +265,7 @@ def main() -> None:
     base_r = T.train_baseline(
         data.train,
         data.val,
-        T.stage_config(
+        presets.stage_config(
             "baseline", args.size, out / "baseline", max_minutes=blt_r["train_seconds"] / 60, **common
         ),
         blt_dir=out / "blt",

@@ -1,5 +1,5 @@
-"""The Byte Latent Transformer in MLX. Importing the package first puts OpenBLAS under MLX on Linux CPUs."""
+"""The Byte Latent Transformer in MLX.
 
-from blt import blas
-
-blas.enable_openblas(verbose=False)  # must run before mlx.core is first imported; a no-op elsewhere
+Importing this package has no side effects. A process that wants the fast BLAS under MLX on a Linux CPU
+calls ``blt.blas.enable_openblas()`` at start-up, before anything imports ``mlx.core``.
+"""

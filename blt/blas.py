@@ -2,14 +2,11 @@
 
 The Linux wheel links netlib's reference BLAS (~6 GFLOP/s on a 1024x1024 float32 matmul); Debian's
 OpenBLAS does 160-320 GFLOP/s. MLX binds `cblas_sgemm` lazily from the global symbol scope, so OpenBLAS
-wins if it is in that scope before `mlx.core` is first imported. Two ways, both measured to work:
-
-- `enable_openblas()`: `ctypes.CDLL(path, RTLD_GLOBAL)` before `import mlx.core` (in-process, cheap);
-- `ensure_openblas(argv)`: for a CLI entry point where mlx may already be imported, re-exec the
-  process with `LD_PRELOAD` set.
-
-Loading after `mlx.core` is imported does nothing (measured: still ~5 GFLOP/s), hence the re-exec.
-`SHVAYAMBHU_BLAS=reference` opts out. On macOS (Accelerate) and elsewhere everything here is a no-op.
+wins if it is in that scope before `mlx.core` is first imported: `enable_openblas()` does
+`ctypes.CDLL(path, RTLD_GLOBAL)`, and entry points (CLI, API, benches, tests) call it at start-up. Nothing
+here runs at import. Loading after `mlx.core` is imported does nothing (measured: still ~5 GFLOP/s); then
+`LD_PRELOAD=<path>` on the command line is the way. `SHVAYAMBHU_BLAS=reference` opts out. On macOS
+(Accelerate) and elsewhere everything here is a no-op.
 """
 
 from __future__ import annotations
@@ -36,7 +33,7 @@ class BlasStatus:
     """What BLAS MLX uses (or will use) in this process and how it got there."""
 
     backend: str  # "openblas" | "reference" | "accelerate" | "unknown"
-    how: str  # "preload" | "ctypes" | "reexec" | "none" | "opt-out" | "too-late"
+    how: str  # "preload" | "ctypes" | "none" | "opt-out" | "too-late"
     path: str | None
     message: str
 
@@ -146,8 +143,8 @@ def enable_openblas(verbose: bool = True) -> BlasStatus:
             "reference",
             "too-late",
             st.path,
-            "mlx.core was imported before OpenBLAS could be loaded; use ensure_openblas(argv) "
-            f"or LD_PRELOAD={st.path}",
+            f"mlx.core was imported before OpenBLAS could be loaded; call enable_openblas() earlier "
+            f"or run with LD_PRELOAD={st.path}",
         )
     try:
         ctypes.CDLL(st.path, mode=ctypes.RTLD_GLOBAL)
@@ -159,35 +156,9 @@ def enable_openblas(verbose: bool = True) -> BlasStatus:
     return BlasStatus("openblas", "ctypes", st.path, f"loaded {st.path}")
 
 
-def ensure_openblas(argv: list[str] | None = None, verbose: bool = True) -> BlasStatus:
-    """For CLI entry points: load OpenBLAS in-process, or re-exec with LD_PRELOAD if mlx is already in.
-
-    Returns only when no re-exec happened. `argv` (script and arguments) defaults to the original command.
-    """
-    st = enable_openblas(verbose=verbose)
-    if st.how != "too-late" or st.path is None:
-        return st
-    if os.environ.get("SHVAYAMBHU_BLAS_REEXEC"):  # already tried once: never loop
-        return st
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = ":".join(p for p in (st.path, env.get("LD_PRELOAD", "")) if p)
-    env["SHVAYAMBHU_BLAS_REEXEC"] = "1"
-    if verbose:
-        _notice(
-            f"shvayambhu: MLX uses OpenBLAS ({st.path}, via LD_PRELOAD); set {ENV_VAR}=reference to opt out"
-        )
-        env[_NOTICE_ENV] = "1"
-    # sys.orig_argv keeps `-m module` and interpreter flags; argv[0] alone would not.
-    args = list(sys.orig_argv[1:]) if argv is None else list(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *args], env)
-    return st  # not reached
-
-
 def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
     """Measured float32 n x n matmul speed of MLX in this process, in GFLOP/s."""
-    import mlx.core as mx
+    import mlx.core as mx  # heavy, and must come after enable_openblas()
 
     a = mx.random.normal((n, n))
     b = mx.random.normal((n, n))

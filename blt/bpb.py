@@ -12,12 +12,12 @@ import lzma
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from blt.data import Example, eval_batches
+from blt.data import EVAL_FORMAT, Example, Sample, build_example, eval_batches, eval_examples
+from blt.tokens import EOS, PAD, decode
 
 LN2 = math.log(2.0)
 
@@ -77,10 +77,10 @@ StartsFn = Callable[[np.ndarray], np.ndarray]
 
 def make_starts_fn(entropy_model: Any, patcher_cfg: Any) -> StartsFn:
     """tokens [B, T] -> patch starts [B, T] bool, using the frozen entropy model and the patcher config."""
-    import mlx.core as mx
+    import mlx.core as mx  # heavy: mlx only for model scoring
 
-    from blt.entropy import entropies
-    from blt.patching import patch_starts
+    from blt.entropy import entropies  # heavy: imports mlx
+    from blt.patching import patch_starts  # heavy: imports mlx
 
     def starts_fn(tokens: np.ndarray) -> np.ndarray:
         toks = mx.array(tokens, dtype=mx.int32)
@@ -118,8 +118,8 @@ class Score:
 
 def masked_ce_sum(logits: Any, targets: Any, mask: Any) -> Any:
     """Sum over positions of mask * cross-entropy (nats); logits [B, T, V], targets/mask [B, T]."""
-    import mlx.core as mx
-    import mlx.nn as nn
+    import mlx.core as mx  # heavy: mlx only for model scoring
+    import mlx.nn as nn  # heavy: as above
 
     ce = nn.losses.cross_entropy(logits.astype(mx.float32), targets, reduction="none")
     return (ce * mask).sum()
@@ -138,9 +138,7 @@ def score(
 
     `all_bytes=True` scores every non-PAD byte (the entropy model's objective) instead of the loss mask.
     """
-    import mlx.core as mx
-
-    from blt.tokens import PAD
+    import mlx.core as mx  # heavy: mlx only for model scoring
 
     was_training = getattr(model, "training", False)
     model.eval()
@@ -192,9 +190,6 @@ def bpb_report(
     same bytes: the response bytes that fit in max_len (plus EOS, or the newline that ends a record for the
     compressors).
     """
-    from blt.data import eval_examples
-    from blt.tokens import EOS, decode
-
     rows: list[dict[str, Any]] = []
     with_ex = eval_examples(heldout, max_len, True, max_exemplars=max_exemplars, exemplar_bytes=exemplar_bytes)
     without = eval_examples(heldout, max_len, False)
@@ -264,13 +259,6 @@ def bpb_report(
     }
 
 
-@lru_cache(maxsize=2)
-def _checkpoint(path: str) -> Any:
-    from blt.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)
-
-
 def response_bpb(
     prompt: str,
     response: str,
@@ -283,10 +271,9 @@ def response_bpb(
 
     `history` is accepted for the evaluation harness's signature; the byte model was not trained on turns.
     """
-    from blt.checkpoint import DEFAULT_CHECKPOINT
-    from blt.data import EVAL_FORMAT, Sample, build_example
+    from blt.checkpoint import DEFAULT_CHECKPOINT, cached_checkpoint  # heavy: imports mlx
 
-    ck = _checkpoint(str(model or DEFAULT_CHECKPOINT))
+    ck = cached_checkpoint(model or DEFAULT_CHECKPOINT)
     ex = build_example(Sample(prompt, response, list(exemplars)), fmt=EVAL_FORMAT, max_len=ck.config.max_bytes + 1)
     starts_fn = make_starts_fn(ck.entropy_model, ck.config.patcher) if ck.kind == "blt" else None
     return score(ck.model, [ex], starts_fn=starts_fn, batch_size=1).bpb

@@ -2,8 +2,9 @@
 config.json (everything needed to rebuild, with a format version) and metrics.json.
 
 Saving writes a temporary sibling folder and renames it into place, so an interrupted save leaves any
-earlier checkpoint intact. Loading never unpickles anything and checks every file, tensor name and shape;
-any problem is a ``CheckpointError`` naming the file.
+earlier checkpoint intact. Loading never unpickles anything; it checks the config against each weights file's
+header before building a model (blt.tensor_spec), then every tensor; any problem is a ``CheckpointError``
+naming the file. ``cached_checkpoint`` is the one cache of loaded checkpoints: it reloads when a file changes.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,9 @@ from blt import tokens
 from blt.baseline import ByteTransformer
 from blt.config import BaselineConfig, BLTConfig, EntropyConfig
 from blt.entropy import EntropyModel
-from blt.errors import BLTError
+from blt.errors import CheckpointError
 from blt.model import BLT
+from blt.tensor_spec import ModelConfig, check_header, read_header
 
 FORMAT_VERSION = 1
 KINDS = ("blt", "baseline")
@@ -37,9 +40,7 @@ METRICS_FILE = "metrics.json"
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"  # shipped in the package
 
-
-class CheckpointError(BLTError):
-    """A checkpoint folder is missing, incomplete, corrupt or does not match its config."""
+__all__ = ["Checkpoint", "CheckpointError", "cached_checkpoint", "export_checkpoint", "load_checkpoint"]
 
 
 @dataclass
@@ -99,7 +100,7 @@ def save_checkpoint(
         if entropy_model is None and config.patcher.needs_entropy:
             raise ValueError(f"patcher kind {config.patcher.kind!r} needs an entropy_model in the checkpoint")
     if path.exists() and not (path / CONFIG_FILE).exists() and any(path.iterdir()):
-        raise ValueError(f"{path} exists and is not a checkpoint folder; refusing to replace it")
+        raise CheckpointError(f"{path}: exists and is not a checkpoint folder; refusing to replace it")
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -151,65 +152,28 @@ def save_checkpoint(
     return path
 
 
-def _check_safetensors(file: Path) -> dict[str, Any]:
-    """Validate a safetensors file's framing and header before handing it to MLX; return the header."""
-    if not file.is_file():
-        raise CheckpointError(f"{file}: missing")
-    size = file.stat().st_size
-    with open(file, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{file}: truncated ({size} bytes), not a safetensors file")
-        n = int.from_bytes(head, "little")
-        if n <= 0 or 8 + n > size:
-            raise CheckpointError(f"{file}: corrupt safetensors header length {n} for a {size}-byte file")
-        try:
-            header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{file}: corrupt safetensors header ({e})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{file}: corrupt safetensors header (not a JSON object)")
-    end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            start, stop = info["data_offsets"]
-        except (TypeError, KeyError, ValueError):
-            raise CheckpointError(f"{file}: corrupt safetensors entry for {name!r}") from None
-        end = max(end, int(stop))
-    if 8 + n + end != size:
-        raise CheckpointError(
-            f"{file}: truncated or corrupt: header says {8 + n + end} bytes, file has {size}"
-        )
-    return header
+def load_weights(
+    model_cls: type[nn.Module], cfg: ModelConfig, file: Path, cfg_file: Path, where: str = "config"
+) -> nn.Module:
+    """Build ``model_cls(cfg)`` and load ``file`` into it, in eval mode; the config is checked against the
+    file's header first, so nothing is allocated for a config that does not match the weights."""
+    check_header(cfg, read_header(file), file, cfg_file, where)
+    model = model_cls(cfg)
+    _load_arrays(model, file)
+    model.eval()
+    return model
 
 
-def _load_weights(module: nn.Module, file: Path) -> None:
-    """Load ``file`` into ``module`` after checking every tensor's name and shape."""
-    _check_safetensors(file)
+def _load_arrays(module: nn.Module, file: Path) -> None:
+    """Load ``file`` (its header already checked against the config) into ``module``, cast to its dtypes."""
     try:
         arrays = mx.load(str(file), format="safetensors")
     except Exception as e:  # MLX raises several types for bad files
         raise CheckpointError(f"{file}: cannot read tensors ({e})") from None
     expected = dict(tree_flatten(module.parameters()))
-    missing = sorted(set(expected) - set(arrays))
-    unexpected = sorted(set(arrays) - set(expected))
-    if missing or unexpected:
-        more_m, more_u = ("..." if len(missing) > 5 else ""), ("..." if len(unexpected) > 5 else "")
-        raise CheckpointError(
-            f"{file}: tensors do not match the config: missing {missing[:5]}{more_m}, "
-            f"unexpected {unexpected[:5]}{more_u}"
-        )
-    for name, ref in expected.items():
-        a = arrays[name]
-        if tuple(a.shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{file}: tensor {name!r} has shape {tuple(a.shape)}, the config needs {tuple(ref.shape)}"
-            )
-        if not mx.issubdtype(a.dtype, mx.floating):
-            raise CheckpointError(f"{file}: tensor {name!r} has dtype {a.dtype}, expected floating point")
-        arrays[name] = a.astype(ref.dtype)
+    if {k: v.shape for k, v in expected.items()} != {k: v.shape for k, v in arrays.items()}:  # header was checked
+        raise CheckpointError(f"{file}: its tensors do not match the model built from the config")
+    arrays = {k: a.astype(expected[k].dtype) for k, a in arrays.items()}
     module.update(tree_unflatten(list(arrays.items())))
     mx.eval(module.parameters())
 
@@ -258,25 +222,57 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             kind_ = config.patcher.kind
             raise CheckpointError(f"{cfg_file}: patcher {kind_!r} needs an entropy model, none is recorded")
 
-    model = BLT(config) if isinstance(config, BLTConfig) else ByteTransformer(config)
-    _load_weights(model, path / MODEL_FILE)
+    model_cls = BLT if isinstance(config, BLTConfig) else ByteTransformer
+    model = load_weights(model_cls, config, path / MODEL_FILE, cfg_file)
     entropy_model = None
     if entropy_config is not None:
-        entropy_model = EntropyModel(entropy_config)
-        _load_weights(entropy_model, path / ENTROPY_FILE)
-        entropy_model.eval()
-    model.eval()
+        entropy_model = load_weights(EntropyModel, entropy_config, path / ENTROPY_FILE, cfg_file, "entropy_config")
     metrics = _read_json(path / METRICS_FILE)
     if not isinstance(metrics, dict):
         raise CheckpointError(f"{path / METRICS_FILE}: expected a JSON object")
     return Checkpoint(model, config, entropy_model, entropy_config, metrics, kind, path)
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, dtype: str | None = "bfloat16",
-                      metrics: dict[str, Any] | None = None) -> Path:
+def export_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    dtype: str | None = "bfloat16",
+    metrics: dict[str, Any] | None = None,
+) -> Path:
     """Copy a checkpoint to ``dst`` with smaller weights (for shipping); ``metrics`` are merged into its own."""
     ck = load_checkpoint(src)
     return save_checkpoint(
-        dst, model=ck.model, config=ck.config, entropy_model=ck.entropy_model, entropy_config=ck.entropy_config,
-        metrics={**ck.metrics, **(metrics or {})}, kind=ck.kind, dtype=dtype,
+        dst,
+        model=ck.model,
+        config=ck.config,
+        entropy_model=ck.entropy_model,
+        entropy_config=ck.entropy_config,
+        metrics={**ck.metrics, **(metrics or {})},
+        kind=ck.kind,
+        dtype=dtype,
     )
+
+
+def checkpoint_stamp(path: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """(name, size, mtime_ns, inode) of the folder and each of its files: any rewrite changes it."""
+    out = []
+    for p in (path, *(path / f for f in (CONFIG_FILE, METRICS_FILE, MODEL_FILE, ENTROPY_FILE))):
+        try:
+            st = p.stat()
+        except OSError:
+            continue  # a missing file: load_checkpoint says what is wrong
+        out.append((p.name, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
+
+
+@lru_cache(maxsize=2)
+def _load_stamped(path: str, stamp: tuple[tuple[str, int, int, int], ...]) -> Checkpoint:
+    return load_checkpoint(path)
+
+
+def cached_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """The checkpoint at ``path``, loaded once and reloaded when any of its files changes (size, mtime_ns or
+    inode), so a long-running process serves the weights that are on disk now. Shared: do not mutate it."""
+    p = Path(path).resolve()
+    return _load_stamped(str(p), checkpoint_stamp(p))

@@ -10,9 +10,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from blt.errors import ConfigError
 from blt.tokens import VOCAB_SIZE
 
 PATCHER_KINDS = ("entropy", "monotonic", "space", "static")
+MAX_CONTEXT_BYTES = 1 << 15  # 32 KiB: 8x the largest context DESIGN.md plans (max_bytes, attention windows)
+MAX_PATCH_LEN = 1024
 
 C = TypeVar("C", bound="_Config")
 
@@ -44,11 +47,11 @@ class _Config:
     @classmethod
     def from_dict(cls: type[C], d: dict[str, Any]) -> C:
         if not isinstance(d, dict):
-            raise ValueError(f"{cls.__name__}: expected a dict, got {type(d).__name__}")
+            raise ConfigError(f"{cls.__name__}: expected a dict, got {type(d).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(d) - set(fields))
         if unknown:
-            raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
+            raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; known keys are {sorted(fields)}")
         hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         for name, value in d.items():
@@ -56,7 +59,7 @@ class _Config:
             if isinstance(tp, type) and issubclass(tp, _Config):
                 value = tp.from_dict(value)
             elif not _type_ok(value, tp):
-                raise ValueError(f"{cls.__name__}.{name}: {value!r} is not a valid {tp}")
+                raise ConfigError(f"{cls.__name__}.{name}: {value!r} is not a valid {tp}")
             elif tp is float:
                 value = float(value)
             kwargs[name] = value
@@ -65,7 +68,7 @@ class _Config:
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
-        raise ValueError(msg)
+        raise ConfigError(msg)
 
 
 def _check_heads(owner: str, dim: int, heads: int) -> None:
@@ -89,6 +92,7 @@ class EntropyConfig(_Config):
     def __post_init__(self) -> None:
         _check_heads("EntropyConfig", self.dim, self.n_heads)
         _check(self.n_layers >= 1 and self.window >= 1, "EntropyConfig: n_layers and window must be >= 1")
+        _check(self.window <= MAX_CONTEXT_BYTES, f"EntropyConfig.window must be <= {MAX_CONTEXT_BYTES}")
         _check(self.vocab_size == VOCAB_SIZE, f"EntropyConfig: vocab_size must be {VOCAB_SIZE}")
 
 
@@ -109,7 +113,7 @@ class PatcherConfig(_Config):
 
     def __post_init__(self) -> None:
         _check(self.kind in PATCHER_KINDS, f"PatcherConfig.kind: {self.kind!r} is not one of {PATCHER_KINDS}")
-        _check(self.max_patch_len >= 1, "PatcherConfig.max_patch_len must be >= 1")
+        _check(1 <= self.max_patch_len <= MAX_PATCH_LEN, f"PatcherConfig.max_patch_len must be in [1, {MAX_PATCH_LEN}]")
         _check(
             1 <= self.static_size <= self.max_patch_len,
             f"PatcherConfig.static_size must be in [1, max_patch_len={self.max_patch_len}]",
@@ -182,6 +186,10 @@ class BLTConfig(_Config):
             self.local_window >= 1 and self.cross_k >= 1 and self.max_bytes >= 1,
             "BLTConfig: local_window, cross_k and max_bytes must be >= 1",
         )
+        _check(
+            self.max_bytes <= MAX_CONTEXT_BYTES and self.local_window <= MAX_CONTEXT_BYTES,
+            f"BLTConfig: max_bytes and local_window must be <= {MAX_CONTEXT_BYTES}",
+        )
         _check(0.0 <= self.dropout < 1.0, "BLTConfig.dropout must be in [0, 1)")
 
 
@@ -202,6 +210,7 @@ class BaselineConfig(_Config):
     def __post_init__(self) -> None:
         _check_heads("BaselineConfig", self.dim, self.n_heads)
         _check(self.n_layers >= 1 and self.max_bytes >= 1, "BaselineConfig: need n_layers, max_bytes >= 1")
+        _check(self.max_bytes <= MAX_CONTEXT_BYTES, f"BaselineConfig.max_bytes must be <= {MAX_CONTEXT_BYTES}")
         _check(self.window is None or self.window >= 1, "BaselineConfig.window must be None or >= 1")
         _check(0.0 <= self.dropout < 1.0, "BaselineConfig.dropout must be in [0, 1)")
         _check(self.vocab_size == VOCAB_SIZE, f"BaselineConfig: vocab_size must be {VOCAB_SIZE}")

@@ -17,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from blt.errors import GenerationError
 from blt.hashing import BASE, MODULUS, ngram_hashes
 from blt.tokens import VOCAB_SIZE
 
@@ -100,7 +101,7 @@ class ExemplarCopier:
 
     def __init__(self, sources: Sequence[Sequence[int]], weight: float, min_match: int = 4):
         if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"copy weight must be in [0, 1], got {weight}")
+            raise GenerationError(f"copy weight must be in [0, 1], got {weight}")
         self.weight, self.min_match = float(weight), max(1, int(min_match))
         src: list[int] = []
         starts: list[int] = []

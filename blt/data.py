@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from blt.errors import LayoutError
 from blt.tokens import BOS, EOS, PAD, SEP, encode
 
 # name -> template of one exemplar; {p} and {r} are the prompt and response
@@ -25,6 +26,42 @@ FORMATS: dict[str, str] = {
     "plain": "{p}\n{r}\n\n",
 }
 EVAL_FORMAT = "qa"
+
+
+def _markers() -> tuple[str, ...]:
+    """The text that opens an entry or a field in some format, at the start of a line ("Q: ", "A: ", ...)."""
+    out = set()
+    for tmpl in FORMATS.values():
+        head, _, rest = tmpl.partition("{p}")
+        mid = rest.partition("{r}")[0]
+        out |= {head.strip("\n"), mid.strip("\n")}
+    return tuple(sorted(out - {""}))
+
+
+MARKERS = _markers()
+_MARKER_ALT = "|".join(re.escape(m) for m in MARKERS)
+_LINE_START = {False: r"(?<=\n)", True: r"(?:^|(?<=\n))"}  # True: the record's first line counts too
+_ESCAPE = {first: re.compile(_LINE_START[first] + f"( *)(?={_MARKER_ALT})") for first in (False, True)}
+_UNESCAPE = {first: re.compile(_LINE_START[first] + f" ( *)(?={_MARKER_ALT})") for first in (False, True)}
+
+
+def escape_record(text: str, at_line_start: bool = False) -> str:
+    """A record's text with one space added before any line that starts (after spaces) with a layout marker
+    (its first line too when the layout puts it at a line start), so that stored text can neither open nor
+    forge an exemplar or a field. ``unescape_record`` inverts it. The same in training data and at ask time:
+    exemplar_block is the one place records enter the layout."""
+    return _ESCAPE[at_line_start].sub(r" \1", text)
+
+
+def unescape_record(text: str, at_line_start: bool = False) -> str:
+    """The record text that ``escape_record`` was given."""
+    return _UNESCAPE[at_line_start].sub(r"\1", text)
+
+
+def _line_starts(fmt: str) -> tuple[bool, bool]:
+    """Whether the format puts the prompt / the response at the start of a line."""
+    head, _, rest = FORMATS[fmt].partition("{p}")
+    return head.endswith("\n") or not head, rest.partition("{r}")[0].endswith("\n")
 
 
 @dataclass
@@ -86,20 +123,44 @@ def clip_response(sample: Sample, max_bytes: int) -> Sample:
 def exemplar_block(
     exemplars: Sequence[tuple[str, str]], fmt: str = EVAL_FORMAT, exemplar_bytes: int | None = None
 ) -> bytes:
-    """The exemplar text, least relevant first (so the most relevant is next to the prompt)."""
-    tmpl = FORMATS[fmt]
+    """The exemplar text, least relevant first (so the most relevant is next to the prompt); each record's
+    text is escaped (escape_record) after clipping, so only the layout itself opens entries and fields."""
+    tmpl, (p_first, r_first) = FORMATS[fmt], _line_starts(fmt)
     return "".join(
-        tmpl.format(p=p, r=clip_text(r, exemplar_bytes)) for p, r in reversed(list(exemplars))
+        tmpl.format(p=escape_record(p, p_first), r=escape_record(clip_text(r, exemplar_bytes), r_first))
+        for p, r in reversed(list(exemplars))
     ).encode("utf-8")
 
 
+def trim_block(block: bytes, room: int) -> bytes:
+    """The end of an exemplar block in at most `room` bytes (the least relevant text is cut first).
+
+    The cut moves forward to the next line start, so the block cannot begin in the middle of a record's line
+    with text that looks like a marker (records hold none at line starts); with no line start to move to, it
+    moves to the next UTF-8 character instead."""
+    if len(block) <= room:
+        return block
+    if room <= 0:
+        return b""
+    cut = block[len(block) - room :]
+    if block[len(block) - room - 1] == 0x0A:  # already at a line start
+        return cut
+    nl = cut.find(b"\n")
+    if nl >= 0:
+        return cut[nl + 1 :]
+    return cut[next((i for i, b in enumerate(cut) if b & 0xC0 != 0x80), len(cut)) :]
+
+
 def exemplar_responses(block: str, fmt: str = EVAL_FORMAT) -> list[str]:
-    """The responses of an exemplar block laid out by `exemplar_block` (same order), for copying from.
-    Exact for formats whose entries begin with a marker (all but `plain`)."""
+    """The responses of an exemplar block laid out by `exemplar_block` (same order, unescaped), for copying
+    from. Exact for formats whose entries begin with a marker (all but `plain`): no record can hold a marker
+    at the start of a line, so entries and fields split only where the layout put them."""
     head, _, rest = FORMATS[fmt].partition("{p}")
     mid, _, tail = rest.partition("{r}")
-    entry = re.compile(f"{re.escape(head)}.*?{re.escape(mid)}(.*?){re.escape(tail)}(?={re.escape(head)}|\\Z)", re.S)
-    return entry.findall(block)
+    h = re.escape(head)
+    entry = re.compile(f"(?:^|(?<=\\n)){h}.*?{re.escape(mid)}(.*?){re.escape(tail)}(?={h}|\\Z)", re.S)
+    r_first = _line_starts(fmt)[1]
+    return [unescape_record(r, r_first) for r in entry.findall(block)]
 
 
 def context_tokens(
@@ -139,7 +200,7 @@ def build_example(
     overhead = 3  # BOS, SEP, SEP
     if max_len is not None:
         if max_len < overhead + 2:
-            raise ValueError(f"max_len={max_len} leaves no room for a response")
+            raise LayoutError(f"max_len={max_len} leaves no room for a response")
         room = max_len - overhead
         need = len(prompt) + len(resp) + 1
         if need > room:  # no room for exemplars; cut the prompt's end, then the response's end
@@ -152,7 +213,7 @@ def build_example(
                 tokens = [BOS, *encode(block), SEP, *encode(prompt), SEP, *encode(resp)]
                 return Example(tokens, [0] * (len(tokens) - len(resp)) + [1] * len(resp))
         elif len(block) > room - need:
-            block = block[len(block) - (room - need) :] if room > need else b""
+            block = trim_block(block, room - need)
     head = [BOS, *encode(block), SEP, *encode(prompt), SEP]
     body = [*encode(resp)] if sample.truncated else [*encode(resp), EOS]
     return Example(head + body, [0] * len(head) + [1] * len(body))
@@ -185,9 +246,7 @@ def augment(sample: Sample, seed: int, cfg: DataConfig, epoch: int = 0) -> Examp
     if k and rng.random() < self_copy_rate(cfg, epoch):
         own = (sample.prompt, drop_words(sample.response, cfg.self_copy_word_drop, rng))
         sample = replace(sample, exemplars=[own, *sample.exemplars])
-    return build_example(
-        sample, fmt=fmt, max_len=cfg.max_len, n_exemplars=k, exemplar_bytes=cfg.exemplar_bytes
-    )
+    return build_example(sample, fmt=fmt, max_len=cfg.max_len, n_exemplars=k, exemplar_bytes=cfg.exemplar_bytes)
 
 
 def stable_seed(*parts: object) -> int:

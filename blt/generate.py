@@ -25,9 +25,10 @@ import mlx.core as mx
 import numpy as np
 
 from blt.baseline import ByteTransformer
-from blt.checkpoint import Checkpoint, load_checkpoint
+from blt.checkpoint import Checkpoint, cached_checkpoint
 from blt.copying import CopyIndex, ExemplarCopier
 from blt.entropy import EntropyModel, entropy_from_logits
+from blt.errors import GenerationError
 from blt.model import BLT
 from blt.patching import OnlinePatcher, patch_starts
 from blt.tokens import BOS, EOS, OFFSET, PAD, SEP
@@ -229,7 +230,7 @@ def make_decoder(source: Any, entropy_model: EntropyModel | None = None, use_cac
     if hasattr(source, "prefill") and hasattr(source, "step"):
         return source
     if isinstance(source, (str, Path)):
-        source = load_checkpoint(source)
+        source = cached_checkpoint(source)
     if isinstance(source, Checkpoint):
         source, entropy_model = source.model, source.entropy_model
     elif isinstance(source, tuple):
@@ -257,7 +258,7 @@ def sample_next(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    repetition_penalty: float = 1.0,
+    repeat_penalty: float = 1.0,
     ignore_eos: bool = False,
     banned: Collection[int] = (),
 ) -> tuple[int, float, float]:
@@ -273,10 +274,10 @@ def sample_next(
     nz = p > 0
     entropy = float(-(p[nz] * np.log(p[nz])).sum())
     adj = logits.copy()
-    if repetition_penalty != 1.0 and len(recent):
+    if repeat_penalty != 1.0 and len(recent):
         idx = np.unique(np.asarray(recent, dtype=np.int64))
         vals = adj[idx]
-        adj[idx] = np.where(vals > 0, vals / repetition_penalty, vals * repetition_penalty)
+        adj[idx] = np.where(vals > 0, vals / repeat_penalty, vals * repeat_penalty)
     if len(banned):
         adj[list(banned)] = -np.inf
     if temperature <= 0:
@@ -360,8 +361,8 @@ def generate(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    repetition_penalty: float = 1.0,
-    repetition_window: int = 64,
+    repeat_penalty: float = 1.0,
+    repeat_last_n: int = 64,
     no_repeat_ngram: int = 0,
     stop: Sequence[bytes | str] | None = None,
     seed: int | None = None,
@@ -375,7 +376,7 @@ def generate(
 
     ``source``: a Checkpoint or its path, (BLT, EntropyModel), a BLT (with ``entropy_model``), a
     ByteTransformer, or a Decoder. Stops at EOS, at any ``stop`` sequence (not emitted) or at ``max_bytes``.
-    The repetition penalty looks at the last ``repetition_window`` tokens of prompt and output;
+    The repetition penalty looks at the last ``repeat_last_n`` tokens of prompt and output;
     ``no_repeat_ngram`` = n > 0 never lets the output hold the same n bytes twice (the prompt is not
     counted, so copying from exemplars stays free); ``ignore_eos`` (for benchmarks) never samples EOS.
     ``copy_sources`` (token ids of retrieved responses, least relevant first, each ending in EOS where the
@@ -383,7 +384,7 @@ def generate(
     output matches them (blt.copying.ExemplarCopier).
     """
     if max_bytes < 1:
-        raise ValueError("max_bytes must be >= 1")
+        raise GenerationError(f"max_bytes must be >= 1, got {max_bytes}")
     t0 = time.perf_counter()
     decoder = make_decoder(source, entropy_model, use_cache)
     models = [getattr(decoder, a, None) for a in ("model", "entropy_model")]
@@ -412,11 +413,11 @@ def generate(
             token, prob, ent = sample_next(
                 step_logits if copier is None else copier.mix(step_logits),
                 rng,
-                recent=history[-repetition_window:] if repetition_window > 0 else (),
+                recent=history[-repeat_last_n:] if repeat_last_n > 0 else (),
                 temperature=temperature,
                 top_k=top_k,
                 top_p=top_p,
-                repetition_penalty=repetition_penalty,
+                repeat_penalty=repeat_penalty,
                 ignore_eos=ignore_eos,
                 banned=seen.banned(tokens),
             )

@@ -11,6 +11,7 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_flatten
 
 
 class KVCache:
@@ -170,7 +171,11 @@ class Block(nn.Module):
 
 
 def num_params(model: nn.Module) -> int:
-    """Number of scalar parameters in ``model``."""
-    from mlx.utils import tree_flatten
-
+    """Number of scalar parameters in ``model`` (embeddings and hash tables included)."""
     return sum(p.size for _, p in tree_flatten(model.parameters()))
+
+
+def compute_params(model: nn.Module) -> int:
+    """Parameters outside embedding tables (byte and hashed n-gram lookups cost no compute)."""
+    emb = sum(m.weight.size for _, m in model.named_modules() if isinstance(m, nn.Embedding))
+    return num_params(model) - emb

@@ -22,7 +22,7 @@ import numpy as np
 
 from blt.config import BLTConfig
 from blt.copying import CopyEmbedding
-from blt.hashing import HashNgramEmbedding
+from blt.hash_embedding import HashNgramEmbedding
 from blt.layers import Block, KVCache, num_params
 from blt.patching import patch_ids
 
@@ -108,9 +108,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, cfg: BLTConfig):
         super().__init__()
         self.cross = DecoderCrossAttention(cfg.dec_dim, cfg.dec_heads, cfg.global_dim, cfg.cross_k)
-        self.block = Block(
-            cfg.dec_dim, cfg.dec_heads, cfg.local_window, cfg.mlp_mult, cfg.dropout, cfg.rope_base
-        )
+        self.block = Block(cfg.dec_dim, cfg.dec_heads, cfg.local_window, cfg.mlp_mult, cfg.dropout, cfg.rope_base)
 
     def __call__(self, x, slots, pid, cache: KVCache | None = None) -> mx.array:
         return self.block(self.cross(x, slots, pid), cache)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from blt import presets
 from blt import train as T
 from blt.bpb import bpb_report
 from blt.data import DataConfig, Sample, clip_response, split_validation
@@ -275,8 +276,8 @@ def train_command(
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise UsageError(f"unknown stage(s) {sorted(unknown)}: use {', '.join(STAGES)}")
-    if size not in T.SIZES:
-        raise UsageError(f"unknown size {size!r}: use {', '.join(T.SIZES)}")
+    if size not in presets.SIZES:
+        raise UsageError(f"unknown size {size!r}: use {', '.join(presets.SIZES)}")
     command = command or " ".join(sys.argv)
     data = load_data(
         sources=sources,
@@ -293,7 +294,7 @@ def train_command(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "data.json").write_text(json.dumps(data.info, indent=2))
-    max_bytes = max_bytes or T.DEFAULT_MAX_BYTES[size]
+    max_bytes = max_bytes or presets.DEFAULT_MAX_BYTES[size]
     dc = DataConfig(
         max_len=max_bytes + 1,
         max_exemplars=k,
@@ -313,7 +314,7 @@ def train_command(
         "patience": patience,
         "seed": seed,
     }
-    ent_cfg, blt_cfg = T.model_configs(size, max_bytes, dropout)
+    ent_cfg, blt_cfg = presets.model_configs(size, max_bytes, dropout)
     minutes = {"entropy": None, "blt": None}
     if max_minutes is not None:
         minutes["entropy"] = max_minutes * entropy_share
@@ -323,17 +324,17 @@ def train_command(
     t0 = time.time()
     have_entropy = (out / "entropy" / "best").exists()
     if "entropy" in stages or ("blt" in stages and not have_entropy):
-        cfg = T.stage_config("entropy", size, out / "entropy", max_minutes=minutes["entropy"], **common)
+        cfg = presets.stage_config("entropy", size, out / "entropy", max_minutes=minutes["entropy"], **common)
         results["entropy"] = T.train_entropy(data.train, data.val, cfg, entropy_config=ent_cfg, command=command)
     if "blt" in stages:
-        cfg = T.stage_config("blt", size, out / "blt", max_minutes=minutes["blt"], **common)
+        cfg = presets.stage_config("blt", size, out / "blt", max_minutes=minutes["blt"], **common)
         results["blt"] = T.train_blt(
             data.train, data.val, cfg, entropy_dir=out / "entropy", blt_config=blt_cfg, command=command
         )
     if "baseline" in stages:
         blt_seconds = results.get("blt", {}).get("train_seconds")
         base_minutes = blt_seconds / 60 if blt_seconds else minutes["blt"]
-        cfg = T.stage_config("baseline", size, out / "baseline", max_minutes=base_minutes, **common)
+        cfg = presets.stage_config("baseline", size, out / "baseline", max_minutes=base_minutes, **common)
         results["baseline"] = T.train_baseline(data.train, data.val, cfg, blt_dir=out / "blt", command=command)
     results["seconds"] = time.time() - t0
     (out / "summary.json").write_text(json.dumps(results, indent=2, default=str))

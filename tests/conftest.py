@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import blt  # noqa: F401  - before anything imports mlx: puts OpenBLAS under MLX on Linux CPUs
+from blt import blas
+
+blas.enable_openblas(verbose=False)  # before anything imports mlx: OpenBLAS under MLX on Linux CPUs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

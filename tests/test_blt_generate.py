@@ -177,7 +177,7 @@ def test_sample_next_filters_and_reports_model_probabilities():
     assert all(sample_next(logits, rng, temperature=5.0, top_p=1e-3)[0] == 10 for _ in range(20))
     picks = {sample_next(logits, rng, temperature=1.0, top_k=2)[0] for _ in range(200)}
     assert picks == {10, 11}
-    assert sample_next(logits, rng, recent=[10], repetition_penalty=1.5)[0] == 11
+    assert sample_next(logits, rng, recent=[10], repeat_penalty=1.5)[0] == 11
     masked = logits.copy()
     masked[[10, 11, 12]] = -5
     assert sample_next(masked, rng)[0] == EOS and sample_next(masked, rng, ignore_eos=True)[0] != EOS
@@ -343,4 +343,3 @@ def test_generate_copies_retrieved_text_where_the_model_is_unsure():
     ended = generate_text(chatty, PROMPT, max_bytes=40, copy_sources=[[*tokens.encode("ab"), EOS]], copy_weight=0.6)
     clipped = generate_text(chatty, PROMPT, max_bytes=4, copy_sources=[tokens.encode("ab")], copy_weight=0.6)
     assert (ended.bytes, ended.stop_reason) == (b"ab", "eos") and clipped.bytes == b"abzz"
-

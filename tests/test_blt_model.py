@@ -425,7 +425,7 @@ def test_save_refuses_to_clobber_a_non_checkpoint_folder(tmp_path):
     model, em = tiny_models("entropy")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
-    with pytest.raises(ValueError, match="not a checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
         save_checkpoint(tmp_path / "mine", model=model, config=model.cfg, entropy_model=em, metrics={})
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
 

@@ -18,6 +18,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from blt import loop  # noqa: E402
 from blt import train as T  # noqa: E402
 from blt.bpb import bits_per_byte, bpb_report, compressor_bpb, compressor_table, score  # noqa: E402
 from blt.checkpoint import load_checkpoint  # noqa: E402
@@ -37,6 +38,7 @@ from blt.data import (  # noqa: E402
     train_batches,
 )
 from blt.tokens import BOS, EOS, PAD, SEP, decode, encode  # noqa: E402
+from blt.train_config import TrainConfig  # noqa: E402
 from rag.training import build_samples, nearest_neighbours, records_from_files  # noqa: E402
 
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -76,7 +78,7 @@ TINY_BLT = BLTConfig(
 )
 
 
-def tcfg(out: Path, kind: str, **kw) -> T.TrainConfig:
+def tcfg(out: Path, kind: str, **kw) -> TrainConfig:
     base = dict(
         out_dir=str(out),
         kind=kind,
@@ -91,7 +93,7 @@ def tcfg(out: Path, kind: str, **kw) -> T.TrainConfig:
         data=DataConfig(max_len=MAX_LEN, drop_exemplars=0.1),
     )
     base.update(kw)
-    return T.TrainConfig(**base)
+    return TrainConfig(**base)
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +134,7 @@ def test_truncation_drops_exemplars_first_and_keeps_response_start():
         resp = decode([t for t, m in zip(ex.tokens, ex.mask, strict=True) if m])
         assert s.response.encode().startswith(resp.rstrip(b"")) and resp[:8] == b"response"
         if max_len >= 3 + len(s.prompt) + len(s.response) + 1:  # room for all of it: only exemplars were cut
-            assert (
-                ex.tokens[-1] == EOS
-                and encode(s.prompt) == ex.tokens[ex.tokens.index(SEP) + 1 :][: len(s.prompt)]
-            )
+            assert ex.tokens[-1] == EOS and encode(s.prompt) == ex.tokens[ex.tokens.index(SEP) + 1 :][: len(s.prompt)]
 
 
 def test_augmentation_is_deterministic_and_varies_formats():
@@ -233,9 +232,7 @@ def test_heldout_records_never_reach_training(tmp_path: Path):
         lines.append(json.dumps(rec))
     # a near-duplicate of a heldout record (one more space) must not leak either
     lines.append(
-        json.dumps(
-            {"prompt": "How do I care for plant  number 6?", "response": "Water plant 6 weekly, rotate it."}
-        )
+        json.dumps({"prompt": "How do I care for plant  number 6?", "response": "Water plant 6 weekly, rotate it."})
     )
     f = tmp_path / "corpus.jsonl"
     f.write_text("\n".join(lines) + "\n")
@@ -323,7 +320,7 @@ def test_early_stopping_keeps_best(tmp_path: Path, task, monkeypatch: pytest.Mon
         def __init__(self):
             self.bpb = next(scripted)
 
-    monkeypatch.setattr(T, "score", lambda *a, **k: FakeScore())
+    monkeypatch.setattr(loop, "score", lambda *a, **k: FakeScore())
     out = tmp_path / "base"
     cfg = tcfg(out, "baseline", max_steps=100, eval_every=5, patience=2)
     r = T.train_baseline(
@@ -383,9 +380,7 @@ def test_blt_learns_to_copy_from_exemplars(tmp_path: Path, task, entropy_dir: Pa
         blt_config=TINY_BLT,
     )
     ck = load_checkpoint(out / "best")
-    report = bpb_report(
-        heldout=task["heldout"], train=task["train"][:200], max_len=MAX_LEN, blt=ck, compressors=False
-    )
+    report = bpb_report(heldout=task["heldout"], train=task["train"][:200], max_len=MAX_LEN, blt=ck, compressors=False)
     by = {r["name"]: r for r in report["rows"]}
     assert by["BLT + retrieval"]["bpb"] < 0.5 * by["BLT, no retrieval"]["bpb"]
     assert report["summary"]["retrieval_ratio"] < 0.5 and by["BLT + retrieval"]["avg_patch_bytes"] > 1

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from blt.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, CheckpointError, load_checkpoint
-from blt.data import EVAL_FORMAT, exemplar_block, exemplar_responses
+from blt.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, cached_checkpoint
+from blt.data import EVAL_FORMAT, exemplar_block, exemplar_responses, trim_block
+from blt.errors import CheckpointError
 from blt.generate import generate
 from blt.tokens import BOS, EOS, SEP, encode
 from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
@@ -21,11 +21,6 @@ from rag.options import options_for
 
 OVERHEAD = 3  # BOS, SEP, SEP
 DEFAULT_ANSWER_BYTES = 384  # for a checkpoint that does not record the length of its training responses
-
-
-@lru_cache(maxsize=2)
-def _load(path: str) -> Checkpoint:
-    return load_checkpoint(path)
 
 
 class BLTBackend:
@@ -54,10 +49,6 @@ class BLTBackend:
         if not path.exists():
             hint = " (the shipped default is missing: run `make checkpoint`)" if not checkpoint else ""
             raise BackendError(f"no BLT checkpoint at {path}{hint}")
-        try:
-            self.ckpt = _load(str(path.resolve()))
-        except CheckpointError as e:
-            raise BackendError(f"cannot load the BLT checkpoint: {e}") from None
         self.path = path
         self.model = "default" if path == DEFAULT_CHECKPOINT else str(path)
         trained = (self.ckpt.metrics.get("train_config") or {}).get("data") or {}
@@ -68,6 +59,14 @@ class BLTBackend:
         self.defaults = defaults or GenerationOptions()
         self.context_bytes = int(self.ckpt.config.max_bytes)
         self.budget_bytes = max(64, self.context_bytes - self.max_bytes - OVERHEAD)
+
+    @property
+    def ckpt(self) -> Checkpoint:
+        """The checkpoint as it is on disk now (blt.checkpoint.cached_checkpoint reloads a rewritten one)."""
+        try:
+            return cached_checkpoint(self.path)
+        except CheckpointError as e:
+            raise BackendError(f"cannot load the BLT checkpoint: {e}") from None
 
     # -- the prompt, in the trained layout ------------------------------------------------------------
 
@@ -93,9 +92,7 @@ class BLTBackend:
                 f"the question ({len(question)} bytes) does not fit the BLT's {self.context_bytes}-byte context "
                 f"with {reserve} bytes left to answer: shorten it or lower [blt] max_bytes"
             )
-        if len(block) > room:
-            cut = block[len(block) - room :]
-            block = cut[next((i for i, b in enumerate(cut) if b & 0xC0 != 0x80), len(cut)) :]
+        block = trim_block(block, room)
         return [BOS, *encode(block), SEP, *encode(question), SEP]
 
     def copy_sources(self, messages: list[dict[str, str]]) -> list[list[int]]:
@@ -125,7 +122,7 @@ class BLTBackend:
             "temperature": float(pick("temperature") or 0.0),
             "top_k": pick("top_k") or None,
             "top_p": pick("top_p"),
-            "repetition_penalty": float(pick("repeat_penalty") or 1.0),
+            "repeat_penalty": float(pick("repeat_penalty") or 1.0),
             "stop": pick("stop") or None,
             "seed": pick("seed"),
             "no_repeat_ngram": self.no_repeat_ngram,
