@@ -1,0 +1,185 @@
+"""Ollama-compatible routes: /api/chat, /api/generate (NDJSON streaming), /api/tags, /api/show, /api/version.
+
+Enough of Ollama's documented shapes that its Python client, Open WebUI and LangChain's ChatOllama take
+Shvayambhu for an Ollama model. The session comes from the X-Shvayambhu-Session header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from starlette.responses import StreamingResponse
+
+from rag.serve.errors import ApiError, from_exception
+from rag.serve.generation import Job, check_question, model_names, parse_model, report, session_of, split_messages
+from rag.serve.openai_api import json_body
+from rag.workspace import estimate_tokens
+
+router = APIRouter()
+PROTOCOL_VERSION = "0.13.0"  # the Ollama API version whose shapes these routes follow
+MODIFIED = "2026-12-01T00:00:00Z"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def details() -> dict[str, Any]:
+    return {
+        "parent_model": "",
+        "format": "shvayambhu",
+        "family": "shvayambhu",
+        "families": ["shvayambhu"],
+        "parameter_size": "",
+        "quantization_level": "",
+    }
+
+
+def digest(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+async def answer_request(request: Request, chat: bool) -> Any:
+    """What /api/chat and /api/generate share: parse, queue, then stream NDJSON or answer once."""
+    body = await json_body(request)
+    target = parse_model(body.get("model"))
+    if chat:
+        messages = body.get("messages") or []
+        if not messages:
+            return final(target.name, chat, "load", "", time.perf_counter_ns())
+        question, history = split_messages(messages)
+    else:
+        prompt = body.get("prompt") or ""
+        if not isinstance(prompt, str):
+            raise ApiError(400, "prompt: must be a string")
+        if not prompt:
+            return final(target.name, chat, "load", "", time.perf_counter_ns())
+        question, history = prompt, []
+    check_question(question, request.app.state.options.max_question_bytes)
+    settings = request.app.state.engine.assistant.settings
+    session = session_of(request.headers.get("x-shvayambhu-session"), None, settings.session)
+    started = time.perf_counter_ns()
+    job = await request.app.state.engine.start(target, question, history, session)
+    if body.get("stream", True) is not False:
+        lines = ndjson(job, target.name, chat, question, started)
+        return StreamingResponse(lines, media_type="application/x-ndjson")
+    text = await job.text()
+    out = final(target.name, chat, finish(job.answer), text, started, question)
+    out["shvayambhu"] = report(job.answer, job.stream.prep.hits)
+    return out
+
+
+def finish(answer: Any) -> str:
+    return "length" if answer.done_reason == "length" else "stop"
+
+
+def final(model: str, chat: bool, reason: str, text: str, started: int, question: str = "") -> dict[str, Any]:
+    """The last object of an answer (the only one when not streamed), with Ollama's counters."""
+    obj: dict[str, Any] = {"model": model, "created_at": now()}
+    if chat:
+        obj["message"] = {"role": "assistant", "content": text}
+    else:
+        obj["response"] = text
+    obj.update({"done": True, "done_reason": reason})
+    total = time.perf_counter_ns() - started
+    obj.update({"total_duration": total, "load_duration": 0})
+    if reason != "load":
+        obj.update(
+            {
+                "prompt_eval_count": estimate_tokens(question),
+                "prompt_eval_duration": 0,
+                "eval_count": estimate_tokens(text),
+                "eval_duration": total,
+            }
+        )
+    return obj
+
+
+async def ndjson(job: Job, model: str, chat: bool, question: str, started: int) -> AsyncIterator[str]:
+    """One JSON object a line: pieces with done false, then the final object with the `shvayambhu` report."""
+    text = []
+    try:
+        async for piece in job.pieces():
+            text.append(piece)
+            obj: dict[str, Any] = {"model": model, "created_at": now()}
+            obj.update({"message": {"role": "assistant", "content": piece}} if chat else {"response": piece})
+            obj["done"] = False
+            yield json.dumps(obj, ensure_ascii=False) + "\n"
+    except anyio.get_cancelled_exc_class():
+        raise
+    except Exception as e:  # headers are sent: Ollama reports a late error as an {"error"} line
+        yield json.dumps({"error": from_exception(e).message}) + "\n"
+        return
+    last = final(model, chat, finish(job.answer), "", started, question)
+    last["eval_count"] = estimate_tokens("".join(text))
+    last["shvayambhu"] = report(job.answer, job.stream.prep.hits)
+    yield json.dumps(last, ensure_ascii=False) + "\n"
+
+
+@router.post("/api/chat")
+async def chat(request: Request) -> Any:
+    return await answer_request(request, chat=True)
+
+
+@router.post("/api/generate")
+async def generate(request: Request) -> Any:
+    return await answer_request(request, chat=False)
+
+
+@router.get("/api/tags")
+async def tags(request: Request) -> dict[str, Any]:
+    names = model_names(request.app.state.engine.assistant.settings)
+    return {
+        "models": [
+            {"name": n, "model": n, "modified_at": MODIFIED, "size": 0, "digest": digest(n), "details": details()}
+            for n in names
+        ]
+    }
+
+
+@router.post("/api/show")
+async def show(request: Request) -> dict[str, Any]:
+    body = await json_body(request)
+    target = parse_model(body.get("model") or body.get("name"))
+    return {
+        "license": "",
+        "modelfile": f"# Shvayambhu: retrieval-grounded answers\nFROM {target.name}\n",
+        "parameters": "",
+        "template": "{{ .Prompt }}",
+        "details": details(),
+        "model_info": {"general.architecture": "shvayambhu", "general.basename": target.name},
+        "capabilities": ["completion"],
+        "modified_at": MODIFIED,
+    }
+
+
+@router.get("/api/version")
+async def version() -> dict[str, str]:
+    return {"version": PROTOCOL_VERSION}
+
+
+@router.get("/api/ps")
+async def ps(request: Request) -> dict[str, Any]:
+    """Models that are generating or queued now."""
+    busy = request.app.state.engine.queue.snapshot()
+    return {
+        "models": [
+            {
+                "name": k,
+                "model": k,
+                "size": 0,
+                "digest": digest(k),
+                "details": details(),
+                "expires_at": MODIFIED,
+                "size_vram": 0,
+            }
+            for k in busy
+        ]
+    }
