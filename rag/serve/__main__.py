@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queue-depth", type=int, default=ServeOptions.queue_depth)
     ap.add_argument("--max-upload-mb", type=float, default=ServeOptions.max_upload_bytes / 2**20)
     ap.add_argument("--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)")
+    ap.add_argument("--log-level", default="info", help="uvicorn's: warning hides the access log")
     args = ap.parse_args(argv)
     try:
         from rag.config import load_settings
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
             max_upload_bytes=int(args.max_upload_mb * 2**20),
             cors_origins=args.cors_origin,
         )
-        run(settings, args.host, args.port, args.api_key, options=opts)
+        run(settings, args.host, args.port, args.api_key, options=opts, log_level=args.log_level)
     except ShvayambhuError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
