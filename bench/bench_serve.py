@@ -4,7 +4,9 @@ against in-process, and the server's memory.
 The server runs as its own process (`python -m rag.serve`) over a fresh store holding the seed corpus, with
 the fake Ollama server (tests/ollama_server.py) as the backend, so the figures are the server's own costs.
 The in-process peer is `Shvayambhu.stream` on a copy of the same store, measured in the same run,
-interleaved. Target: the server adds at most 10 ms to time-to-first-token at p50.
+interleaved. Time to first token is measured three ways: through the server process, through the same server
+app started in this process over the peer's assistant (isolating what HTTP, SSE and the queue add), and
+in-process. Target: the server adds at most 10 ms to time-to-first-token at p50.
 
     python bench/bench_serve.py [--requests 200] [--ttft 30]
 """
@@ -34,6 +36,7 @@ from ollama_server import ModelBehavior, OllamaServer  # noqa: E402
 
 from rag.api import Shvayambhu, bundled_corpus  # noqa: E402
 from rag.config import load_settings  # noqa: E402
+from rag.serve import ServeOptions, start_in_thread  # noqa: E402
 
 QUERIES = ["immune system", "black holes", "sourdough starter", "how to budget", "photosynthesis", "sleep"]
 QUESTION = "How do vaccines train the immune system?"
@@ -75,10 +78,13 @@ async def search_load(url: str, concurrency: int, total: int) -> tuple[float, li
         return total / (time.perf_counter() - t0), lat
 
 
+CLIENT = httpx.Client(timeout=120)  # one client: a new one per request costs an SSL context (tens of ms)
+
+
 def ttft_server(url: str, session: str) -> float:
     body = {"model": "shvayambhu", "stream": True, "user": session, "messages": [{"role": "user", "content": QUESTION}]}
     t = time.perf_counter()
-    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=120) as r:
+    with CLIENT.stream("POST", url + "/v1/chat/completions", json=body) as r:
         lines = r.iter_lines()
         for line in lines:
             if '"content": "' in line and '"content": ""' not in line:
@@ -105,21 +111,49 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     with OllamaServer({"llama3.2": ModelBehavior(token_delay=0.002)}) as fake:
-        overrides = {"backend": "ollama", "store": {"data_dir": str(tmp / "server")},
-                     "ollama": {"host": fake.url, "temperature": 0.0, "seed": 7}}
+        overrides = {
+            "backend": "ollama",
+            "store": {"data_dir": str(tmp / "server")},
+            "ollama": {"host": fake.url, "temperature": 0.0, "seed": 7},
+        }
         t = time.perf_counter()
         Shvayambhu(load_settings(overrides=overrides, environ={})).ingest([bundled_corpus()], progress=False)
         print(f"seed corpus ingested in {time.perf_counter() - t:.1f} s")
         shutil.copytree(tmp / "server", tmp / "inproc")
-        local = Shvayambhu(load_settings(overrides={**overrides, "store": {"data_dir": str(tmp / "inproc")}},
-                                         environ={}))
+        local = Shvayambhu(
+            load_settings(overrides={**overrides, "store": {"data_dir": str(tmp / "inproc")}}, environ={})
+        )
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SHVAYAMBHU_", "OLLAMA_"))}
-        env.update({"SHVAYAMBHU_HOME": str(tmp / "server"), "OLLAMA_HOST": fake.url, "HF_HUB_OFFLINE": "1",
-                    "SHVAYAMBHU_OLLAMA_TEMPERATURE": "0", "SHVAYAMBHU_OLLAMA_SEED": "7",
-                    "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)})
-        proc = subprocess.Popen([sys.executable, "-m", "rag.serve", "--port", str(port), "--backend", "ollama",
-                                 "--queue-depth", "64", "--log-level", "warning"], env=env, stderr=subprocess.PIPE, text=True)
+        env.update(
+            {
+                "SHVAYAMBHU_HOME": str(tmp / "server"),
+                "OLLAMA_HOST": fake.url,
+                "HF_HUB_OFFLINE": "1",
+                "SHVAYAMBHU_OLLAMA_TEMPERATURE": "0",
+                "SHVAYAMBHU_OLLAMA_SEED": "7",
+                "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONPATH": str(REPO),
+            }
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rag.serve",
+                "--port",
+                str(port),
+                "--backend",
+                "ollama",
+                "--queue-depth",
+                "64",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -150,22 +184,33 @@ def main() -> None:
                 t = time.perf_counter()
                 local.search(QUERIES[i % len(QUERIES)], 4)
                 inproc.append((time.perf_counter() - t) * 1000)
-            print(f"in-process search (peer): p50 {pct(inproc, .5):.1f} ms, p95 {pct(inproc, .95):.1f} ms")
+            print(f"in-process search (peer): p50 {pct(inproc, 0.5):.1f} ms, p95 {pct(inproc, 0.95):.1f} ms")
             for conc in (1, 8, 32):
                 rps, lat = asyncio.run(search_load(url, conc, args.requests))
-                print(f"/v1/search concurrency {conc:>2}: {rps:6.1f} req/s, p50 {pct(lat, .5):6.1f} ms, "
-                      f"p95 {pct(lat, .95):6.1f} ms")
+                print(
+                    f"/v1/search concurrency {conc:>2}: {rps:6.1f} req/s, p50 {pct(lat, 0.5):6.1f} ms, "
+                    f"p95 {pct(lat, 0.95):6.1f} ms"
+                )
 
-            ttft_server(url, "warm")
-            ttft_inproc(local, "warm")
-            server, inp = [], []
-            for i in range(args.ttft):  # interleaved, each question in a fresh session on both sides
-                server.append(ttft_server(url, f"bench-{i}"))
-                inp.append(ttft_inproc(local, f"bench-{i}"))
-            added = statistics.median(server) - statistics.median(inp)
-            print(f"time to first token: server p50 {statistics.median(server):.1f} ms "
-                  f"(p95 {pct(server, .95):.1f}), in-process p50 {statistics.median(inp):.1f} ms "
-                  f"(p95 {pct(inp, .95):.1f}); added at p50 {added:+.1f} ms (target <= 10 ms)")
+            server, thread, inp = [], [], []
+            with start_in_thread(local, ServeOptions()) as same:
+                ttft_server(url, "warm")
+                ttft_server(same.url, "warm")
+                ttft_inproc(local, "warm")
+                for i in range(args.ttft):  # interleaved, each question in a fresh session on every side
+                    server.append(ttft_server(url, f"bench-{i}"))
+                    thread.append(ttft_server(same.url, f"bench-t{i}"))
+                    inp.append(ttft_inproc(local, f"bench-{i}"))
+            p50 = statistics.median
+            print(
+                f"time to first token p50 (p95): server process {p50(server):.1f} ({pct(server, 0.95):.1f}) ms, "
+                f"server in this process {p50(thread):.1f} ({pct(thread, 0.95):.1f}) ms, "
+                f"in-process {p50(inp):.1f} ({pct(inp, 0.95):.1f}) ms"
+            )
+            print(
+                f"added by the server at p50: {p50(thread) - p50(inp):+.1f} ms same process, "
+                f"{p50(server) - p50(inp):+.1f} ms as its own process (target <= 10 ms)"
+            )
             stop.set()
             sampler.join()
             print(f"server RSS under load (peak): {peak[0]:.0f} MB; after: {rss_mb(proc.pid):.0f} MB")

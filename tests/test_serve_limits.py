@@ -189,3 +189,29 @@ def test_oversize_requests_are_413_saying_the_limit(serve):
     chunked = httpx.post(url + "/v1/ingest", content=iter([line.encode()] * 20))  # no Content-Length
     assert chunked.status_code == 413 and "2,000 bytes" in chunked.json()["error"]["message"]
     assert httpx.post(url + "/v1/search", json={"query": "q" * 40000}).status_code == 413
+
+
+def test_backend_failures_come_back_in_each_protocols_error_shape(serve, fake_ollama):
+    running = serve()
+    client = openai.OpenAI(base_url=running.url + "/v1", api_key="x", max_retries=0)
+    msgs = [{"role": "user", "content": "What is thunder?"}]
+    fake_ollama.behavior("llama3.2").fail_times = 3
+    with pytest.raises(openai.APIStatusError) as e:  # before any text: a 503 with OpenAI's error body
+        client.chat.completions.create(model="shvayambhu", messages=msgs)
+    assert e.value.status_code == 503 and e.value.body["code"] == "backend_unavailable"
+    with pytest.raises(openai.APIError, match="llama runner"):  # streamed: the error arrives as an event
+        list(client.chat.completions.create(model="shvayambhu", messages=msgs, stream=True))
+    with pytest.raises(ollama.ResponseError, match="llama runner"):
+        list(ollama.Client(host=running.url).chat(model="shvayambhu", messages=msgs, stream=True))
+    assert not queue(running)["busy"]  # a failed generation frees the model too
+    ok = client.chat.completions.create(model="shvayambhu", messages=msgs)
+    assert ok.choices[0].message.content
+
+
+def test_cors_is_off_unless_configured(serve):
+    pre = {"Origin": "http://notes.example", "Access-Control-Request-Method": "POST"}
+    off = serve()
+    assert "access-control-allow-origin" not in httpx.options(off.url + "/v1/search", headers=pre).headers
+    on = serve(cors_origins=["http://notes.example"])
+    r = httpx.options(on.url + "/v1/search", headers=pre)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://notes.example"

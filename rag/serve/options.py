@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from index.errors import UsageError
 
@@ -32,6 +34,15 @@ class ServeOptions:
                 raise UsageError(f"serve option {name} must be at least 1, not {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port must be 0-65535, not {self.port}")
+
+
+def options_from(section: Any | None) -> ServeOptions:
+    """ServeOptions from a `[serve]` settings section: any object whose attributes match the field names."""
+    if section is None:
+        return ServeOptions()
+    known = {f.name for f in fields(ServeOptions)}
+    values = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else vars(section)
+    return ServeOptions(**{k: v for k, v in values.items() if k in known})
 
 
 def key_from_env(explicit: str | None, environ: dict[str, str] | None = None) -> str | None:
