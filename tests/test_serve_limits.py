@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -99,6 +100,20 @@ def test_a_disconnect_stops_the_generation_and_frees_the_model(serve, fake_ollam
         json={"model": "shvayambhu", "messages": [{"role": "user", "content": "What is rain?"}]},
     )
     assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"]
+
+
+def test_a_disconnect_before_a_non_streamed_answer_stops_it_too(serve, fake_ollama):
+    running = serve()
+    fake_ollama.behavior("llama3.2").reply = LONG
+    fake_ollama.behavior("llama3.2").token_delay = 0.05
+    body = json.dumps({"model": "shvayambhu", "user": "left", "messages": [{"role": "user", "content": "A saga?"}]})
+    sock = socket.create_connection(("127.0.0.1", running.port))
+    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n{body}".encode())
+    wait_for(lambda: queue(running)["busy"] and fake_ollama.in_flight == 1, "the generation to start")
+    sock.close()
+    wait_for(lambda: not queue(running)["busy"] and fake_ollama.in_flight == 0, "the generation to stop")
+    assert httpx.get(running.url + "/v1/sessions/left/memories").json()["memories"] == []
 
 
 def test_full_queue_is_503_and_search_does_not_wait(serve, fake_ollama):

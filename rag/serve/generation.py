@@ -132,8 +132,31 @@ class Job:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(_close, self.stream)
 
-    async def text(self) -> str:
-        return "".join([p async for p in self.pieces()])
+    async def text(self, request: Any = None) -> str | None:
+        """The whole answer; None when `request`'s client went away first (the generation is then stopped)."""
+        if request is None:
+            return "".join([p async for p in self.pieces()])
+        result: list[str] = []
+        failed: list[Exception] = []
+
+        async def collect(scope: anyio.CancelScope) -> None:
+            try:
+                result.append("".join([p async for p in self.pieces()]))
+            except Exception as e:  # raised below as itself, not inside an ExceptionGroup
+                failed.append(e)
+            scope.cancel()
+
+        async def watch(scope: anyio.CancelScope) -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect, tg.cancel_scope)
+            tg.start_soon(watch, tg.cancel_scope)
+        if failed:
+            raise failed[0]
+        return result[0] if result else None
 
 
 def _pull(stream: Any) -> Any:

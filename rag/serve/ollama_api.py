@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from rag.serve.errors import ApiError, from_exception
 from rag.serve.generation import Job, check_question, model_names, parse_model, report, session_of, split_messages
@@ -70,7 +70,9 @@ async def answer_request(request: Request, chat: bool) -> Any:
     if body.get("stream", True) is not False:
         lines = ndjson(job, target.name, chat, question, started)
         return StreamingResponse(lines, media_type="application/x-ndjson")
-    text = await job.text()
+    text = await job.text(request)
+    if text is None:
+        return Response(status_code=499)  # the client went away; nobody reads this
     out = final(target.name, chat, finish(job.answer), text, started, question)
     out["shvayambhu"] = report(job.answer, job.stream.prep.hits)
     return out

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import numpy as np
 from fastapi import APIRouter, Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from rag.serve.errors import ApiError, error_body, from_exception
 from rag.serve.generation import Job, check_question, model_names, parse_model, report, session_of, split_messages
@@ -61,7 +61,9 @@ async def chat_completions(request: Request) -> Any:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = sse(job, cid, created, target.name, include_usage, question, history)
         return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    text = await job.text()
+    text = await job.text(request)
+    if text is None:
+        return Response(status_code=499)  # the client went away; nobody reads this
     answer = job.answer
     return {
         "id": cid,
