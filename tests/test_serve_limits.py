@@ -22,7 +22,7 @@ from rag.serve import ServeOptions, start_in_thread
 from rag.serve.options import check_bind, is_loopback
 
 KEY = "ollama/llama3.2"  # the queue key of the fake backend
-LONG = " ".join(f"word{i}" for i in range(2000))  # with a token delay: a generation that would take minutes
+LONG = " ".join(f"Point {i} is worth a look." for i in range(500))  # with a token delay: minutes of answer
 
 
 @pytest.fixture
