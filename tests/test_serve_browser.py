@@ -3,6 +3,7 @@ see a source and the confidence meter; screenshots at desktop and phone width go
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,7 +49,7 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_page_streams_an_answer_with_sources_and_confidence(browser, make_assistant, fake_ollama):
+def test_page_streams_an_answer_with_sources_and_confidence(browser, make_assistant, fake_ollama, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
@@ -83,7 +84,21 @@ def test_page_streams_an_answer_with_sources_and_confidence(browser, make_assist
         assert 0 <= int(meter.get_attribute("aria-valuenow")) <= 100
         assert browser.find_elements(By.CSS_SELECTOR, ".chart .row.winner")
         wait.until(lambda d: "vaccines" in d.find_element(By.ID, "memory-list").text)  # the memory panel
+        # Ingest (the file input the drop zone feeds) shows the rejections; search shows hits.
+        corpus = tmp_path / "mine.jsonl"
+        good = {"prompt": "What colour is the Zorblax nebula?", "response": "It glows a deep teal."}
+        corpus.write_text(json.dumps(good) + "\n" + json.dumps({"prompt": "Quintar?", "response": "TODO"}) + "\n")
+        browser.find_element(By.CSS_SELECTOR, "[data-tab=ingest]").click()
+        browser.find_element(By.ID, "file").send_keys(str(corpus))
+        wait.until(lambda d: "Added 1" in d.find_element(By.ID, "ingest-result").text)
+        rejected = browser.find_element(By.CSS_SELECTOR, ".rejections li").text
+        assert "mine.jsonl:2" in rejected and str(tmp_path) not in rejected
         OUT.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(OUT / "serve-page-ingest.png"))
+        browser.find_element(By.CSS_SELECTOR, "[data-tab=search]").click()
+        browser.find_element(By.ID, "search-q").send_keys("Zorblax nebula", Keys.ENTER)
+        wait.until(lambda d: "Zorblax" in d.find_element(By.ID, "search-results").text)
+        browser.find_element(By.CSS_SELECTOR, "[data-tab=memory]").click()
         desktop = OUT / "serve-page-desktop.png"
         browser.save_screenshot(str(desktop))
         chart = browser.find_element(By.CSS_SELECTOR, ".msg.assistant .chart")
