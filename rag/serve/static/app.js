@@ -272,9 +272,13 @@ function grow() { const t = $("input"); t.style.height = "auto"; t.style.height 
 
 function init() {
   const narrow = window.matchMedia("(max-width: 760px)");
-  $("side").hidden = narrow.matches;
-  if (narrow.matches) $("input").placeholder = "Ask a question…";
-  narrow.addEventListener("change", (e) => { $("side").hidden = e.matches; $("toggle-side").textContent = "Panels"; });
+  const fit = (small) => {
+    $("side").hidden = small;
+    $("toggle-side").textContent = "Panels";
+    $("input").placeholder = small ? "Ask a question…" : "Ask a question…  (Enter sends, Shift+Enter for a new line)";
+  };
+  fit(narrow.matches);
+  narrow.addEventListener("change", (e) => fit(e.matches));
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault(); const q = $("input").value; $("input").value = ""; grow(); send(q);
   });
