@@ -138,6 +138,8 @@ def test_ollama_client_chat_generate_tags_show(served, fake_ollama):
         p.response for p in client.generate(model="shvayambhu", prompt="Why is the sky blue?", stream=True)
     )
     assert streamed  # a second exchange: memory of the first changes the prompt, so not compared
+    vec = client.embed(model="shvayambhu", input="water cycle").embeddings[0]
+    assert vec == pytest.approx(served.assistant.embedder.embed(["water cycle"])[0].tolist(), abs=1e-6)
     assert client.ps() is not None and httpx.get(served.url + "/api/version").json()["version"]
     with pytest.raises(ollama.ResponseError) as e:
         client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])

@@ -19,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from rag.serve.errors import ApiError, from_exception
 from rag.serve.generation import Job, check_question, model_names, parse_model, report, session_of, split_messages
-from rag.serve.openai_api import json_body
+from rag.serve.openai_api import check_texts, json_body
 from rag.workspace import estimate_tokens
 
 router = APIRouter()
@@ -133,6 +133,23 @@ async def chat(request: Request) -> Any:
 @router.post("/api/generate")
 async def generate(request: Request) -> Any:
     return await answer_request(request, chat=False)
+
+
+@router.post("/api/embed")
+async def embed(request: Request) -> dict[str, Any]:
+    """Vectors from the store's embedding model, in Ollama's shape (`input`: a string or a list of them)."""
+    body = await json_body(request)
+    texts = check_texts(body.get("input"), request.app.state.options.max_question_bytes)
+    embedder = request.app.state.engine.assistant.embedder
+    started = time.perf_counter_ns()
+    vectors = await anyio.to_thread.run_sync(embedder.embed, texts)
+    return {
+        "model": parse_model(body.get("model")).name,
+        "embeddings": [[float(x) for x in v] for v in vectors],
+        "total_duration": time.perf_counter_ns() - started,
+        "load_duration": 0,
+        "prompt_eval_count": sum(estimate_tokens(t) for t in texts),
+    }
 
 
 @router.get("/api/tags")

@@ -134,20 +134,24 @@ async def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/embeddings")
-async def embeddings(request: Request) -> dict[str, Any]:
-    """Vectors from the store's embedding model; `encoding_format` float or base64 (little-endian float32)."""
-    body = await json_body(request)
-    inp = body.get("input")
+def check_texts(inp: Any, limit: int) -> list[str]:
+    """Texts to embed: a string or a non-empty list of strings, each within `limit` bytes."""
     texts = [inp] if isinstance(inp, str) else inp
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise ApiError(400, "input: give a string or a non-empty list of strings", param="input")
     if len(texts) > MAX_EMBED_INPUTS:
         raise ApiError(413, f"input: at most {MAX_EMBED_INPUTS} texts a request, got {len(texts)}", param="input")
-    limit = request.app.state.options.max_question_bytes
     for i, t in enumerate(texts):
         if len(t.encode("utf-8")) > limit:
             raise ApiError(413, f"input[{i}] is over the limit of {limit:,} bytes a text", param="input")
+    return texts
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> dict[str, Any]:
+    """Vectors from the store's embedding model; `encoding_format` float or base64 (little-endian float32)."""
+    body = await json_body(request)
+    texts = check_texts(body.get("input"), request.app.state.options.max_question_bytes)
     fmt = body.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise ApiError(400, "encoding_format: float or base64", param="encoding_format")
