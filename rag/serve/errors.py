@@ -9,7 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from index.errors import ShvayambhuError, UsageError
+from index.errors import ShvayambhuError
+from rag.backends.base import BackendError
 
 OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -39,14 +40,12 @@ class ApiError(HTTPException):
 
 
 def from_exception(e: Exception) -> ApiError:
-    """Our errors as HTTP statuses: a usage error 400, a backend that cannot answer 503, other data errors 400."""
+    """Our errors as HTTP statuses: a backend that cannot answer 503, other user errors 400, a bug 500."""
     if isinstance(e, ApiError):
         return e
-    from rag.backends.base import BackendError  # lazy: keeps this module free of the backends at import
-
     if isinstance(e, BackendError):
         return ApiError(503, str(e), code="backend_unavailable")
-    if isinstance(e, UsageError | ShvayambhuError):
+    if isinstance(e, ShvayambhuError):
         return ApiError(400, str(e), code=type(e).__name__)
     return ApiError(500, f"internal error: {type(e).__name__}: {e}", code="internal_error")
 

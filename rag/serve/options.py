@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -54,8 +55,6 @@ def key_from_env(explicit: str | None, environ: dict[str, str] | None = None) ->
 
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost: addresses no other machine can reach."""
-    import ipaddress
-
     h = host.strip("[]").lower()
     if h in LOOPBACK_NAMES:
         return True

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request
 
+from rag.memory import sessions as stored_sessions  # not in the public API yet (NOTES-serve.md)
 from rag.serve.errors import ApiError
 from rag.serve.generation import session_of
 from rag.serve.openai_api import json_body
@@ -125,8 +126,6 @@ def _session(session: str, request: Request) -> str:
 @router.get("/v1/sessions")
 async def sessions(request: Request) -> dict[str, Any]:
     """Sessions that have memories, for the page's session picker."""
-    from rag.memory import sessions as stored_sessions  # not in the public API yet (NOTES-serve.md)
-
     assistant = request.app.state.engine.assistant
     names = await anyio.to_thread.run_sync(lambda: stored_sessions(assistant.client))
     return {"sessions": names, "default": assistant.settings.session}
