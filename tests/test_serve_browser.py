@@ -113,3 +113,18 @@ def test_page_streams_an_answer_with_sources_and_confidence(browser, make_assist
         )
         assert wide == [0, 0]  # nothing forces sideways scrolling at phone width
         print(f"screenshots: {desktop} {phone}")
+
+
+def test_page_asks_for_the_key_when_the_server_wants_one(browser, make_assistant):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with start_in_thread(make_assistant(), ServeOptions(api_key="page-key")) as running:
+        browser.get(running.url + "/")  # the page itself needs no key; its API calls do
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda d: d.find_element(By.ID, "keybar").is_displayed())
+        assert not browser.find_elements(By.CSS_SELECTOR, "#model option")
+        browser.find_element(By.ID, "key").send_keys("page-key", Keys.ENTER)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#model option"))
+        assert not browser.find_element(By.ID, "keybar").is_displayed()
