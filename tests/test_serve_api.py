@@ -94,6 +94,22 @@ def test_earlier_turns_reach_the_prompt_and_session_header_wins(served, fake_oll
     assert httpx.get(served.url + "/v1/sessions/u1/memories").json()["memories"] == []
 
 
+def test_request_sampling_options_reach_the_backend(served, fake_ollama):
+    msgs = [{"role": "user", "content": QUESTION}]
+    r = oa(served).chat.completions.create(model="shvayambhu", messages=msgs, max_tokens=3, temperature=0.2, seed=9)
+    sent = fake_ollama.bodies("/api/chat")[-1]["options"]
+    assert sent["num_predict"] == 3 and sent["temperature"] == 0.2 and sent["seed"] == 9
+    assert r.choices[0].finish_reason == "length"
+    client = ollama.Client(host=served.url)
+    client.chat(model="shvayambhu", messages=msgs, options={"num_predict": 2, "top_k": 5, "stop": ["\n\n"]})
+    sent = fake_ollama.bodies("/api/chat")[-1]["options"]
+    assert sent["num_predict"] == 2 and sent["top_k"] == 5 and sent["stop"] == ["\n\n"]
+    bad = httpx.post(served.url + "/v1/chat/completions", json={"messages": msgs, "temperature": "hot"})
+    assert bad.status_code == 400 and "temperature" in bad.json()["error"]["message"]
+    bad = httpx.post(served.url + "/api/chat", json={"model": "shvayambhu", "messages": msgs, "options": {"top_p": 7}})
+    assert bad.status_code == 400 and "options.top_p" in bad.json()["error"]
+
+
 def test_models_and_unknown_model(served):
     ids = [m.id for m in oa(served).models.list()]
     assert ids[:3] == ["shvayambhu", "shvayambhu:mlx", "shvayambhu:blt"] and "shvayambhu:ollama/llama3.2" in ids

@@ -6,6 +6,8 @@ stops pulling the AnswerStream after the current piece, closes it and frees the 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -107,6 +109,53 @@ def session_of(header: str | None, user: Any, default: str) -> str:
     return s
 
 
+# name -> (type, low, high) of the sampling options a request may set (GenerationOptions' names).
+SAMPLING = {
+    "temperature": (float, 0.0, 2.0),
+    "top_p": (float, 0.0, 1.0),
+    "top_k": (int, 1, 1000),
+    "repeat_penalty": (float, 0.0, 10.0),
+    "seed": (int, 0, 2**32 - 1),
+    "max_tokens": (int, 1, 32768),
+    "num_ctx": (int, 1, 1 << 20),
+}
+MAX_STOPS = 8
+
+
+def sampling(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """A request's sampling options as GenerationOptions fields, checked; 400 naming the field otherwise."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name == "stop":
+            stops = [value] if isinstance(value, str) else value
+            if not isinstance(stops, list) or len(stops) > MAX_STOPS or not all(isinstance(s, str) for s in stops):
+                raise ApiError(400, f"{where}stop: a string or up to {MAX_STOPS} strings", param=name)
+            out["stop"] = [s for s in stops if s] or None
+            continue
+        kind, low, high = SAMPLING[name]
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or (kind is int and value != int(value)) or not low <= value <= high:
+            raise ApiError(400, f"{where}{name}: a {kind.__name__} from {low} to {high}, not {value!r}", param=name)
+        out[name] = kind(value)
+    return out
+
+
+class WithOptions:
+    """A backend with one request's sampling options laid over those the pipeline chose for it."""
+
+    def __init__(self, inner: Any, overrides: dict[str, Any]) -> None:
+        self.inner = inner
+        self.overrides = overrides
+
+    def __getattr__(self, name: str) -> Any:  # name, model, generate (reflection keeps the settings'), ...
+        return getattr(self.inner, name)
+
+    def stream(self, messages: list[dict[str, str]], options: Any) -> Any:
+        return self.inner.stream(messages, dataclasses.replace(options, **self.overrides))
+
+
 @dataclass
 class Job:
     """A prepared answer waiting for its model; iterate `pieces()`, then read `answer`."""
@@ -184,11 +233,21 @@ class Engine:
         with self._load_lock:  # loading a model twice at once wastes seconds and memory
             return self.assistant.backend(target.backend, target.model)
 
-    async def start(self, target: Target, question: str, history: list[dict[str, str]], session: str) -> Job:
-        """Resolve the backend, refuse when its queue is full, then retrieve and build the prompt."""
+    async def start(
+        self,
+        target: Target,
+        question: str,
+        history: list[dict[str, str]],
+        session: str,
+        options: dict[str, Any] | None = None,
+    ) -> Job:
+        """Resolve the backend, refuse when its queue is full, then retrieve and build the prompt.
+        `options`: sampling options of this request only (see `sampling`)."""
         backend = await anyio.to_thread.run_sync(self._backend, target)
         key = f"{backend.name}/{backend.model}"
         self.queue.check(key)
+        if options:
+            backend = WithOptions(backend, options)
 
         def begin() -> Any:
             return self.assistant.stream(question, backend=backend, session=session, history=history)

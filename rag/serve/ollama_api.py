@@ -18,7 +18,17 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from rag.serve.errors import ApiError, from_exception
-from rag.serve.generation import Job, check_question, model_names, parse_model, report, session_of, split_messages
+from rag.serve.generation import (
+    SAMPLING,
+    Job,
+    check_question,
+    model_names,
+    parse_model,
+    report,
+    sampling,
+    session_of,
+    split_messages,
+)
 from rag.serve.openai_api import check_texts, json_body
 from rag.workspace import estimate_tokens
 
@@ -66,7 +76,7 @@ async def answer_request(request: Request, chat: bool) -> Any:
     settings = request.app.state.engine.assistant.settings
     session = session_of(request.headers.get("x-shvayambhu-session"), None, settings.session)
     started = time.perf_counter_ns()
-    job = await request.app.state.engine.start(target, question, history, session)
+    job = await request.app.state.engine.start(target, question, history, session, ollama_options(body))
     if body.get("stream", True) is not False:
         lines = ndjson(job, target.name, chat, question, started)
         return StreamingResponse(lines, media_type="application/x-ndjson")
@@ -76,6 +86,17 @@ async def answer_request(request: Request, chat: bool) -> Any:
     out = final(target.name, chat, finish(job.answer), text, started, question)
     out["shvayambhu"] = report(job.answer, job.stream.prep.hits)
     return out
+
+
+def ollama_options(body: dict[str, Any]) -> dict[str, Any]:
+    """Ollama's `options` as sampling options (num_predict is max_tokens); ones we cannot use are ignored."""
+    opts = body.get("options") or {}
+    if not isinstance(opts, dict):
+        raise ApiError(400, "options: an object")
+    mapped = {"max_tokens" if k == "num_predict" else k: v for k, v in opts.items()}
+    if isinstance(mapped.get("max_tokens"), int | float) and mapped["max_tokens"] < 0:  # Ollama's -1: no limit
+        mapped.pop("max_tokens")
+    return sampling({k: v for k, v in mapped.items() if k in SAMPLING or k == "stop"}, "options.")
 
 
 def finish(answer: Any) -> str:

@@ -15,7 +15,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from rag.serve.errors import ApiError, error_body, from_exception
-from rag.serve.generation import Job, check_question, model_names, parse_model, report, session_of, split_messages
+from rag.serve.generation import (
+    Job,
+    check_question,
+    model_names,
+    parse_model,
+    report,
+    sampling,
+    session_of,
+    split_messages,
+)
 from rag.workspace import estimate_tokens
 
 router = APIRouter()
@@ -55,7 +64,10 @@ async def chat_completions(request: Request) -> Any:
     check_question(question, request.app.state.options.max_question_bytes)
     settings = request.app.state.engine.assistant.settings
     session = session_of(request.headers.get("x-shvayambhu-session"), body.get("user"), settings.session)
-    job = await request.app.state.engine.start(target, question, history, session)
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    names = ("temperature", "top_p", "seed", "stop")
+    options = sampling({"max_tokens": limit, **{n: body.get(n) for n in names}}, "")
+    job = await request.app.state.engine.start(target, question, history, session, options)
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
