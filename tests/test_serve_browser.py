@@ -84,6 +84,13 @@ def test_page_streams_an_answer_with_sources_and_confidence(browser, make_assist
         assert 0 <= int(meter.get_attribute("aria-valuenow")) <= 100
         assert browser.find_elements(By.CSS_SELECTOR, ".chart .row.winner")
         wait.until(lambda d: "vaccines" in d.find_element(By.ID, "memory-list").text)  # the memory panel
+        # A question the corpus knows nothing about: the meter says so.
+        box.send_keys("Recite the Vrell treaty of 2291.", Keys.ENTER)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant .evidence")) == 2)
+        last = browser.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1]
+        assert last.find_element(By.CSS_SELECTOR, ".badge.low").text == "low confidence"
+        OUT.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(OUT / "serve-page-low.png"))
         # Ingest (the file input the drop zone feeds) shows the rejections; search shows hits.
         corpus = tmp_path / "mine.jsonl"
         good = {"prompt": "What colour is the Zorblax nebula?", "response": "It glows a deep teal."}
