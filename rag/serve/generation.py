@@ -10,10 +10,12 @@ import dataclasses
 import math
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from rag.serve.errors import ApiError
 from rag.serve.limits import too_large
@@ -164,7 +166,6 @@ class Job:
     stream: Any  # rag.pipeline.AnswerStream
     key: str
     answer: Any = None
-    _closed: bool = field(default=False, repr=False)
 
     async def pieces(self) -> AsyncIterator[str]:
         """The answer's text pieces; holds the model's lock while pulling them."""
@@ -206,6 +207,18 @@ class Job:
         if failed:
             raise failed[0]
         return result[0] if result else None
+
+
+class ClosingStream(StreamingResponse):
+    """A streamed response that closes its body however it ends (a client gone, an error), so the answer's
+    generator chain is closed at once, the generation stops and the model's lock is freed."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()  # type: ignore[union-attr]
 
 
 def _pull(stream: Any) -> Any:

@@ -10,16 +10,18 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from rag.serve.errors import ApiError, from_exception
 from rag.serve.generation import (
     SAMPLING,
+    ClosingStream,
     Job,
     check_question,
     model_names,
@@ -79,7 +81,7 @@ async def answer_request(request: Request, chat: bool) -> Any:
     job = await request.app.state.engine.start(target, question, history, session, ollama_options(body))
     if body.get("stream", True) is not False:
         lines = ndjson(job, target.name, chat, question, started)
-        return StreamingResponse(lines, media_type="application/x-ndjson")
+        return ClosingStream(lines, media_type="application/x-ndjson")
     text = await job.text(request)
     if text is None:
         return Response(status_code=499)  # the client went away; nobody reads this
@@ -129,12 +131,13 @@ async def ndjson(job: Job, model: str, chat: bool, question: str, started: int) 
     """One JSON object a line: pieces with done false, then the final object with the `shvayambhu` report."""
     text = []
     try:
-        async for piece in job.pieces():
-            text.append(piece)
-            obj: dict[str, Any] = {"model": model, "created_at": now()}
-            obj.update({"message": {"role": "assistant", "content": piece}} if chat else {"response": piece})
-            obj["done"] = False
-            yield json.dumps(obj, ensure_ascii=False) + "\n"
+        async with aclosing(job.pieces()) as pieces:  # closed with this generator: the model is freed at once
+            async for piece in pieces:
+                text.append(piece)
+                obj: dict[str, Any] = {"model": model, "created_at": now()}
+                obj.update({"message": {"role": "assistant", "content": piece}} if chat else {"response": piece})
+                obj["done"] = False
+                yield json.dumps(obj, ensure_ascii=False) + "\n"
     except anyio.get_cancelled_exc_class():
         raise
     except Exception as e:  # headers are sent: Ollama reports a late error as an {"error"} line

@@ -7,15 +7,17 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import anyio
 import numpy as np
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from rag.serve.errors import ApiError, error_body, from_exception
 from rag.serve.generation import (
+    ClosingStream,
     Job,
     check_question,
     model_names,
@@ -72,7 +74,7 @@ async def chat_completions(request: Request) -> Any:
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = sse(job, cid, created, target.name, include_usage, question, history)
-        return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return ClosingStream(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     text = await job.text(request)
     if text is None:
         return Response(status_code=499)  # the client went away; nobody reads this
@@ -116,9 +118,10 @@ async def sse(
     yield event(chunk({"role": "assistant", "content": ""}))
     text = []
     try:
-        async for piece in job.pieces():
-            text.append(piece)
-            yield event(chunk({"content": piece}))
+        async with aclosing(job.pieces()) as pieces:  # closed with this generator: the model is freed at once
+            async for piece in pieces:
+                text.append(piece)
+                yield event(chunk({"content": piece}))
     except anyio.get_cancelled_exc_class():
         raise
     except Exception as e:  # headers are sent: the error travels as an event, as OpenAI does
