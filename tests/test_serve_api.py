@@ -192,6 +192,10 @@ def test_search_matches_the_python_api(served):
     assert [h["id"] for h in r.json()] == [h["id"] for h in want] and len(want) == 3
     bad = httpx.post(served.url + "/v1/search", json={"query": "x", "k": 0})
     assert bad.status_code == 400 and "k" in bad.json()["error"]["message"]
+    science = httpx.post(served.url + "/v1/search", json={"query": "immune", "k": 3, "where": {"category": "science"}})
+    assert science.status_code == 200 and {h["metadata"]["category"] for h in science.json()} == {"science"}
+    op = httpx.post(served.url + "/v1/search", json={"query": "x", "where": {"$or": "y"}})
+    assert op.status_code == 400 and "where" in op.json()["error"]["message"]
     mode = httpx.post(served.url + "/v1/search", json={"query": "x", "mode": "sparkly"})
     assert mode.status_code == 400
 

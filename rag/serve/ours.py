@@ -48,10 +48,10 @@ async def search(request: Request) -> list[dict[str, Any]]:
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= opts.max_k:
         raise ApiError(400, f"k: an integer from 1 to {opts.max_k}", param="k")
     where = body.get("where")
-    if where is not None and (
-        not isinstance(where, dict) or not all(isinstance(v, str | int | float | bool) for v in where.values())
-    ):
-        raise ApiError(400, "where: an object of field: scalar value", param="where")
+    if where is not None and not valid_where(where):
+        raise ApiError(
+            400, 'where: an object of metadata field -> string/number/bool, e.g. {"category": "science"}', param="where"
+        )
     kwargs: dict[str, Any] = {"where": where or None}
     for name, kind in (("mmr", bool), ("min_score", float | int)):
         if body.get(name) is not None:
@@ -67,6 +67,14 @@ async def search(request: Request) -> list[dict[str, Any]]:
             raise ApiError(400, f"mode {mode!r}: this build searches dense only", param="mode")
     hits = await anyio.to_thread.run_sync(lambda: assistant.search(query, k, **kwargs))
     return [h.to_dict() for h in hits]
+
+
+def valid_where(where: Any) -> bool:
+    """Equality filters only: plain field names (no Chroma `$` operators) with scalar values."""
+    return isinstance(where, dict) and all(
+        isinstance(k, str) and k and not k.startswith("$") and isinstance(v, str | int | float | bool)
+        for k, v in where.items()
+    )
 
 
 def safe_name(name: str | None, default_ext: str) -> str:
