@@ -1,4 +1,4 @@
-"""`shvayambhu:blt` through the server: the real shipped BLT (MLX), streamed and not, and two clients at once
+"""`shvayambhu:blt` through the server: the real shipped BLT (MLX), two streamed clients at once,
 served one after the other (MLX is not thread-safe: the model queue must serialise them)."""
 
 from __future__ import annotations
@@ -37,21 +37,22 @@ class Counting:
 
 
 def test_blt_answers_through_the_server_one_generation_at_a_time(make_assistant):
-    assistant = make_assistant(blt={"max_bytes": 48, "seed": 3})
+    assistant = make_assistant(blt={"max_bytes": 24, "seed": 3})
     counting = Counting(assistant.backend("blt"))
     counting.backend.stream = counting.stream
+    msgs = [{"role": "user", "content": "How can I fall asleep faster at night?"}]
     with start_in_thread(assistant, ServeOptions()) as running:
         client = openai.OpenAI(base_url=running.url + "/v1", api_key="x", max_retries=0)
-        msgs = [{"role": "user", "content": "How can I fall asleep faster at night?"}]
-        whole = client.chat.completions.create(model="shvayambhu:blt", messages=msgs, user="blt-a")
-        ev = whole.model_extra["shvayambhu"]
-        assert whole.choices[0].message.content.strip() and ev["backend"] == "blt" and ev["sources"]
 
-        def streamed(i: int) -> str:
-            chunks = client.chat.completions.create(model="shvayambhu:blt", messages=msgs, user=f"blt-{i}", stream=True)
-            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        def streamed(i: int) -> tuple[str, dict]:
+            chunks = list(
+                client.chat.completions.create(model="shvayambhu:blt", messages=msgs, user=f"blt-{i}", stream=True)
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            return text, chunks[-1].model_extra["shvayambhu"]
 
         with ThreadPoolExecutor(2) as pool:
-            texts = list(pool.map(streamed, range(2)))
-    assert all(t.strip() for t in texts)
+            answers = list(pool.map(streamed, range(2)))
+    for text, evidence in answers:
+        assert text.strip() and evidence["backend"] == "blt" and evidence["sources"]
     assert counting.most == 1  # the two clients' generations never overlapped
