@@ -1,0 +1,49 @@
+"""The API key check: `Authorization: Bearer KEY` on every route but /healthz and the page's static files."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rag.serve.errors import ApiError, error_response
+
+OPEN_PATHS = {"/healthz", "/", "/index.html", "/favicon.ico"}
+OPEN_PREFIXES = ("/static/",)
+
+
+def key_matches(header: str, key: str) -> bool:
+    """Constant-time comparison of a Bearer header with the key."""
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    return hmac.compare_digest(given.strip().encode("utf-8"), key.encode("utf-8"))
+
+
+class KeyMiddleware:
+    """Answers 401 (in the route's protocol's error shape) when the key is missing or wrong.
+
+    The page's HTML, script and style hold no data and are served without a key, so a browser can load the
+    page and then send the key (which the user types once) with every API call."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.key = key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _open(scope["path"]) or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        header = ""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                header = value.decode("latin-1")
+        if key_matches(header, self.key):
+            await self.app(scope, receive, send)
+            return
+        err = ApiError(401, "missing or wrong API key: send `Authorization: Bearer KEY`", code="invalid_api_key")
+        await error_response(scope["path"], err, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)

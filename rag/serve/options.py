@@ -1,0 +1,73 @@
+"""The server's own settings: where it listens, the key, the limits. Every limit has a number and an error."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from index.errors import UsageError
+
+KEY_ENV = "SHVAYAMBHU_API_KEY"
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+
+
+@dataclass
+class ServeOptions:
+    """Settings of one server; `api_key=None` means no key is asked for (loopback only)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    api_key: str | None = None
+    max_question_bytes: int = 32 * 1024  # the user's question (the last message)
+    max_body_bytes: int = 1024 * 1024  # any JSON request body (the whole conversation)
+    max_upload_bytes: int = 64 * 1024 * 1024  # an ingest upload
+    queue_depth: int = 16  # requests waiting per loaded model before 503
+    retry_after: int = 5  # seconds, in the 503's Retry-After
+    cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
+    max_k: int = 100  # the most hits /v1/search returns
+
+    def __post_init__(self) -> None:
+        for name in ("max_question_bytes", "max_body_bytes", "max_upload_bytes", "queue_depth", "max_k"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"serve option {name} must be at least 1, not {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise UsageError(f"--port must be 0-65535, not {self.port}")
+
+
+def options_from(section: Any | None) -> ServeOptions:
+    """ServeOptions from a `[serve]` settings section: any object whose attributes match the field names."""
+    if section is None:
+        return ServeOptions()
+    known = {f.name for f in fields(ServeOptions)}
+    values = dataclasses.asdict(section) if dataclasses.is_dataclass(section) else vars(section)
+    return ServeOptions(**{k: v for k, v in values.items() if k in known})
+
+
+def key_from_env(explicit: str | None, environ: dict[str, str] | None = None) -> str | None:
+    """The API key: `--api-key` first, else $SHVAYAMBHU_API_KEY; empty means none."""
+    env = os.environ if environ is None else environ
+    key = explicit if explicit else env.get(KEY_ENV, "")
+    return key or None
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: addresses no other machine can reach."""
+    h = host.strip("[]").lower()
+    if h in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None) -> None:
+    """Refuse to listen beyond loopback without a key."""
+    if not is_loopback(host) and not api_key:
+        raise UsageError(
+            f"refusing to listen on {host} without an API key: other machines could use it. "
+            f"Pass --api-key KEY or set {KEY_ENV}, or bind 127.0.0.1"
+        )

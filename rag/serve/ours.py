@@ -1,0 +1,185 @@
+"""Shvayambhu's own routes: search, ingest (an uploaded corpus), session memories, status, health."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+
+from rag.memory import sessions as stored_sessions  # not in the public API yet (NOTES-serve.md)
+from rag.serve.errors import ApiError
+from rag.serve.generation import session_of
+from rag.serve.openai_api import json_body
+
+router = APIRouter()
+EXTENSIONS = (".jsonl", ".json", ".txt", ".md")
+CONTENT_TYPES = {
+    "application/jsonl": ".jsonl",
+    "application/x-ndjson": ".jsonl",
+    "application/json": ".json",
+    "text/plain": ".txt",
+    "text/markdown": ".md",
+}
+STATUS_TTL = 30.0  # seconds a backend-readiness check is reused (it loads a checkpoint and calls Ollama)
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.post("/v1/search")
+async def search(request: Request) -> list[dict[str, Any]]:
+    """`{"query", "k", "where", "mode", "mmr", "min_score"}` -> hits as `search --json` prints them."""
+    body = await json_body(request)
+    opts = request.app.state.options
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise ApiError(400, "query: give a non-empty string", param="query")
+    if len(query.encode("utf-8")) > opts.max_question_bytes:
+        raise ApiError(413, f"query is over the limit of {opts.max_question_bytes:,} bytes", param="query")
+    k = body.get("k", 4)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= opts.max_k:
+        raise ApiError(400, f"k: an integer from 1 to {opts.max_k}", param="k")
+    where = body.get("where")
+    if where is not None and not valid_where(where):
+        raise ApiError(
+            400, 'where: an object of metadata field -> string/number/bool, e.g. {"category": "science"}', param="where"
+        )
+    kwargs: dict[str, Any] = {"where": where or None}
+    for name, kind in (("mmr", bool), ("min_score", float | int)):
+        if body.get(name) is not None:
+            if not isinstance(body[name], kind):
+                raise ApiError(400, f"{name}: wrong type", param=name)
+            kwargs[name] = body[name]
+    assistant = request.app.state.engine.assistant
+    mode = body.get("mode")
+    if mode is not None:
+        if "mode" in inspect.signature(assistant.search).parameters:
+            kwargs["mode"] = mode
+        elif mode != "dense":
+            raise ApiError(400, f"mode {mode!r}: this build searches dense only", param="mode")
+    hits = await anyio.to_thread.run_sync(lambda: assistant.search(query, k, **kwargs))
+    return [h.to_dict() for h in hits]
+
+
+def valid_where(where: Any) -> bool:
+    """Equality filters only: plain field names (no Chroma `$` operators) with scalar values."""
+    return isinstance(where, dict) and all(
+        isinstance(k, str) and k and not k.startswith("$") and isinstance(v, str | int | float | bool)
+        for k, v in where.items()
+    )
+
+
+def safe_name(name: str | None, default_ext: str) -> str:
+    """A file name for an upload: the client's base name with unsafe characters replaced, never a path."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")[:100] or f"upload{default_ext}"
+    if not base.lower().endswith(EXTENSIONS):
+        if name:
+            raise ApiError(400, f"{base}: upload .jsonl, .json, .txt or .md files", param="file")
+        base += default_ext
+    return base
+
+
+@router.post("/v1/ingest")
+async def ingest(request: Request) -> dict[str, Any]:
+    """A JSONL (or JSON/text/Markdown) body, or multipart files: validated, embedded, stored; rejections listed."""
+    strict = request.query_params.get("strict", "").lower() in ("1", "true", "yes")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    with tempfile.TemporaryDirectory(prefix="shvayambhu-upload-") as tmp:
+        files: dict[Path, str] = {}
+        if ctype == "multipart/form-data":
+            form = await request.form(max_files=16, max_fields=16)
+            for i, item in enumerate(form.getlist("file")):
+                if isinstance(item, str):
+                    raise ApiError(400, "file: send files, not text fields", param="file")
+                name = safe_name(item.filename, ".jsonl")
+                path = Path(tmp) / f"{i}" / name
+                path.parent.mkdir()
+                path.write_bytes(await item.read())
+                files[path] = name
+            if not files:
+                raise ApiError(400, "multipart upload without a `file` part", param="file")
+        else:
+            ext = CONTENT_TYPES.get(ctype, ".jsonl")
+            name = safe_name(request.query_params.get("name"), ext)
+            path = Path(tmp) / name
+            with path.open("wb") as f:
+                async for part in request.stream():
+                    f.write(part)
+            if path.stat().st_size == 0:
+                raise ApiError(400, "the upload is empty", param="body")
+            files[path] = name
+        assistant = request.app.state.engine.assistant
+        summary = await anyio.to_thread.run_sync(lambda: assistant.ingest(list(files), strict=strict, progress=False))
+    names = {str(p): n for p, n in files.items()}
+    d = summary.to_dict()
+    d["rejections"] = [
+        {"file": names.get(r.file, Path(r.file).name), "line": r.line, "reason": r.reason} for r in summary.rejections
+    ]
+    return d
+
+
+def _session(session: str, request: Request) -> str:
+    return session_of(session, None, request.app.state.engine.assistant.settings.session)
+
+
+@router.get("/v1/sessions")
+async def sessions(request: Request) -> dict[str, Any]:
+    """Sessions that have memories, for the page's session picker."""
+    assistant = request.app.state.engine.assistant
+    names = await anyio.to_thread.run_sync(lambda: stored_sessions(assistant.client))
+    return {"sessions": names, "default": assistant.settings.session}
+
+
+@router.get("/v1/sessions/{session}/memories")
+async def memories(session: str, request: Request, limit: int = 100, kind: str | None = None) -> dict[str, Any]:
+    memory = request.app.state.engine.assistant.memory(_session(session, request))
+    mems = await anyio.to_thread.run_sync(lambda: memory.list(kind=kind, limit=max(1, min(limit, 1000))))
+    return {"session": memory.session, "memories": [m.to_dict() for m in reversed(mems)]}
+
+
+@router.delete("/v1/sessions/{session}/memories")
+async def clear_memories(session: str, request: Request) -> dict[str, Any]:
+    """Forget the memories named in `?ids=a,b` (ids or unique prefixes), or all of the session's."""
+    memory = request.app.state.engine.assistant.memory(_session(session, request))
+    ids = [i for i in request.query_params.get("ids", "").split(",") if i]
+    n = await anyio.to_thread.run_sync(lambda: memory.forget(ids) if ids else memory.clear())
+    return {"session": memory.session, "deleted": n}
+
+
+@router.delete("/v1/sessions/{session}/memories/{memory_id}")
+async def forget_memory(session: str, memory_id: str, request: Request) -> dict[str, Any]:
+    memory = request.app.state.engine.assistant.memory(_session(session, request))
+    n = await anyio.to_thread.run_sync(lambda: memory.forget([memory_id]))
+    return {"session": memory.session, "deleted": n}
+
+
+@router.get("/v1/status")
+async def status(request: Request) -> dict[str, Any]:
+    """The store and backends (as `shvayambhu status --json`) and the server: queue, limits, models."""
+    state = request.app.state
+    cached = state.status_cache
+    if cached is None or time.monotonic() - cached[0] > STATUS_TTL:
+        info = await anyio.to_thread.run_sync(state.engine.assistant.status)
+        cached = state.status_cache = (time.monotonic(), info)
+    opts = state.options
+    server = {
+        "queue": state.engine.queue.snapshot(),
+        "queue_depth": opts.queue_depth,
+        "auth": opts.api_key is not None,
+        "limits": {
+            "question_bytes": opts.max_question_bytes,
+            "body_bytes": opts.max_body_bytes,
+            "upload_bytes": opts.max_upload_bytes,
+        },
+        "uptime_s": round(time.time() - state.started, 1),
+    }
+    return {**cached[1], "server": server}
