@@ -34,7 +34,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from ollama_server import ModelBehavior, OllamaServer  # noqa: E402
 
-from rag.api import Shvayambhu, bundled_corpus  # noqa: E402
+from ingest.bundled import seed_corpus  # noqa: E402
+from rag.api import Shvayambhu  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 from rag.serve import ServeOptions, start_in_thread  # noqa: E402
 
@@ -117,7 +118,7 @@ def main() -> None:
             "ollama": {"host": fake.url, "temperature": 0.0, "seed": 7},
         }
         t = time.perf_counter()
-        Shvayambhu(load_settings(overrides=overrides, environ={})).ingest([bundled_corpus()], progress=False)
+        Shvayambhu(load_settings(overrides=overrides, environ={})).ingest(seed_corpus(), progress=False)
         print(f"seed corpus ingested in {time.perf_counter() - t:.1f} s")
         shutil.copytree(tmp / "server", tmp / "inproc")
         local = Shvayambhu(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
@@ -17,6 +18,7 @@ from rag.backends.base import Backend, BackendError
 from rag.backends.select import backend_status, select_backend
 from rag.config import Settings, load_settings
 from rag.consciousness.memory import MemoryStream
+from rag.consciousness.memory import sessions as stored_sessions
 from rag.consciousness.selfmodel import SelfModel
 from rag.pipeline import AnswerStream, Prepared, prepare, run
 
@@ -29,6 +31,7 @@ class Shvayambhu:
         self._memories: dict[str, MemoryStream] = {}
         self._backends: dict[tuple[str, str | None], Backend] = {}
         self._corpus: Any | None = None
+        self._lock = threading.RLock()  # a server shares one assistant between threads
 
     @cached_property
     def client(self) -> Any:
@@ -117,21 +120,27 @@ class Shvayambhu:
     def memory(self, session: str | None = None) -> MemoryStream:
         """The memory stream of `session` (default: the configured session)."""
         session = session or self.settings.session
-        if session not in self._memories:
-            self._memories[session] = MemoryStream(
-                self.client,
-                session,
-                lambda: self.embedder,
-                self.settings.memory,
-                model=canonical_name(self.settings.embedding.model),
-            )
+        with self._lock:
+            if session not in self._memories:
+                self._memories[session] = MemoryStream(
+                    self.client,
+                    session,
+                    lambda: self.embedder,
+                    self.settings.memory,
+                    model=canonical_name(self.settings.embedding.model),
+                )
         return self._memories[session]
+
+    def sessions(self) -> list[str]:
+        """The sessions that have memories in this store."""
+        return stored_sessions(self.client)
 
     def backend(self, name: str | None = None, model: str | None = None) -> Backend:
         """The generation backend: ollama, mlx, blt, or auto (see `rag.backends.select.select_backend`)."""
         key = (name or self.settings.backend, model)
-        if key not in self._backends:
-            self._backends[key] = select_backend(self.settings, key[0], model)
+        with self._lock:
+            if key not in self._backends:
+                self._backends[key] = select_backend(self.settings, key[0], model)
         return self._backends[key]
 
     def corpus(self) -> Any | None:

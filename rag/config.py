@@ -132,6 +132,17 @@ class MetacognitionSettings:
 
 
 @dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"  # any other address needs an API key (--api-key or SHVAYAMBHU_API_KEY; never in TOML)
+    port: int = 8765
+    queue_depth: int = 16  # requests waiting per loaded model before 503
+    max_question_bytes: int = 32 * 1024
+    max_body_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 64 * 1024 * 1024
+    cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
+
+
+@dataclass
 class Settings:
     backend: str = "auto"  # auto | ollama | mlx | blt
     session: str = "default"
@@ -145,6 +156,7 @@ class Settings:
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     metacognition: MetacognitionSettings = field(default_factory=MetacognitionSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     @property
     def data_dir(self) -> Path:

@@ -431,6 +431,10 @@ class AnswerStream:
         if self.on_done is not None:
             self.on_done(self.answer)
 
+    def close(self) -> None:
+        """Stop early (a client went away): the backend's stream is closed and nothing is remembered."""
+        self._iter.close()
+
     def result(self) -> Answer:
         """Drain the stream (if not yet done) and return the final Answer."""
         for _ in self:

@@ -230,7 +230,7 @@ def _pull(stream: Any) -> Any:
 
 def _close(stream: Any) -> None:
     # AnswerStream has no close() yet (NOTES-serve.md asks for one); closing its generator closes the backend's.
-    closer = getattr(stream, "close", None) or getattr(stream, "_iter", None).close
+    closer = stream.close
     closer()
 
 

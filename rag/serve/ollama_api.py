@@ -18,6 +18,7 @@ import anyio
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from rag.consciousness.workspace import estimate_tokens
 from rag.serve.errors import ApiError, from_exception
 from rag.serve.generation import (
     SAMPLING,
@@ -32,7 +33,6 @@ from rag.serve.generation import (
     split_messages,
 )
 from rag.serve.openai_api import check_texts, json_body
-from rag.workspace import estimate_tokens
 
 router = APIRouter()
 PROTOCOL_VERSION = "0.13.0"  # the Ollama API version whose shapes these routes follow

@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from rag.consciousness.workspace import estimate_tokens
 from rag.serve.errors import ApiError, error_body, from_exception
 from rag.serve.generation import (
     ClosingStream,
@@ -27,7 +28,6 @@ from rag.serve.generation import (
     session_of,
     split_messages,
 )
-from rag.workspace import estimate_tokens
 
 router = APIRouter()
 OWNER = "shvayambhu"

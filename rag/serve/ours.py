@@ -12,7 +12,6 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request
 
-from rag.memory import sessions as stored_sessions  # not in the public API yet (NOTES-serve.md)
 from rag.serve.errors import ApiError
 from rag.serve.generation import session_of
 from rag.serve.openai_api import json_body
@@ -135,7 +134,7 @@ def _session(session: str, request: Request) -> str:
 async def sessions(request: Request) -> dict[str, Any]:
     """Sessions that have memories, for the page's session picker."""
     assistant = request.app.state.engine.assistant
-    names = await anyio.to_thread.run_sync(lambda: stored_sessions(assistant.client))
+    names = await anyio.to_thread.run_sync(lambda: assistant.sessions())
     return {"sessions": names, "default": assistant.settings.session}
 
 

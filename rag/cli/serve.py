@@ -1,0 +1,45 @@
+"""`shvayambhu serve`: the OpenAI- and Ollama-compatible HTTP API and the web page."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from rag.cli.common import BackendOpt, settings
+
+
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on; beyond loopback an API key is required.")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8765].")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key", help="Require `Authorization: Bearer KEY` [$SHVAYAMBHU_API_KEY].", show_default=False
+        ),
+    ] = None,
+    backend: BackendOpt = None,
+    queue_depth: Annotated[int | None, typer.Option(help="Requests waiting per model before 503 [16].")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(help="Largest ingest upload in MiB [64].")] = None,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Allow this browser origin (repeatable); CORS is off without one.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level: warning hides the access log.")] = "info",
+) -> None:
+    """Serve the assistant over HTTP: OpenAI (/v1/chat/completions, /v1/models, /v1/embeddings) and Ollama
+    (/api/chat, /api/generate, /api/tags, ...) protocols, search/ingest/memory routes, and a web page at /."""
+    from rag.serve.options import options_from  # lazy: FastAPI and uvicorn load only for this command
+    from rag.serve.runner import run
+
+    upload = int(max_upload_mb * 2**20) if max_upload_mb is not None else None
+    section = {
+        "host": host,
+        "port": port,
+        "queue_depth": queue_depth,
+        "max_upload_bytes": upload,
+        "cors_origins": cors_origin,
+    }
+    st = settings(backend=backend, serve=section)
+    run(st, st.serve.host, st.serve.port, api_key, options=options_from(st.serve), log_level=log_level)
