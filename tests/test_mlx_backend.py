@@ -15,6 +15,11 @@ from rag.backends.base import BackendError, GenerationOptions
 from rag.backends.gguf import INSTALL_HINT, bundled_model_path
 from rag.backends.mlx import MLXBackend, load_mlx_backend, mlx_status
 
+try:
+    from tests.llama_reference import torch_llama
+except ImportError:  # tests/ is not a package when pytest runs with rootdir-relative imports
+    from llama_reference import torch_llama
+
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 SHORT = GenerationOptions(max_tokens=24, temperature=0.0)
 TEXTS = [
@@ -51,64 +56,12 @@ def test_loads_the_bundled_model_once(backend):
     assert mlx_status()[0]
 
 
-def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
-    """Undo llama.cpp's Q/K row permutation (interleaved RoPE pairs -> HF's rotate-half halves)."""
-    rows = w.shape[0]
-    return w.reshape(heads, rows // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def test_logits_match_an_independent_transformers_model(backend):
     """Our float32 MLX model vs transformers' LlamaForCausalLM built from the raw GGUF tensors."""
     import mlx.core as mx
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    tensors, meta = mx.load(str(bundled_model_path()), return_metadata=True)
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        rms_norm_eps=1e-5,
-        rope_theta=100000.0,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-    )
-    names = {
-        "attn_q": "self_attn.q_proj",
-        "attn_k": "self_attn.k_proj",
-        "attn_v": "self_attn.v_proj",
-        "attn_output": "self_attn.o_proj",
-        "ffn_gate": "mlp.gate_proj",
-        "ffn_up": "mlp.up_proj",
-        "ffn_down": "mlp.down_proj",
-        "attn_norm": "input_layernorm",
-        "ffn_norm": "post_attention_layernorm",
-    }
-    state = {}
-    for name, w in tensors.items():
-        if not name.endswith(".weight"):
-            continue
-        base = name[: -len(".weight")]
-        if base + ".scales" in tensors:
-            scales = tensors[base + ".scales"]
-            bits = w.shape[1] * 32 // (scales.shape[1] * 32)
-            w = mx.dequantize(w, scales, tensors[base + ".biases"], group_size=32, bits=bits)
-        w = np.array(w.astype(mx.float32))
-        parts = base.split(".")
-        if parts[0] == "blk":
-            if parts[2] in ("attn_q", "attn_k"):
-                w = _unpermute(w, 9 if parts[2] == "attn_q" else 3)
-            key = f"model.layers.{parts[1]}.{names[parts[2]]}.weight"
-        else:
-            key = {"token_embd": "model.embed_tokens.weight", "output_norm": "model.norm.weight"}[base]
-        state[key] = torch.from_numpy(w)
-    ref = LlamaForCausalLM(config).eval()
-    ref.load_state_dict(state, strict=False)
-    ref.tie_weights()
-
+    ref = torch_llama(bundled_model_path())
     ids = backend.tokenizer.chat_ids(FRANCE)
     with torch.no_grad():
         expected = ref(torch.tensor([ids])).logits[0].numpy()
@@ -199,6 +152,29 @@ def test_special_tokens_and_chat_template(backend, hf_tokenizer):
     )
     chat = [{"role": "system", "content": "Be brief."}, *FRANCE]
     assert tok.render(chat) == hf_tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+
+
+def test_an_mlx_lm_folder_answers_like_the_gguf(backend, tmp_path):
+    """The same weights saved as an mlx-lm folder (safetensors, config.json, tokenizer.json) load through mlx-lm."""
+    import dataclasses
+    import json
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from rag.backends.gguf import load_gguf
+
+    g = load_gguf(bundled_model_path())  # quantized as stored
+    mx.save_safetensors(str(tmp_path / "model.safetensors"), dict(tree_flatten(g.model.parameters())))
+    quant = {"group_size": 32, "bits": 4, "model.embed_tokens": {"group_size": 32, "bits": 8}}
+    config = {**dataclasses.asdict(g.model.args), "quantization": quant}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    g.tokenizer.tokenizer.save(str(tmp_path / "tokenizer.json"))
+    tok_config = {"chat_template": g.tokenizer.template_source, "eos_token": "<|im_end|>"}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    folder = load_mlx_backend(str(tmp_path))
+    assert folder.model == tmp_path.name and folder.context_tokens == 8192
+    assert folder.generate(FRANCE, SHORT).text == backend.generate(FRANCE, SHORT).text
 
 
 def test_missing_package_says_how_to_install(monkeypatch):

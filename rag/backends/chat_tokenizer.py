@@ -39,7 +39,7 @@ class ChatTokenizer:
     def __init__(self, tokenizer: Tokenizer, template: str, *, bos: str = "", eos: str = "", source: str = ""):
         self.tokenizer = tokenizer
         self.source = source
-        self.bos, self.eos = bos, eos
+        self.bos, self.eos, self.template_source = bos, eos, template
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)

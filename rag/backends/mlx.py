@@ -214,8 +214,8 @@ class MLXBackend:
 
     def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[Chunk]:
         plan = self._plan([messages], options)
-        stop, hold = plan.pop("stop"), 0
-        hold = max((len(s) for s in stop), default=1) - 1
+        stop = plan.pop("stop")
+        hold = max((len(s) for s in stop), default=1) - 1  # a stop string may be arriving: keep its length back
         decoder = StreamDecoder(self.tokenizer)
         probs: list[float] = []
         ents: list[float] = []
