@@ -321,7 +321,7 @@ def options(prep: Prepared, backend: Backend, settings: Settings) -> GenerationO
     """The backend's sampling options for this question, with the retrieved answers to copy from when it copies."""
     opts = options_for(settings, backend.name, prep.confidence.low)
     if opts.copy_weight:
-        opts.copy_sources = [h.response for h in prep.hits]
+        opts.copy_sources = [h.response for h in reversed(prep.hits)]  # most relevant last
     return opts
 
 

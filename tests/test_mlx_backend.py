@@ -1,0 +1,219 @@
+"""The MLX backend with the real bundled SmolLM2-135M-Instruct: logits against an independent transformers model,
+generation (greedy, streaming, batches, copy mixing), the tokenizer and chat template, and its errors."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import blt  # noqa: F401  - OpenBLAS under MLX before mlx is first imported
+from rag.backends.base import BackendError, GenerationOptions
+from rag.backends.gguf import INSTALL_HINT, bundled_model_path
+from rag.backends.mlx import MLXBackend, load_mlx_backend, mlx_status
+
+try:
+    from tests.llama_reference import torch_llama
+except ImportError:  # tests/ is not a package when pytest runs with rootdir-relative imports
+    from llama_reference import torch_llama
+
+FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+SHORT = GenerationOptions(max_tokens=24, temperature=0.0)
+TEXTS = [
+    "Hello world",
+    "Café naïve résumé, Ærøskøbing",
+    "東京は日本の首都です。北京欢迎你",
+    "I ❤️ 🐍 and 🤖! 👩‍👩‍👧",
+    "def f(x):\n    return x**2  # square\n\n\n",
+    "a  b   c\t\td \n\n  e      ",
+    "year 2026: 3.14159",
+]
+
+
+@pytest.fixture(scope="module")
+def backend() -> MLXBackend:
+    return load_mlx_backend()
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer():
+    """transformers' own reading of the same GGUF tokenizer (needs the `gguf` package)."""
+    pytest.importorskip("gguf")
+    from transformers import AutoTokenizer
+
+    path = bundled_model_path()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def test_loads_the_bundled_model_once(backend):
+    assert backend.model == "SmolLM2-135M-Instruct"
+    assert backend.context_tokens == 8192
+    assert backend.loaded.dtype == "float32"  # CPU: dequantized
+    assert load_mlx_backend().loaded is backend.loaded  # cached per (path, dtype)
+    assert mlx_status()[0]
+
+
+def test_logits_match_an_independent_transformers_model(backend):
+    """Our float32 MLX model vs transformers' LlamaForCausalLM built from the raw GGUF tensors."""
+    import mlx.core as mx
+    import torch
+
+    ref = torch_llama(bundled_model_path())
+    ids = backend.tokenizer.chat_ids(FRANCE)
+    with torch.no_grad():
+        expected = ref(torch.tensor([ids])).logits[0].numpy()
+    got = np.array(backend.loaded.model(mx.array([ids]))[0].astype(mx.float32))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 2e-3 * np.abs(expected).max()  # float32 both: op order only
+    assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
+def test_greedy_answer_names_paris_with_probabilities(backend):
+    g = backend.generate(FRANCE, SHORT)
+    assert "Paris" in g.text
+    assert g.done_reason == "stop" and g.backend == "mlx" and g.model == "SmolLM2-135M-Instruct"
+    assert len(g.probs) == len(g.entropies) == len(backend.tokenizer.encode(g.text))
+    assert all(0.0 < p <= 1.0 for p in g.probs) and all(e >= 0.0 for e in g.entropies)
+
+
+def test_streaming_equals_generate_and_max_tokens_ends_with_length(backend):
+    story = [{"role": "user", "content": "Tell me a long story about a dragon."}]
+    options = GenerationOptions(max_tokens=8, temperature=0.0)
+    chunks = list(backend.stream(story, options))
+    assert chunks[-1].done and chunks[-1].generation is not None
+    streamed = "".join(c.text for c in chunks)
+    g = backend.generate(story, options)
+    assert streamed == g.text == chunks[-1].generation.text
+    assert g.done_reason == "length" and len(g.probs) == 8
+
+
+def test_batch_of_three_equals_three_single_greedy_generations(backend):
+    batch = [
+        FRANCE,
+        [{"role": "user", "content": "Name a colour."}],
+        [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Say hello in French."}],
+    ]
+    together = backend.generate_batch(batch, SHORT)
+    alone = [backend.generate(m, SHORT) for m in batch]
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert [g.done_reason for g in together] == [g.done_reason for g in alone]
+    assert np.allclose(together[0].probs, alone[0].probs, atol=1e-3)
+
+
+def test_stop_strings_and_seeded_sampling(backend):
+    g = backend.generate(FRANCE, GenerationOptions(max_tokens=24, temperature=0.0, stop=[" is"]))
+    assert g.text == "The capital of France" and g.done_reason == "stop"
+    hot = GenerationOptions(max_tokens=8, temperature=1.0, top_p=0.95, top_k=40, seed=11)
+    assert backend.generate(FRANCE, hot).text == backend.generate(FRANCE, hot).text
+
+
+def test_copy_mixing_reproduces_the_source_and_is_off_at_weight_zero(backend):
+    question = [{"role": "user", "content": "Tell me about Atlantis."}]
+    source = "Atlantis is a legendary island first described by Plato around 360 BC, sunk in a single day."
+    copied = backend.generate(question, GenerationOptions(max_tokens=40, copy_weight=1.0, copy_sources=[source]))
+    assert copied.text == source and copied.done_reason == "stop"
+    plain = backend.generate(question, GenerationOptions(max_tokens=8))
+    off = backend.generate(question, GenerationOptions(max_tokens=8, copy_weight=0.0, copy_sources=[source]))
+    assert off.text == plain.text != source
+
+
+def test_count_tokens_counts_the_template(backend):
+    n = backend.count_tokens(FRANCE)
+    assert n == len(backend.tokenizer.chat_ids(FRANCE)) > len(backend.tokenizer.encode(FRANCE[0]["content"]))
+    longer = FRANCE + [{"role": "assistant", "content": "Paris."}, {"role": "user", "content": "And Spain?"}]
+    assert backend.count_tokens(longer) > n
+    with pytest.raises(BackendError, match="8192-token context"):
+        backend.generate(FRANCE, GenerationOptions(max_tokens=8190))
+
+
+def test_tokenizer_round_trips_and_matches_transformers(backend, hf_tokenizer):
+    tok = backend.tokenizer
+    for text in TEXTS:
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text
+        assert ids == hf_tokenizer.encode(text, add_special_tokens=False), text
+    assert len(tok.encode("2026")) == 4  # SmolLM splits digits one by one
+
+
+def test_special_tokens_and_chat_template(backend, hf_tokenizer):
+    tok = backend.tokenizer
+    vocab = tok.tokenizer.get_vocab()
+    ids = tok.encode("<|im_start|>user\nhi<|im_end|>\n")
+    assert ids[0] == vocab["<|im_start|>"] == 1 and vocab["<|im_end|>"] in ids
+    assert tok.decode(ids) == "user\nhi\n"
+    assert vocab["<|im_end|>"] in tok.eos_ids
+    rendered = tok.render(FRANCE)
+    assert rendered == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    chat = [{"role": "system", "content": "Be brief."}, *FRANCE]
+    assert tok.render(chat) == hf_tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+
+
+def test_an_mlx_lm_folder_answers_like_the_gguf(backend, tmp_path):
+    """The same weights saved as an mlx-lm folder (safetensors, config.json, tokenizer.json) load through mlx-lm."""
+    import dataclasses
+    import json
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from rag.backends.gguf import load_gguf
+
+    g = load_gguf(bundled_model_path())  # quantized as stored
+    mx.save_safetensors(str(tmp_path / "model.safetensors"), dict(tree_flatten(g.model.parameters())))
+    quant = {"group_size": 32, "bits": 4, "model.embed_tokens": {"group_size": 32, "bits": 8}}
+    config = {**dataclasses.asdict(g.model.args), "quantization": quant}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    g.tokenizer.tokenizer.save(str(tmp_path / "tokenizer.json"))
+    tok_config = {"chat_template": g.tokenizer.template_source, "eos_token": "<|im_end|>"}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    folder = load_mlx_backend(str(tmp_path))
+    assert folder.model == tmp_path.name and folder.context_tokens == 8192
+    assert folder.generate(FRANCE, SHORT).text == backend.generate(FRANCE, SHORT).text
+
+
+def test_missing_package_says_how_to_install(monkeypatch):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "files", missing)
+    with pytest.raises(BackendError, match=INSTALL_HINT.replace(".", r"\.")):
+        load_mlx_backend()
+    assert mlx_status() == (False, f"the bundled SmolLM2-135M-Instruct is missing: {INSTALL_HINT}")
+
+
+def _gguf_with_one_tensor(path: Path, name: str, type_id: int) -> Path:
+    """A minimal GGUF v3 file: one string KV and one 256-element tensor of ``type_id`` (data zeroed)."""
+
+    def string(s: str) -> bytes:
+        return struct.pack("<Q", len(s)) + s.encode()
+
+    header = b"GGUF" + struct.pack("<IQQ", 3, 1, 1)
+    header += string("general.architecture") + struct.pack("<I", 8) + string("llama")
+    header += string(name) + struct.pack("<I", 1) + struct.pack("<Q", 256) + struct.pack("<IQ", type_id, 0)
+    header += b"\0" * (-len(header) % 32)
+    path.write_bytes(header + b"\0" * 256)
+    return path
+
+
+def test_unsupported_tensor_type_is_named(tmp_path):
+    path = _gguf_with_one_tensor(tmp_path / "q5k.gguf", "blk.0.attn_q.weight", 13)
+    with pytest.raises(BackendError, match=r"'blk\.0\.attn_q\.weight' has type Q5_K"):
+        load_mlx_backend(str(path))
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF\x03\x00")
+    with pytest.raises(BackendError, match="truncated or corrupt GGUF header"):
+        load_mlx_backend(str(tmp_path / "bad.gguf"))
+
+
+def test_bad_model_arguments_are_clear(tmp_path):
+    with pytest.raises(BackendError, match="no model at"):
+        load_mlx_backend(str(tmp_path / "nowhere.gguf"))
+    with pytest.raises(BackendError, match="not in the local Hugging Face cache"):
+        load_mlx_backend("nobody/no-such-model-here")
+    with pytest.raises(BackendError, match="dtype must be one of"):
+        load_mlx_backend(dtype="int3")
