@@ -86,6 +86,8 @@ class MLXSettings:
     top_k: int = 0
     seed: int = 0
     max_tokens: int = 256
+    repeat_penalty: float = 1.1
+    prompt_tokens: int = 1024  # the workspace's budget in real tokens: a small model is derailed by a long prompt
     copy_weight: float = 0.0  # token-level copy of the retrieved answers mixed into the model's distribution; 0: off
 
 

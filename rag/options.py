@@ -29,6 +29,7 @@ def options_for(settings: Settings, backend: str, low_confidence: bool = False) 
             temperature=m.temperature,
             top_p=m.top_p,
             top_k=m.top_k or None,
+            repeat_penalty=m.repeat_penalty,
             seed=m.seed,
             max_tokens=m.max_tokens,
             copy_weight=0.0 if low_confidence else m.copy_weight,

@@ -48,9 +48,13 @@ class Prepared:
 
 
 def budget_for(settings: Settings, backend: Any) -> tuple[int, str]:
-    """(budget, unit): tokens for Ollama when [workspace] budget_tokens is set, else bytes; a backend may cap
-    the byte budget with a `budget_bytes` attribute (the BLT's context)."""
+    """(budget, unit): real tokens for a backend with its own tokenizer (MLX: [mlx] prompt_tokens, within its
+    context after the answer's max_tokens); tokens for Ollama when [workspace] budget_tokens is set; else bytes,
+    which a backend may cap with a `budget_bytes` attribute (the BLT's context)."""
     w = settings.workspace
+    if hasattr(backend, "count_tokens") and hasattr(backend, "context_tokens"):
+        room = int(backend.context_tokens) - settings.mlx.max_tokens
+        return max(64, min(settings.mlx.prompt_tokens, room)), "tokens"
     if getattr(backend, "name", "") == "ollama" and w.budget_tokens > 0:
         return w.budget_tokens, "tokens"
     cap = getattr(backend, "budget_bytes", None)
@@ -202,14 +206,19 @@ def prepare(
     render_fn = getattr(backend, "render", render)
     base_fn = getattr(backend, "base_messages", base_messages)
     budget, unit = budget_for(settings, backend)
-    measure = measurer(unit)
+    counts = getattr(backend, "count_tokens", None)  # the backend's own tokenizer, chat template included
+    tokenizer = getattr(backend, "tokenizer", None)
+    measure = (lambda text: len(tokenizer.encode(text))) if counts and tokenizer else measurer(unit)
+
+    def cost(messages: list[dict[str, str]]) -> int:
+        return counts(messages) if counts else size(messages, measure)
 
     def total(ws: Workspace) -> int:
-        return size(render_fn(ws, question, confidence=conf.value, low_confidence=conf.low), measure)
+        return cost(render_fn(ws, question, confidence=conf.value, low_confidence=conf.low))
 
-    base = size(base_fn(question, low_confidence=conf.low), measure)
+    base = cost(base_fn(question, low_confidence=conf.low))
     try:
-        ws = pack(cands, budget - base, unit, overhead=BLOCK_OVERHEAD)
+        ws = pack(cands, budget - base, unit, overhead=BLOCK_OVERHEAD, measure=measure)
     except BudgetError:
         raise BudgetError(
             f"the question and the self-model need more than the prompt budget of {budget} {unit} "
@@ -219,7 +228,7 @@ def prepare(
     ws.budget = budget
     ws = evict(ws, total)
     messages = render_fn(ws, question, confidence=conf.value, low_confidence=conf.low)
-    ws.used = size(messages, measure)
+    ws.used = cost(messages)
     numbers = number_exemplars(ws)
     in_prompt = sorted((c for c in ws.winners if c.kind == "exemplar"), key=lambda c: numbers[id(c)])
     recalled = [c.meta["memory"] for c in ws.winners if "memory" in c.meta]

@@ -1,15 +1,17 @@
-"""Which backend answers: `ollama`, `blt`, or `auto`, and what each needs for `shvayambhu status`.
+"""Which backend answers: `ollama`, `mlx`, `blt`, or `auto`, and what each needs for `shvayambhu status`.
 
 Implementations are imported when chosen, so asking with one backend never loads another's libraries.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from blt.blas import status as blas_status
 from rag.backends.base import Backend, BackendError
 from rag.config import Settings
+from rag.options import options_for
 
 
 def ollama_backend(settings: Settings, model: str | None = None) -> Backend:
@@ -27,6 +29,20 @@ def blt_backend(settings: Settings, model: str | None = None) -> Backend:
     return load_backend(settings, model)
 
 
+def mlx_backend(settings: Settings, model: str | None = None) -> Backend:
+    """The pretrained chat model in MLX from the [mlx] settings (the bundled SmolLM2 unless a model is named)."""
+    from rag.backends.mlx import load_mlx_backend  # lazy: loads mlx and mlx-lm
+
+    m = settings.mlx
+    return load_mlx_backend(
+        model or m.model or None,
+        dtype=m.dtype,
+        max_tokens=m.max_tokens,
+        defaults=options_for(settings, "mlx"),
+        copy_weight=m.copy_weight,
+    )
+
+
 def ollama_answers(settings: Settings, timeout: float = 2.0) -> tuple[bool, str]:
     """(True, models) when the Ollama server answers /api/tags, else (False, why)."""
     from rag.backends.ollama import list_models  # lazy: each backend loads only when chosen
@@ -38,26 +54,30 @@ def ollama_answers(settings: Settings, timeout: float = 2.0) -> tuple[bool, str]
     return True, ", ".join(models) or "no models pulled"
 
 
+BACKENDS = {"ollama": ollama_backend, "mlx": mlx_backend, "blt": blt_backend}
+
+
 def select_backend(settings: Settings, name: str, model: str | None = None) -> Backend:
-    """`ollama`, `blt`, or `auto`: Ollama when its server answers, else the BLT when a checkpoint loads."""
-    if name == "ollama":
-        return ollama_backend(settings, model)
-    if name == "blt":
-        return blt_backend(settings, model)
+    """`ollama`, `mlx`, `blt`, or `auto`: Ollama when its server answers, else the MLX model when it is
+    installed, else the BLT. In `auto`, `model` names an Ollama model; the fallbacks take it only as a path."""
+    if name in BACKENDS:
+        return BACKENDS[name](settings, model)
     if name != "auto":
-        raise BackendError(f"unknown backend {name!r}: use ollama, blt or auto")
+        raise BackendError(f"unknown backend {name!r}: use auto, ollama, mlx or blt")
     up, why = ollama_answers(settings)
     if up:
         return ollama_backend(settings, model)
-    try:
-        return blt_backend(settings, model)
-    except BackendError as e:
-        blt_why = str(e)
+    local = model if model and Path(model).expanduser().exists() else None
+    reasons = [f"Ollama: {why}"]
+    for fallback in (mlx_backend, blt_backend):
+        try:
+            return fallback(settings, local)
+        except BackendError as e:
+            reasons.append(f"{fallback.__name__.removesuffix('_backend')}: {e}")
     pull = model or settings.ollama.model
     raise BackendError(
-        f"no backend available: start Ollama (`ollama serve`, then `ollama pull {pull}`) "
-        f"or point --ollama-host / OLLAMA_HOST at a running one; the BLT backend is not usable either "
-        f"({blt_why}). Ollama: {why}"
+        f"no backend available: start Ollama (`ollama serve`, then `ollama pull {pull}`) or point --ollama-host "
+        f"/ OLLAMA_HOST at a running one, or install the MLX model. " + "; ".join(reasons)
     )
 
 
@@ -65,6 +85,16 @@ def backend_status(settings: Settings) -> dict[str, dict[str, Any]]:
     """Readiness of each backend for `shvayambhu status`: one HTTP call and one checkpoint load."""
     up, why = ollama_answers(settings)
     out = {"ollama": {"ready": up, "detail": f"{settings.ollama_host}: {why}" if up else why}}
+    from rag.backends.mlx import mlx_status  # lazy: mlx-lm loads only when asked
+
+    ready, detail = mlx_status()
+    if settings.mlx.model:
+        try:
+            b = mlx_backend(settings)
+            ready, detail = True, f"{b.model} ({b.context_tokens}-token context)"
+        except BackendError as e:
+            ready, detail = False, str(e)
+    out["mlx"] = {"ready": ready, "detail": detail}
     try:
         b = blt_backend(settings)
         detail = f"checkpoint {b.path} ({b.context_bytes}-byte context); {blas_status().message}"

@@ -36,8 +36,8 @@ def _ask_settings(
     if backend is not None and backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     ollama = {"host": ollama_host, "timeout": timeout, "temperature": temperature, "seed": seed}
-    blt = {"temperature": temperature, "seed": seed}
-    return settings(backend=backend, session=session, ollama=ollama, blt=blt)
+    sampling = {"temperature": temperature, "seed": seed}
+    return settings(backend=backend, session=session, ollama=ollama, blt=sampling, mlx=sampling)
 
 
 def _warn(answer: Any) -> None:

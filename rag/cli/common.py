@@ -53,7 +53,12 @@ BACKEND_HELP = (
     "ollama, mlx or blt."
 )
 BackendOpt = Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Ollama model name (or BLT checkpoint).")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="Ollama model name; MLX model (.gguf, mlx-lm folder or cached HF repo id); or BLT checkpoint."
+    ),
+]
 SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Memory session ('default').")]
 HostOpt = Annotated[str | None, typer.Option("--ollama-host", help="Ollama URL [$OLLAMA_HOST or 127.0.0.1:11434].")]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for the backend [300].")]

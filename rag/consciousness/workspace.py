@@ -153,13 +153,15 @@ def pack(
     *,
     overhead: int = 0,
     min_fragment: int | None = None,
+    measure: Callable[[str], int] | None = None,
 ) -> Workspace:
     """Greedy packing: pinned first, then by salience (ties keep input order); each costs text + `overhead`.
 
     Pinned candidates must fit, else BudgetError. A truncatable candidate that does not fit whole is shortened
-    to the room left when that room is at least `min_fragment` (default: 160 bytes or 40 tokens).
+    to the room left when that room is at least `min_fragment` (default: 160 bytes or 40 tokens). `measure`
+    counts a text in `unit` (default: bytes, or estimated tokens); a backend with a tokenizer gives a real one.
     """
-    measure = measurer(unit)
+    measure = measure or measurer(unit)
     min_fragment = (160 if unit == "bytes" else 40) if min_fragment is None else min_fragment
     order = sorted(range(len(candidates)), key=lambda i: (not candidates[i].pinned, -candidates[i].salience, i))
     winners: list[Candidate] = []
