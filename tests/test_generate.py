@@ -384,3 +384,62 @@ def test_jobs_spread_over_several_hosts(tmp_path: Path) -> None:
         assert on_b and set(on_b) == {"m1"}  # b only gets what it has
         assert on_a.count("m2") == 10 and len(on_a) + len(on_b) == 20
         assert a.max_in_flight <= 2 and b.max_in_flight <= 2  # each host keeps its own concurrency
+
+
+PAUSING_MLX_RUN = """
+import sys, time
+from pathlib import Path
+import rag.backends.mlx as mlx_backend
+from rag.synthesis import SynthesisConfig, synthesize
+
+out, prompts, marker = sys.argv[1:4]
+real = mlx_backend.load_mlx_backend
+
+
+class Pausing:
+    # The real MLX backend; at its third batch (two batches written) it says so and waits to be killed.
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def generate_batch(self, batch, options):
+        self.calls += 1
+        if self.calls == 3:
+            Path(marker).touch()
+            time.sleep(600)
+        return self.inner.generate_batch(batch, options)
+
+
+mlx_backend.load_mlx_backend = lambda spec=None, **kw: Pausing(real(spec, **kw))
+synthesize(SynthesisConfig(out=Path(out), models=[], backend="mlx", prompts=Path(prompts), num_predict=16,
+                           concurrency=2, temperature=0.0, progress=False))
+"""
+
+
+@pytest.mark.slow
+def test_mlx_generation_resumes_after_kill_9(tmp_path: Path) -> None:
+    pytest.importorskip("mlx_lm")
+    topics = ["tides", "rainbows", "volcanoes", "bread", "magnets", "bees", "glass", "clouds"]
+    questions = [f"In two sentences, why do people study {t}?" for t in topics]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(questions) + "\n", encoding="utf-8")
+    out, marker = tmp_path / "o.jsonl", tmp_path / "paused"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_MLX_RUN, str(out), str(prompts), str(marker)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not marker.exists():  # the child cannot finish: it pauses after two batches until killed
+            assert proc.poll() is None, "the generation died before it paused"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    written = lines(out) + lines(rejected_path(out)) if rejected_path(out).exists() else lines(out)
+    assert len(written) == 4  # two whole batches of two (kept or rejected), nothing torn
+    code = cli_generate(out, "", backend="mlx", prompts=prompts, num_predict=16, concurrency=2, temperature=0.0)
+    assert code == 0
+    rows = lines(out) + (lines(rejected_path(out)) if rejected_path(out).exists() else [])
+    assert sorted(r["prompt"] for r in rows) == sorted(questions)  # each prompt once: resumed, nothing redone
+    assert {r["model"] for r in rows} == {"mlx:SmolLM2-135M-Instruct"}
+    assert any(r.get("response") for r in lines(out))

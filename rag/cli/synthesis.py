@@ -17,7 +17,16 @@ def generate(
         Path,
         typer.Option("--out", "-o", help="Output JSONL (appended; rejections go to OUT.rejected.jsonl)."),
     ],
-    models: Annotated[str, typer.Option(help="Comma-separated Ollama models; each prompt goes to each.")],
+    models: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated Ollama models, each prompt goes to each; with --backend mlx at most one MLX model "
+            "(.gguf, folder, cached repo id) [the bundled SmolLM2]."
+        ),
+    ] = "",
+    backend: Annotated[
+        str, typer.Option(help="ollama (servers, see --ollama-host) or mlx (the MLX model here, batched).")
+    ] = "ollama",
     prompts: Annotated[
         Path | None, typer.Option(help="JSONL with prompt (and category), or one prompt a line.")
     ] = None,
@@ -50,13 +59,14 @@ def generate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")] = True,
 ) -> None:
-    """Synthesise a corpus through Ollama: validated, resumable, crash-safe; a rerun skips what is done.
+    """Synthesise a corpus through Ollama or the MLX model: validated, resumable, crash-safe; reruns skip what is done.
 
     Exit codes: 0 all done, 1 some pairs failed or a model is missing (rerun to retry), 2 bad arguments."""
     from rag.synthesis import SynthesisConfig, SynthesisError, format_summary, synthesize  # lazy: asyncio, ollama
 
     cfg = SynthesisConfig(
         out=Path(out),
+        backend=backend,
         models=[m for m in models.split(",") if m.strip()],
         prompts=prompts,
         shipped=shipped,

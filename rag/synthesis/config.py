@@ -38,9 +38,10 @@ class SynthesisConfig:
     top_p: float | None = None
     num_predict: int | None = None
     system: str | None = None
+    backend: str = "ollama"  # ollama (a server, or several) | mlx (a pretrained model in this process, batched)
     host: str | None = None  # Ollama URL, or several separated by commas; OLLAMA_HOST or localhost when None
     keep_alive: str | None = None
-    concurrency: int = 4  # requests in flight per host
+    concurrency: int = 4  # requests in flight per host; with mlx, conversations decoded in one batch
     timeout: float = 300.0  # seconds per request attempt
     retries: int = 4  # extra attempts after a retryable failure
     backoff: float = 1.0  # first backoff in seconds, doubled per attempt, with jitter

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections import Counter, deque
@@ -31,7 +32,7 @@ from typing import Any
 from index.progress import progress_bar
 from ingest.records import Record
 from ingest.validate import check_record
-from rag.backends.base import GenerationOptions
+from rag.backends.base import BackendError, GenerationOptions
 from rag.backends.ollama import (
     OllamaBackend,
     OllamaError,
@@ -52,6 +53,8 @@ from rag.synthesis.prompts import (
     shipped_prompts,
 )
 
+MLX_PREFIX = "mlx:"  # records of an in-process MLX run carry the model as mlx:<name or path>
+MLX_BUNDLED = "SmolLM2-135M-Instruct"  # the model `--backend mlx` decodes with when no --models is given
 IngestFn = Callable[[list[Path]], Any]
 
 
@@ -140,6 +143,9 @@ def _generate(
         seen.add(job.key)
         pending.append(job)
     if not pending:
+        return
+    if cfg.backend == "mlx":
+        _run_local(pending, cfg, summary, writers, started, on_progress)
         return
     pulled: dict[str, set[str]] = {}  # host -> the models it has
     unreachable: dict[str, str] = {}
@@ -328,6 +334,48 @@ async def _run_jobs(
                     await b.aclose()
 
 
+def _run_local(
+    jobs: list[Job],
+    cfg: SynthesisConfig,
+    summary: SynthesisSummary,
+    writers: tuple[JsonlAppender, JsonlAppender],
+    started: float,
+    on_progress: Callable[[SynthesisSummary], None] | None,
+) -> None:
+    """Decode the jobs in this process with the MLX model, `cfg.concurrency` conversations a batch; each answer
+    is validated and appended the moment its batch ends, so a kill loses at most one batch."""
+    from rag.backends.mlx import load_mlx_backend  # lazy: loads mlx and mlx-lm
+
+    spec = jobs[0].model.removeprefix(MLX_PREFIX)
+    try:
+        backend = load_mlx_backend(None if spec == MLX_BUNDLED else spec)
+    except BackendError as exc:
+        raise SynthesisError(str(exc)) from None
+    out_w, rej_w = writers
+    options = cfg.options()
+    sent = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
+    system = [{"role": "system", "content": cfg.system}] if cfg.system else []
+    reasons: Counter[str] = Counter(summary.rejection_reasons)
+    with _Progress(cfg.progress, len(jobs), started) as progress:
+        for i in range(0, len(jobs), cfg.concurrency):
+            batch = jobs[i : i + cfg.concurrency]
+            conversations = [[*system, {"role": "user", "content": job.item.prompt}] for job in batch]
+            for job, gen in zip(batch, backend.generate_batch(conversations, options), strict=True):
+                rec = _record(job, gen, cfg, sent)
+                reason = check_record(rec)
+                if reason is None:
+                    out_w.write(rec.to_json())
+                    summary.done += 1
+                else:
+                    rej_w.write({**rec.to_json(), "reason": reason})
+                    summary.rejected += 1
+                    reasons[reason.split(":")[0]] += 1
+                progress.advance(summary)
+                if on_progress is not None:
+                    on_progress(summary)
+    summary.rejection_reasons = dict(reasons)
+
+
 class _Progress:
     """A live rich progress bar on stderr (done / rejected / failed, rate, ETA), or nothing."""
 
@@ -369,6 +417,12 @@ class _Progress:
 
 def _validate(cfg: SynthesisConfig) -> list[str]:
     models = list(dict.fromkeys(m.strip() for m in cfg.models if m and m.strip()))
+    if cfg.backend not in ("ollama", "mlx"):
+        raise SynthesisUsageError(f"--backend must be ollama or mlx, not {cfg.backend!r}")
+    if cfg.backend == "mlx":
+        if len(models) > 1:
+            raise SynthesisUsageError("--backend mlx decodes with one model: give at most one --models")
+        return [MLX_PREFIX + (models[0] if models else MLX_BUNDLED)]
     if not models:
         raise SynthesisUsageError("no model given: pass --models name[,name...]")
     if not 1 <= cfg.concurrency <= 100:
