@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from index.embed import Embedder
+from index.errors import UsageError
 
 
 @dataclass
@@ -98,6 +99,8 @@ def search(
     mmr_lambda: float = 0.5,
 ) -> list[Hit]:
     """Embed `query` and return up to k hits, best first (or in MMR selection order)."""
+    if not query.strip():
+        raise UsageError("the query is empty: give the text to search for")
     return query_vector(
         collection,
         embedder.embed_query(query),

@@ -11,15 +11,22 @@ from typing import Any
 
 from index.embed import Embedder
 from index.errors import ShvayambhuError
-from ingest.readers import CHUNK_BYTES, read_path
+from index.lock import store_write_lock
+from index.store import store_name, translate_failure
+from ingest.readers import CHUNK_BYTES, iter_files, read_file
 from ingest.records import Record
+from ingest.sources import canonical, relative_sources
 from ingest.validate import Rejection, check_record
 
 EMBED_FIELDS = ("prompt", "response", "both")
 
 
 class IngestError(ShvayambhuError, RuntimeError):
-    """Ingest refused to write anything (e.g. `--strict` and a rejected record)."""
+    """Ingest refused to write anything (e.g. `--strict` and a rejected record); `summary` says what it found."""
+
+    def __init__(self, message: str, summary: IngestSummary | None = None):
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass
@@ -33,8 +40,10 @@ class IngestSummary:
     removed: int = 0
     seconds: float = 0.0
     rejections: list[Rejection] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (`--json`), rejections as {file, line, reason}."""
         d = asdict(self)
         d["seconds"] = round(self.seconds, 3)
         return d
@@ -73,21 +82,30 @@ def flatten_meta(rec: Record, embed_field: str) -> dict[str, Any]:
 
 
 def collect(
-    paths: Iterable[str | Path], chunk_bytes: int = CHUNK_BYTES, **limits: int
+    paths: Iterable[str | Path],
+    chunk_bytes: int = CHUNK_BYTES,
+    warnings: list[str] | None = None,
+    **limits: int,
 ) -> tuple[list[Record], list[Rejection]]:
-    """Read and validate every path; duplicates (same content id) are kept once, the first one seen."""
+    """Read and validate every path; duplicates (same content id) are kept once, the first one seen.
+
+    A file that holds no records at all adds a line to `warnings` when given."""
     records: dict[str, Record] = {}
     rejections: list[Rejection] = []
-    for p in paths:
-        for item in read_path(p, chunk_bytes):
+    for f in iter_files(paths):
+        seen = 0
+        for item in read_file(f, chunk_bytes):
+            seen += 1
             if isinstance(item, Rejection):
                 rejections.append(item)
                 continue
             reason = check_record(item, **limits)
             if reason:
-                rejections.append(Rejection(item.source, item.line, reason))
+                rejections.append(Rejection(str(f), item.line, reason))
             else:
                 records.setdefault(item.id, item)
+        if not seen and warnings is not None:
+            warnings.append(f"{f}: held no records (an empty file)")
     return list(records.values()), rejections
 
 
@@ -129,9 +147,7 @@ def ingest_records(
         raise IngestError(f"embed field must be one of {', '.join(EMBED_FIELDS)}, not {embed_field!r}")
     start = time.perf_counter()
     summary = summary or IngestSummary()
-    batch = max(
-        1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000, 1000)
-    )
+    batch = max(1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000, 1000))
     sources = sources if sources is not None else {r.source for r in records}
     new_ids = {r.id for r in records}
     present = _existing(collection, list(new_ids), batch)
@@ -197,7 +213,7 @@ def _write(
 
 def ingest_paths(
     paths: Iterable[str | Path],
-    collection: Any,
+    collection: Any | Callable[[], Any],
     embedder: Embedder | Callable[[], Embedder],
     *,
     embed_field: str = "prompt",
@@ -205,28 +221,48 @@ def ingest_paths(
     strict: bool = False,
     progress: bool | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    wait: bool = True,
 ) -> IngestSummary:
-    """Ingest files and folders; with `strict`, any rejection raises IngestError and nothing is written."""
+    """Ingest files and folders under the store's write lock; with `strict`, any rejection raises IngestError.
+
+    `collection` may be a factory, called only once the input passed `strict`, so a failed strict run
+    creates nothing. `wait=False` (`--no-wait`) fails at once when another process is writing."""
     start = time.perf_counter()
     paths = list(paths)
-    records, rejections = collect(paths, chunk_bytes)
+    summary = IngestSummary()
+    records, rejections = collect(paths, chunk_bytes, warnings=summary.warnings)
+    summary.rejected, summary.rejections = len(rejections), rejections
     if strict and rejections:
         shown = "\n".join(f"  {r}" for r in rejections[:20])
         more = f"\n  ... and {len(rejections) - 20} more" if len(rejections) > 20 else ""
-        raise IngestError(f"--strict: {len(rejections)} record(s) rejected, nothing written:\n{shown}{more}")
-    from ingest.readers import iter_files
-
-    sources = {str(f) for f in iter_files(paths)}
-    summary = IngestSummary(rejected=len(rejections), rejections=rejections)
-    ingest_records(
-        records,
-        collection,
-        embedder,
-        embed_field=embed_field,
-        prune=prune,
-        sources=sources,
-        progress=progress,
-        summary=summary,
-    )
+        raise IngestError(f"--strict: {len(rejections)} record(s) rejected, nothing written:\n{shown}{more}", summary)
+    sources = {canonical(f) for f in iter_files(paths)}
+    col = collection if hasattr(collection, "upsert") else collection()
+    with store_write_lock(col, "ingest", wait=wait):
+        try:
+            old = relative_sources(col)
+            if old:
+                summary.warnings.append(
+                    f"the store holds {sum(old.values())} record(s) whose source is a relative path (from an older "
+                    "version; prune and edits cannot reach them): run `shvayambhu doctor --migrate-sources DIR` "
+                    "with DIR the folder they were ingested from"
+                )
+            ingest_records(
+                records,
+                col,
+                embedder,
+                embed_field=embed_field,
+                prune=prune,
+                sources=sources,
+                progress=progress,
+                summary=summary,
+            )
+        except ShvayambhuError:
+            raise
+        except Exception as e:
+            err = translate_failure(e, store_name(col))
+            if err is None:
+                raise
+            raise err from e
     summary.seconds = time.perf_counter() - start
     return summary
