@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ class StoreDamaged(StoreError):
 
 
 SQLITE_NAME = "chroma.sqlite3"
+LOW_SPACE = 16 << 20  # bytes free under which a failed write is put down to a full disk (Chroma may not say)
 PREVIOUS = "chroma.previous"  # the store a restore is replacing, kept until the new one is in place
 
 
@@ -94,9 +96,12 @@ def check_store(path: Path) -> None:
         raise damaged(db, "an empty file (0 bytes)")
     try:
         with db.open("rb") as f:
-            header = f.read(16)
-        if header != b"SQLite format 3\x00":
+            header = f.read(100)
+        if header[:16] != b"SQLite format 3\x00":
             raise damaged(db, "not an SQLite database")
+        expected = _header_size(header)
+        if expected and size < expected:
+            raise damaged(db, f"truncated: {size} bytes of {expected}")
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
         try:
             con.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -111,12 +116,22 @@ def check_store(path: Path) -> None:
         raise StoreError(f"cannot read the store file {db} ({e.strerror or e}); check its permissions") from e
 
 
+def _header_size(header: bytes) -> int:
+    """The database size the sqlite header records (pages x page size), or 0 when the header does not say."""
+    if len(header) < 100 or header[24:28] != header[92:96]:
+        return 0  # the page count is only valid when written by the same change as the header
+    page = int.from_bytes(header[16:18], "big")
+    page = 65536 if page == 1 else page
+    return int.from_bytes(header[28:32], "big") * page
+
+
 def translate_failure(e: BaseException, where: str) -> ShvayambhuError | None:
     """A one-line error for a store failure a user can act on (disk full, damaged file, server gone), or None.
 
     `where` names the store (its folder, or host:port) in the message."""
     text = str(e)
-    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "disk is full" in text or "No space left" in text:
+    full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "disk is full" in text or "No space left" in text
+    if full or (os.path.isdir(where) and shutil.disk_usage(where).free < LOW_SPACE):
         return StoreError(
             f"the disk holding {where} is full; nothing of the failed batch was written. "
             "Free some space and run the same command again (it resumes where it stopped)"

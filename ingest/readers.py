@@ -223,7 +223,7 @@ def split_paragraph(text: str, limit: int, over: int = MAX_RESPONSE_BYTES) -> li
         return [text]
     out: list[str] = []
     cur = ""
-    for part in _SENTENCE_END.split(text):
+    for part in _SENTENCE_END.split(text.strip()):
         cand = f"{cur} {part}" if cur else part
         if len(cand.encode("utf-8")) <= limit:
             cur = cand
