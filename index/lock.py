@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from index.errors import ShvayambhuError
 
 LOCK_NAME = "write.lock"
+GENERATION_NAME = "write.gen"  # touched by every writer when it lets go: readers reload what they cached
 
 
 class StoreBusy(ShvayambhuError, RuntimeError):
@@ -52,8 +54,42 @@ def refresh(client_or_collection: Any) -> None:
     api = getattr(client_or_collection, "_client", client_or_collection)
     if data_dir_of(api) is None or not hasattr(api, "bindings"):
         return
-    api.stop()
-    api.start()
+    api.start()  # builds new bindings and swaps them in; a call still running finishes on the old ones
+
+
+def _generation(data_dir: Path) -> int:
+    try:
+        return (data_dir / GENERATION_NAME).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def ensure_fresh(client_or_collection: Any) -> None:
+    """Reload this process's cached vector indexes if another process has written since they were loaded.
+
+    A stat per call. Without it a filtered query of a long-running reader (ask, serve) fails with Chroma's
+    "Error finding id" once writers in other processes have moved on."""
+    api = getattr(client_or_collection, "_client", client_or_collection)
+    data_dir = data_dir_of(api)
+    if data_dir is None or _held.get(_key(lock_path(data_dir))):
+        return
+    gen = _generation(data_dir)
+    if getattr(api, "_shvayambhu_generation", gen) != gen:
+        refresh(api)
+    api._shvayambhu_generation = gen
+
+
+def query_fresh(collection: Any, **kwargs: Any) -> Any:
+    """`collection.query(**kwargs)` on an up-to-date view, retried once on a fresh one if a writer in another
+    process moved on during the call (Chroma: "Error finding id")."""
+    ensure_fresh(collection)
+    try:
+        return collection.query(**kwargs)
+    except Exception as e:  # chromadb.errors.InternalError
+        if "Error finding id" not in str(e) or data_dir_of(collection) is None:
+            raise
+        refresh(collection)
+        return collection.query(**kwargs)
 
 
 @contextmanager
@@ -68,6 +104,16 @@ def store_write_lock(client_or_collection: Any, what: str, wait: bool = True) ->
 
 def _key(path: Path) -> str:
     return str(path.resolve()) if path.parent.exists() else str(path)
+
+
+def _bump(data_dir: Path) -> None:
+    """Tell readers that the store changed (a new mtime on the generation file)."""
+    gen = data_dir / GENERATION_NAME
+    try:
+        gen.touch()
+        os.utime(gen, ns=(time.time_ns(), max(time.time_ns(), _generation(data_dir) + 1)))
+    except OSError:
+        pass  # readers then refresh only on "Error finding id"
 
 
 def _holder(f: Any) -> str:
@@ -133,5 +179,6 @@ def write_lock(data_dir: Path | str | None, what: str, wait: bool = True) -> Ite
             f.seek(0)
             f.truncate()
             f.flush()
+            _bump(Path(data_dir))
     finally:
         f.close()  # closing releases the flock

@@ -9,6 +9,7 @@ import numpy as np
 
 from index.embed import Embedder
 from index.errors import UsageError
+from index.lock import query_fresh
 
 
 @dataclass
@@ -57,7 +58,8 @@ def query_vector(
     if total == 0 or k <= 0:
         return []
     n = min(max(fetch_k, k) if mmr else k, total)
-    res = collection.query(
+    res = query_fresh(
+        collection,
         query_embeddings=[np.asarray(vector, dtype=np.float32).tolist()],
         n_results=n,
         where=where_clause(where),

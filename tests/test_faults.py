@@ -503,3 +503,26 @@ def test_an_empty_search_is_a_usage_error(make_collection, embedder) -> None:
             search(col, embedder, q)
     assert isinstance(UsageError("x"), ShvayambhuError) and issubclass(StoreBusy, ShvayambhuError)
     assert repair(col, embedder, ids=[]) == 0 and check(col) == []
+
+
+@pytest.mark.slow
+def test_a_long_running_reader_sees_other_writers_and_filtered_queries_work(tmp_path: Path, embedder) -> None:
+    from index.retrieve import query_vector
+
+    data = tmp_path / "d"
+    col = small_sync_store(data, embedder)
+    ingest_paths([corpus(tmp_path / "a.jsonl", 0, 40)], col, embedder, progress=False)
+    probe = embedder.embed_query("Question 130 about subject 15?")
+    assert query_vector(col, probe, k=3, where={"line": {"$gt": 0}})  # this process has the index loaded
+    code = """
+        import sys
+        from index.embed import load_embedder
+        from index.store import open_client, get_collection
+        from ingest.pipeline import ingest_paths
+        e = load_embedder()
+        ingest_paths([sys.argv[2]], get_collection(open_client(sys.argv[1]), "corpus", model=e.name, dim=e.dim), e)
+    """
+    p = run_py(code, str(data), str(corpus(tmp_path / "b.jsonl", 100, 200)))
+    assert p.wait(timeout=300) == 0
+    hits = query_vector(col, probe, k=3, where={"line": {"$gt": 0}})  # failed: "Error finding id"
+    assert hits[0].prompt == "Question 130 about subject 15?" and col.count() == 240
