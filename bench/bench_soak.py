@@ -131,13 +131,15 @@ from index.doctor import check
 col = open_client(sys.argv[1]).get_collection("corpus")
 bad = check(col)
 got = col.get(include=["documents"] + ([] if bad else ["embeddings"]))
-miss = 0
+miss, near = [], 0
 if not bad:
     ids, embs = got["ids"], got["embeddings"]
     for i in range(0, len(ids), 100):
-        res = col.query(query_embeddings=[list(x) for x in embs[i:i+100]], n_results=1)
-        miss += sum(r[0] != j for r, j in zip(res["ids"], ids[i:i+100]))
-print(json.dumps({"docs": dict(zip(got["ids"], got["documents"])), "bad": len(bad), "miss": miss}))
+        res = col.query(query_embeddings=[list(x) for x in embs[i:i+100]], n_results=10)
+        miss += [j for r, j in zip(res["ids"], ids[i:i+100]) if r[0] != j]
+        near += sum(r[0] != j and j in r for r, j in zip(res["ids"], ids[i:i+100]))
+out = {"docs": dict(zip(got["ids"], got["documents"])), "bad": len(bad), "miss": len(miss), "near": near}
+print(json.dumps(out))
 """
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code, str(data)], env=env, capture_output=True, text=True, cwd=REPO)
@@ -215,7 +217,8 @@ def main() -> None:
         )
     print(
         f"records: {len(got['docs'])} stored, {len(want['docs'])} in the sequential run; lost {lost}, extra {extra}, "
-        f"unreadable vectors {got['bad']}, self-retrieval misses {got['miss']} (sequential run: {want['miss']})"
+        f"unreadable vectors {got['bad']}, self-retrieval misses {got['miss']} ({got['near']} of them in the top 10; "
+        f"sequential run: {want['miss']})"
     )
     for x in errors[:10]:
         print("  error:", x[:300])
