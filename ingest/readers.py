@@ -264,7 +264,13 @@ def _pack(paragraphs: list[tuple[int, str, str]], src: str, limit: int) -> Itera
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files named, and files with a readable extension under folders named (recursively, sorted)."""
+    """Files named, and files with a readable extension under folders named (recursively, sorted), each as its
+    canonical path (absolute, symlinks resolved): the one name a file has as a record's source."""
+    for f in _iter_files(paths):
+        yield Path(canonical(f))
+
+
+def _iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.rglob("*")):

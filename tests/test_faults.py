@@ -432,7 +432,7 @@ def test_a_very_deep_json_line_is_rejected_and_the_rest_ingest(tmp_path: Path) -
 @pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc")
 def test_an_unreadable_file_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "eio.jsonl").symlink_to("/proc/self/mem")  # reading it at offset 0 fails with EIO
-    with pytest.raises(ReadError, match=r"eio\.jsonl: cannot read it \(Input/output error\)") as e:
+    with pytest.raises(ReadError, match=r"/proc/\d+/mem: cannot read it \(Input/output error\)") as e:
         collect([tmp_path])
     assert "\n" not in str(e.value)
 
