@@ -197,8 +197,10 @@ def main() -> None:
     done = [f for r in results["ingester"] for f in r["done"]]
     seq_col = get_collection(open_client(seq), "corpus", model=e.name, dim=e.dim)
     ingest_paths([base], seq_col, e, progress=False)
+    t = time.perf_counter()
     for f in sorted(done, key=lambda s: Path(s).name):
         ingest_paths([f], seq_col, e, progress=False)
+    seq_s = time.perf_counter() - t
     got, want = state_of(data), state_of(seq)
     lost = len(set(want["docs"]) - set(got["docs"])) + got["bad"]
     extra = len(set(got["docs"]) - set(want["docs"]))
@@ -220,6 +222,7 @@ def main() -> None:
         f"unreadable vectors {got['bad']}, self-retrieval misses {got['miss']} ({got['near']} of them in the top 10; "
         f"sequential run: {want['miss']})"
     )
+    print(f"peer: one process ingesting the same {len(done)} round files in turn (nothing else running): {seq_s:.1f} s")
     for x in errors[:10]:
         print("  error:", x[:300])
     ok = not errors and lost == 0 and extra == 0 and got["miss"] <= want["miss"]
