@@ -149,7 +149,14 @@ def test_doctor_finds_and_repairs_vectors_lost_by_unlocked_writers(tmp_path: Pat
     col = small_sync_store(data, embedder)
     ingest_paths([corpus(tmp_path / "base.jsonl", 0, 50)], col, embedder, progress=False)
     files = [corpus(tmp_path / f"r{k}.jsonl", 100 + 300 * k, 150) for k in range(2)]
-    concurrent_writers(data, files, tmp_path / "gate", raw=True)
+    gate, go = tmp_path / "gate", tmp_path / "go"
+    go.touch()
+    stale = run_py(WORKER, str(data), str(files[0]), str(gate), env={"RAW": "1"})  # loads the index, then waits
+    while not list(tmp_path.glob("gate.*")) and stale.poll() is None:
+        time.sleep(0.05)
+    assert run_py(WORKER, str(data), str(files[1]), str(go)).wait(timeout=300) == 0  # another process writes
+    gate.touch()
+    assert stale.wait(timeout=300) == 0  # the unlocked writer persists its stale index over the other's
     state = fresh_state(data)
     assert len(state["docs"]) == 350 and state["bad"]  # the failure the lock prevents
     code = """
