@@ -15,7 +15,7 @@ from index.lock import store_write_lock
 from index.store import store_name, translate_failure
 from ingest.readers import CHUNK_BYTES, iter_files, read_file
 from ingest.records import Record
-from ingest.sources import canonical, relative_sources
+from ingest.sources import canonical, relative_sources, spellings
 from ingest.validate import Rejection, check_record
 
 EMBED_FIELDS = ("prompt", "response", "both")
@@ -147,7 +147,9 @@ def ingest_records(
         raise IngestError(f"embed field must be one of {', '.join(EMBED_FIELDS)}, not {embed_field!r}")
     start = time.perf_counter()
     summary = summary or IngestSummary()
-    batch = max(1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000, 1000))
+    batch = max(
+        1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000, 1000)
+    )
     sources = sources if sources is not None else {r.source for r in records}
     new_ids = {r.id for r in records}
     present = _existing(collection, list(new_ids), batch)
@@ -240,7 +242,7 @@ def ingest_paths(
     col = collection if hasattr(collection, "upsert") else collection()
     with store_write_lock(col, "ingest", wait=wait):
         try:
-            old = relative_sources(col)
+            old = relative_sources(col, spellings(sources, paths))
             if old:
                 summary.warnings.append(
                     f"the store holds {sum(old.values())} record(s) whose source is a relative path (from an older "

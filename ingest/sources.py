@@ -7,6 +7,7 @@ absolute path, a symlink to it) must be one source, and `data.jsonl` in two proj
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,28 @@ def canonical(path: str | Path) -> str:
     return str(Path(os.path.realpath(path)))
 
 
-def relative_sources(collection: Any) -> dict[str, int]:
-    """Sources stored as typed by an older version (not absolute), with their record counts."""
-    got = collection.get(include=["metadatas"])
+def spellings(files: Iterable[str | Path], typed: Iterable[str | Path] = ()) -> set[str]:
+    """Relative names an older version may have stored for `files`: as typed, and relative to the cwd."""
+    out = {str(t) for t in typed if not os.path.isabs(t)}
+    for f in files:
+        try:
+            out.add(os.path.relpath(f))
+        except ValueError:  # another drive (Windows)
+            continue
+    return out
+
+
+def relative_sources(collection: Any, candidates: Iterable[str] | None = None) -> dict[str, int]:
+    """Sources stored as typed by an older version (not absolute), with their record counts.
+
+    With `candidates`, only those names are looked up (one indexed query); without, every record is read."""
+    if candidates is not None:
+        names = sorted(set(candidates))
+        if not names:
+            return {}
+        got = collection.get(where={"source": {"$in": names}}, include=["metadatas"])
+    else:
+        got = collection.get(include=["metadatas"])
     out: dict[str, int] = {}
     for meta in got["metadatas"]:
         src = str((meta or {}).get("source", ""))

@@ -256,7 +256,9 @@ def test_one_file_under_three_spellings_is_one_source(tmp_path: Path, make_colle
     assert (s.removed, col.count()) == (2, 4)
 
 
-def test_relative_sources_of_an_old_store_are_reported_and_migrated(tmp_path: Path, make_collection, embedder) -> None:
+def test_relative_sources_of_an_old_store_are_reported_and_migrated(
+    tmp_path: Path, make_collection, embedder, monkeypatch
+) -> None:
     from ingest.pipeline import ingest_records
 
     col = make_collection()
@@ -266,6 +268,7 @@ def test_relative_sources_of_an_old_store_are_reported_and_migrated(tmp_path: Pa
         for i in range(4)
     ]
     ingest_records(old, col, embedder, progress=False)  # as an older version stored them
+    monkeypatch.chdir(tmp_path)  # run from the folder they were ingested from, as users do
     corpus(path, 0, 4, variant=" (edited)")
     s = ingest_paths([path], col, embedder, progress=False)
     assert any("relative path" in w and "--migrate-sources" in w for w in s.warnings)
