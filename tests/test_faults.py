@@ -536,3 +536,24 @@ def test_a_long_running_reader_sees_other_writers_and_filtered_queries_work(tmp_
     assert p.wait(timeout=300) == 0
     hits = query_vector(col, probe, k=3, where={"line": {"$gt": 0}})  # failed: "Error finding id"
     assert hits[0].prompt == "Question 130 about subject 15?" and col.count() == 240
+
+
+def test_ingest_with_no_wait_fails_fast_and_writes_nothing(tmp_path: Path, make_collection) -> None:
+    col = make_collection()
+    data = data_dir_of(col)
+    code = """
+        import sys
+        from index.store import open_client
+        from ingest.pipeline import ingest_paths
+        from index.lock import StoreBusy
+        col = open_client(sys.argv[1]).get_collection("corpus")
+        try:
+            ingest_paths([sys.argv[2]], col, lambda: 1 / 0, wait=False)
+        except StoreBusy as e:
+            print("busy:", e)
+    """
+    with write_lock(data, "prune"):
+        p = run_py(code, str(data), str(corpus(tmp_path / "c.jsonl", 0, 5)), stdout=subprocess.PIPE)
+        out = p.communicate(timeout=120)[0]
+    assert out.startswith(f"busy: another writer (pid {os.getpid()}, prune)") and p.returncode == 0
+    assert col.count() == 0
