@@ -4,6 +4,9 @@ Chroma's embedded `PersistentClient` keeps each collection's vector index in the
 writes it, so two writing processes overwrite each other's index files and records lose their vectors. Every
 writer (ingest, prune, memory writes, forget/clear, training export, restore) takes this lock; readers never
 do. A Chroma server serialises writes itself, so a server store needs no lock.
+
+Readers in other processes learn of writes through a generation file the writer touches when it lets go
+(`ensure_fresh`, `query_fresh`), and reload their cached indexes.
 """
 
 from __future__ import annotations

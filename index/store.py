@@ -6,6 +6,8 @@ import errno
 import os
 import shutil
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,20 @@ def translate_failure(e: BaseException, where: str) -> ShvayambhuError | None:
             "Start the server again and run the same command again (it resumes where it stopped)"
         )
     return None
+
+
+@contextmanager
+def translating(client_or_collection: Any) -> Iterator[None]:
+    """Re-raise a store failure a user can act on (see `translate_failure`) as its one-line error."""
+    try:
+        yield
+    except ShvayambhuError:
+        raise
+    except Exception as e:
+        err = translate_failure(e, store_name(client_or_collection))
+        if err is None:
+            raise
+        raise err from e
 
 
 def store_name(client_or_collection: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from index.embed import Embedder
 from index.errors import ShvayambhuError
 from index.lock import store_write_lock
-from index.store import store_name, translate_failure
+from index.store import translating
 from ingest.readers import CHUNK_BYTES, iter_files, read_file
 from ingest.records import Record
 from ingest.sources import canonical, relative_sources, spellings
@@ -239,32 +239,25 @@ def ingest_paths(
         more = f"\n  ... and {len(rejections) - 20} more" if len(rejections) > 20 else ""
         raise IngestError(f"--strict: {len(rejections)} record(s) rejected, nothing written:\n{shown}{more}", summary)
     sources = {canonical(f) for f in iter_files(paths)}
-    col = collection if hasattr(collection, "upsert") else collection()
-    with store_write_lock(col, "ingest", wait=wait):
-        try:
-            old = relative_sources(col, spellings(sources, paths))
-            if old:
-                summary.warnings.append(
-                    f"the store holds {sum(old.values())} record(s) whose source is a relative path (from an older "
-                    "version; prune and edits cannot reach them): run `shvayambhu doctor --migrate-sources DIR` "
-                    "with DIR the folder they were ingested from"
-                )
-            ingest_records(
-                records,
-                col,
-                embedder,
-                embed_field=embed_field,
-                prune=prune,
-                sources=sources,
-                progress=progress,
-                summary=summary,
+    with translating(collection):
+        col = collection if hasattr(collection, "upsert") else collection()
+    with store_write_lock(col, "ingest", wait=wait), translating(col):
+        old = relative_sources(col, spellings(sources, paths))
+        if old:
+            summary.warnings.append(
+                f"the store holds {sum(old.values())} record(s) whose source is a relative path (from an older "
+                "version; prune and edits cannot reach them): run `shvayambhu doctor --migrate-sources DIR` "
+                "with DIR the folder they were ingested from"
             )
-        except ShvayambhuError:
-            raise
-        except Exception as e:
-            err = translate_failure(e, store_name(col))
-            if err is None:
-                raise
-            raise err from e
+        ingest_records(
+            records,
+            col,
+            embedder,
+            embed_field=embed_field,
+            prune=prune,
+            sources=sources,
+            progress=progress,
+            summary=summary,
+        )
     summary.seconds = time.perf_counter() - start
     return summary
