@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from index.embed import Embedder
+from index.lock import refresh
 
 BATCH = 200  # ids read per request; a batch with a bad vector is re-read one id at a time
 
@@ -27,9 +28,11 @@ def _readable(collection: Any, ids: list[str]) -> set[str]:
     return {i for id_ in ids for i in _readable(collection, [id_])}
 
 
-def check(collection: Any) -> list[str]:
-    """Ids of the records in `collection` that have no readable vector (never found by a search)."""
-    ids = collection.get(include=[])["ids"]
+def check(collection: Any, ids: list[str] | None = None) -> list[str]:
+    """Ids of the records in `collection` (or of `ids` among them) that have no readable vector: a search
+    never finds them."""
+    refresh(collection)  # a doctor reads what is on disk now, not what this process cached
+    ids = collection.get(include=[])["ids"] if ids is None else collection.get(ids=ids, include=[])["ids"]
     bad: list[str] = []
     for i in range(0, len(ids), BATCH):
         part = ids[i : i + BATCH]

@@ -38,6 +38,7 @@ class IngestSummary:
     unchanged: int = 0
     rejected: int = 0
     removed: int = 0
+    repaired: int = 0
     seconds: float = 0.0
     rejections: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -224,11 +225,13 @@ def ingest_paths(
     progress: bool | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     wait: bool = True,
+    verify: bool = False,
 ) -> IngestSummary:
     """Ingest files and folders under the store's write lock; with `strict`, any rejection raises IngestError.
 
     `collection` may be a factory, called only once the input passed `strict`, so a failed strict run
-    creates nothing. `wait=False` (`--no-wait`) fails at once when another process is writing."""
+    creates nothing. `wait=False` (`--no-wait`) fails at once when another process is writing. `verify`
+    (`--verify`) also re-embeds records of these files that are stored without a readable vector."""
     start = time.perf_counter()
     paths = list(paths)
     summary = IngestSummary()
@@ -259,5 +262,18 @@ def ingest_paths(
             progress=progress,
             summary=summary,
         )
+        if verify:
+            summary.repaired = _repair_lost(col, records, embedder)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _repair_lost(collection: Any, records: list[Record], embedder: Embedder | Callable[[], Embedder]) -> int:
+    """Re-embed, from their stored documents, the records among `records` whose vector cannot be read."""
+    from index.doctor import check, repair  # only a verifying run needs it
+
+    ids = [r.id for r in records]
+    lost = [i for n in range(0, len(ids), 1000) for i in check(collection, ids[n : n + 1000])]
+    if not lost:
+        return 0
+    return repair(collection, embedder if isinstance(embedder, Embedder) else embedder(), lost)

@@ -159,18 +159,11 @@ def test_doctor_finds_and_repairs_vectors_lost_by_unlocked_writers(tmp_path: Pat
     assert stale.wait(timeout=300) == 0  # the unlocked writer persists its stale index over the other's
     state = fresh_state(data)
     assert len(state["docs"]) == 350 and state["bad"]  # the failure the lock prevents
-    code = """
-        import sys
-        from index.store import open_client
-        from index.doctor import check, repair
-        from index.embed import load_embedder
-        from index.lock import store_write_lock
-        col = open_client(sys.argv[1]).get_collection("corpus")
-        with store_write_lock(col, "repair"):
-            print(repair(col, load_embedder()))
-    """
-    p = run_py(code, str(data), stdout=subprocess.PIPE)
-    assert int(p.communicate(timeout=300)[0]) == len(state["bad"])
+    assert sorted(check(col)) == sorted(state["bad"]) == sorted(check(col, ids=state["bad"] + list(state["docs"])[:5]))
+    s = ingest_paths(files, col, embedder, progress=False)  # a plain re-run finds nothing to do
+    assert (s.unchanged, s.repaired, s.added) == (300, 0, 0)
+    s = ingest_paths(files, col, embedder, progress=False, verify=True)  # `--verify`: re-embeds the lost ones
+    assert (s.unchanged, s.repaired) == (300, len(state["bad"]))
     after = fresh_state(data)
     assert after["bad"] == [] and after["docs"] == state["docs"] and after["self"] == after["probed"]
 
