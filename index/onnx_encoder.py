@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -100,13 +101,21 @@ class OnnxEncoder:
         path = Path(model_path)
         max_len = _check_layout(path)
         target = cache_dir() / f"{path.name}-{_cache_key(path)}.onnx"
-        if not target.exists():
+        if target.exists():
             try:
-                export(path, target, max_len)
-            except OnnxUnavailable:
-                raise
-            except Exception as e:  # any exporter failure means: use torch instead
-                raise OnnxUnavailable(f"export failed: {e.__class__.__name__}: {e}") from e
+                return cls(target, path, max_len)
+            except Exception as e:  # ORT's InvalidProtobuf/InvalidArgument/Fail: the cached file is damaged
+                print(
+                    f"warning: the cached ONNX graph {target} is damaged ({e.__class__.__name__}); exporting it again",
+                    file=sys.stderr,
+                )
+                target.unlink(missing_ok=True)
+        try:
+            export(path, target, max_len)
+        except OnnxUnavailable:
+            raise
+        except Exception as e:  # any exporter failure means: use torch instead
+            raise OnnxUnavailable(f"export failed: {e.__class__.__name__}: {e}") from e
         return cls(target, path, max_len)
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from index.embed import Embedder
+from index.errors import UsageError
+from index.lock import query_fresh
 
 
 @dataclass
@@ -56,7 +58,8 @@ def query_vector(
     if total == 0 or k <= 0:
         return []
     n = min(max(fetch_k, k) if mmr else k, total)
-    res = collection.query(
+    res = query_fresh(
+        collection,
         query_embeddings=[np.asarray(vector, dtype=np.float32).tolist()],
         n_results=n,
         where=where_clause(where),
@@ -98,6 +101,8 @@ def search(
     mmr_lambda: float = 0.5,
 ) -> list[Hit]:
     """Embed `query` and return up to k hits, best first (or in MMR selection order)."""
+    if not query.strip():
+        raise UsageError("the query is empty: give the text to search for")
     return query_vector(
         collection,
         embedder.embed_query(query),

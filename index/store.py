@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,15 @@ CORPUS = "corpus"
 
 class StoreError(ShvayambhuError, RuntimeError):
     """The store cannot be reached or a collection does not match what the caller expects."""
+
+
+class StoreDamaged(StoreError):
+    """The store's files are damaged (an empty or corrupt chroma.sqlite3): restore a backup."""
+
+
+SQLITE_NAME = "chroma.sqlite3"
+LOW_SPACE = 16 << 20  # bytes free under which a failed write is put down to a full disk (Chroma may not say)
+PREVIOUS = "chroma.previous"  # the store a restore is replacing, kept until the new one is in place
 
 
 def default_data_dir() -> Path:
@@ -39,8 +53,125 @@ def open_client(data_dir: Path | str | None = None, host: str | None = None, por
             ) from e
         return client
     path = Path(data_dir or default_data_dir()) / "chroma"
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=settings)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError) as e:
+        raise StoreError(
+            f"data directory {path.parent} lies under a file ({e.filename}), not a folder: "
+            "choose another --data-dir (or SHVAYAMBHU_HOME)"
+        ) from e
+    except OSError as e:
+        raise StoreError(f"cannot create the store folder {path}: {e.strerror or e}; choose another --data-dir") from e
+    check_store(path)
+    try:
+        return chromadb.PersistentClient(path=str(path), settings=settings)
+    except Exception as e:  # chromadb raises its own InternalError, or sqlite3's, for a damaged file
+        raise damaged(path / SQLITE_NAME, e) from e
+
+
+def damaged(db: Path, cause: BaseException | str) -> StoreDamaged:
+    """The one-line error for a damaged store file, saying how to get the data back."""
+    why = cause if isinstance(cause, str) else f"{cause.__class__.__name__}: {str(cause).splitlines()[0][:200]}"
+    return StoreDamaged(
+        f"the store file {db} is damaged ({why}); restore a backup with `shvayambhu restore BACKUP_DIR --force`, "
+        f"or move {db.parent} aside and ingest again"
+    )
+
+
+def check_store(path: Path) -> None:
+    """Refuse a store folder whose database is empty or unreadable (Chroma would silently start afresh).
+
+    Reads only the sqlite header and schema: milliseconds, whatever the size of the store."""
+    db = path / SQLITE_NAME
+    segments = [p for p in path.iterdir() if p.is_dir()] if path.is_dir() else []
+    if not db.exists():
+        if (path.parent / PREVIOUS).is_dir():
+            raise StoreDamaged(
+                f"a restore into {path.parent} was interrupted; the old store is in {path.parent / PREVIOUS}: "
+                f"run `shvayambhu restore BACKUP_DIR --force` again, or move {PREVIOUS} back to {path.name}"
+            )
+        if segments:
+            raise damaged(db, f"missing, while {len(segments)} vector segment folder(s) remain")
+        return
+    size = db.stat().st_size
+    if size == 0:
+        raise damaged(db, "an empty file (0 bytes)")
+    try:
+        with db.open("rb") as f:
+            header = f.read(100)
+        if header[:16] != b"SQLite format 3\x00":
+            raise damaged(db, "not an SQLite database")
+        expected = _header_size(header)
+        if expected and size < expected:
+            raise damaged(db, f"truncated: {size} bytes of {expected}")
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            con.execute("SELECT count(*) FROM collections").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            return  # a writer holds it: not damage
+        raise damaged(db, e) from e
+    except OSError as e:
+        raise StoreError(f"cannot read the store file {db} ({e.strerror or e}); check its permissions") from e
+
+
+def _header_size(header: bytes) -> int:
+    """The database size the sqlite header records (pages x page size), or 0 when the header does not say."""
+    if len(header) < 100 or header[24:28] != header[92:96]:
+        return 0  # the page count is only valid when written by the same change as the header
+    page = int.from_bytes(header[16:18], "big")
+    page = 65536 if page == 1 else page
+    return int.from_bytes(header[28:32], "big") * page
+
+
+def translate_failure(e: BaseException, where: str) -> ShvayambhuError | None:
+    """A one-line error for a store failure a user can act on (disk full, damaged file, server gone), or None.
+
+    `where` names the store (its folder, or host:port) in the message."""
+    text = str(e)
+    full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "disk is full" in text or "No space left" in text
+    if full or (os.path.isdir(where) and shutil.disk_usage(where).free < LOW_SPACE):
+        return StoreError(
+            f"the disk holding {where} is full; nothing of the failed batch was written. "
+            "Free some space and run the same command again (it resumes where it stopped)"
+        )
+    if "malformed" in text or "not a database" in text or "file is encrypted" in text:
+        return damaged(Path(where) / SQLITE_NAME, e)
+    if e.__class__.__module__.startswith(("httpx", "httpcore")) or isinstance(e, ConnectionError):
+        return StoreError(
+            f"lost the Chroma server at {where} ({e.__class__.__name__}); what was written so far is kept. "
+            "Start the server again and run the same command again (it resumes where it stopped)"
+        )
+    return None
+
+
+@contextmanager
+def translating(client_or_collection: Any) -> Iterator[None]:
+    """Re-raise a store failure a user can act on (see `translate_failure`) as its one-line error."""
+    try:
+        yield
+    except ShvayambhuError:
+        raise
+    except Exception as e:
+        err = translate_failure(e, store_name(client_or_collection))
+        if err is None:
+            raise
+        raise err from e
+
+
+def store_name(client_or_collection: Any) -> str:
+    """The store a client or collection talks to, for messages: its folder or host:port."""
+    client = getattr(client_or_collection, "_client", client_or_collection)
+    try:
+        s = client.get_settings()
+    except AttributeError:
+        return "the store"
+    if getattr(s, "is_persistent", False) and s.persist_directory:
+        return str(s.persist_directory)
+    return f"{s.chroma_server_host}:{s.chroma_server_http_port}"
 
 
 def check_name(name: str) -> str:

@@ -12,16 +12,23 @@ from typing import Any
 
 from index.embed import Embedder
 from index.errors import ShvayambhuError
+from index.lock import store_write_lock
 from index.progress import progress_bar
-from ingest.readers import CHUNK_BYTES, iter_files, read_path
+from index.store import translating
+from ingest.readers import CHUNK_BYTES, iter_files, read_file
 from ingest.records import Record
+from ingest.sources import canonical, relative_sources, spellings
 from ingest.validate import Rejection, check_record
 
 EMBED_FIELDS = ("prompt", "response", "both")
 
 
 class IngestError(ShvayambhuError, RuntimeError):
-    """Ingest refused to write anything (e.g. `--strict` and a rejected record)."""
+    """Ingest refused to write anything (e.g. `--strict` and a rejected record); `summary` says what it found."""
+
+    def __init__(self, message: str, summary: IngestSummary | None = None):
+        super().__init__(message)
+        self.summary = summary
 
 
 @dataclass
@@ -33,10 +40,13 @@ class IngestSummary:
     unchanged: int = 0
     rejected: int = 0
     removed: int = 0
+    repaired: int = 0
     seconds: float = 0.0
     rejections: list[Rejection] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (`--json`), rejections as {file, line, reason}."""
         d = asdict(self)
         d["seconds"] = round(self.seconds, 3)
         return d
@@ -75,21 +85,30 @@ def flatten_meta(rec: Record, embed_field: str) -> dict[str, Any]:
 
 
 def collect(
-    paths: Iterable[str | Path], chunk_bytes: int = CHUNK_BYTES, **limits: int
+    paths: Iterable[str | Path],
+    chunk_bytes: int = CHUNK_BYTES,
+    warnings: list[str] | None = None,
+    **limits: int,
 ) -> tuple[list[Record], list[Rejection]]:
-    """Read and validate every path; duplicates (same content id) are kept once, the first one seen."""
+    """Read and validate every path; duplicates (same content id) are kept once, the first one seen.
+
+    A file that holds no records at all adds a line to `warnings` when given."""
     records: dict[str, Record] = {}
     rejections: list[Rejection] = []
-    for p in paths:
-        for item in read_path(p, chunk_bytes):
+    for f in iter_files(paths):
+        seen = 0
+        for item in read_file(f, chunk_bytes):
+            seen += 1
             if isinstance(item, Rejection):
                 rejections.append(item)
                 continue
             reason = check_record(item, **limits)
             if reason:
-                rejections.append(Rejection(item.source, item.line, reason))
+                rejections.append(Rejection(str(f), item.line, reason))
             else:
                 records.setdefault(item.id, item)
+        if not seen and warnings is not None:
+            warnings.append(f"{f}: held no records (an empty file)")
     return list(records.values()), rejections
 
 
@@ -193,7 +212,7 @@ def _write(
 
 def ingest_paths(
     paths: Iterable[str | Path],
-    collection: Any,
+    collection: Any | Callable[[], Any],
     embedder: Embedder | Callable[[], Embedder],
     *,
     embed_field: str = "prompt",
@@ -201,27 +220,56 @@ def ingest_paths(
     strict: bool = False,
     progress: bool | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    wait: bool = True,
+    verify: bool = False,
 ) -> IngestSummary:
-    """Ingest files and folders; with `strict`, any rejection raises IngestError and nothing is written."""
+    """Ingest files and folders under the store's write lock; with `strict`, any rejection raises IngestError.
+
+    `collection` may be a factory, called only once the input passed `strict`, so a failed strict run
+    creates nothing. `wait=False` (`--no-wait`) fails at once when another process is writing. `verify`
+    (`--verify`) also re-embeds records of these files that are stored without a readable vector."""
     start = time.perf_counter()
     paths = list(paths)
-    records, rejections = collect(paths, chunk_bytes)
+    summary = IngestSummary()
+    records, rejections = collect(paths, chunk_bytes, warnings=summary.warnings)
+    summary.rejected, summary.rejections = len(rejections), rejections
     if strict and rejections:
         shown = "\n".join(f"  {r}" for r in rejections[:20])
         more = f"\n  ... and {len(rejections) - 20} more" if len(rejections) > 20 else ""
-        raise IngestError(f"--strict: {len(rejections)} record(s) rejected, nothing written:\n{shown}{more}")
-
-    sources = {str(f) for f in iter_files(paths)}
-    summary = IngestSummary(rejected=len(rejections), rejections=rejections)
-    ingest_records(
-        records,
-        collection,
-        embedder,
-        embed_field=embed_field,
-        prune=prune,
-        sources=sources,
-        progress=progress,
-        summary=summary,
-    )
+        raise IngestError(f"--strict: {len(rejections)} record(s) rejected, nothing written:\n{shown}{more}", summary)
+    sources = {canonical(f) for f in iter_files(paths)}
+    with translating(collection):
+        col = collection if hasattr(collection, "upsert") else collection()
+    with store_write_lock(col, "ingest", wait=wait), translating(col):
+        old = relative_sources(col, spellings(sources, paths))
+        if old:
+            summary.warnings.append(
+                f"the store holds {sum(old.values())} record(s) whose source is a relative path (from an older "
+                "version; prune and edits cannot reach them): run `shvayambhu doctor --migrate-sources DIR` "
+                "with DIR the folder they were ingested from"
+            )
+        ingest_records(
+            records,
+            col,
+            embedder,
+            embed_field=embed_field,
+            prune=prune,
+            sources=sources,
+            progress=progress,
+            summary=summary,
+        )
+        if verify:
+            summary.repaired = _repair_lost(col, records, embedder)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _repair_lost(collection: Any, records: list[Record], embedder: Embedder | Callable[[], Embedder]) -> int:
+    """Re-embed, from their stored documents, the records among `records` whose vector cannot be read."""
+    from index.doctor import check, repair  # only a verifying run needs it
+
+    ids = [r.id for r in records]
+    lost = [i for n in range(0, len(ids), 1000) for i in check(collection, ids[n : n + 1000])]
+    if not lost:
+        return 0
+    return repair(collection, embedder if isinstance(embedder, Embedder) else embedder(), lost)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from index.errors import ShvayambhuError
 from ingest.records import Record, split_name
-from ingest.validate import Rejection
+from ingest.sources import canonical
+from ingest.validate import MAX_RESPONSE_BYTES, Rejection
 
 EXTENSIONS = (".jsonl", ".json", ".txt", ".md")
 CHUNK_BYTES = 1500
+MAX_META_DEPTH = 32  # nesting levels of a record's `meta`; deeper values are rejected, never recursed into
+BINARY_PROBE = 8192  # bytes of a .txt/.md file looked at for NUL bytes
 
 
 class ReadError(ShvayambhuError, ValueError):
@@ -24,6 +30,8 @@ def from_object(obj: Any, source: str, line: int) -> list[Record] | str:
     """Records from one JSON object in any supported shape, or the reason it is not one."""
     if not isinstance(obj, dict):
         return f"expected a JSON object, got {type(obj).__name__}"
+    if _depth(obj.get("meta")) > MAX_META_DEPTH:
+        return f"field 'meta' is nested deeper than {MAX_META_DEPTH} levels; flatten it"
     common = {
         "model": obj.get("model") if isinstance(obj.get("model"), str) else None,
         "category": obj.get("category") if isinstance(obj.get("category"), str) else None,
@@ -51,6 +59,20 @@ def from_object(obj: Any, source: str, line: int) -> list[Record] | str:
         if not isinstance(value, str):
             return f"field {name!r} must be a string, got {type(value).__name__}"
     return [Record(prompt=prompt, response=response, **common)]
+
+
+def _depth(value: Any, limit: int = MAX_META_DEPTH + 1) -> int:
+    """Nesting depth of a JSON value, counted without recursion and only up to `limit`."""
+    depth, level = 0, [value]
+    while level and depth < limit:
+        level = [v for x in level if isinstance(x, dict | list) for v in (x.values() if isinstance(x, dict) else x)]
+        depth += 1
+    return depth
+
+
+def _json_error(e: json.JSONDecodeError) -> str:
+    """json's message without its trailing ' at' (it would read "... at at column 5")."""
+    return f"invalid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
 
 
 def _join(instruction: Any, extra: Any) -> Any:
@@ -87,8 +109,9 @@ def _decode_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
                 yield n, None, f"undecodable bytes (not UTF-8) at byte {e.start} of the line"
 
 
-def read_jsonl(path: Path) -> Iterator[Record | Rejection]:
-    src = str(path)
+def read_jsonl(path: Path, source: str | None = None) -> Iterator[Record | Rejection]:
+    """One record per line; a bad line is a rejection naming its line, and the other lines still count."""
+    src, source = str(path), source or canonical(path)
     for n, text, why in _decode_lines(path):
         if text is None:
             yield Rejection(src, n, why)
@@ -98,15 +121,18 @@ def read_jsonl(path: Path) -> Iterator[Record | Rejection]:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            yield Rejection(src, n, f"invalid JSON: {e.msg} at column {e.colno}")
+            yield Rejection(src, n, _json_error(e))
             continue
-        got = from_object(obj, src, n)
+        except RecursionError:
+            yield Rejection(src, n, "invalid JSON: nested too deeply to read; flatten the record")
+            continue
+        got = from_object(obj, source, n)
         yield from ([Rejection(src, n, got)] if isinstance(got, str) else got)
 
 
-def read_json(path: Path) -> Iterator[Record | Rejection]:
+def read_json(path: Path, source: str | None = None) -> Iterator[Record | Rejection]:
     """A JSON array of records; the 'line' of each is the line its object starts on."""
-    src = str(path)
+    src, source = str(path), source or canonical(path)
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -117,7 +143,10 @@ def read_json(path: Path) -> Iterator[Record | Rejection]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        yield Rejection(src, e.lineno, f"invalid JSON: {e.msg} at column {e.colno}; the whole file was skipped")
+        yield Rejection(src, e.lineno, f"{_json_error(e)}; the whole file was skipped")
+        return
+    except RecursionError:
+        yield Rejection(src, 1, "invalid JSON: nested too deeply to read; the whole file was skipped")
         return
     if isinstance(data, dict):
         data = [data]
@@ -127,7 +156,7 @@ def read_json(path: Path) -> Iterator[Record | Rejection]:
     starts = _object_lines(text)
     for i, obj in enumerate(data):
         line = starts[i] if i < len(starts) else i + 1
-        got = from_object(obj, src, line)
+        got = from_object(obj, source, line)
         yield from ([Rejection(src, line, got)] if isinstance(got, str) else got)
 
 
@@ -154,9 +183,14 @@ def _object_lines(text: str) -> list[int]:
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*)$")
 
 
-def read_text(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Record | Rejection]:
+def read_text(path: Path, chunk_bytes: int = CHUNK_BYTES, source: str | None = None) -> Iterator[Record | Rejection]:
     """Paragraphs packed into chunks under `chunk_bytes`; a Markdown heading names the chunks below it."""
     src, title = str(path), path.stem.replace("_", " ").replace("-", " ")
+    with path.open("rb") as f:
+        nul = f.read(BINARY_PROBE).find(b"\0")
+    if nul >= 0:
+        yield Rejection(src, 1, f"binary file (a NUL byte at byte {nul}), not text: leave it out or convert it")
+        return
     heading, paras, start = title, [], 0
     pending: list[tuple[int, str, str]] = []  # (line, heading, paragraph)
     for n, text, why in _decode_lines(path):
@@ -176,13 +210,48 @@ def read_text(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Record | R
         paras.append(text.rstrip("\n"))
     if paras:
         pending.append((start, heading, "\n".join(paras)))
-    yield from _pack(pending, src, chunk_bytes)
+    yield from _pack(pending, source or canonical(path), chunk_bytes)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;:。।])\s+")
+
+
+def split_paragraph(text: str, limit: int, over: int = MAX_RESPONSE_BYTES) -> list[str]:
+    """A paragraph over `over` bytes (validation would reject it) cut into pieces under `limit` bytes: at
+    sentence ends, else at spaces, else inside a word. Shorter paragraphs stay whole."""
+    if len(text.encode("utf-8")) <= over:
+        return [text]
+    out: list[str] = []
+    cur = ""
+    for part in _SENTENCE_END.split(text.strip()):
+        cand = f"{cur} {part}" if cur else part
+        if len(cand.encode("utf-8")) <= limit:
+            cur = cand
+            continue
+        if cur:
+            out.append(cur)
+        cur = part
+        while len(cur.encode("utf-8")) > limit:
+            head = _cut(cur, limit)
+            out.append(head.rstrip())
+            cur = cur[len(head) :].lstrip()
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest prefix of `text` under `limit` bytes, ending at a space when there is one."""
+    prefix = text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+    space = prefix.rfind(" ")
+    return prefix[: space + 1] if space > 0 else prefix
 
 
 def _pack(paragraphs: list[tuple[int, str, str]], src: str, limit: int) -> Iterator[Record]:
     body: list[str] = []
     line, head = 0, ""
-    for n, h, p in paragraphs:
+    pieces = [(n, h, piece) for n, h, p in paragraphs for piece in split_paragraph(p, limit)]
+    for n, h, p in pieces:
         size = len("\n\n".join([*body, p]).encode("utf-8"))
         if body and (h != head or size > limit):
             yield Record(prompt=head, response="\n\n".join(body), source=src, line=line, kind="text")
@@ -195,7 +264,13 @@ def _pack(paragraphs: list[tuple[int, str, str]], src: str, limit: int) -> Itera
 
 
 def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files named, and files with a readable extension under folders named (recursively, sorted)."""
+    """Files named, and files with a readable extension under folders named (recursively, sorted), each as its
+    canonical path (absolute, symlinks resolved): the one name a file has as a record's source."""
+    for f in _iter_files(paths):
+        yield Path(canonical(f))
+
+
+def _iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.rglob("*")):
@@ -206,19 +281,48 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
                 raise ReadError(f"{p}: cannot read {p.suffix or 'extensionless'} files; use {', '.join(EXTENSIONS)}")
             yield p
         else:
-            raise ReadError(f"{p}: no such file or folder")
+            raise ReadError(f"{p}: {_what_is(p)}")
+
+
+def _what_is(p: Path) -> str:
+    """Why `p` is neither a file nor a folder we can read, in words."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop (the link points back to itself); fix or remove the link"
+        if p.is_symlink():
+            return f"a broken symlink (to {os.readlink(p)}); fix the link or name the file itself"
+        if e.errno == errno.ENOENT:
+            return "no such file or folder"
+        return f"cannot look at it ({e.strerror})"
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"{kind}, not a file: name a .jsonl, .json, .txt or .md file or a folder of them"
+
+
+def read_file(f: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Record | Rejection]:
+    """Records and rejections of one file, its records' source the file's canonical path.
+
+    A file that cannot be read (permissions, an I/O error) is a ReadError: nothing is written, nothing pruned."""
+    suffix, source = f.suffix.lower(), canonical(f)
+    try:
+        if suffix == ".jsonl":
+            yield from read_jsonl(f, source)
+        elif suffix == ".json":
+            yield from read_json(f, source)
+        else:
+            yield from read_text(f, chunk_bytes, source)
+    except OSError as e:
+        raise ReadError(
+            f"{f}: cannot read it ({e.strerror or e}); fix its permissions or the disk, or leave it out"
+        ) from e
 
 
 def read_path(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Record | Rejection]:
     """Everything under one path: records, and rejections for what could not be parsed."""
     for f in iter_files([path]):
-        suffix = f.suffix.lower()
-        if suffix == ".jsonl":
-            yield from read_jsonl(f)
-        elif suffix == ".json":
-            yield from read_json(f)
-        else:
-            yield from read_text(f, chunk_bytes)
+        yield from read_file(f, chunk_bytes)
 
 
 def read_records(paths: Iterable[str | Path]) -> list[Record]:

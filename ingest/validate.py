@@ -23,6 +23,9 @@ _PLACEHOLDERS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # Cc except tab, newline, carriage return
+
+
 @dataclass
 class Rejection:
     """A record that was not ingested, with where it was and why."""
@@ -68,6 +71,12 @@ def check_record(
             return f"placeholder in {name}: {found}; write the real text"
         if "\ufffd" in text:
             return f"{name} holds U+FFFD replacement characters (text that was not valid UTF-8 upstream)"
+        bad = _CONTROL.search(text)
+        if bad:
+            return (
+                f"bad bytes: {name} holds control character U+{ord(bad.group()):04X} at character {bad.start()}; "
+                "remove it (only tab, newline and carriage return are allowed)"
+            )
     if rec.kind == "pair" and is_echo(rec.prompt, rec.response):
         return "response only echoes the prompt"
     rb, pb = len(rec.response.encode("utf-8")), len(rec.prompt.encode("utf-8"))

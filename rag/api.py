@@ -8,7 +8,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from index.doctor import check, repair
 from index.embed import Embedder, canonical_name, load_embedder
+from index.lock import store_write_lock
 from index.retrieve import Hit, search
 from index.store import StoreError, collection_info, get_collection, open_client
 from ingest.pipeline import IngestSummary, ingest_paths
@@ -63,19 +65,35 @@ class Shvayambhu:
         prune: bool = False,
         strict: bool = False,
         progress: bool | None = None,
+        wait: bool = True,
+        verify: bool = False,
     ) -> IngestSummary:
-        """Read, validate, embed and store `paths` (files or folders); see `ingest.pipeline.ingest_paths`."""
+        """Read, validate, embed and store `paths` (files or folders) under the store's write lock (`wait=False`:
+        fail at once when another process writes); `verify` re-embeds records whose vector cannot be read.
+        See `ingest.pipeline.ingest_paths`."""
         paths = list(paths)
         list(iter_files(paths))  # a missing path fails before anything is created
         return ingest_paths(
             paths,
-            self.collection(create=True),
+            lambda: self.collection(create=True),  # created only once the input is known to be good
             lambda: self.embedder,
             embed_field=self.settings.embedding.embed_field,
             prune=prune,
             strict=strict,
             progress=progress,
+            wait=wait,
+            verify=verify,
         )
+
+    def check(self) -> list[str]:
+        """Ids of corpus records whose vector cannot be read (see `repair`)."""
+        return check(self.collection())
+
+    def repair(self, wait: bool = True) -> int:
+        """Re-embed, from their stored text, the corpus records whose vector cannot be read; returns how many."""
+        col = self.collection()
+        with store_write_lock(col, "repair", wait=wait):
+            return repair(col, self.embedder)
 
     def search(
         self,

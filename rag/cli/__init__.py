@@ -1,7 +1,7 @@
 """The `shvayambhu` command line: a thin layer over `rag.api.Shvayambhu`.
 
-One module per command group (`corpus`, `ask`, `memory`, `synthesis`, `train`, `eval`, `serve`); this module is the
-command table, and `errors` is the one place that maps errors to messages and exit codes.
+One module per command group (`corpus`, `store`, `ask`, `memory`, `synthesis`, `train`, `eval`, `serve`); this
+module is the command table, and `errors` is the one place that maps errors to messages and exit codes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import typer
 
 from blt.blas import enable_openblas
-from rag.cli import ask, common, corpus, eval, memory, serve, synthesis, train
+from rag.cli import ask, common, corpus, eval, memory, serve, store, synthesis, train
 from rag.cli.errors import EXIT_INTERRUPTED, report
 
 app = typer.Typer(
@@ -33,6 +33,9 @@ app.callback()(common.global_options)
 app.command()(corpus.ingest)
 app.command("search")(corpus.search)
 app.command()(corpus.status)
+app.command()(store.doctor)
+app.command()(store.backup)
+app.command()(store.restore)
 app.command()(ask.ask)
 app.command()(ask.chat)
 app.command("self")(ask.self_model)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from index.errors import ShvayambhuError
 from rag.cli.common import assistant, clip, emit_json
 
 
@@ -14,22 +15,35 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="JSONL/JSON/.txt/.md files or folders (recursive).")],
     prune: Annotated[bool, typer.Option(help="Remove records of these sources that are no longer in them.")] = False,
     strict: Annotated[bool, typer.Option(help="Any rejected record is fatal and nothing is written.")] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Fail at once, instead of waiting, when another process writes the store.")
+    ] = False,
+    verify: Annotated[bool, typer.Option(help="Also re-embed stored records whose vector cannot be read.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Validate, embed and store a corpus; re-running adds nothing new, edits replace old versions."""
-    summary = assistant().ingest(paths, prune=prune, strict=strict)
+    """Validate, embed and store a corpus; re-running adds nothing new, edits replace old versions.
+
+    One writer at a time: a second ingest (or memory write) waits for the first and says so."""
+    try:
+        summary = assistant().ingest(paths, prune=prune, strict=strict, wait=not no_wait, verify=verify)
+    except ShvayambhuError as e:
+        if as_json and getattr(e, "summary", None) is not None:  # --strict --json: rejections as JSON, no writes
+            emit_json({"error": str(e).splitlines()[0], **e.summary.to_dict()})
+            raise typer.Exit(e.exit_code) from None
+        raise
     if as_json:
-        d = summary.to_dict()
-        d["rejections"] = [{"file": r.file, "line": r.line, "reason": r.reason} for r in summary.rejections]
-        emit_json(d)
+        emit_json(summary.to_dict())
         return
+    for w in summary.warnings:
+        typer.echo(f"warning: {w}", err=True)
     for r in summary.rejections[:50]:
         typer.echo(f"rejected {r}", err=True)
     if len(summary.rejections) > 50:
         typer.echo(f"... and {len(summary.rejections) - 50} more rejections (see --json)", err=True)
+    repaired = f", repaired {summary.repaired}" if summary.repaired else ""
     typer.echo(
         f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
-        f"rejected {summary.rejected}, removed {summary.removed} in {summary.seconds:.1f} s"
+        f"rejected {summary.rejected}, removed {summary.removed}{repaired} in {summary.seconds:.1f} s"
     )
 
 
@@ -66,9 +80,15 @@ def search(
         typer.echo(f"[{i}] {h.score:.3f} {cat} {h.id[:8]}\n    Q: {clip(h.prompt)}\n    A: {clip(h.response)}")
 
 
-def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False) -> None:
+def status(
+    check: Annotated[bool, typer.Option("--check", help="Also look for records without a readable vector.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
     """The store (embedded or server), its collections and counts, the embedding model, the backends."""
-    info = assistant().status()
+    a = assistant()
+    info = a.status()
+    if check:
+        info["unreadable_vectors"] = a.check()
     if as_json:
         emit_json(info)
         return
@@ -79,3 +99,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON 
         typer.echo("  no collections yet: run `shvayambhu ingest PATH`")
     for name, b in info.get("backends", {}).items():
         typer.echo(f"backend {name}: {'ready' if b['ready'] else 'not ready'} - {b['detail']}")
+    lost = info.get("unreadable_vectors")
+    if lost:
+        typer.echo(f"{len(lost)} record(s) have no readable vector: run `shvayambhu doctor --repair`", err=True)
+        raise typer.Exit(1)
+    if check:
+        typer.echo("check: every record has a readable vector")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from index.embed import Embedder
+from index.lock import query_fresh, store_write_lock
 from index.store import StoreError, check_name, get_collection
 from rag.config import MemorySettings
 from rag.consciousness.prompt import parse_reflections, reflection_messages
@@ -249,12 +250,13 @@ class MemoryStream:
             )
             for t, imp, at in zip(texts, imps, stamps, strict=True)
         ]
-        self.collection(create=True).add(
-            ids=[m.id for m in mems],
-            embeddings=vecs.tolist(),
-            documents=[m.text for m in mems],
-            metadatas=[_meta(m) for m in mems],
-        )
+        with store_write_lock(self.client, "memory"):
+            self.collection(create=True).add(
+                ids=[m.id for m in mems],
+                embeddings=vecs.tolist(),
+                documents=[m.text for m in mems],
+                metadatas=[_meta(m) for m in mems],
+            )
         return mems
 
     def add_exchange(
@@ -269,7 +271,8 @@ class MemoryStream:
         col = self.collection()
         if col is not None and ids:
             now = time.time() if now is None else now
-            col.update(ids=list(ids), metadatas=[{"accessed": now} for _ in ids])
+            with store_write_lock(self.client, "memory"):
+                col.update(ids=list(ids), metadatas=[{"accessed": now} for _ in ids])
 
     # -- reading ----------------------------------------------------------------------------------------
     def recall(
@@ -299,7 +302,8 @@ class MemoryStream:
         where = None
         if kinds:
             where = {"kind": kinds[0]} if len(kinds) == 1 else {"kind": {"$in": list(kinds)}}
-        res = col.query(
+        res = query_fresh(
+            col,
             query_embeddings=[np.asarray(vector, np.float32).tolist()],
             n_results=max(5 * k, 20),  # Chroma returns fewer when it holds fewer
             where=where,
@@ -362,7 +366,8 @@ class MemoryStream:
         """Delete memories by id or unique id prefix; returns how many."""
         full = self.resolve(ids)
         if full:
-            self.collection().delete(ids=full)
+            with store_write_lock(self.client, "forget"):
+                self.collection().delete(ids=full)
         return len(full)
 
     def clear(self) -> int:
@@ -371,7 +376,8 @@ class MemoryStream:
         if col is None:
             return 0
         n = col.count()
-        self.client.delete_collection(self.name)
+        with store_write_lock(self.client, "clear"):
+            self.client.delete_collection(self.name)
         self._col = None
         return n
 
@@ -422,7 +428,8 @@ class MemoryStream:
             else []
         )
         col = self.collection()
-        col.modify(metadata={**(col.metadata or {}), "last_reflection": now})
+        with store_write_lock(self.client, "memory"):
+            col.modify(metadata={**(col.metadata or {}), "last_reflection": now})
         return mems
 
 

@@ -1,0 +1,187 @@
+"""One writer at a time for the embedded store: an advisory `fcntl.flock` on a lock file in the data directory.
+
+Chroma's embedded `PersistentClient` keeps each collection's vector index in the memory of every process that
+writes it, so two writing processes overwrite each other's index files and records lose their vectors. Every
+writer (ingest, prune, memory writes, forget/clear, training export, restore) takes this lock; readers never
+do. A Chroma server serialises writes itself, so a server store needs no lock.
+
+Readers in other processes learn of writes through a generation file the writer touches when it lets go
+(`ensure_fresh`, `query_fresh`), and reload their cached indexes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from index.errors import ShvayambhuError
+
+LOCK_NAME = "write.lock"
+GENERATION_NAME = "write.gen"  # touched by every writer when it lets go: readers reload what they cached
+
+
+class StoreBusy(ShvayambhuError, RuntimeError):
+    """Another process is writing to the store and the caller asked not to wait."""
+
+
+def lock_path(data_dir: Path | str) -> Path:
+    """The lock file of the store under `data_dir`."""
+    return Path(data_dir) / LOCK_NAME
+
+
+def data_dir_of(client_or_collection: Any) -> Path | None:
+    """The data directory of an embedded store (the folder holding `chroma/`), or None for a server store."""
+    client = getattr(client_or_collection, "_client", client_or_collection)
+    try:
+        settings = client.get_settings()
+    except AttributeError:
+        return None
+    if not getattr(settings, "is_persistent", False) or "fastapi" in str(settings.chroma_api_impl).lower():
+        return None
+    return Path(settings.persist_directory).parent
+
+
+def refresh(client_or_collection: Any) -> None:
+    """Drop this process's cached vector indexes so the next access reads what other writers stored.
+
+    Call it holding the write lock: a writer whose index was loaded before another process wrote would
+    otherwise persist its stale copy over the other's vectors. Collections opened before stay usable."""
+    api = getattr(client_or_collection, "_client", client_or_collection)
+    if data_dir_of(api) is None or not hasattr(api, "bindings"):
+        return
+    api.start()  # builds new bindings and swaps them in; a call still running finishes on the old ones
+
+
+def _generation(data_dir: Path) -> int:
+    try:
+        return (data_dir / GENERATION_NAME).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def ensure_fresh(client_or_collection: Any) -> None:
+    """Reload this process's cached vector indexes if another process has written since they were loaded.
+
+    A stat per call. Without it a filtered query of a long-running reader (ask, serve) fails with Chroma's
+    "Error finding id" once writers in other processes have moved on."""
+    api = getattr(client_or_collection, "_client", client_or_collection)
+    data_dir = data_dir_of(api)
+    if data_dir is None or _held.get(_key(lock_path(data_dir))):
+        return
+    gen = _generation(data_dir)
+    if getattr(api, "_shvayambhu_generation", gen) != gen:
+        refresh(api)
+    api._shvayambhu_generation = gen
+
+
+def query_fresh(collection: Any, **kwargs: Any) -> Any:
+    """`collection.query(**kwargs)` on an up-to-date view, retried once on a fresh one if a writer in another
+    process moved on during the call (Chroma: "Error finding id")."""
+    ensure_fresh(collection)
+    try:
+        return collection.query(**kwargs)
+    except Exception as e:  # chromadb.errors.InternalError
+        if "Error finding id" not in str(e) or data_dir_of(collection) is None:
+            raise
+        refresh(collection)
+        return collection.query(**kwargs)
+
+
+@contextmanager
+def store_write_lock(client_or_collection: Any, what: str, wait: bool = True) -> Iterator[None]:
+    """`write_lock` for the store a client or collection belongs to, with a fresh view of it once held."""
+    data_dir = data_dir_of(client_or_collection)
+    with write_lock(data_dir, what, wait=wait):
+        if data_dir is not None and _held.get(_key(lock_path(data_dir))) == 1:
+            refresh(client_or_collection)
+        yield
+
+
+def _key(path: Path) -> str:
+    return str(path.resolve()) if path.parent.exists() else str(path)
+
+
+def _bump(data_dir: Path) -> None:
+    """Tell readers that the store changed (a new mtime on the generation file)."""
+    gen = data_dir / GENERATION_NAME
+    try:
+        gen.touch()
+        os.utime(gen, ns=(time.time_ns(), max(time.time_ns(), _generation(data_dir) + 1)))
+    except OSError:
+        pass  # readers then refresh only on "Error finding id"
+
+
+def _holder(f: Any) -> str:
+    """'pid N, what' from the lock file's contents, or 'unknown' while the holder is still writing them."""
+    try:
+        f.seek(0)
+        info = json.loads(f.read() or "{}")
+        return f"pid {info['pid']}, {info['what']}"
+    except (ValueError, KeyError, OSError):
+        return "unknown"
+
+
+_held: dict[str, int] = {}  # lock path -> depth, so a writer that calls another writer does not wait on itself
+
+
+@contextmanager
+def write_lock(data_dir: Path | str | None, what: str, wait: bool = True) -> Iterator[None]:
+    """Hold the store's write lock for the block; a no-op when `data_dir` is None (a server store).
+
+    A second writer waits, saying once on stderr whom it waits for, or with `wait=False` raises StoreBusy.
+    Re-entrant within a process. The lock goes with the process, so a killed writer never leaves it held.
+    """
+    if data_dir is None:
+        yield
+        return
+    path = lock_path(data_dir)
+    key = _key(path)
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")  # noqa: SIM115 - closed in finally; "a+" never truncates the holder's note
+    except OSError as e:
+        raise ShvayambhuError(f"cannot create the store's lock file {path}: {e.strerror or e}") from e
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = _holder(f)
+            if not wait:
+                raise StoreBusy(
+                    f"another writer ({holder}) is using the store in {data_dir}; "
+                    "wait for it to finish, or run again without --no-wait to wait for it"
+                ) from None
+            print(f"waiting for another writer ({holder}) to finish...", file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "what": what}))
+        f.flush()
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+            f.seek(0)
+            f.truncate()
+            f.flush()
+            _bump(Path(data_dir))
+    finally:
+        f.close()  # closing releases the flock
