@@ -39,6 +39,8 @@ checkpoint: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

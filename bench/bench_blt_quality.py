@@ -72,12 +72,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="prompts to use [all]")
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--copy-weights", default=None, help="comma-separated [blt] copy_weight values [the default]")
-    ap.add_argument("--repetition-penalty", type=float, default=None, help="[blt] repetition_penalty")
+    ap.add_argument("--repeat-penalty", type=float, default=None, help="[blt] repeat_penalty")
     ap.add_argument("--no-repeat-ngram", type=int, default=None, help="[blt] no_repeat_ngram")
     args = ap.parse_args()
     blt_section: dict = {"checkpoint": args.checkpoint}
-    if args.repetition_penalty is not None:
-        blt_section["repetition_penalty"] = args.repetition_penalty
+    if args.repeat_penalty is not None:
+        blt_section["repeat_penalty"] = args.repeat_penalty
     if args.no_repeat_ngram is not None:
         blt_section["no_repeat_ngram"] = args.no_repeat_ngram
 
@@ -94,7 +94,7 @@ def main() -> None:
         b = settings.blt
         print(
             f"{args.prompts} prompts; checkpoint: {args.checkpoint or 'shipped default'}; k={args.k}, greedy, "
-            f"repetition_penalty {b.repetition_penalty}, no_repeat_ngram {b.no_repeat_ngram}",
+            f"repeat_penalty {b.repeat_penalty}, no_repeat_ngram {b.no_repeat_ngram}",
             flush=True,
         )
         chrf: dict[str, float] = {}

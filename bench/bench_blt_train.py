@@ -182,7 +182,8 @@ def main() -> None:
     from blt.bpb import bpb_report
     from blt.checkpoint import load_checkpoint
     from blt.data import DataConfig
-    from rag.training import default_sources, load_data
+    from ingest.bundled import seed_corpus
+    from rag.training import load_data
 
     command = " ".join([Path(sys.executable).name, *sys.argv])
     out = Path(args.out)
@@ -208,7 +209,7 @@ def main() -> None:
 
     t0 = time.time()
     data = clip_data(
-        load_data(sources=default_sources(), k=args.k, heldout_fraction=0.1), args.response_bytes
+        load_data(sources=seed_corpus(), k=args.k, heldout_fraction=0.1), args.response_bytes
     )
     res["data"] = data.info
     print(f"\n## data\n{data.info} ({time.time() - t0:.1f} s)", flush=True)

@@ -22,28 +22,39 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rag.generate import GenerateConfig, run_generation  # noqa: E402
+from rag.synthesis import SynthesisConfig, synthesize  # noqa: E402
 
 
 def start_server(delay: float) -> tuple[subprocess.Popen[str], str]:
     """The fake server on a free loopback port; returns the process and its URL."""
     script = REPO / "tests" / "ollama_server.py"
-    proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--models", "bench",
-                             "--delay", str(delay)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--port", "0", "--models", "bench", "--delay", str(delay)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     url = proc.stdout.readline().rsplit(" ", 1)[-1].strip()
     return proc, url
 
 
-def run_once(url: str, concurrency: int, jobs: int, fsync_interval: float, stream: bool = False
-             ) -> dict[str, float]:
+def run_once(url: str, concurrency: int, jobs: int, fsync_interval: float, stream: bool = False) -> dict[str, float]:
     """One generation run of `jobs` records; timings from the summary."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = GenerateConfig(out=Path(tmp) / "bench.jsonl", models=["bench"], n=jobs, seed=0, host=url,
-                             concurrency=concurrency, progress=False, fsync_interval=fsync_interval,
-                             retries=0, stream=stream)
+        cfg = SynthesisConfig(
+            out=Path(tmp) / "bench.jsonl",
+            models=["bench"],
+            n=jobs,
+            seed=0,
+            host=url,
+            concurrency=concurrency,
+            progress=False,
+            fsync_interval=fsync_interval,
+            retries=0,
+            stream=stream,
+        )
         t = time.perf_counter()
-        s = run_generation(cfg)
+        s = synthesize(cfg)
         elapsed = time.perf_counter() - t
     assert s.done == jobs, s
     return {"records": jobs, "elapsed_s": elapsed, "rps": jobs / elapsed}
@@ -68,8 +79,15 @@ def main(argv: list[str] | None = None) -> None:
             r = run_once(url, c, jobs, 1.0, args.stream)
             ideal = c / args.delay if args.delay else float("inf")
             per_slot = r["elapsed_s"] * c / jobs  # wall time one worker slot spent per record
-            rows.append({"concurrency": c, **r, "ideal_rps": ideal, "efficiency": r["rps"] / ideal,
-                         "overhead_ms": (per_slot - args.delay) * 1000})
+            rows.append(
+                {
+                    "concurrency": c,
+                    **r,
+                    "ideal_rps": ideal,
+                    "efficiency": r["rps"] / ideal,
+                    "overhead_ms": (per_slot - args.delay) * 1000,
+                }
+            )
         fsync = run_once(url, levels[-1], max(20, levels[-1] * args.rounds), 0.0, args.stream)
     finally:
         proc.terminate()
@@ -84,23 +102,36 @@ def main(argv: list[str] | None = None) -> None:
         proc0.terminate()
         proc0.wait(timeout=10)
 
-    report = {"delay_s": args.delay, "stream": args.stream, "cpus": os.cpu_count(),
-              "loadavg_1m": os.getloadavg()[0], "rows": rows,
-              "fsync_every_line_rps": fsync["rps"], "fsync_every_line_concurrency": levels[-1],
-              "zero_delay_ms_per_record_c1": 1000 / bare1["rps"], "zero_delay_rps_c16": bare16["rps"]}
+    report = {
+        "delay_s": args.delay,
+        "stream": args.stream,
+        "cpus": os.cpu_count(),
+        "loadavg_1m": os.getloadavg()[0],
+        "rows": rows,
+        "fsync_every_line_rps": fsync["rps"],
+        "fsync_every_line_concurrency": levels[-1],
+        "zero_delay_ms_per_record_c1": 1000 / bare1["rps"],
+        "zero_delay_rps_c16": bare16["rps"],
+    }
     if args.json:
         print(json.dumps(report, indent=2))
         return
     mode = "streamed" if args.stream else "non-streamed, the generator's default"
-    print(f"fake Ollama answering after {args.delay:.3f} s ({mode}); "
-          f"{report['cpus']} CPUs, load average {report['loadavg_1m']:.1f}")
+    print(
+        f"fake Ollama answering after {args.delay:.3f} s ({mode}); "
+        f"{report['cpus']} CPUs, load average {report['loadavg_1m']:.1f}"
+    )
     print(f"{'conc':>5} {'records':>8} {'req/s':>8} {'ideal':>8} {'eff':>6} {'overhead/record':>16}")
     for r in rows:
-        print(f"{r['concurrency']:>5} {r['records']:>8} {r['rps']:>8.2f} {r['ideal_rps']:>8.1f} "
-              f"{r['efficiency']:>6.0%} {r['overhead_ms']:>13.1f} ms")
+        print(
+            f"{r['concurrency']:>5} {r['records']:>8} {r['rps']:>8.2f} {r['ideal_rps']:>8.1f} "
+            f"{r['efficiency']:>6.0%} {r['overhead_ms']:>13.1f} ms"
+        )
     print(f"fsync after every line (c={levels[-1]}): {fsync['rps']:.2f} req/s")
-    print(f"zero server delay: {report['zero_delay_ms_per_record_c1']:.1f} ms/record at c=1, "
-          f"{bare16['rps']:.0f} req/s at c=16")
+    print(
+        f"zero server delay: {report['zero_delay_ms_per_record_c1']:.1f} ms/record at c=1, "
+        f"{bare16['rps']:.0f} req/s at c=16"
+    )
 
 
 if __name__ == "__main__":

@@ -23,11 +23,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from index.retrieve import query_vector, search  # noqa: E402
+from index.retrieve import search  # noqa: E402
 from index.store import get_collection  # noqa: E402
 from rag.api import Shvayambhu  # noqa: E402
 from rag.backends.base import Chunk, Generation, GenerationOptions  # noqa: E402
 from rag.config import load_settings  # noqa: E402
+from rag.pipeline import exemplars  # noqa: E402
 
 TOPICS = [
     "sleep",
@@ -198,9 +199,7 @@ def build(home: Path, records: int, memories: int, a: Shvayambhu, rng: random.Ra
     print(f"corpus: {col.count()} records embedded and stored in {time.perf_counter() - t:.1f} s", flush=True)
     mem = a.memory("bench")
     now = time.time()
-    texts = [
-        f"The user said: {p}\nI answered: {r[:200]}" for p, r in synth_records(memories, random.Random(99))
-    ]
+    texts = [f"The user said: {p}\nI answered: {r[:200]}" for p, r in synth_records(memories, random.Random(99))]
     t = time.perf_counter()
     for i in range(0, len(texts), 500):
         chunk = texts[i : i + 500]
@@ -229,9 +228,7 @@ def main(argv: list[str] | None = None) -> None:
 
     home = args.keep or Path(tempfile.mkdtemp(prefix="bench_layer_"))
     exists = (home / "chroma").exists()
-    settings = load_settings(
-        overrides={"store": {"data_dir": str(home)}, "memory": {"reflect_every": 0}}, environ={}
-    )
+    settings = load_settings(overrides={"store": {"data_dir": str(home)}, "memory": {"reflect_every": 0}}, environ={})
     a = Shvayambhu(settings)
     rng = random.Random(0)
     try:
@@ -241,7 +238,12 @@ def main(argv: list[str] | None = None) -> None:
         mem = a.memory("bench")
         k = settings.retrieval.k
         runtime = getattr(a.embedder, "runtime", "torch")
-        print(f"store {home}: {corpus.count()} records, {mem.count()} memories; k={k}; embedder {runtime}")
+        r, w, m = settings.retrieval, settings.workspace, settings.memory
+        print(f"store {home}: {corpus.count()} records, {mem.count()} memories; embedder {runtime}")
+        print(
+            f"settings: retrieval k={r.k} mmr={r.mmr} fetch_k={r.fetch_k} exclude_split={r.exclude_split!r}; "
+            f"memory recall_k={m.recall_k} min_relevance={m.min_relevance}; workspace budget_bytes={w.budget_bytes}"
+        )
 
         def bare(q: str) -> float:
             t = time.perf_counter()
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             t = time.perf_counter()
             v = a.embedder.embed_query(q)
             t1 = time.perf_counter()
-            query_vector(corpus, v, k=k, mmr=True, fetch_k=k, mmr_lambda=1.0)
+            exemplars(corpus, v, settings.retrieval, k)
             t2 = time.perf_counter()
             mem.recall(vector=v)
             t3 = time.perf_counter()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from index.errors import ShvayambhuError
+from index.onnx_encoder import OnnxEncoder, OnnxUnavailable
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -49,8 +50,6 @@ class Embedder:
         path = _resolve(model)
         self.runtime = "torch"
         if runtime != "torch" and device == "cpu" and Path(path).is_dir():
-            from index.onnx_encoder import OnnxEncoder, OnnxUnavailable
-
             try:
                 self._onnx = OnnxEncoder.load(path)
                 self.runtime, self.dim = "onnx", self._onnx.dim
@@ -59,10 +58,7 @@ class Embedder:
                 if runtime == "onnx":
                     raise EmbeddingError(f"cannot run {model!r} with ONNX Runtime: {e}") from e
         self._model = _load_torch(model, path, device)
-        get_dim = (
-            getattr(self._model, "get_embedding_dimension", None)
-            or self._model.get_sentence_embedding_dimension
-        )
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -89,8 +85,8 @@ def _load_torch(model: str, path: str, device: str):  # noqa: ANN202 - SentenceT
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
+    from sentence_transformers import SentenceTransformer  # lazy: loads torch
+    from transformers.utils import logging as hf_logging  # lazy: loads transformers
 
     hf_logging.disable_progress_bar()
     try:

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
 FORMAT = 1
 MIN_AGREEMENT = 0.9999  # cosine between torch and ONNX vectors on the probe texts
@@ -73,7 +74,6 @@ class OnnxEncoder:
 
     def __init__(self, onnx_path: Path, model_path: Path, max_len: int):
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -127,7 +127,7 @@ class OnnxEncoder:
 def export(model_path: Path, target: Path, max_len: int) -> None:
     """Export with torch, verify against torch on probe texts, then move into the cache atomically."""
     import torch
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer  # lazy: loads torch
 
     st = SentenceTransformer(str(model_path), device="cpu")
     bert = st[0].auto_model.eval()
@@ -138,9 +138,7 @@ def export(model_path: Path, target: Path, max_len: int) -> None:
             self.bert = bert
 
         def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001
-            h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[
-                0
-            ]
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
             m = attention_mask.unsqueeze(-1).to(h.dtype)
             v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(v, dim=-1)

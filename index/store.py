@@ -24,7 +24,7 @@ def default_data_dir() -> Path:
 
 def open_client(data_dir: Path | str | None = None, host: str | None = None, port: int | None = None) -> Any:
     """A Chroma client: `HttpClient` when a host is given, else `PersistentClient` under `data_dir/chroma`."""
-    from chromadb.config import Settings
+    from chromadb.config import Settings  # lazy: loads chromadb
 
     settings = Settings(anonymized_telemetry=False, allow_reset=False)
     if host:

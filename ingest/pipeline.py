@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from index.embed import Embedder
 from index.errors import ShvayambhuError
-from ingest.readers import CHUNK_BYTES, read_path
+from index.progress import progress_bar
+from ingest.readers import CHUNK_BYTES, iter_files, read_path
 from ingest.records import Record
 from ingest.validate import Rejection, check_record
 
@@ -129,9 +131,7 @@ def ingest_records(
         raise IngestError(f"embed field must be one of {', '.join(EMBED_FIELDS)}, not {embed_field!r}")
     start = time.perf_counter()
     summary = summary or IngestSummary()
-    batch = max(
-        1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000, 1000)
-    )
+    batch = max(1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000, 1000))
     sources = sources if sources is not None else {r.source for r in records}
     new_ids = {r.id for r in records}
     present = _existing(collection, list(new_ids), batch)
@@ -168,12 +168,8 @@ def _write(
     show: bool,
 ) -> None:
     """Embed chunk i+1 while Chroma writes chunk i (both release the GIL); one write in flight at a time."""
-    from concurrent.futures import Future, ThreadPoolExecutor
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not show, transient=True) as bar, ThreadPoolExecutor(1) as writer:
+    with progress_bar(show, "embedding") as bar, ThreadPoolExecutor(1) as writer:
         task = bar.add_task("embed", total=len(todo))
         pending: Future | None = None
         step = max(embed_batch, (batch // embed_batch) * embed_batch)
@@ -214,7 +210,6 @@ def ingest_paths(
         shown = "\n".join(f"  {r}" for r in rejections[:20])
         more = f"\n  ... and {len(rejections) - 20} more" if len(rejections) > 20 else ""
         raise IngestError(f"--strict: {len(rejections)} record(s) rejected, nothing written:\n{shown}{more}")
-    from ingest.readers import iter_files
 
     sources = {str(f) for f in iter_files(paths)}
     summary = IngestSummary(rejected=len(rejections), rejections=rejections)

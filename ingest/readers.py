@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ShvayambhuError
-from ingest.records import Record
+from ingest.records import Record, split_name
 from ingest.validate import Rejection
 
 EXTENSIONS = (".jsonl", ".json", ".txt", ".md")
@@ -27,7 +27,7 @@ def from_object(obj: Any, source: str, line: int) -> list[Record] | str:
     common = {
         "model": obj.get("model") if isinstance(obj.get("model"), str) else None,
         "category": obj.get("category") if isinstance(obj.get("category"), str) else None,
-        "split": obj.get("split") if isinstance(obj.get("split"), str) else None,
+        "split": split_name(obj.get("split")),
         "meta": obj.get("meta") if isinstance(obj.get("meta"), dict) else {},
         "source": source,
         "line": line,
@@ -117,9 +117,7 @@ def read_json(path: Path) -> Iterator[Record | Rejection]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        yield Rejection(
-            src, e.lineno, f"invalid JSON: {e.msg} at column {e.colno}; the whole file was skipped"
-        )
+        yield Rejection(src, e.lineno, f"invalid JSON: {e.msg} at column {e.colno}; the whole file was skipped")
         return
     if isinstance(data, dict):
         data = [data]
@@ -205,9 +203,7 @@ def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
                     yield f
         elif p.is_file():
             if p.suffix.lower() not in EXTENSIONS:
-                raise ReadError(
-                    f"{p}: cannot read {p.suffix or 'extensionless'} files; use {', '.join(EXTENSIONS)}"
-                )
+                raise ReadError(f"{p}: cannot read {p.suffix or 'extensionless'} files; use {', '.join(EXTENSIONS)}")
             yield p
         else:
             raise ReadError(f"{p}: no such file or folder")

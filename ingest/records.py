@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -67,3 +68,32 @@ class Record:
         if self.meta:
             out["meta"] = self.meta
         return out
+
+
+HELDOUT = "heldout"  # the split that is the evaluation set: never trained on, never retrieved to ground an answer
+HELDOUT_FRACTION = 0.1  # share of records held out by hash when no record is marked
+
+
+def split_name(value: Any) -> str | None:
+    """A record's split as stored: lower-case and trimmed, so "Heldout" and "heldout " are the held-out split."""
+    return value.strip().lower() or None if isinstance(value, str) else None
+
+
+def heldout_flags(records: Sequence[Any], fraction: float = HELDOUT_FRACTION, seed: int = 0) -> tuple[list[bool], str]:
+    """The one held-out rule, shared by training and evaluation: (flag per record, the rule in words).
+
+    Records whose `split` is "heldout" in any letter case are held out; when none is, `fraction` of them
+    (at least one, never all) is chosen by a stable hash of the record id."""
+    marked = [split_name(getattr(r, "split", None)) == HELDOUT for r in records]
+    if any(marked):
+        return marked, f"records whose split is {HELDOUT!r}"
+    n = len(records)
+    if n < 2 or fraction <= 0:
+        return marked, f"no record has split {HELDOUT!r}"
+    n_held = min(max(1, round(fraction * n)), n - 1)
+
+    def rank(r: Any) -> bytes:
+        return hashlib.blake2b(f"{seed}\x1fheldout\x1f{r.id}".encode(), digest_size=8).digest()
+
+    chosen = {id(r) for r in sorted(records, key=rank)[:n_held]}
+    return [id(r) in chosen for r in records], f"{n_held} of {n} records by a stable hash of their id"

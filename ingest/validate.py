@@ -13,9 +13,7 @@ MAX_PROMPT_BYTES = 16_384
 
 _PLACEHOLDERS: list[tuple[re.Pattern[str], str]] = [
     (
-        re.compile(
-            r"\{\{?\s*(response|answer|output|completion|text|content|placeholder|insert[^}]*)\s*\}?\}", re.I
-        ),
+        re.compile(r"\{\{?\s*(response|answer|output|completion|text|content|placeholder|insert[^}]*)\s*\}?\}", re.I),
         "template variable",
     ),
     (re.compile(r"<\s*(placeholder|response|answer|insert[^>]*|your [^>]*)\s*/?>", re.I), "placeholder tag"),

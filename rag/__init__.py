@@ -10,21 +10,39 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Answer", "AnswerStream", "ChatSession", "Memory", "Shvayambhu", "Source"]
+__all__ = [
+    "Answer",
+    "AnswerStream",
+    "ChatSession",
+    "Memory",
+    "Settings",
+    "Shvayambhu",
+    "ShvayambhuError",
+    "Source",
+    "UsageError",
+    "load_settings",
+]
 
 _WHERE = {
     "Shvayambhu": "rag.api",
     "ChatSession": "rag.api",
-    "Answer": "rag.pipeline",
+    "Answer": "rag.answer",
     "AnswerStream": "rag.pipeline",
-    "Source": "rag.pipeline",
-    "Memory": "rag.memory",
+    "Source": "rag.answer",
+    "Memory": "rag.consciousness.memory",
+    "Settings": "rag.config",
+    "load_settings": "rag.config",
+    "ShvayambhuError": "index.errors",
+    "UsageError": "index.errors",
 }
 
 if TYPE_CHECKING:
+    from index.errors import ShvayambhuError, UsageError
+    from rag.answer import Answer, Source
     from rag.api import ChatSession, Shvayambhu
-    from rag.memory import Memory
-    from rag.pipeline import Answer, AnswerStream, Source
+    from rag.config import Settings, load_settings
+    from rag.consciousness.memory import Memory
+    from rag.pipeline import AnswerStream
 
 
 def __getattr__(name: str) -> Any:

@@ -12,16 +12,13 @@ from index.retrieve import Hit, search
 from index.store import StoreError, collection_info, get_collection, open_client
 from ingest.pipeline import IngestSummary, ingest_paths
 from ingest.readers import iter_files
+from rag.answer import Answer
 from rag.backends.base import Backend, BackendError
+from rag.backends.select import backend_status, select_backend
 from rag.config import Settings, load_settings
-from rag.memory import MemoryStream
-from rag.pipeline import Answer, AnswerStream, Prepared, prepare, run
-from rag.selfmodel import SelfModel
-
-
-def bundled_corpus() -> Path:
-    """The seed corpus shipped inside the package."""
-    return Path(__file__).resolve().parent.parent / "ingest" / "data" / "seed.jsonl"
+from rag.consciousness.memory import MemoryStream
+from rag.consciousness.selfmodel import SelfModel
+from rag.pipeline import AnswerStream, Prepared, prepare, run
 
 
 class Shvayambhu:
@@ -29,6 +26,9 @@ class Shvayambhu:
 
     def __init__(self, settings: Settings | None = None, **overrides: Any):
         self.settings = settings or load_settings(overrides=overrides or None)
+        self._memories: dict[str, MemoryStream] = {}
+        self._backends: dict[tuple[str, str | None], Backend] = {}
+        self._corpus: Any | None = None
 
     @cached_property
     def client(self) -> Any:
@@ -117,33 +117,31 @@ class Shvayambhu:
     def memory(self, session: str | None = None) -> MemoryStream:
         """The memory stream of `session` (default: the configured session)."""
         session = session or self.settings.session
-        streams = self.__dict__.setdefault("_memories", {})
-        if session not in streams:
-            streams[session] = MemoryStream(
+        if session not in self._memories:
+            self._memories[session] = MemoryStream(
                 self.client,
                 session,
                 lambda: self.embedder,
                 self.settings.memory,
                 model=canonical_name(self.settings.embedding.model),
             )
-        return streams[session]
+        return self._memories[session]
 
     def backend(self, name: str | None = None, model: str | None = None) -> Backend:
-        """The generation backend: ollama, blt, or auto (Ollama when its server answers, else the BLT)."""
+        """The generation backend: ollama, mlx, blt, or auto (see `rag.backends.select.select_backend`)."""
         key = (name or self.settings.backend, model)
-        cache = self.__dict__.setdefault("_backends", {})
-        if key not in cache:
-            cache[key] = select_backend(self.settings, key[0], model)
-        return cache[key]
+        if key not in self._backends:
+            self._backends[key] = select_backend(self.settings, key[0], model)
+        return self._backends[key]
 
     def corpus(self) -> Any | None:
         """The corpus collection for answering, or None when nothing has been ingested yet."""
-        if self.__dict__.get("_corpus") is None:
+        if self._corpus is None:
             name = self.settings.store.collection
             if name not in {c.name if hasattr(c, "name") else c for c in self.client.list_collections()}:
                 return None
-            self.__dict__["_corpus"] = self.collection()
-        return self.__dict__["_corpus"]
+            self._corpus = self.collection()
+        return self._corpus
 
     def prepare(
         self,
@@ -277,71 +275,3 @@ class ChatSession:
     def memories(self, limit: int = 10) -> list[Any]:
         """The newest memories of the session."""
         return self.assistant.memory(self.session).list(limit=limit)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Backends
-
-
-def ollama_backend(settings: Settings, model: str | None = None) -> Backend:
-    """An OllamaBackend from the [ollama] settings."""
-    from rag.backends.ollama import OllamaBackend
-
-    o = settings.ollama
-    return OllamaBackend(settings.ollama_host, model or o.model, timeout=o.timeout, keep_alive=o.keep_alive or None)
-
-
-def blt_backend(settings: Settings, model: str | None = None) -> Backend:
-    """The BLT backend over `[blt] checkpoint` (the shipped one by default); `model` may name another."""
-    from rag.backends.blt import load_backend
-
-    return load_backend(settings, model)
-
-
-def ollama_answers(settings: Settings, timeout: float = 2.0) -> tuple[bool, str]:
-    """(True, models) when the Ollama server answers /api/tags, else (False, why)."""
-    from rag.backends.ollama import list_models
-
-    try:
-        models = list_models(settings.ollama_host, timeout=timeout)
-    except BackendError as e:
-        return False, str(e)
-    return True, ", ".join(models) or "no models pulled"
-
-
-def select_backend(settings: Settings, name: str, model: str | None = None) -> Backend:
-    """`ollama`, `blt`, or `auto`: Ollama when its server answers, else the BLT when a checkpoint loads."""
-    if name == "ollama":
-        return ollama_backend(settings, model)
-    if name == "blt":
-        return blt_backend(settings, model)
-    if name != "auto":
-        raise BackendError(f"unknown backend {name!r}: use ollama, blt or auto")
-    up, why = ollama_answers(settings)
-    if up:
-        return ollama_backend(settings, model)
-    try:
-        return blt_backend(settings, model)
-    except BackendError as e:
-        blt_why = str(e)
-    pull = model or settings.ollama.model
-    raise BackendError(
-        f"no backend available: start Ollama (`ollama serve`, then `ollama pull {pull}`) "
-        f"or point --ollama-host / OLLAMA_HOST at a running one; the BLT backend is not usable either "
-        f"({blt_why}). Ollama: {why}"
-    )
-
-
-def backend_status(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Readiness of each backend for `shvayambhu status`: one HTTP call and one checkpoint load."""
-    up, why = ollama_answers(settings)
-    out = {"ollama": {"ready": up, "detail": f"{settings.ollama_host}: {why}" if up else why}}
-    try:
-        from blt.blas import status as blas_status
-
-        b = blt_backend(settings)
-        detail = f"checkpoint {b.path} ({b.context_bytes}-byte context); {blas_status().message}"
-        out["blt"] = {"ready": True, "detail": detail}
-    except BackendError as e:
-        out["blt"] = {"ready": False, "detail": str(e)}
-    return out

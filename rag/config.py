@@ -11,7 +11,6 @@ from typing import Any, get_type_hints
 
 from index.embed import DEFAULT_MODEL
 from index.errors import UsageError
-from index.store import default_data_dir
 
 
 class ConfigError(UsageError):
@@ -68,10 +67,26 @@ class BLTSettings:
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
-    repetition_penalty: float = 1.0  # CTRL-style, over the last 64 bytes; distorts letter frequencies
+    repeat_penalty: float = 1.0  # CTRL-style, over the last 64 bytes; distorts letter frequencies
     no_repeat_ngram: int = 12  # the answer never holds the same 12 bytes twice: no loops, copying stays free
     copy_weight: float = 0.5  # mix a copy of the retrieved answers in where the answer matches them; 0: off
     seed: int = 0
+    # The BLT can only re-tell what it retrieved: when the layer flags low confidence it says plainly that the
+    # corpus has nothing on the question and names the nearest things it holds, instead of decoding word salad.
+    abstain: bool = True
+
+
+@dataclass
+class MLXSettings:
+    model: str = ""  # empty: the bundled SmolLM2-135M-Instruct; else an mlx-lm folder, a cached HF repo id or a .gguf
+    # auto: float32 on the CPU (MLX's CPU 4-bit kernels are single-threaded), the quantized weights on Metal/CUDA
+    dtype: str = "auto"
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    max_tokens: int = 256
+    copy_weight: float = 0.0  # token-level copy of the retrieved answers mixed into the model's distribution; 0: off
 
 
 @dataclass
@@ -118,12 +133,13 @@ class MetacognitionSettings:
 
 @dataclass
 class Settings:
-    backend: str = "auto"  # ollama | blt | auto
+    backend: str = "auto"  # auto | ollama | mlx | blt
     session: str = "default"
     store: StoreSettings = field(default_factory=StoreSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
     ollama: OllamaSettings = field(default_factory=OllamaSettings)
+    mlx: MLXSettings = field(default_factory=MLXSettings)
     blt: BLTSettings = field(default_factory=BLTSettings)
     self_model: SelfModelSettings = field(default_factory=SelfModelSettings)
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
@@ -140,6 +156,13 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def default_data_dir() -> Path:
+    """`$SHVAYAMBHU_HOME`, else `~/.shvayambhu` (the store's own default; chromadb loads only when asked)."""
+    from index.store import default_data_dir as store_default  # lazy: index.store imports chromadb
+
+    return store_default()
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:

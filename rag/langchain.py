@@ -17,14 +17,18 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompt_values import PromptValue
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 
+from rag.backends.base import GenerationOptions
+from rag.backends.select import select_backend
 from rag.config import Settings
-from rag.prompting import BLOCK_SEP, INSTRUCTIONS, WORKSPACE_HEADER, chat_prompt, exemplar_text, to_dicts
-from rag.selfmodel import SelfModel
+from rag.consciousness.prompt import INSTRUCTIONS, block, exemplar_text, reference_block
+from rag.consciousness.selfmodel import SelfModel
+from rag.consciousness.workspace import Candidate
+from rag.options import options_for
 
 
 class ShvayambhuRetriever(BaseRetriever):
@@ -39,9 +43,7 @@ class ShvayambhuRetriever(BaseRetriever):
     mmr: bool | None = None
     where: dict[str, Any] | None = None
 
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
-    ) -> list[Document]:
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         hits = self.assistant.search(query, self.k, where=self.where, mmr=self.mmr, min_score=self.min_score)
         docs = []
         for h in hits:
@@ -52,14 +54,24 @@ class ShvayambhuRetriever(BaseRetriever):
 
 
 def format_documents(docs: list[Document]) -> str:
-    """Documents as the numbered exemplar blocks of our workspace (with its header)."""
-    if not docs:
-        return ""
+    """Documents as our quoted reference block of numbered exemplars ("" for none)."""
     blocks = [
-        f"[{i}] " + exemplar_text(str(d.metadata.get("prompt", "")), d.page_content)
+        block(Candidate("exemplar", exemplar_text(str(d.metadata.get("prompt", "")), d.page_content), 0.0), i)
         for i, d in enumerate(docs, 1)
     ]
-    return WORKSPACE_HEADER + BLOCK_SEP.join(blocks)
+    return reference_block(blocks)
+
+
+def chat_prompt() -> ChatPromptTemplate:
+    """The ask prompt as a langchain-core template: variables self_model, instructions, guidance, workspace
+    (the reference block, see `format_documents`) and question; `history` (messages) is optional."""
+    return ChatPromptTemplate.from_messages(
+        [
+            ("system", "{self_model}\n\n{instructions}{guidance}"),
+            MessagesPlaceholder("history", optional=True),
+            ("human", "{workspace}{question}"),
+        ]
+    )
 
 
 def lcel_prompt(settings: Settings | None = None) -> ChatPromptTemplate:
@@ -67,6 +79,12 @@ def lcel_prompt(settings: Settings | None = None) -> ChatPromptTemplate:
     (and optionally `history`, a list of messages)."""
     sm = SelfModel.from_settings((settings or Settings()).self_model)
     return chat_prompt().partial(self_model=sm.render(), instructions=INSTRUCTIONS, guidance="")
+
+
+def to_dicts(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    """langchain messages -> backend chat messages."""
+    role = {"system": "system", "human": "user", "ai": "assistant"}
+    return [{"role": role.get(m.type, m.type), "content": str(m.content)} for m in messages]
 
 
 def _messages(value: Any) -> list[dict[str, str]]:
@@ -112,9 +130,7 @@ class AskRunnable(Runnable[Any, Any]):
         if isinstance(value, str):
             return value, dict(self.ask_options)
         if isinstance(value, dict) and "question" in value:
-            extra = {
-                k: value[k] for k in ("session", "history", "k", "use_memory", "use_retrieval") if k in value
-            }
+            extra = {k: value[k] for k in ("session", "history", "k", "use_memory", "use_retrieval") if k in value}
             return str(value["question"]), {**self.ask_options, **extra}
         raise TypeError("AskRunnable takes a question string or a dict with a 'question' key")
 
@@ -150,46 +166,40 @@ def blt_prompt() -> ChatPromptTemplate:
     return ChatPromptTemplate.from_messages([("system", "{context}"), ("human", "{question}")])
 
 
-class BLTChatModel(BaseChatModel):
-    """Our byte model as a LangChain chat model: system messages are its exemplar block, the last human
-    message its question. Compose with `ShvayambhuRetriever | format_exemplars` and `blt_prompt()`."""
+class ShvayambhuChatModel(BaseChatModel):
+    """Any of our backends as a LangChain chat model: `backend` is auto, ollama, mlx or blt, `model` what that
+    backend takes (an Ollama model, an MLX model path or repo id, a BLT checkpoint). Sampling defaults come from
+    `settings` (the backend's section); the fields below override them when set. For the BLT, system messages
+    are its exemplar block (see `format_exemplars` and `blt_prompt()`)."""
 
-    checkpoint: str | None = None  # None: the checkpoint shipped in the package
-    max_bytes: int = 0  # as [blt] max_bytes
-    temperature: float = 0.0
+    backend: str = "auto"
+    model: str | None = None
+    settings: Settings | None = None
+    temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
-    repetition_penalty: float = 1.0
-    no_repeat_ngram: int = 12  # as [blt] no_repeat_ngram
-    copy_weight: float = 0.5  # as [blt] copy_weight
-    seed: int | None = 0
+    seed: int | None = None
+    max_tokens: int | None = None  # tokens (Ollama, MLX) or bytes (BLT)
+    _backend_cache: Any = PrivateAttr(default=None)
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     @property
     def _llm_type(self) -> str:
-        return "shvayambhu-blt"
+        return f"shvayambhu-{self.backend}"
 
     def _backend(self) -> Any:
-        from rag.backends.blt import BLTBackend
+        if self._backend_cache is None:
+            self._backend_cache = select_backend(self.settings or Settings(), self.backend, self.model)
+        return self._backend_cache
 
-        return BLTBackend(
-            self.checkpoint,
-            max_bytes=self.max_bytes,
-            no_repeat_ngram=self.no_repeat_ngram,
-            copy_weight=self.copy_weight,
-        )
-
-    def _options(self, stop: list[str] | None) -> Any:
-        from rag.backends.base import GenerationOptions
-
-        return GenerationOptions(
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            repeat_penalty=self.repetition_penalty,
-            seed=self.seed,
-            stop=stop,
-            max_tokens=self.max_bytes or None,
-        )
+    def _options(self, stop: list[str] | None) -> GenerationOptions:
+        opts = options_for(self.settings or Settings(), self._backend().name)
+        for name in ("temperature", "top_k", "top_p", "seed", "max_tokens"):
+            if getattr(self, name) is not None:
+                setattr(opts, name, getattr(self, name))
+        opts.stop = stop
+        return opts
 
     def _generate(
         self,

@@ -13,88 +13,22 @@ from typing import Any
 
 import numpy as np
 
-from index.retrieve import Hit, query_vector
-from rag import metacognition as meta
-from rag.backends.base import Backend, BackendError, Generation, GenerationOptions
-from rag.config import Settings
-from rag.memory import Memory, MemoryStream, exchange_text
+from index.retrieve import Hit, mmr_select, query_vector
+from ingest.records import split_name
+from rag.answer import Answer, Source
+from rag.backends.base import Backend, BackendError, Chunk, Generation, GenerationOptions
+from rag.config import RetrievalSettings, Settings
+from rag.consciousness import metacognition as meta
+from rag.consciousness.memory import Memory, MemoryStream, exchange_text
+from rag.consciousness.prompt import base_messages, exemplar_text, flatten, memory_text, number_exemplars, render, size
+from rag.consciousness.selfmodel import SelfModel
+from rag.consciousness.workspace import BudgetError, Candidate, Workspace, evict, measurer, pack, shorten
+from rag.options import options_for
 from rag.postprocess import Cleaner, attribute
-from rag.prompting import base_messages, exemplar_text, flatten, memory_text, number_exemplars, render, size
-from rag.selfmodel import SelfModel
-from rag.workspace import BudgetError, Candidate, Workspace, evict, measurer, pack, shorten
 
 log = logging.getLogger(__name__)
+HELDOUT_MARGIN = 8  # extra hits fetched so that dropping held-out ones still leaves enough
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
-
-
-@dataclass
-class Source:
-    """An exemplar that was in the prompt; `number` is how the answer cites it, `used` whether it did."""
-
-    id: str
-    score: float
-    prompt: str
-    number: int = 0
-    used: bool = False
-    response: str = field(default="", repr=False)
-    category: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {
-            "id": self.id,
-            "score": round(self.score, 4),
-            "prompt": self.prompt,
-            "number": self.number,
-            "used": self.used,
-        }
-        if self.category:
-            d["category"] = self.category
-        return d
-
-
-@dataclass
-class Answer:
-    """What `ask` returns. `timings` are milliseconds: retrieve, generate, memory, total."""
-
-    answer: str
-    sources: list[Source]
-    confidence: float
-    low_confidence: bool
-    backend: str
-    model: str
-    timings: dict[str, float]
-    prompt: str | None = None  # the flattened prompt, when asked for
-    workspace: Workspace | None = None
-    messages: list[dict[str, str]] | None = None
-    memories: list[Memory] = field(default_factory=list)  # recalled for this question
-    session: str | None = None
-    done_reason: str = "stop"
-    details: meta.Confidence | None = None
-    warnings: list[str] = field(default_factory=list)
-    reflections: list[Memory] = field(default_factory=list)  # written after this exchange, if any
-
-    def to_dict(self, show_prompt: bool = False) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "answer": self.answer,
-            "sources": [s.to_dict() for s in self.sources],
-            "confidence": round(self.confidence, 4),
-            "low_confidence": self.low_confidence,
-            "backend": self.backend,
-            "model": self.model,
-            "timings": {k: round(v, 2) for k, v in self.timings.items()},
-            "session": self.session,
-            "done_reason": self.done_reason,
-            "memories": [m.to_dict() for m in self.memories],
-        }
-        if self.details is not None:
-            d["confidence_details"] = self.details.to_dict()
-        if self.warnings:
-            d["warnings"] = self.warnings
-        if show_prompt:
-            d["prompt"] = self.prompt
-            d["messages"] = self.messages
-            d["workspace"] = self.workspace.to_dict() if self.workspace else None
-        return d
 
 
 @dataclass
@@ -111,32 +45,6 @@ class Prepared:
     timings: dict[str, float]
     started: float
     warnings: list[str] = field(default_factory=list)
-
-
-def options_for(settings: Settings, backend: str, low_confidence: bool = False) -> GenerationOptions:
-    """Sampling options for a backend from its settings section. When the layer judged its evidence weak
-    (`low_confidence`), the BLT copies nothing: it would re-tell an answer to another question."""
-    if backend == "blt":
-        b = settings.blt
-        return GenerationOptions(
-            temperature=b.temperature,
-            top_p=b.top_p,
-            top_k=b.top_k or None,
-            repeat_penalty=b.repetition_penalty,
-            seed=b.seed,
-            max_tokens=b.max_bytes or None,
-            copy_weight=0.0 if low_confidence else b.copy_weight,
-        )
-    o = settings.ollama
-    return GenerationOptions(
-        temperature=o.temperature,
-        top_p=o.top_p,
-        top_k=o.top_k,
-        repeat_penalty=o.repeat_penalty,
-        num_ctx=o.num_ctx,
-        seed=None if o.seed < 0 else o.seed,
-        max_tokens=o.max_tokens,
-    )
 
 
 def budget_for(settings: Settings, backend: Any) -> tuple[int, str]:
@@ -162,6 +70,28 @@ def normalise_history(history: list[Any] | None) -> list[dict[str, str]]:
         if role in ("user", "assistant") and content:
             out.append({"role": role, "content": str(content)})
     return out
+
+
+def exemplars(collection: Any, vector: np.ndarray, r: RetrievalSettings, k: int) -> list[Hit]:
+    """The top-k exemplars for `vector`, MMR-diversified when [retrieval] mmr is on, never from the held-out split.
+
+    A Chroma `$ne` filter scans the whole collection (20-60 ms at 10,000 records, a plain top-4 takes ~1.3 ms), so
+    held-out records are dropped from a slightly wider unfiltered top-n instead; only when too few survive is
+    the filtered query run. Both give the same hits."""
+    fetch = r.fetch_k if r.mmr else k
+    lam = r.mmr_lambda if r.mmr else 1.0
+    if not r.exclude_split:
+        return query_vector(collection, vector, k=k, min_score=r.min_score, mmr=True, fetch_k=fetch, mmr_lambda=lam)
+    excluded = split_name(r.exclude_split)
+    n = fetch + HELDOUT_MARGIN
+    wide = query_vector(collection, vector, k=n, min_score=r.min_score, mmr=True, fetch_k=n, mmr_lambda=1.0)
+    kept = [h for h in wide if split_name(h.metadata.get("split")) != excluded]
+    if len(kept) < fetch and len(wide) == n:  # the held-out split crowds the top: let Chroma filter
+        where = {"split": {"$ne": excluded}}
+        return query_vector(
+            collection, vector, k=k, where=where, min_score=r.min_score, mmr=True, fetch_k=fetch, mmr_lambda=lam
+        )
+    return mmr_select(np.asarray(vector, dtype=np.float32), kept[:fetch], k, lam)
 
 
 def candidates(
@@ -242,16 +172,7 @@ def prepare(
     vector = embed(question) if embed is not None and (use_retrieval or memory is not None) else None
     hits: list[Hit] = []
     if use_retrieval and collection is not None and vector is not None and k > 0:
-        hits = query_vector(
-            collection,
-            vector,
-            k=k,
-            where={"split": {"$ne": r.exclude_split}} if r.exclude_split else None,
-            min_score=r.min_score,
-            mmr=True,
-            fetch_k=r.fetch_k if r.mmr else k,
-            mmr_lambda=r.mmr_lambda if r.mmr else 1.0,
-        )
+        hits = exemplars(collection, vector, r, k)
     memories = memory.recall(vector=vector, now=now) if memory is not None and vector is not None else []
     ev = meta.evidence(
         [h.score for h in hits],
@@ -372,7 +293,7 @@ def finish(
     )
     answer.timings["generate"] = generate_ms
     t = time.perf_counter()
-    if memory is not None and text:
+    if memory is not None and text and generation.done_reason != "abstain":  # nothing learnt from "I don't know"
         remember(answer, prep, memory, backend, options)
         answer.timings["memory"] = (time.perf_counter() - t) * 1000
     answer.timings["total"] = (time.perf_counter() - prep.started) * 1000
@@ -396,6 +317,26 @@ def remember(answer: Answer, prep: Prepared, memory: MemoryStream, backend: Any,
         log.warning("reflection skipped: %s", e)
 
 
+def options(prep: Prepared, backend: Backend, settings: Settings) -> GenerationOptions:
+    """The backend's sampling options for this question, with the retrieved answers to copy from when it copies."""
+    opts = options_for(settings, backend.name, prep.confidence.low)
+    if opts.copy_weight:
+        opts.copy_sources = [h.response for h in prep.hits]
+    return opts
+
+
+def abstention(prep: Prepared, backend: Backend, settings: Settings) -> Generation | None:
+    """For a backend that can only re-tell its exemplars (it declares `retells_only`), a plain "the corpus has
+    nothing on this" when the evidence is weak, naming the nearest things the corpus holds; else None."""
+    if not (getattr(backend, "retells_only", False) and settings.blt.abstain and prep.confidence.low):
+        return None
+    nearest = "; ".join(f"\u201c{' '.join(h.prompt.split())}\u201d" for h in prep.hits[:3])
+    text = f"My corpus has nothing on this (confidence {prep.confidence.value:.2f}), and I would only be guessing. " + (
+        f"The nearest things it holds are: {nearest}." if nearest else "It holds nothing close to it."
+    )
+    return Generation(text=text, model=backend.model, backend=backend.name, done_reason="abstain")
+
+
 def run(
     prep: Prepared,
     backend: Backend,
@@ -405,10 +346,10 @@ def run(
     show_prompt: bool = False,
 ) -> Answer:
     """Generate in one call and finish."""
-    options = options_for(settings, backend.name, prep.confidence.low)
+    opts = options(prep, backend, settings)
     cleaner = Cleaner(n_sources=len(prep.hits), name=settings.self_model.name)
     t = time.perf_counter()
-    gen = backend.generate(prep.messages, options)
+    gen = abstention(prep, backend, settings) or backend.generate(prep.messages, opts)
     ms = (time.perf_counter() - t) * 1000
     cleaner.feed(gen.text)
     cleaner.finish(gen.done_reason)
@@ -419,7 +360,7 @@ def run(
         settings=settings,
         memory=memory,
         backend=backend,
-        options=options,
+        options=opts,
         generate_ms=ms,
         show_prompt=show_prompt,
     )
@@ -454,11 +395,16 @@ class AnswerStream:
         return next(self._iter)
 
     def _run(self) -> Iterator[str]:
-        options = options_for(self.settings, self.backend.name, self.prep.confidence.low)
+        opts = options(self.prep, self.backend, self.settings)
         cleaner = Cleaner(n_sources=len(self.prep.hits), name=self.settings.self_model.name)
         t = time.perf_counter()
-        gen: Generation | None = None
-        for chunk in self.backend.stream(self.prep.messages, options):
+        gen = abstention(self.prep, self.backend, self.settings)
+        chunks = (
+            [Chunk(gen.text), Chunk("", done=True, generation=gen)]
+            if gen
+            else self.backend.stream(self.prep.messages, opts)
+        )
+        for chunk in chunks:
             piece = cleaner.feed(chunk.text)
             if piece:
                 yield piece
@@ -478,7 +424,7 @@ class AnswerStream:
             settings=self.settings,
             memory=self.memory,
             backend=self.backend,
-            options=options,
+            options=opts,
             generate_ms=ms,
             show_prompt=self.show_prompt,
         )

@@ -32,9 +32,7 @@ _LEAKED = re.compile(
     r"|<end_of_turn>|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"
 )
 # A role label at the very start of the answer.
-_LEADING_ROLE = re.compile(
-    r"^\s*(?:\*\*)?(?:assistant|ai|answer|a|response|bot|shvayambhu)(?:\*\*)?\s*:\s*", re.I
-)
+_LEADING_ROLE = re.compile(r"^\s*(?:\*\*)?(?:assistant|ai|answer|a|response|bot|shvayambhu)(?:\*\*)?\s*:\s*", re.I)
 _SEPARATOR_LINE = re.compile(r"^\s*(?:#{3,}|={3,}|-{3,}\s*end\b.*|<{3,}|>{3,}|\|{3,})\s*$", re.I)
 _CITATION = re.compile(r"([ \t]*)\[(?:(?:source|exemplar|ref|doc)\s*)?(\d{1,3}(?:\s*,\s*\d{1,3})*)\]", re.I)
 _NORM = re.compile(r"[^\w]+")
@@ -183,9 +181,7 @@ def _join(ws: str) -> str:
     return "\n" * min(n, 2) if n else (" " if ws else "")
 
 
-def clean(
-    text: str, *, done_reason: str = "stop", n_sources: int = 0, name: str = ""
-) -> tuple[str, list[int]]:
+def clean(text: str, *, done_reason: str = "stop", n_sources: int = 0, name: str = "") -> tuple[str, list[int]]:
     """One-shot cleaning: (clean text, original numbers of the cited sources in their new order)."""
     c = Cleaner(n_sources=n_sources, name=name)
     c.feed(text)

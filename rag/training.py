@@ -19,9 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from blt.data import Sample, clip_response, split_validation, stable_seed
+from blt import presets
+from blt import train as T
+from blt.bpb import bpb_report
+from blt.data import DataConfig, Sample, clip_response, split_validation
+from index.embed import load_embedder
+from index.errors import ShvayambhuError, UsageError
+from ingest.readers import read_path
+from ingest.records import HELDOUT_FRACTION, Record, heldout_flags, split_name
+from ingest.validate import check_record
 
-HELDOUT = "heldout"
+
+class TrainingError(ShvayambhuError, ValueError):
+    """The corpus or a checkpoint cannot be used for training or scoring; the message says what to do."""
 
 
 @dataclass
@@ -51,21 +61,13 @@ def _norm(text: str) -> str:
 
 def records_from_files(paths: Iterable[str | Path], validate: bool = True) -> list[CorpusRecord]:
     """Records of JSONL/JSON/text files or folders; invalid ones (ingest.validate) are skipped."""
-    from ingest.readers import read_path
-    from ingest.records import Record
-
-    check = None
-    if validate:
-        try:
-            from ingest.validate import check_record as check
-        except ImportError:  # pragma: no cover - validation lands with ingest
-            check = None
+    check = check_record if validate else None
     out: dict[str, CorpusRecord] = {}
     for p in paths:
         for rec in read_path(p):
             if not isinstance(rec, Record) or (check is not None and check(rec) is not None):
                 continue
-            out.setdefault(rec.id, CorpusRecord(rec.id, rec.prompt, rec.response, rec.category, rec.split))
+            out.setdefault(rec.id, CorpusRecord(rec.id, rec.prompt, rec.response, rec.category, split_name(rec.split)))
     return list(out.values())
 
 
@@ -85,7 +87,7 @@ def records_from_chroma(collection: Any, page: int = 1000) -> tuple[list[CorpusR
                     str(meta.get("prompt", doc)),
                     str(meta.get("response", "")),
                     meta.get("category"),
-                    meta.get("split"),
+                    split_name(meta.get("split")),
                 )
             )
             if got.get("embeddings") is not None:
@@ -94,34 +96,6 @@ def records_from_chroma(collection: Any, page: int = 1000) -> tuple[list[CorpusR
         return recs, None
     e = np.stack(embs)
     return recs, e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-
-
-def open_corpus(
-    settings: Any = None,
-    *,
-    data_dir: str | Path | None = None,
-    collection: str | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    embedding_model: str | None = None,
-) -> Any:
-    """The ingested corpus collection, checked against the embedding model that built it.
-
-    `settings` (rag.config.Settings) supplies the store and embedding model; keyword arguments override it.
-    """
-    from index.embed import load_embedder
-    from index.store import CORPUS, get_collection, open_client
-
-    if settings is not None:
-        st, em = settings.store, settings.embedding
-        data_dir = data_dir or st.data_dir or None
-        collection = collection or st.collection
-        host = host or st.chroma_host or None
-        port = port or st.chroma_port
-        embedding_model = embedding_model or em.model
-    emb = load_embedder(embedding_model)
-    client = open_client(data_dir, host=host, port=port)
-    return get_collection(client, collection or CORPUS, model=emb.name, dim=emb.dim, create=False)
 
 
 def nearest_neighbours(
@@ -152,7 +126,7 @@ def build_samples(
     doc_embeddings: np.ndarray | None = None,
     k: int = 4,
     val_fraction: float = 0.05,
-    heldout_fraction: float = 0.0,
+    heldout_fraction: float = HELDOUT_FRACTION,
     dup_threshold: float = 0.95,
     seed: int = 0,
     embed_field: str = "prompt",
@@ -165,14 +139,9 @@ def build_samples(
     recs = list(records)
     n = len(recs)
     if n == 0:
-        raise ValueError("no records to train on")
-    marked = [r.split == HELDOUT for r in recs]
-    carved = False
-    if not any(marked) and heldout_fraction > 0:
-        n_h = max(1, round(heldout_fraction * n))
-        chosen = set(sorted(range(n), key=lambda i: stable_seed(seed, "heldout", recs[i].id))[:n_h])
-        marked = [i in chosen for i in range(n)]
-        carved = True
+        raise TrainingError("no records to train on: give a corpus with records, or ingest one first")
+    marked, rule = heldout_flags(recs, heldout_fraction, seed)
+    carved = any(marked) and "hash" in rule
     is_held = np.array(marked, dtype=bool)
 
     # the validation split is taken from the non-heldout records
@@ -184,8 +153,6 @@ def build_samples(
     is_train = ~is_held & ~is_val
 
     if embedder is None and doc_embeddings is None:
-        from index.embed import load_embedder
-
         embedder = load_embedder()
     if doc_embeddings is None:
         texts = [_embed_text(r, embed_field) for r in recs]
@@ -236,13 +203,12 @@ def load_data(
     collection: Any = None,
     k: int = 4,
     val_fraction: float = 0.05,
-    heldout_fraction: float = 0.1,
+    heldout_fraction: float = HELDOUT_FRACTION,
     seed: int = 0,
     embedding_model: str | None = None,
     embed_field: str = "prompt",
 ) -> RetrievalData:
     """Records from files (`sources`) or an opened Chroma collection, ready for training and evaluation."""
-    from index.embed import load_embedder
 
     embedder = load_embedder(embedding_model)
     if sources:
@@ -251,7 +217,7 @@ def load_data(
         recs, docs = records_from_chroma(collection)
         embed_field = (collection.metadata or {}).get("embed_field", embed_field)
     else:
-        raise ValueError("give corpus files/folders or an ingested collection")
+        raise UsageError("give corpus files/folders or an ingested collection")
     return build_samples(
         recs,
         embedder=embedder,
@@ -262,13 +228,6 @@ def load_data(
         seed=seed,
         embed_field=embed_field,
     )
-
-
-def default_sources() -> list[Path]:
-    """The bundled seed corpus: ingest/data/seed.jsonl, or its parts while it is being assembled."""
-    root = Path(__file__).resolve().parent.parent / "ingest" / "data"
-    seed = root / "seed.jsonl"
-    return [seed] if seed.exists() else sorted((root / "parts").glob("*.jsonl"))
 
 
 # ---- command bodies (the CLI wraps these) ----
@@ -295,7 +254,7 @@ def train_command(
     eval_every: int | None = None,
     patience: int | None = 5,
     seed: int = 0,
-    heldout_fraction: float = 0.1,
+    heldout_fraction: float = HELDOUT_FRACTION,
     val_fraction: float = 0.05,
     resume: bool = True,
     progress: bool = True,
@@ -313,15 +272,12 @@ def train_command(
     Context: responses come first (a long one leaves little room), then up to k exemplars, each response
     clipped to exemplar_bytes, truncated from the least relevant end. `copy_warmup` is DataConfig.self_copy.
     """
-    from blt import presets
-    from blt import train as T
-    from blt.data import DataConfig
 
     unknown = set(stages) - set(STAGES)
     if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}: use {', '.join(STAGES)}")
+        raise UsageError(f"unknown stage(s) {sorted(unknown)}: use {', '.join(STAGES)}")
     if size not in presets.SIZES:
-        raise ValueError(f"unknown size {size!r}: use {', '.join(presets.SIZES)}")
+        raise UsageError(f"unknown size {size!r}: use {', '.join(presets.SIZES)}")
     command = command or " ".join(sys.argv)
     data = load_data(
         sources=sources,
@@ -392,7 +348,7 @@ def eval_bpb_command(
     sources: Sequence[str | Path] | None = None,
     collection: Any = None,
     k: int | None = None,
-    heldout_fraction: float = 0.1,
+    heldout_fraction: float = HELDOUT_FRACTION,
     seed: int = 0,
     batch_size: int = 8,
     compressors: bool = True,
@@ -407,13 +363,12 @@ def eval_bpb_command(
     and size, and the response clip, default to what the BLT was trained with: a heldout response longer
     than the trained ones would push its exemplars out of the context.
     """
-    from blt.bpb import bpb_report
-    from blt.checkpoint import load_checkpoint
+    from blt.checkpoint import load_checkpoint  # lazy: loads mlx
 
     blt_path = _best(checkpoint)
     blt = load_checkpoint(blt_path)
     if blt.kind != "blt":
-        raise ValueError(f"{blt_path} holds a {blt.kind} checkpoint; give the BLT's (--baseline for the other)")
+        raise UsageError(f"{blt_path} holds a {blt.kind} checkpoint; give the BLT's (--baseline for the other)")
     if baseline is None and (Path(checkpoint) / "baseline" / "best").exists():
         baseline = Path(checkpoint) / "baseline"
     base = load_checkpoint(_best(baseline)) if baseline else None
@@ -432,7 +387,7 @@ def eval_bpb_command(
     if response_bytes:
         held = [clip_response(x, response_bytes) for x in held]
     if not held:
-        raise ValueError("no heldout records: mark some with split=heldout or pass heldout_fraction > 0")
+        raise TrainingError("no heldout records: mark some with split=heldout or pass heldout_fraction > 0")
     report = bpb_report(
         heldout=held,
         train=data.train + data.val,
@@ -461,4 +416,4 @@ def _best(path: str | Path) -> Path:
     for cand in (p, p / "best", p / "blt" / "best"):
         if (cand / "config.json").exists():
             return cand
-    raise FileNotFoundError(f"no checkpoint in {p} (nor in {p / 'best'} or {p / 'blt' / 'best'})")
+    raise TrainingError(f"no checkpoint in {p} (nor in {p / 'best'} or {p / 'blt' / 'best'})")

@@ -200,8 +200,9 @@ class OllamaServer:
 
     def start(self) -> OllamaServer:
         """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-ollama", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-ollama", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -301,10 +302,31 @@ class _HTTPError(Exception):
         self.message = message
 
 
-_INT_OPTIONS = {"num_ctx", "num_predict", "seed", "top_k", "num_keep", "repeat_last_n", "num_batch",
-                "num_gpu", "num_thread", "mirostat", "main_gpu"}
-_FLOAT_OPTIONS = {"temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
-                  "frequency_penalty", "mirostat_tau", "mirostat_eta", "tfs_z"}
+_INT_OPTIONS = {
+    "num_ctx",
+    "num_predict",
+    "seed",
+    "top_k",
+    "num_keep",
+    "repeat_last_n",
+    "num_batch",
+    "num_gpu",
+    "num_thread",
+    "mirostat",
+    "main_gpu",
+}
+_FLOAT_OPTIONS = {
+    "temperature",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "mirostat_tau",
+    "mirostat_eta",
+    "tfs_z",
+}
 
 
 def _check_options(options: Any) -> dict[str, Any]:
@@ -394,8 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self.owner._record("GET", self.path, None)
-        routes = {"/": self._root, "/api/tags": self._tags, "/api/version": self._version,
-                  "/api/ps": self._ps}
+        routes = {"/": self._root, "/api/tags": self._tags, "/api/version": self._version, "/api/ps": self._ps}
         route = routes.get(self.path.split("?", 1)[0])
         if route is None:
             self._send_text(404, "404 page not found")
@@ -406,8 +427,13 @@ class _Handler(BaseHTTPRequestHandler):
         body, bad_json = self._read_body()
         path = self.path.split("?", 1)[0]
         self.owner._record("POST", path, body)
-        routes = {"/api/chat": self._chat, "/api/generate": self._generate, "/api/show": self._show,
-                  "/api/embed": self._embed, "/api/embeddings": self._embeddings}
+        routes = {
+            "/api/chat": self._chat,
+            "/api/generate": self._generate,
+            "/api/show": self._show,
+            "/api/embed": self._embed,
+            "/api/embeddings": self._embeddings,
+        }
         route = routes.get(path)
         if route is None:
             self._send_text(404, "404 page not found")
@@ -435,8 +461,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"version": self.owner.version})
 
     def _details(self, b: ModelBehavior) -> dict[str, Any]:
-        return {"parent_model": "", "format": "gguf", "family": b.family, "families": [b.family],
-                "parameter_size": b.parameter_size, "quantization_level": b.quantization_level}
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": b.family,
+            "families": [b.family],
+            "parameter_size": b.parameter_size,
+            "quantization_level": b.quantization_level,
+        }
 
     def _digest(self, name: str) -> str:
         return hashlib.sha256(name.encode()).hexdigest()
@@ -444,18 +476,44 @@ class _Handler(BaseHTTPRequestHandler):
     def _tags(self) -> None:
         with self.owner._lock:
             models = list(self.owner.models.items())
-        self._send_json(200, {"models": [
-            {"name": n, "model": n, "modified_at": "2025-01-01T00:00:00Z", "size": 2_019_393_189,
-             "digest": self._digest(n), "details": self._details(b)} for n, b in models]})
+        self._send_json(
+            200,
+            {
+                "models": [
+                    {
+                        "name": n,
+                        "model": n,
+                        "modified_at": "2025-01-01T00:00:00Z",
+                        "size": 2_019_393_189,
+                        "digest": self._digest(n),
+                        "details": self._details(b),
+                    }
+                    for n, b in models
+                ]
+            },
+        )
 
     def _ps(self) -> None:
         with self.owner._lock:
             loaded = [(n, self.owner.models[n]) for n in self.owner.loaded if n in self.owner.models]
-        self._send_json(200, {"models": [
-            {"name": n, "model": n, "size": 3_000_000_000, "digest": self._digest(n),
-             "details": self._details(b), "expires_at": "2099-01-01T00:00:00Z", "size_vram": 3_000_000_000,
-             "context_length": b.context_length}
-            for n, b in loaded]})
+        self._send_json(
+            200,
+            {
+                "models": [
+                    {
+                        "name": n,
+                        "model": n,
+                        "size": 3_000_000_000,
+                        "digest": self._digest(n),
+                        "details": self._details(b),
+                        "expires_at": "2099-01-01T00:00:00Z",
+                        "size_vram": 3_000_000_000,
+                        "context_length": b.context_length,
+                    }
+                    for n, b in loaded
+                ]
+            },
+        )
 
     def _model(self, body: dict[str, Any]) -> tuple[str, ModelBehavior]:
         name = body.get("model") or body.get("name")
@@ -471,17 +529,24 @@ class _Handler(BaseHTTPRequestHandler):
     def _show(self, body: dict[str, Any]) -> None:
         model, b = self._model(body)
         arch = b.family
-        self._send_json(200, {
-            "license": "",
-            "modelfile": f"# Modelfile generated by \"ollama show\"\nFROM {model}\n",
-            "parameters": 'stop "<|eot_id|>"',
-            "template": "{{ .Prompt }}",
-            "details": self._details(b),
-            "model_info": {"general.architecture": arch, "general.parameter_count": 3_212_749_888,
-                           f"{arch}.context_length": 131072, f"{arch}.embedding_length": b.embedding_dim},
-            "capabilities": list(b.capabilities),
-            "modified_at": "2025-01-01T00:00:00Z",
-        })
+        self._send_json(
+            200,
+            {
+                "license": "",
+                "modelfile": f'# Modelfile generated by "ollama show"\nFROM {model}\n',
+                "parameters": 'stop "<|eot_id|>"',
+                "template": "{{ .Prompt }}",
+                "details": self._details(b),
+                "model_info": {
+                    "general.architecture": arch,
+                    "general.parameter_count": 3_212_749_888,
+                    f"{arch}.context_length": 131072,
+                    f"{arch}.embedding_length": b.embedding_dim,
+                },
+                "capabilities": list(b.capabilities),
+                "modified_at": "2025-01-01T00:00:00Z",
+            },
+        )
 
     def _vector(self, text: str, dim: int) -> list[float]:
         digest = b""
@@ -489,7 +554,7 @@ class _Handler(BaseHTTPRequestHandler):
         while len(digest) < 4 * dim:
             digest += hashlib.sha256(f"{counter}\x00{text}".encode()).digest()
             counter += 1
-        raw = [int.from_bytes(digest[4 * i:4 * i + 4], "little") / 2**31 - 1.0 for i in range(dim)]
+        raw = [int.from_bytes(digest[4 * i : 4 * i + 4], "little") / 2**31 - 1.0 for i in range(dim)]
         norm = math.sqrt(sum(x * x for x in raw)) or 1.0
         return [x / norm for x in raw]
 
@@ -511,10 +576,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(400, "the input length exceeds the context length")
         dim = body.get("dimensions") or b.embedding_dim
         load = self.owner._load(model)
-        self._send_json(200, {
-            "model": model, "embeddings": [self._vector(t, dim) for t in texts],
-            "total_duration": time.perf_counter_ns() - started + load, "load_duration": load,
-            "prompt_eval_count": sum(min(len(tokenize(t)), ctx) for t in texts)})
+        self._send_json(
+            200,
+            {
+                "model": model,
+                "embeddings": [self._vector(t, dim) for t in texts],
+                "total_duration": time.perf_counter_ns() - started + load,
+                "load_duration": load,
+                "prompt_eval_count": sum(min(len(tokenize(t)), ctx) for t in texts),
+            },
+        )
 
     def _embeddings(self, body: dict[str, Any]) -> None:
         model, b = self._model(body)
@@ -545,9 +616,7 @@ class _Handler(BaseHTTPRequestHandler):
         prompt_tokens = len(tokenize(system)) + len(tokenize(prompt)) + 4
         self._complete(body, chat=False, prompt=prompt, prompt_tokens=prompt_tokens, empty=not prompt)
 
-    def _complete(
-        self, body: dict[str, Any], *, chat: bool, prompt: str, prompt_tokens: int, empty: bool
-    ) -> None:
+    def _complete(self, body: dict[str, Any], *, chat: bool, prompt: str, prompt_tokens: int, empty: bool) -> None:
         started = time.perf_counter_ns()
         owner = self.owner
         model, b = self._model(body)
@@ -573,8 +642,9 @@ class _Handler(BaseHTTPRequestHandler):
             want_lp = body.get("logprobs") is True
             top_n = int(body.get("top_logprobs") or 0)
             if stream:
-                self._stream(body, model, chat, tokens, reason, b, started, load, prompt_tokens, dropping,
-                             want_lp, top_n)
+                self._stream(
+                    body, model, chat, tokens, reason, b, started, load, prompt_tokens, dropping, want_lp, top_n
+                )
             else:
                 if dropping:
                     self._drop()
@@ -593,9 +663,7 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             owner._leave()
 
-    def _answer(
-        self, b: ModelBehavior, prompt: str, body: dict[str, Any], options: dict[str, Any]
-    ) -> tuple[str, str]:
+    def _answer(self, b: ModelBehavior, prompt: str, body: dict[str, Any], options: dict[str, Any]) -> tuple[str, str]:
         if b.reply is None:
             text = default_reply(prompt, body)
         elif isinstance(b.reply, str):
@@ -614,8 +682,17 @@ class _Handler(BaseHTTPRequestHandler):
                 text, reason = "".join(tokens[: int(limit)]), "length"
         return text, reason
 
-    def _final(self, model: str, chat: bool, reason: str, started: int, load: int, prompt_tokens: int,
-               eval_count: int, text: str | None) -> dict[str, Any]:
+    def _final(
+        self,
+        model: str,
+        chat: bool,
+        reason: str,
+        started: int,
+        load: int,
+        prompt_tokens: int,
+        eval_count: int,
+        text: str | None,
+    ) -> dict[str, Any]:
         total = time.perf_counter_ns() - started + load
         prompt_ns = prompt_tokens * 25_000
         obj: dict[str, Any] = {"model": model, "created_at": _now()}
@@ -629,8 +706,14 @@ class _Handler(BaseHTTPRequestHandler):
         obj.update({"total_duration": total, "load_duration": load})
         if reason != "load":
             eval_ns = max(total - load - prompt_ns, eval_count * 1000)
-            obj.update({"prompt_eval_count": prompt_tokens, "prompt_eval_duration": prompt_ns,
-                        "eval_count": eval_count, "eval_duration": eval_ns})
+            obj.update(
+                {
+                    "prompt_eval_count": prompt_tokens,
+                    "prompt_eval_duration": prompt_ns,
+                    "eval_count": eval_count,
+                    "eval_duration": eval_ns,
+                }
+            )
         return obj
 
     def _chunk_line(self, obj: dict[str, Any]) -> None:
@@ -638,9 +721,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
-    def _stream(self, body: dict[str, Any], model: str, chat: bool, tokens: list[str], reason: str,
-                b: ModelBehavior, started: int, load: int, prompt_tokens: int, dropping: bool, want_lp: bool,
-                top_n: int) -> None:
+    def _stream(
+        self,
+        body: dict[str, Any],
+        model: str,
+        chat: bool,
+        tokens: list[str],
+        reason: str,
+        b: ModelBehavior,
+        started: int,
+        load: int,
+        prompt_tokens: int,
+        dropping: bool,
+        want_lp: bool,
+        top_n: int,
+    ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
@@ -693,8 +788,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed chunks")
     ap.add_argument("--reply", default=None, help="a fixed answer text (default: a varied generated answer)")
     args = ap.parse_args(argv)
-    behaviors = {m.strip(): ModelBehavior(reply=args.reply, delay=args.delay, token_delay=args.token_delay)
-                 for m in args.models.split(",") if m.strip()}
+    behaviors = {
+        m.strip(): ModelBehavior(reply=args.reply, delay=args.delay, token_delay=args.token_delay)
+        for m in args.models.split(",")
+        if m.strip()
+    }
     server = OllamaServer(behaviors, port=args.port)
     print(f"fake ollama listening on {server.url}", flush=True)
     try:

@@ -45,12 +45,12 @@ def test_ask_json_with_prompt_and_workspace(run_cli, fake_ollama):
     assert ws["winners"] and all("salience" in c and "kind" in c for c in ws["winners"] + ws["losers"])
     assert d["prompt"].startswith("<system>\nYou are Shvayambhu")
     sent = fake_ollama.bodies("/api/chat")[-1]
-    assert sent["messages"][-1]["content"] == "Why is the sky blue?"
+    assert sent["messages"][-1]["content"].endswith("</reference>\n\nWhy is the sky blue?")
     assert sent["options"]["temperature"] == 0.7 and sent["options"]["num_ctx"] == 4096
 
 
 def test_ask_plain_stream_and_auto_pick_the_same_text(run_cli):
-    code, plain, err = run_cli("ask", "How does photosynthesis work?", "--no-memory", "--seed", "3")
+    code, plain, err = run_cli("ask", "How does photosynthesis work?", "--no-memory", "--seed", "3", "-k", "2")
     assert code == 0, err
     code, streamed, err = run_cli(
         "ask",
@@ -147,7 +147,7 @@ def test_chat_loop(run_cli, fake_ollama):
     assert "conversation reset" in out and "unknown command /bogus" in out
     last = fake_ollama.bodies("/api/chat")[-1]["messages"]
     assert [m["role"] for m in last] == ["system", "user"]  # /reset dropped the turns...
-    assert "Miso" in last[0]["content"]  # ...but the memory of them is recalled
+    assert "Miso" in last[-1]["content"].split("</reference>")[0]  # ...but the memory of them is recalled
 
 
 def test_self_and_status(run_cli):
@@ -182,6 +182,6 @@ def test_a_fact_told_in_one_process_is_recalled_by_the_next(cli_env, fake_ollama
     assert second.returncode == 0, second.stderr
     d = json.loads(second.stdout)
     assert any("Miso" in m["text"] for m in d["memories"])
-    prompt = fake_ollama.bodies("/api/chat")[-1]["messages"][0]["content"]
-    assert "Remember that my cat is called Miso." in prompt  # the recalled memory reached the backend
+    prompt = fake_ollama.bodies("/api/chat")[-1]["messages"][-1]["content"]
+    assert "Remember that my cat is called Miso." in prompt.split("</reference>")[0]  # the recalled memory, quoted
     assert [c["kind"] for c in d["workspace"]["winners"]].count("memory") == 1

@@ -92,14 +92,14 @@ def test_stream_equals_generate_and_seed_reproduces(tiny_checkpoint: Path) -> No
     assert 0 < len(g1.probs) == len(g1.entropies) <= 48 and all(0.0 <= p <= 1.0 for p in g1.probs)
 
 
-def test_blt_chat_model_in_lcel(tiny_checkpoint: Path, make_assistant) -> None:
+def test_chat_model_drives_the_blt_in_lcel(tiny_checkpoint: Path, make_assistant) -> None:
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.runnables import RunnablePassthrough
 
-    from rag.langchain import BLTChatModel, ShvayambhuRetriever, blt_prompt, format_exemplars
+    from rag.langchain import ShvayambhuChatModel, ShvayambhuRetriever, blt_prompt, format_exemplars
 
     a = make_assistant()
-    llm = BLTChatModel(checkpoint=str(tiny_checkpoint), max_bytes=24, seed=1)
+    llm = ShvayambhuChatModel(backend="blt", model=str(tiny_checkpoint), max_tokens=24, seed=1)
     chain = (
         {
             "context": ShvayambhuRetriever(assistant=a, k=2) | format_exemplars,
@@ -161,7 +161,7 @@ def test_backend_copies_from_the_most_relevant_exemplar(tiny_checkpoint: Path) -
 
 def test_weak_evidence_turns_copying_off() -> None:
     from rag.config import load_settings
-    from rag.pipeline import options_for
+    from rag.options import options_for
 
     settings = load_settings(overrides={"blt": {"copy_weight": 0.7}}, environ={})
     assert options_for(settings, "blt").copy_weight == 0.7
@@ -181,3 +181,22 @@ def test_backend_lays_out_a_poisoned_record_as_training_does(tiny_checkpoint: Pa
     assert b.tokens(msgs, reserve=100) == context_tokens("Question?", [(hit.prompt, poison)])
     assert msgs[0]["content"].count("\nA: ") == 1  # the layout's one answer field; the record's are escaped
     assert b.copy_sources(msgs) == [tokens.encode(poison) + [tokens.EOS]]  # copied as stored, unescaped
+
+
+def test_blt_abstains_off_corpus_and_answers_on_corpus(make_assistant):
+    """Asked about something the corpus does not hold, the BLT says so and names the nearest things it holds
+    instead of decoding word salad; on-corpus questions are decoded as before; `[blt] abstain = false` decodes."""
+    a = make_assistant(backend="blt", blt={"max_bytes": 48})
+    off = a.ask("What is the torque spec for the cylinder head bolts on a 2004 Honda Civic?", use_memory=False)
+    assert off.low_confidence and off.done_reason == "abstain"
+    assert off.answer.startswith("My corpus has nothing on this")
+    assert off.sources and off.sources[0].prompt.split()[0] in off.answer  # names the nearest stored question
+    assert not a.memory().list()  # an abstention is not remembered
+    streamed = "".join(a.stream("What is the torque spec for the cylinder head bolts on a 2004 Honda Civic?"))
+    assert streamed == off.answer
+    on = a.ask("Why is the sky blue?", use_memory=False)
+    assert not on.low_confidence and on.done_reason != "abstain" and on.answer
+    decoded = make_assistant(backend="blt", blt={"max_bytes": 48, "abstain": False}).ask(
+        "What is the torque spec for the cylinder head bolts on a 2004 Honda Civic?", use_memory=False
+    )
+    assert decoded.done_reason != "abstain" and not decoded.answer.startswith("My corpus has nothing")

@@ -21,9 +21,7 @@ GOOD = "Sleep comes easier with a fixed wake-up time, a dark cool room and no sc
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text(
-        "\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8"
-    )
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     return path
 
 
@@ -79,9 +77,7 @@ def test_readers_accept_every_shape(tmp_path: Path) -> None:
 
     arr = tmp_path / "b.json"
     arr.write_text(
-        json.dumps(
-            [{"prompt": "p one?", "response": GOOD}, {"prompt": "p two?", "response": GOOD + "!"}], indent=2
-        ),
+        json.dumps([{"prompt": "p one?", "response": GOOD}, {"prompt": "p two?", "response": GOOD + "!"}], indent=2),
         encoding="utf-8",
     )
     recs, rej = records_and_rejections(arr)
@@ -97,15 +93,9 @@ def test_readers_accept_every_shape(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     recs, _ = records_and_rejections(md)
-    assert (
-        recs[0].prompt == "notes: Title"
-        and "First paragraph" in recs[0].response
-        and "Second" in recs[0].response
-    )
+    assert recs[0].prompt == "notes: Title" and "First paragraph" in recs[0].response and "Second" in recs[0].response
     assert all(r.kind == "text" for r in recs) and recs[1].prompt == "notes: Section B"
-    assert len(recs) == 3 and all(
-        len(r.response.encode()) <= 2100 for r in recs
-    )  # split under the size limit
+    assert len(recs) == 3 and all(len(r.response.encode()) <= 2100 for r in recs)  # split under the size limit
     txt = tmp_path / "plain.txt"
     txt.write_text("one\ntwo\n\nthree\n", encoding="utf-8")
     recs, _ = records_and_rejections(txt)
@@ -158,16 +148,11 @@ def test_undecodable_bytes_rejected_with_line_rest_kept(tmp_path: Path) -> None:
 def test_valid_text_is_not_rejected() -> None:
     ok = Record("How do I format a dict in Python?", "Use json.dumps(d, indent=2); a set looks like {1, 2}.")
     assert check_record(ok) is None
-    assert (
-        check_record(Record("Plan my day", "Start with your todo list, then block two hours for focus."))
-        is None
-    )
+    assert check_record(Record("Plan my day", "Start with your todo list, then block two hours for focus.")) is None
 
 
 def test_flatten_meta_is_chroma_safe() -> None:
-    rec = Record(
-        "Q?", GOOD, model="m", category="c", meta={"a": {"b": 1}, "l": [1, 2], "n": None}, source="s", line=3
-    )
+    rec = Record("Q?", GOOD, model="m", category="c", meta={"a": {"b": 1}, "l": [1, 2], "n": None}, source="s", line=3)
     meta = flatten_meta(rec, "prompt")
     assert meta["meta.a.b"] == 1 and meta["meta.l"] == "[1, 2]" and "meta.n" not in meta
     assert meta["bytes"] == len(GOOD.encode()) and meta["hash"] == rec.id and meta["line"] == 3
@@ -182,12 +167,8 @@ def snapshot(col) -> dict[str, tuple]:
     }
 
 
-def test_reingest_is_idempotent_edit_replaces_prune_removes(
-    tmp_path: Path, make_collection, embedder
-) -> None:
-    rows = [
-        {"prompt": f"Question {i}: how do plants grow?", "response": f"{GOOD} Variant {i}."} for i in range(6)
-    ]
+def test_reingest_is_idempotent_edit_replaces_prune_removes(tmp_path: Path, make_collection, embedder) -> None:
+    rows = [{"prompt": f"Question {i}: how do plants grow?", "response": f"{GOOD} Variant {i}."} for i in range(6)]
     path = write_jsonl(tmp_path / "corpus.jsonl", rows)
     col = make_collection()
     s1 = ingest_paths([path], col, embedder, progress=False)
@@ -241,9 +222,39 @@ def synthetic_corpus(path: Path, n: int) -> Path:
 
 def cli(data_dir: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "SHVAYAMBHU_HOME": str(data_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "rag.cli", *args], env=env, capture_output=True, text=True, **kw
-    )
+    return subprocess.run([sys.executable, "-m", "rag.cli", *args], env=env, capture_output=True, text=True, **kw)
+
+
+PAUSING_INGEST = """
+import sys, time
+from pathlib import Path
+from index.embed import load_embedder
+from index.store import get_collection, open_client
+from ingest.pipeline import ingest_paths
+
+corpus, home, marker = sys.argv[1:4]
+
+
+class Pausing:
+    # The real embedder; at its third batch (earlier batches written or being written) it says so and waits.
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed(self, texts, **kw):
+        self.calls += 1
+        if self.calls == 3:
+            Path(marker).touch()
+            time.sleep(600)
+        return self.inner.embed(texts, **kw)
+
+
+emb = load_embedder()
+col = get_collection(open_client(Path(home)), "corpus", model=emb.name, dim=emb.dim, embed_field="prompt")
+ingest_paths([corpus], col, lambda: Pausing(emb), progress=False)
+"""
 
 
 @pytest.mark.slow
@@ -251,30 +262,21 @@ def test_kill_9_mid_ingest_then_rerun_matches_uninterrupted(tmp_path: Path, embe
     from index.store import get_collection, open_client
 
     corpus = synthetic_corpus(tmp_path / "big.jsonl", 3000)
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    env = {**os.environ, "SHVAYAMBHU_HOME": str(killed)}
+    killed, clean, marker = tmp_path / "killed", tmp_path / "clean", tmp_path / "paused"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rag.cli", "ingest", str(corpus)],
-        env=env,
+        [sys.executable, "-c", PAUSING_INGEST, str(corpus), str(killed), str(marker)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    reader = None
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            reader = reader or get_collection(
-                open_client(killed), "corpus", model=embedder.name, dim=None, create=False
-            )
-            if reader.count() > 0:
-                break
-        except Exception:
-            continue
-    assert proc.poll() is None, "ingest finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    del reader
+    try:
+        while not marker.exists():  # the child cannot finish: it pauses mid-ingest until killed
+            assert proc.poll() is None, "the ingest died before it paused"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    partial = get_collection(open_client(killed), "corpus", model=embedder.name, dim=None, create=False).count()
+    assert 0 < partial < 3000  # killed mid-ingest: some but not all of it written
     assert cli(killed, "ingest", str(corpus)).returncode == 0
     assert cli(clean, "ingest", str(corpus)).returncode == 0
     a = get_collection(open_client(killed), "corpus", model=embedder.name, dim=None, create=False)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import RunnablePassthrough
 
+from rag.answer import Answer
 from rag.langchain import BackendChat, ShvayambhuRetriever, ask_runnable, format_documents, lcel_prompt
-from rag.pipeline import Answer
 
 
 def test_retriever_documents_carry_ids_and_scores(make_assistant):
@@ -36,7 +36,9 @@ def test_lcel_retriever_prompt_backend(make_assistant, fake_ollama):
     sent = fake_ollama.bodies("/api/chat")[-1]["messages"]
     assert [m["role"] for m in sent] == ["system", "user"]
     assert sent[0]["content"].startswith("You are Shvayambhu")
-    assert "[1] Exemplar Q: Why is the sky blue during the day?" in sent[0]["content"]
+    assert "Why is the sky blue during the day?" not in sent[0]["content"]  # retrieved text is never a system message
+    assert sent[1]["content"].startswith('<reference>\n<exemplar n="1">\nQ: Why is the sky blue during the day?')
+    assert sent[1]["content"].endswith("</reference>\n\nWhy is the sky blue?")
     assert "".join(chain.stream("Why is the sky blue?")) == "Because of Rayleigh scattering [1]."
 
 
@@ -52,3 +54,14 @@ def test_ask_path_as_runnable(make_assistant, fake_ollama):
     full = ask_runnable(a, output="answer").invoke({"question": "Why do volcanoes erupt?", "session": "lc"})
     assert isinstance(full, Answer) and full.sources and full.session == "lc"
     assert (RunnablePassthrough() | r | StrOutputParser()).invoke("How does photosynthesis work?") == text
+
+
+def test_one_chat_model_class_drives_ollama(make_assistant, fake_ollama):
+    from rag.langchain import ShvayambhuChatModel
+
+    fake_ollama.behavior("llama3.2").reply = "Hello from the stand-in."
+    llm = ShvayambhuChatModel(backend="ollama", settings=make_assistant().settings, temperature=0.0, max_tokens=32)
+    assert llm.invoke("Say hello.").content == "Hello from the stand-in."
+    assert "".join(c.content for c in llm.stream("Say hello.")) == "Hello from the stand-in."
+    sent = fake_ollama.bodies("/api/chat")[-1]
+    assert sent["options"]["temperature"] == 0.0 and sent["options"]["num_predict"] == 32

@@ -69,12 +69,22 @@ def test_streaming_yields_the_same_text(server: OllamaServer) -> None:
 def test_options_reach_the_server(server: OllamaServer) -> None:
     base = {"num_ctx": 4096, "temperature": 0.1, "mirostat": 0}
     backend = OllamaBackend(server.url, "llama3.2", options=base)
-    opts = GenerationOptions(temperature=0.7, top_p=0.9, top_k=40, repeat_penalty=1.1, num_ctx=8192, seed=5,
-                             stop=["\n\n"], max_tokens=6)
+    opts = GenerationOptions(
+        temperature=0.7, top_p=0.9, top_k=40, repeat_penalty=1.1, num_ctx=8192, seed=5, stop=["\n\n"], max_tokens=6
+    )
     gen = backend.generate(MSGS, opts)
     sent = server.bodies("/api/chat")[0]["options"]
-    assert sent == {"num_ctx": 8192, "temperature": 0.7, "mirostat": 0, "top_p": 0.9, "top_k": 40,
-                    "repeat_penalty": 1.1, "seed": 5, "stop": ["\n\n"], "num_predict": 6}
+    assert sent == {
+        "num_ctx": 8192,
+        "temperature": 0.7,
+        "mirostat": 0,
+        "top_p": 0.9,
+        "top_k": 40,
+        "repeat_penalty": 1.1,
+        "seed": 5,
+        "stop": ["\n\n"],
+        "num_predict": 6,
+    }
     assert gen.done_reason == "length" and gen.timings["eval_tokens"] == 6
     assert to_ollama_options(GenerationOptions()) == {}
 
@@ -110,8 +120,10 @@ def test_unreachable_server() -> None:
     for call in (lambda: backend.generate(MSGS), lambda: list(backend.stream(MSGS))):
         with pytest.raises(OllamaError) as info:
             call()
-        assert message(info) == (f"Cannot reach Ollama at http://127.0.0.1:{port}. "
-                                 "Start it with `ollama serve` or set --ollama-host/OLLAMA_HOST")
+        assert message(info) == (
+            f"Cannot reach Ollama at http://127.0.0.1:{port}. "
+            "Start it with `ollama serve` or set --ollama-host/OLLAMA_HOST"
+        )
         assert info.value.kind == "unreachable" and info.value.retryable
     t = time.perf_counter()
     assert backend.available() is False and time.perf_counter() - t < 3

@@ -19,8 +19,14 @@ try:
 except ImportError:  # tests/ is not a package: pytest puts it on sys.path
     from ollama_server import ModelBehavior, OllamaServer, canonical, echo_reply, tokenize
 
-METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
-           "eval_duration")
+METRICS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 
 
 @pytest.fixture
@@ -75,8 +81,12 @@ def test_chat_streams_ndjson_by_default(server: OllamaServer) -> None:
 
 
 def test_stream_false_gives_one_object(server: OllamaServer) -> None:
-    body = {"model": "llama3.2", "stream": False, "options": {"seed": 7},
-            "messages": [{"role": "user", "content": "Why is grass green?"}]}
+    body = {
+        "model": "llama3.2",
+        "stream": False,
+        "options": {"seed": 7},
+        "messages": [{"role": "user", "content": "Why is grass green?"}],
+    }
     r = post(server, "/api/chat", body)
     assert r.headers["content-type"].startswith("application/json")
     obj = r.json()
@@ -102,8 +112,7 @@ def test_options_num_predict_stop_seed(server: OllamaServer) -> None:
     assert len(tokenize(short.message.content)) == 4
     full = client.chat(model="llama3.2", messages=msgs, options={"seed": 1})
     again = client.chat(model="llama3.2", messages=msgs, options={"seed": 1})
-    other = [client.chat(model="llama3.2", messages=msgs, options={"seed": s}).message.content
-             for s in range(2, 6)]
+    other = [client.chat(model="llama3.2", messages=msgs, options={"seed": s}).message.content for s in range(2, 6)]
     assert full.message.content == again.message.content and any(o != full.message.content for o in other)
     word = full.message.content.split()[3]
     stopped = client.chat(model="llama3.2", messages=msgs, options={"seed": 1, "stop": [word]})
@@ -127,8 +136,7 @@ def test_logprobs(server: OllamaServer) -> None:
     r = client.chat(model="llama3.2", messages=msgs, options={"seed": 3}, logprobs=True, top_logprobs=3)
     assert "".join(lp.token for lp in r.logprobs) == r.message.content
     assert all(lp.logprob <= 0 and len(lp.top_logprobs) == 3 for lp in r.logprobs)
-    parts = list(client.chat(model="llama3.2", messages=msgs, options={"seed": 3}, logprobs=True,
-                             stream=True))
+    parts = list(client.chat(model="llama3.2", messages=msgs, options={"seed": 3}, logprobs=True, stream=True))
     assert [lp.logprob for p in parts for lp in (p.logprobs or [])] == [lp.logprob for lp in r.logprobs]
 
 
@@ -140,8 +148,11 @@ def test_errors_as_ollama_returns_them(server: OllamaServer) -> None:
     assert post(server, "/api/chat", {"messages": []}).json() == {"error": "model is required"}
     bad = HTTP.post(server.url + "/api/chat", content=b"{not json")
     assert bad.status_code == 400 and "error" in bad.json()
-    typed = post(server, "/api/chat", {"model": "llama3.2", "options": {"num_predict": "ten"},
-                                       "messages": [{"role": "user", "content": "x"}]})
+    typed = post(
+        server,
+        "/api/chat",
+        {"model": "llama3.2", "options": {"num_predict": "ten"}, "messages": [{"role": "user", "content": "x"}]},
+    )
     assert typed.status_code == 400
     assert typed.json()["error"] == 'option "num_predict" must be of type integer'
     assert HTTP.get(server.url + "/api/nothing").status_code == 404
@@ -152,8 +163,12 @@ def test_errors_as_ollama_returns_them(server: OllamaServer) -> None:
 
 def test_context_overflow_truncates_or_rejects(server: OllamaServer) -> None:
     long = " ".join(["word"] * 50)
-    body = {"model": "llama3.2", "stream": False, "options": {"num_ctx": 20},
-            "messages": [{"role": "user", "content": long}]}
+    body = {
+        "model": "llama3.2",
+        "stream": False,
+        "options": {"num_ctx": 20},
+        "messages": [{"role": "user", "content": long}],
+    }
     assert post(server, "/api/chat", body).json()["prompt_eval_count"] == 20  # silently truncated
     server.behavior("llama3.2").strict_context = True
     r = post(server, "/api/chat", body)
@@ -201,8 +216,11 @@ def test_placeholder_and_echo_replies(server: OllamaServer) -> None:
 
 def test_standalone_mode() -> None:
     script = Path(__file__).with_name("ollama_server.py")
-    proc = subprocess.Popen([sys.executable, str(script), "--port", "0", "--models", "m1,m2", "--delay", "0"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--port", "0", "--models", "m1,m2", "--delay", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         url = line.rsplit(" ", 1)[-1].strip()

@@ -26,6 +26,7 @@ class GenerationOptions:
     stop: list[str] | None = None
     max_tokens: int | None = None  # Ollama num_predict; BLT max bytes
     copy_weight: float | None = None  # BLT: how much of the retrieved answers to copy ([blt] copy_weight)
+    copy_sources: list[str] | None = None  # the retrieved answers the pipeline hands to a backend for copy-mixing
 
 
 @dataclass

@@ -17,6 +17,7 @@ from blt.errors import CheckpointError
 from blt.generate import generate
 from blt.tokens import BOS, EOS, SEP, encode
 from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
+from rag.options import options_for
 
 OVERHEAD = 3  # BOS, SEP, SEP
 DEFAULT_ANSWER_BYTES = 384  # for a checkpoint that does not record the length of its training responses
@@ -31,6 +32,7 @@ class BLTBackend:
 
     name = "blt"
     workspace_kinds = ("exemplar",)
+    retells_only = True  # it writes well only where it can re-tell a retrieved answer: abstain when they are far
 
     def __init__(
         self,
@@ -164,8 +166,6 @@ class BLTBackend:
 
 def load_backend(settings: Any, model: str | None = None) -> BLTBackend:
     """The BLT backend from `[blt]` settings; `model` (e.g. `ask --model PATH`) names another checkpoint."""
-    from rag.pipeline import options_for  # the one mapping of [blt] settings to sampling options
-
     b = settings.blt
     return BLTBackend(
         model or b.checkpoint or None,

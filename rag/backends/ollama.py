@@ -86,9 +86,7 @@ def list_models(host: str | None = None, *, timeout: float = 5.0) -> list[str]:
     return [m.model for m in listing.models if m.model]
 
 
-def to_ollama_options(
-    options: GenerationOptions | None, base: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def to_ollama_options(options: GenerationOptions | None, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """Ollama ``options``: `base` overlaid with the fields set in `options` (max_tokens -> num_predict)."""
     out = dict(base or {})
     if options is None:
@@ -135,14 +133,10 @@ def translate_error(
         if "context length" in low or "context window" in low or "exceeds the context" in low:
             return _context_error(model, num_ctx, text)
         if status == 404 and "not found" in low:
-            return OllamaError(
-                f"Model '{model}' is not pulled on {host}: run `ollama pull {model}`", "not_pulled", 404
-            )
+            return OllamaError(f"Model '{model}' is not pulled on {host}: run `ollama pull {model}`", "not_pulled", 404)
         if status is None or status >= 500:
             where = f"HTTP {status}" if status else "error inside the stream"
-            return OllamaError(
-                f"Ollama at {host} failed on model '{model}' ({where}): {text}", "server", status
-            )
+            return OllamaError(f"Ollama at {host} failed on model '{model}' ({where}): {text}", "server", status)
         return OllamaError(
             f"Ollama at {host} rejected the request for '{model}' (HTTP {status}): {text}",
             "bad_request",
@@ -155,9 +149,7 @@ def translate_error(
             f"Ollama at {host} sent an answer for '{model}' that could not be read: {exc}", "bad_response"
         )
     if isinstance(exc, httpx.HTTPError):
-        return OllamaError(
-            f"Talking to Ollama at {host} failed ({type(exc).__name__}: {exc}); retry", "server"
-        )
+        return OllamaError(f"Talking to Ollama at {host} failed ({type(exc).__name__}: {exc}); retry", "server")
     return OllamaError(f"Ollama call to '{model}' at {host} failed: {type(exc).__name__}: {exc}", "server")
 
 
@@ -311,9 +303,7 @@ class OllamaBackend:
         )
 
     # -- the Backend protocol ---------------------------------------------------------------------------
-    def generate(
-        self, messages: list[dict[str, str]], options: GenerationOptions | None = None
-    ) -> Generation:
+    def generate(self, messages: list[dict[str, str]], options: GenerationOptions | None = None) -> Generation:
         """One whole answer."""
         col = _Collector(self, self._num_ctx(options))
         try:
@@ -323,9 +313,7 @@ class OllamaBackend:
             raise self._error(exc, options) from None
         return col.finish(resp)
 
-    def stream(
-        self, messages: list[dict[str, str]], options: GenerationOptions | None = None
-    ) -> Iterator[Chunk]:
+    def stream(self, messages: list[dict[str, str]], options: GenerationOptions | None = None) -> Iterator[Chunk]:
         """The answer piece by piece; the last chunk has ``done=True`` and the whole Generation."""
         col = _Collector(self, self._num_ctx(options))
         last: Chunk | None = None
@@ -355,9 +343,7 @@ class OllamaBackend:
         return canonical_model(self.model) in names
 
     # -- async ------------------------------------------------------------------------------------------
-    async def agenerate(
-        self, messages: list[dict[str, str]], options: GenerationOptions | None = None
-    ) -> Generation:
+    async def agenerate(self, messages: list[dict[str, str]], options: GenerationOptions | None = None) -> Generation:
         """One whole answer, through ollama.AsyncClient."""
         col = _Collector(self, self._num_ctx(options))
         try:

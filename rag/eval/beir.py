@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ShvayambhuError
+from ingest.bundled import seed_corpus
+from ingest.readers import read_records
+from ingest.records import HELDOUT, HELDOUT_FRACTION, heldout_flags
 
 EMBED_FIELDS = ("title_text", "title", "text")
 EMBED_ALIASES = {"both": "title_text", "title+text": "title_text", "prompt": "title", "response": "text"}
@@ -238,56 +241,32 @@ def _qrels_lines(path: Path) -> dict[tuple[str, str | None], int]:
 # ---- our corpus --------------------------------------------------------------------------------------
 
 
-def split_heldout(
-    records: Sequence[Any], split: str = "heldout", fraction: float = 0.1, seed: int = 0
-) -> tuple[list[Any], list[Any], str]:
-    """(rest, held_out, rule) of ingest Records: those whose `split` field is `split`; when none is, the same
-    stable hash of the record id that BLT training uses (rag.training) picks `fraction` of them."""
-    held = [r for r in records if (getattr(r, "split", None) or "").lower() == split.lower()]
-    if held:
-        keep = {id(r) for r in held}
-        return [r for r in records if id(r) not in keep], held, f"records whose split is {split!r}"
-    if len(records) < 2 or fraction <= 0:
-        return list(records), [], f"no record has split {split!r}"
-    from blt.data import stable_seed
-
-    n = min(max(1, round(fraction * len(records))), len(records) - 1)
-    chosen = {r.id for r in sorted(records, key=lambda r: stable_seed(seed, "heldout", r.id))[:n]}
-    rule = f"{n} of {len(records)} records by a stable hash of their id (none has split {split!r})"
-    return [r for r in records if r.id not in chosen], [r for r in records if r.id in chosen], rule
-
-
-def default_corpus_paths() -> list[Path]:
-    """The corpus shipped with the package (ingest/data)."""
-    import ingest
-
-    base = Path(ingest.__file__).resolve().parent / "data"
-    seed = base / "seed.jsonl"
-    return [seed] if seed.is_file() else [base]
+def split_heldout(records: Sequence[Any], fraction: float = HELDOUT_FRACTION) -> tuple[list[Any], list[Any], str]:
+    """(rest, held_out, rule) of ingest Records by the one held-out rule that training uses too."""
+    flags, rule = heldout_flags(records, fraction)
+    rest = [r for r, held in zip(records, flags, strict=True) if not held]
+    return rest, [r for r, held in zip(records, flags, strict=True) if held], rule
 
 
 def load_records(paths: Sequence[str | Path] | None = None) -> list[Any]:
     """Parsable ingest Records of `paths` (default: the bundled corpus), each content id once."""
-    from ingest.readers import read_records
 
     seen: dict[str, Any] = {}
-    for r in read_records(list(paths or default_corpus_paths())):
+    for r in read_records(list(paths or seed_corpus())):
         seen.setdefault(r.id, r)
     return list(seen.values())
 
 
-def heldout_dataset(
-    paths: Sequence[str | Path] | None = None, split: str = "heldout", fraction: float = 0.1
-) -> RetrievalDataset:
+def heldout_dataset(paths: Sequence[str | Path] | None = None, fraction: float = HELDOUT_FRACTION) -> RetrievalDataset:
     """Our corpus as a retrieval task: every record is a document (title = prompt, text = response) and each
     held-out prompt is a query whose one relevant document is its own record."""
     records = load_records(paths)
     if not records:
-        raise BeirError(f"no records in {', '.join(map(str, paths or default_corpus_paths()))}")
-    _, held, rule = split_heldout(records, split, fraction)
+        raise BeirError(f"no records in {', '.join(map(str, paths or seed_corpus()))}")
+    _, held, rule = split_heldout(records, fraction)
     if not held:
         raise BeirError(f"no held-out records ({rule})")
     corpus = {r.id: Doc(r.prompt, r.response) for r in records}
     queries = {f"q-{r.id}": r.prompt for r in held}
     qrels = {f"q-{r.id}": {r.id: 1} for r in held}
-    return RetrievalDataset("corpus-heldout", corpus, queries, qrels, split, [], {"rule": rule})
+    return RetrievalDataset("corpus-heldout", corpus, queries, qrels, HELDOUT, [], {"rule": rule})

@@ -12,14 +12,17 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from index.errors import ShvayambhuError
+from index.embed import load_embedder
+from index.progress import progress_bar
+from rag.eval.examples import Example, GenerationError, load_examples
 from rag.eval.judge import Judge
-from rag.eval.retrieval import _progress
+from rag.eval.report import write_report
+from rag.eval.results import answer_to_dict, latest_rows, read_results
 
 AnswerFn = Callable[[str, list[dict[str, str]], "GenConfig"], dict[str, Any]]
 BpbFn = Callable[["Example", "GenConfig"], "float | None"]
@@ -28,10 +31,6 @@ CONFIG_KEYS = ("backend", "model", "k", "retrieval", "memory")
 BACKENDS = ("ollama", "blt", "auto")
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
-
-
-class GenerationError(ShvayambhuError, ValueError):
-    """Bad input, a bad --config, or a results folder that does not match the run; the message says which."""
 
 
 # ---- configurations ----------------------------------------------------------------------------------
@@ -113,169 +112,14 @@ def parse_configs(specs: Iterable[str]) -> list[GenConfig]:
 # ---- examples ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class Example:
-    """A prompt, the conversation before it, and the reference response."""
-
-    prompt: str
-    reference: str
-    history: list[dict[str, str]] = field(default_factory=list)
-    source: str = ""  # file:line
-    id: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.id:
-            blob = json.dumps([self.history, self.prompt, self.reference], ensure_ascii=False, sort_keys=True)
-            self.id = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-def _messages(value: Any, where: str) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
-    ):
-        raise GenerationError(f"{where}: 'messages'/'history' must be a list of {{role, content}} strings")
-    return [{"role": m["role"], "content": m["content"]} for m in value]
-
-
-def _from_object(obj: Any, where: str) -> list[Example]:
-    """Examples from one JSON object: chat `messages` (each assistant turn, with the turns before it as
-    history), or any shape the ingest readers know, with an optional `history` list."""
-    from ingest.readers import from_object
-
-    if isinstance(obj, dict) and "messages" in obj:
-        msgs = _messages(obj["messages"], where)
-        out = []
-        for i, m in enumerate(msgs):
-            if m["role"] == "assistant" and i > 0 and msgs[i - 1]["role"] == "user":
-                out.append(Example(msgs[i - 1]["content"], m["content"], msgs[: i - 1], f"{where} turn {len(out)}"))
-        if not out:
-            raise GenerationError(f"{where}: no user turn followed by an assistant turn in 'messages'")
-        return out
-    got = from_object(obj, where.rsplit(":", 1)[0], 0)
-    if isinstance(got, str):
-        raise GenerationError(f"{where}: {got}")
-    history = _messages(obj["history"], where) if isinstance(obj, dict) and "history" in obj else []
-    return [Example(r.prompt, r.response, list(history), where) for r in got]
-
-
-def _read_file(path: Path) -> Iterator[Example | str]:
-    """Examples of one file, or a 'file:line: reason' string for each line that cannot be used."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        with path.open("rb") as f:
-            for n, raw in enumerate(f, start=1):
-                where = f"{path}:{n}"
-                try:
-                    text = raw.decode("utf-8")
-                    if not text.strip():
-                        continue
-                    yield from _from_object(json.loads(text), where)
-                except UnicodeDecodeError:
-                    yield f"{where}: undecodable bytes (not UTF-8)"
-                except json.JSONDecodeError as e:
-                    yield f"{where}: invalid JSON: {e.msg}"
-                except GenerationError as e:
-                    yield str(e)
-    elif suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            yield f"{path}: cannot read ({e}); the whole file was skipped"
-            return
-        for i, obj in enumerate(data if isinstance(data, list) else [data]):
-            try:
-                yield from _from_object(obj, f"{path}:item {i + 1}")
-            except GenerationError as e:
-                yield str(e)
-    else:
-        from ingest.readers import read_path
-
-        for r in read_path(path):
-            if hasattr(r, "prompt"):
-                yield Example(r.prompt, r.response, [], f"{r.source}:{r.line}")
-            else:
-                yield str(r)
-
-
-def load_examples(
-    paths: Sequence[str | Path] | None = None, *, split: str | None = None, limit: int | None = None
-) -> tuple[list[Example], list[str]]:
-    """(examples, problems). No paths: the held-out split of the bundled corpus. With `split`, only records
-    whose `split` field matches are kept (files given explicitly are used whole by default)."""
-    from rag.eval.beir import load_records, split_heldout
-
-    problems: list[str] = []
-    if not paths:
-        records = load_records(None)
-        _, held, _ = split_heldout(records, split or "heldout")
-        examples = [Example(r.prompt, r.response, [], f"{r.source}:{r.line}") for r in held]
-    else:
-        from ingest.readers import ReadError, iter_files
-
-        examples = []
-        try:
-            files = list(iter_files(paths))
-        except ReadError as e:
-            raise GenerationError(str(e)) from None
-        for f in files:
-            for item in _read_file(f):
-                (problems.append if isinstance(item, str) else examples.append)(item)
-        if split:
-            keep = _split_filter(files, split)
-            examples = [e for e in examples if e.source.split(" turn ")[0] in keep]
-    seen: set[str] = set()
-    unique = [e for e in examples if not (e.id in seen or seen.add(e.id))]
-    if len(unique) < len(examples):
-        problems.append(f"{len(examples) - len(unique)} duplicate example(s) were dropped")
-    return (unique[:limit] if limit else unique), problems
-
-
-def _split_filter(files: Sequence[Path], split: str) -> set[str]:
-    """`file:line` of JSONL records whose `split` field is `split`."""
-    keep: set[str] = set()
-    for f in files:
-        if f.suffix.lower() != ".jsonl":
-            continue
-        for n, raw in enumerate(f.open("rb"), start=1):
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(obj, dict) and str(obj.get("split", "")).lower() == split.lower():
-                keep.add(f"{f}:{n}")
-    return keep
-
-
 # ---- answering ---------------------------------------------------------------------------------------
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    return obj.get(key, default) if isinstance(obj, dict) else getattr(obj, key, default)
-
-
-def answer_to_dict(answer: Any) -> dict[str, Any]:
-    """An Answer (object or dict) as the plain dict the evaluator records."""
-    sources = []
-    for s in _get(answer, "sources") or []:
-        d = {k: _get(s, k) for k in ("id", "score", "prompt", "response", "text", "kind", "used")}
-        sources.append({k: v for k, v in d.items() if v is not None and v != ""})
-    timings = dict(_get(answer, "timings") or {})
-    return {
-        "answer": str(_get(answer, "answer", _get(answer, "text", "")) or ""),
-        "confidence": _get(answer, "confidence"),
-        "low_confidence": _get(answer, "low_confidence"),
-        "backend": _get(answer, "backend"),
-        "model": _get(answer, "model"),
-        "sources": sources,
-        "timings": {k: float(v) for k, v in timings.items() if isinstance(v, (int, float))},
-    }
 
 
 def shvayambhu_answer_fn(settings: Any = None, session_prefix: str = "eval") -> AnswerFn:
     """The default answer_fn: `Shvayambhu(settings).ask(...)`; sources get their response text from the store.
 
     With memory on, each configuration talks in its own session `<session_prefix>-<config name>`."""
-    from rag.api import Shvayambhu
+    from rag.api import Shvayambhu  # lazy: loads chromadb
 
     app = Shvayambhu(settings)
 
@@ -313,18 +157,14 @@ def _fill_sources(app: Any, sources: list[dict[str, Any]]) -> None:
             s["response"] = m["response"]
 
 
-def default_bpb_fn() -> tuple[BpbFn | None, str]:
-    """BPB of the reference under the BLT when `blt.bpb.response_bpb(prompt, response, history=, model=)`
-    exists; else (None, why)."""
-    try:
-        from blt.bpb import response_bpb  # type: ignore[attr-defined]
-    except Exception as e:  # noqa: BLE001 - mlx missing, or the function not written yet
-        return None, f"BPB not computed: blt.bpb.response_bpb is unavailable ({type(e).__name__}: {e})"
+def default_bpb_fn() -> BpbFn:
+    """BPB of the reference under the BLT the configuration names (its checkpoint, or the shipped one)."""
+    from blt.bpb import response_bpb  # lazy: loads mlx, needed only when a configuration uses the BLT
 
     def fn(example: Example, config: GenConfig) -> float | None:
         return response_bpb(example.prompt, example.reference, history=example.history, model=config.model)
 
-    return fn, ""
+    return fn
 
 
 # ---- scoring -----------------------------------------------------------------------------------------
@@ -334,8 +174,8 @@ class _Scorer:
     """chrF (sacrebleu, 0-100), ROUGE-L F1 (rouge-score, stemmed) and embedding cosine to the reference."""
 
     def __init__(self, embedder: Any = None) -> None:
-        from rouge_score import rouge_scorer
-        from sacrebleu.metrics import CHRF
+        from rouge_score import rouge_scorer  # lazy: loads rouge_score
+        from sacrebleu.metrics import CHRF  # lazy: loads sacrebleu
 
         self._chrf = CHRF()
         self._rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -344,8 +184,6 @@ class _Scorer:
     @property
     def embedder(self) -> Any:
         if self._embedder is None:
-            from index.embed import load_embedder
-
             self._embedder = load_embedder()
         return self._embedder
 
@@ -418,37 +256,6 @@ def _row(
 # ---- the run -----------------------------------------------------------------------------------------
 
 
-def read_results(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """(rows, unreadable lines) of a results.jsonl; a line cut short by a kill is skipped, not fatal."""
-    rows, bad = [], 0
-    if not path.exists():
-        return rows, 0
-    with path.open("rb") as f:
-        for raw in f:
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                bad += 1
-                continue
-            if isinstance(obj, dict) and "example_id" in obj and "config" in obj:
-                rows.append(obj)
-            else:
-                bad += 1
-    return rows, bad
-
-
-def latest_rows(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """The last line for each (example, config): a retried error is replaced by its later answer."""
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in rows:
-        key = (r["example_id"], r["config"])
-        if key not in out or out[key].get("error") or not r.get("error"):
-            out[key] = r
-    return out
-
-
 def _check_run(folder: Path, meta: dict[str, Any], configs: Sequence[GenConfig]) -> dict[str, Any]:
     path = folder / "run.json"
     if not path.exists():
@@ -502,7 +309,6 @@ def run_generation(
 ) -> GenerationRun:
     """Answer every example under every configuration (skipping what results.jsonl already holds), then
     write summary.json, report.md and the plots."""
-    from rag.eval.report import write_report
 
     if not examples:
         raise GenerationError("no examples to evaluate")
@@ -536,7 +342,7 @@ def run_generation(
         if tail != b"\n":
             with results.open("ab") as f:
                 f.write(b"\n")
-    with results.open("a", encoding="utf-8") as sink, _progress(progress) as bar:
+    with results.open("a", encoding="utf-8") as sink, progress_bar(progress) as bar:
         task = bar.add_task("answering", total=len(todo))
         streak: dict[str, int] = {}
         for config, example in todo:
@@ -612,9 +418,7 @@ def generation_command(
     notes = list(problems[:20]) + ([f"... {len(problems) - 20} more input problems"] if len(problems) > 20 else [])
     bpb_fn = None
     if any(c.backend == "blt" for c in cfgs):
-        bpb_fn, why = default_bpb_fn()
-        if why:
-            notes.append(why)
+        bpb_fn = default_bpb_fn()
     judge = Judge.ollama(judge_model, judge_host, timeout=judge_timeout, retries=judge_retries) if judge_model else None
     return run_generation(
         examples,

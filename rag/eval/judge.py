@@ -14,6 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rag.backends.base import GenerationOptions
+from rag.backends.ollama import OllamaBackend
+
 SCALE = (1.0, 5.0)
 MAX_SOURCE_CHARS = 1500
 SYSTEM = (
@@ -141,8 +144,6 @@ class Judge:
     @classmethod
     def ollama(cls, model: str, host: str | None = None, *, timeout: float = 60.0, retries: int = 2) -> Judge:
         """A judge served by Ollama (temperature 0), through the project's Ollama backend."""
-        from rag.backends.base import GenerationOptions
-        from rag.backends.ollama import OllamaBackend
 
         backend = OllamaBackend(host, model, timeout=timeout, logprobs=False)
         opts = GenerationOptions(temperature=0.0, seed=0, max_tokens=200)

@@ -113,14 +113,6 @@ def write_trec_run(path: str, run: Run, tag: str = "shvayambhu") -> None:
                 f.write(f"{q} Q0 {d} {rank} {run[q][d]!r} {tag}\n")
 
 
-def write_trec_qrels(path: str, qrels: Qrels) -> None:
-    """A TREC qrels file (`qid 0 docid grade`)."""
-    with open(path, "w", encoding="utf-8") as f:
-        for q in sorted(qrels):
-            for d in sorted(qrels[q]):
-                f.write(f"{q} 0 {d} {int(qrels[q][d])}\n")
-
-
 def bootstrap_ci(
     values: Iterable[float | None], *, resamples: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> dict[str, float | int | None]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.eval.metrics import FAMILIES, bootstrap_ci, spearman
+from rag.eval.results import latest_rows, read_results
 
 # (key, label, decimals) in report order
 GEN_METRICS: list[tuple[str, str, int]] = [
@@ -34,7 +35,6 @@ def summarize(
     unreadable: int = 0,
 ) -> dict[str, Any]:
     """Per configuration: counts, each metric's mean with a bootstrap 95% interval, judge and calibration."""
-    from rag.eval.generation import latest_rows
 
     latest = latest_rows(rows)
     n_examples = int(run.get("examples") or len({k[0] for k in latest}))
@@ -171,8 +171,8 @@ def markdown_report(summary: dict[str, Any], images: Sequence[str] = ()) -> str:
 
 
 def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: loads matplotlib
+    from matplotlib.figure import Figure  # lazy: loads matplotlib
 
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
@@ -250,7 +250,6 @@ def write_report(
     folder: str | Path, *, bootstrap: int = 1000, plots: bool = True, aborted: dict[str, str] | None = None
 ) -> tuple[dict[str, Any], list[Path]]:
     """(Re)write summary.json, report.md and the PNGs of a run folder from its results.jsonl."""
-    from rag.eval.generation import latest_rows, read_results
 
     folder = Path(folder)
     run_path = folder / "run.json"

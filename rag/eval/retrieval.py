@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from index.embed import load_embedder
+from index.progress import progress_bar
+from index.retrieve import Hit, mmr_select, query_vector
 from rag.eval.beir import (
     EMBED_ALIASES,
     EMBED_FIELDS,
@@ -69,21 +72,6 @@ class RetrievalReport:
         }
 
 
-def _progress(enabled: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=True,
-    )
-
-
 def _embed_all(embedder: Any, texts: list[str], batch_size: int, label: str, progress: Any) -> np.ndarray:
     chunk = max(batch_size * 16, 1)
     task = progress.add_task(label, total=len(texts))
@@ -98,7 +86,7 @@ def _embed_all(embedder: Any, texts: list[str], batch_size: int, label: str, pro
 def throwaway_client() -> Any:
     """An in-memory Chroma client: nothing an evaluation indexes can reach the user's store."""
     import chromadb
-    from chromadb.config import Settings
+    from chromadb.config import Settings  # lazy: loads chromadb
 
     try:
         return chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False, allow_reset=False))
@@ -123,7 +111,6 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, n: int, block: int = 256
 
 
 def _mmr(q: np.ndarray, D: np.ndarray, hits: list[tuple[int, float]], n: int, lam: float) -> list[tuple[int, float]]:
-    from index.retrieve import Hit, mmr_select
 
     cands = [Hit(id=str(r), score=s, prompt="", response="", embedding=D[r]) for r, s in hits]
     return [(int(h.id), h.score) for h in mmr_select(q, cands, n, lam)]
@@ -163,8 +150,6 @@ def _chroma_search(
         out: list[list[tuple[int, float]]] = []
         task = progress.add_task("searching", total=len(Q))
         if opts.mmr:
-            from index.retrieve import query_vector
-
             for q in Q:
                 hits = query_vector(col, q, k=n, mmr=True, fetch_k=max(opts.fetch_k, n), mmr_lambda=opts.mmr_lambda)
                 out.append([(row_of[h.id], float(D[row_of[h.id]] @ q)) for h in hits])
@@ -205,7 +190,7 @@ def evaluate_retrieval(
     qids = [q for q in dataset.queries if q in dataset.qrels]
     depth = max(ks) + (1 if opts.ignore_identical_ids else 0)
     n = min(depth, len(doc_ids))
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         t = time.perf_counter()
         D = _embed_all(
             embedder,
@@ -275,7 +260,6 @@ def retrieval_command(
     *,
     split: str = "test",
     corpus: Sequence[str | Path] | None = None,
-    heldout_split: str = "heldout",
     model: str | None = None,
     embed: str | None = None,
     k: str | Sequence[int] = DEFAULT_KS,
@@ -297,13 +281,11 @@ def retrieval_command(
         data = load_beir(dataset, split, strict=strict)
         default_embed = "title_text"
     else:
-        data = heldout_dataset(corpus, heldout_split)
+        data = heldout_dataset(corpus)
         default_embed = "title"  # the prompt: what the product's collection embeds by default
     t_load = time.perf_counter() - t
     t = time.perf_counter()
     if embedder is None:
-        from index.embed import load_embedder
-
         embedder = load_embedder(model)
     t_model = time.perf_counter() - t
     opts = RetrievalOptions(

@@ -161,9 +161,7 @@ def pack(
     """
     measure = measurer(unit)
     min_fragment = (160 if unit == "bytes" else 40) if min_fragment is None else min_fragment
-    order = sorted(
-        range(len(candidates)), key=lambda i: (not candidates[i].pinned, -candidates[i].salience, i)
-    )
+    order = sorted(range(len(candidates)), key=lambda i: (not candidates[i].pinned, -candidates[i].salience, i))
     winners: list[Candidate] = []
     losers: list[Candidate] = []
     used = 0

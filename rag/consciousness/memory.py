@@ -22,6 +22,7 @@ import numpy as np
 from index.embed import Embedder
 from index.store import StoreError, check_name, get_collection
 from rag.config import MemorySettings
+from rag.consciousness.prompt import parse_reflections, reflection_messages
 
 KINDS = ("exchange", "reflection", "note")
 PREFIX = "memory."
@@ -179,9 +180,7 @@ class MemoryStream:
         if self._col is not None:
             return self._col
         try:
-            self._col = get_collection(
-                self.client, self.name, model=self._model_name(), dim=None, create=False
-            )
+            self._col = get_collection(self.client, self.name, model=self._model_name(), dim=None, create=False)
         except StoreError:
             if self.name in {c.name if hasattr(c, "name") else c for c in self.client.list_collections()}:
                 raise  # it exists but was built with another embedding model
@@ -235,9 +234,7 @@ class MemoryStream:
             return []
         now = time.time() if now is None else now
         stamps = times or [now] * len(texts)
-        vecs = (
-            self.embedder.embed(texts) if vectors is None else np.atleast_2d(np.asarray(vectors, np.float32))
-        )
+        vecs = self.embedder.embed(texts) if vectors is None else np.atleast_2d(np.asarray(vectors, np.float32))
         imps = importances or [None] * len(texts)
         mems = [
             Memory(
@@ -265,9 +262,7 @@ class MemoryStream:
     ) -> Memory:
         """Remember one question and answer; `vector` may be the question's embedding to skip a model call."""
         text = exchange_text(question, answer)
-        return self.add(
-            text, kind="exchange", importance_score=importance(question, answer), vector=vector, now=now
-        )
+        return self.add(text, kind="exchange", importance_score=importance(question, answer), vector=vector, now=now)
 
     def touch(self, ids: list[str], now: float | None = None) -> None:
         """Mark memories as recalled now (recency counts from the last access, as in Park et al.)."""
@@ -354,9 +349,7 @@ class MemoryStream:
         for ref in ids:
             hits = [i for i in known if i == ref] or [i for i in known if i.startswith(ref)]
             if not hits:
-                raise MemoryStoreError(
-                    f"no memory {ref!r} in session {self.session!r} (see `shvayambhu memory list`)"
-                )
+                raise MemoryStoreError(f"no memory {ref!r} in session {self.session!r} (see `shvayambhu memory list`)")
             if len(hits) > 1:
                 raise MemoryStoreError(
                     f"memory id prefix {ref!r} is ambiguous in session {self.session!r}: "
@@ -406,12 +399,9 @@ class MemoryStream:
         every = self.settings.reflect_every
         return every > 0 and len(self.since_reflection()) >= every
 
-    def reflect(
-        self, generate: Callable[[list[dict[str, str]]], str], now: float | None = None
-    ) -> list[Memory]:
+    def reflect(self, generate: Callable[[list[dict[str, str]]], str], now: float | None = None) -> list[Memory]:
         """Condense the exchanges since the last reflection into statements through `generate` (chat messages
         in, text out) and store them as kind="reflection"; marks the time even when nothing came back."""
-        from rag.prompting import parse_reflections, reflection_messages
 
         recent = self.since_reflection()
         if not recent:

@@ -1,0 +1,98 @@
+"""What every command shares: the invocation's settings, the assistant, JSON output, option types."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from rag.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rag.api import Shvayambhu
+
+_state: dict[str, Any] = {}
+
+
+def settings(**section_overrides: Any) -> Settings:
+    """The settings of this invocation: global flags plus the command's own (`section={field: value}`)."""
+    overrides: dict[str, Any] = {k: dict(v) for k, v in _state.get("overrides", {}).items()}
+    for key, value in section_overrides.items():
+        if isinstance(value, dict):
+            clean = {k: v for k, v in value.items() if v is not None}
+            if clean:
+                overrides.setdefault(key, {}).update(clean)
+        elif value is not None:
+            overrides[key] = value
+    return load_settings(_state.get("config"), overrides)
+
+
+def assistant(**section_overrides: Any) -> Shvayambhu:
+    """The assistant with this invocation's settings."""
+    from rag.api import Shvayambhu  # lazy: chromadb and the embedding stack load only for commands that use them
+
+    return Shvayambhu(settings(**section_overrides))
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON document on stdout."""
+    typer.echo(json.dumps(obj, ensure_ascii=False, indent=2, default=str))
+
+
+def clip(text: str, n: int = 160) -> str:
+    """`text` on one line, at most `n` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+BACKENDS = ("auto", "ollama", "mlx", "blt")
+BACKEND_HELP = (
+    "auto (the default: Ollama when its server answers, else the MLX model when installed, else the BLT), "
+    "ollama, mlx or blt."
+)
+BackendOpt = Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Ollama model name (or BLT checkpoint).")]
+SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Memory session ('default').")]
+HostOpt = Annotated[str | None, typer.Option("--ollama-host", help="Ollama URL [$OLLAMA_HOST or 127.0.0.1:11434].")]
+TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for the backend [300].")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def global_options(
+    config: Annotated[Path | None, typer.Option(help="TOML settings file.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data folder (embedded Chroma, memories) [$SHVAYAMBHU_HOME].")
+    ] = None,
+    chroma_host: Annotated[str | None, typer.Option(help="Use a `chroma run` server at this host.")] = None,
+    chroma_port: Annotated[int | None, typer.Option(help="Port of the Chroma server.")] = None,
+    collection: Annotated[str | None, typer.Option(help="Corpus collection name [corpus].")] = None,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option(help="sentence-transformers model name or path [all-MiniLM-L6-v2, packaged]."),
+    ] = None,
+    embed: Annotated[str | None, typer.Option(help="What is embedded for a pair: prompt, response or both.")] = None,
+) -> None:
+    """Options that come before the command and apply to every command."""
+    _state["config"] = config
+    _state["overrides"] = {
+        "store": {
+            k: v
+            for k, v in {
+                "data_dir": str(data_dir) if data_dir else None,
+                "chroma_host": chroma_host,
+                "chroma_port": chroma_port,
+                "collection": collection,
+            }.items()
+            if v is not None
+        },
+        "embedding": {k: v for k, v in {"model": embedding_model, "embed_field": embed}.items() if v is not None},
+    }
+
+
+def corpus_source(paths: list[Path] | None) -> dict[str, Any]:
+    """Files when given, else the ingested corpus collection (for `train` and `eval bpb`)."""
+    if paths:
+        return {"sources": [str(p) for p in paths]}
+    return {"collection": assistant().collection()}
