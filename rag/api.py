@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from blt.blas import enable_openblas
 from index.doctor import check, repair
 from index.embed import Embedder, canonical_name, load_embedder
 from index.lock import store_write_lock
@@ -30,6 +31,7 @@ class Shvayambhu:
 
     def __init__(self, settings: Settings | None = None, **overrides: Any):
         self.settings = settings or load_settings(overrides=overrides or None)
+        enable_openblas(verbose=False)  # OpenBLAS under MLX on Linux CPUs; must come before mlx is imported
         self._memories: dict[str, MemoryStream] = {}
         self._backends: dict[tuple[str, str | None], Backend] = {}
         self._corpus: Any | None = None

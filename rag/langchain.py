@@ -22,6 +22,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, PrivateAttr
 
+from blt.data import exemplar_block
 from rag.backends.base import GenerationOptions
 from rag.backends.select import select_backend
 from rag.config import Settings
@@ -154,11 +155,10 @@ def ask_runnable(assistant: Any, output: str = "text", **ask_options: Any) -> As
 
 
 def format_exemplars(docs: list[Document]) -> str:
-    """Documents in the BLT's trained exemplar layout: `Q: ..\\nA: ..` blocks, the most relevant last."""
-    return "".join(
-        f"Q: {' '.join(str(d.metadata.get('prompt', '')).split())}\nA: {d.page_content.strip()}\n\n"
-        for d in reversed(docs)
-    )
+    """Documents in the BLT's trained exemplar layout (most relevant last), escaped as in training so a
+    stored record cannot forge another exemplar."""
+    pairs = [(" ".join(str(d.metadata.get("prompt", "")).split()), d.page_content.strip()) for d in docs]
+    return exemplar_block(pairs).decode("utf-8")
 
 
 def blt_prompt() -> ChatPromptTemplate:
