@@ -88,9 +88,12 @@ def test_backend_errors_are_one_line_and_non_zero(run_cli, fake_ollama, monkeypa
     assert "Cannot reach Ollama" in err and "ollama serve" in err
 
     monkeypatch.setenv("SHVAYAMBHU_BLT_CHECKPOINT", str(Path(dead.split("//")[1]) / "no-such-checkpoint"))
+    monkeypatch.setenv("SHVAYAMBHU_MLX_MODEL", str(Path(dead.split("//")[1]) / "no-such-model.gguf"))
     err = _fail(run_cli, "ask", "hi", "--backend", "auto", "--ollama-host", dead, "--no-memory")
-    assert "no backend available" in err and "ollama serve" in err and "no BLT checkpoint at" in err
+    assert "no backend available" in err and "ollama serve" in err
+    assert "no BLT checkpoint at" in err and "mlx: no model at" in err
     monkeypatch.delenv("SHVAYAMBHU_BLT_CHECKPOINT")
+    monkeypatch.delenv("SHVAYAMBHU_MLX_MODEL")
 
     err = _fail(run_cli, "ask", "hi", "--model", "nosuch", "--no-memory")
     assert "ollama pull nosuch" in err

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import blt  # noqa: F401  - OpenBLAS under MLX before mlx is first imported
 from rag.backends.base import BackendError, GenerationOptions
 from rag.backends.gguf import INSTALL_HINT, bundled_model_path
 from rag.backends.mlx import MLXBackend, load_mlx_backend, mlx_status

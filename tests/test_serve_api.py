@@ -223,6 +223,12 @@ def test_ingest_jsonl_body_and_multipart(served):
     assert again["unchanged"] == 1 and again["rejections"][0]["file"] == "evil_name.jsonl"
     wrong = httpx.post(served.url + "/v1/ingest", files={"file": ("x.exe", b"MZ")})
     assert wrong.status_code == 400 and ".jsonl" in wrong.json()["error"]["message"]
+    edited = {**GOOD, "response": GOOD["response"] + " (edited)"}
+    upload = {"file": ("notes.jsonl", (json.dumps(edited) + "\n").encode(), "application/octet-stream")}
+    replaced = httpx.post(served.url + "/v1/ingest", files=upload, timeout=60).json()
+    assert replaced["updated"] == 1 and replaced["added"] == 0  # the same upload name is the same source
+    hits = httpx.post(served.url + "/v1/search", json={"query": "Zorblax nebula colour", "k": 2}).json()
+    assert hits[0]["response"].endswith("(edited)") and hits[1]["prompt"] != GOOD["prompt"]
 
 
 def test_memories_list_and_forget(served):

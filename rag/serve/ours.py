@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import tempfile
 import time
@@ -92,32 +93,38 @@ async def ingest(request: Request) -> dict[str, Any]:
     """A JSONL (or JSON/text/Markdown) body, or multipart files: validated, embedded, stored; rejections listed."""
     strict = request.query_params.get("strict", "").lower() in ("1", "true", "yes")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    with tempfile.TemporaryDirectory(prefix="shvayambhu-upload-") as tmp:
-        files: dict[Path, str] = {}
+    assistant = request.app.state.engine.assistant
+    # Uploads live under <data dir>/uploads/<name>: the same name is the same source, so an edited file replaces
+    # its old records, as a re-ingested file does. Nothing a client sends names a path outside that folder.
+    uploads = assistant.settings.data_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    files: dict[Path, str] = {}
+    with tempfile.TemporaryDirectory(prefix=".upload-", dir=uploads) as tmp:
+        staged: dict[Path, str] = {}
         if ctype == "multipart/form-data":
             form = await request.form(max_files=16, max_fields=16)
             for i, item in enumerate(form.getlist("file")):
                 if isinstance(item, str):
                     raise ApiError(400, "file: send files, not text fields", param="file")
-                name = safe_name(item.filename, ".jsonl")
-                path = Path(tmp) / f"{i}" / name
-                path.parent.mkdir()
+                path = Path(tmp) / f"{i}"
                 path.write_bytes(await item.read())
-                files[path] = name
-            if not files:
+                staged[path] = safe_name(item.filename, ".jsonl")
+            if not staged:
                 raise ApiError(400, "multipart upload without a `file` part", param="file")
         else:
             ext = CONTENT_TYPES.get(ctype, ".jsonl")
-            name = safe_name(request.query_params.get("name"), ext)
-            path = Path(tmp) / name
+            path = Path(tmp) / "body"
             with path.open("wb") as f:
                 async for part in request.stream():
                     f.write(part)
             if path.stat().st_size == 0:
                 raise ApiError(400, "the upload is empty", param="body")
-            files[path] = name
-        assistant = request.app.state.engine.assistant
-        summary = await anyio.to_thread.run_sync(lambda: assistant.ingest(list(files), strict=strict, progress=False))
+            staged[path] = safe_name(request.query_params.get("name"), ext)
+        for path, name in staged.items():
+            final = (uploads / name).resolve()
+            os.replace(path, final)  # whole files only: a reader never sees a half-written upload
+            files[final] = name
+    summary = await anyio.to_thread.run_sync(lambda: assistant.ingest(list(files), strict=strict, progress=False))
     names = {str(p): n for p, n in files.items()}
     d = summary.to_dict()
     d["rejections"] = [
