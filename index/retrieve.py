@@ -9,7 +9,7 @@ import numpy as np
 
 from index.embed import Embedder
 from index.errors import UsageError
-from index.fusion import FusionOptions, fuse
+from index.fusion import FusionOptions, fuse, minmax
 from index.lexical import LexicalIndex, LexicalStore
 
 MODES = ("dense", "hybrid", "lexical")
@@ -102,7 +102,8 @@ def query_vector(
     if min_score is not None:
         hits = [h for h in hits if h.score >= min_score]
     if mmr:
-        hits = mmr_select(q, hits, k, mmr_lambda)
+        norm = minmax({h.id: float(h.fused_score or 0.0) for h in hits})
+        hits = mmr_select(q, hits, k, mmr_lambda, np.array([norm[h.id] for h in hits]))
     return hits[:k]
 
 
@@ -223,12 +224,15 @@ def search(
     )
 
 
-def mmr_select(query: np.ndarray, hits: list[Hit], k: int, lam: float) -> list[Hit]:
-    """Maximal marginal relevance (Carbonell & Goldstein, 1998): relevant to the query, unlike what is chosen."""
+def mmr_select(
+    query: np.ndarray, hits: list[Hit], k: int, lam: float, relevance: np.ndarray | None = None
+) -> list[Hit]:
+    """Maximal marginal relevance (Carbonell & Goldstein, 1998): relevant to the query, unlike what is chosen.
+    Relevance is the cosine to the query unless given (fused lists pass their normalised fused scores)."""
     if not hits:
         return []
     embs = np.stack([h.embedding for h in hits])
-    rel = embs @ query
+    rel = embs @ query if relevance is None else np.asarray(relevance, dtype=np.float32)
     chosen: list[int] = []
     left = list(range(len(hits)))
     while left and len(chosen) < k:
