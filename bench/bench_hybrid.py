@@ -2,7 +2,8 @@
 
 Datasets, all offline: `paraphrase` (the seed corpus: each question's second phrasing is the query, the original
 record the one relevant document, the query's own record left out), `rare_terms` (bench/data/rare_terms: error
-codes, part numbers, names), and `mixed` (both corpora and both query sets in one index). Exact search, so the
+codes, part numbers, names), `code_symptom` (bench/data/code_symptom: a code shared by three documents plus the
+symptom in other words) and `mixed` (all corpora and query sets in one index). Exact search, so the
 figures do not depend on HNSW. Prints nDCG@10 and recall@10; run from the repo root:
 
     python bench/bench_hybrid.py
@@ -29,6 +30,7 @@ from rag.eval.retrieval import RetrievalOptions, evaluate_retrieval, exact_searc
 
 SEED = REPO / "ingest" / "data" / "seed.jsonl"
 RARE = REPO / "bench" / "data" / "rare_terms"
+CODE_SYMPTOM = REPO / "bench" / "data" / "code_symptom"
 
 
 def paraphrase_dataset() -> RetrievalDataset:
@@ -53,16 +55,24 @@ class Cached:
         return np.stack([self.memo[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
 
 
-def mixed_dataset(a: RetrievalDataset, b: RetrievalDataset) -> RetrievalDataset:
-    return RetrievalDataset(
-        "mixed", {**a.corpus, **b.corpus}, {**a.queries, **b.queries}, {**a.qrels, **b.qrels}, info={}
-    )
+def mixed_dataset(*sets: RetrievalDataset) -> RetrievalDataset:
+    out = RetrievalDataset("mixed", {}, {}, {})
+    for ds in sets:
+        out.corpus.update(ds.corpus)
+        out.queries.update(ds.queries)
+        out.qrels.update(ds.qrels)
+    return out
 
 
 def quality(ds: RetrievalDataset, embedder, embed: str, fusion: FusionOptions) -> dict[str, float]:
     """nDCG@10 per mode; the query's own record is left out (the paraphrase rule)."""
     opts = RetrievalOptions(
-        ks=(10,), embed=embed, exact=True, mode="all", fusion=fusion, ignore_identical_ids=ds.name != "rare_terms"
+        ks=(10,),
+        embed=embed,
+        exact=True,
+        mode="all",
+        fusion=fusion,
+        ignore_identical_ids=ds.name in ("paraphrase", "mixed"),
     )
     rep = evaluate_retrieval(ds, embedder, opts)
     return {m: ms["ndcg@10"] for m, ms in rep.modes.items()}
@@ -96,9 +106,9 @@ def main() -> None:
     ap.add_argument("--embed", default="title_text", help="title_text (BEIR's rule) or title (the prompt alone)")
     args = ap.parse_args()
     fp32, int8 = Cached(load_embedder(precision="fp32")), Cached(load_embedder(precision="int8"))
-    para, rare = paraphrase_dataset(), load_beir(RARE)
-    rare.name = "rare_terms"
-    sets = [para, rare, mixed_dataset(para, rare)]
+    para, rare, cs = paraphrase_dataset(), load_beir(RARE), load_beir(CODE_SYMPTOM)
+    rare.name, cs.name = "rare_terms", "code_symptom"
+    sets = [para, rare, cs, mixed_dataset(para, rare, cs)]
     fusions = {
         "rrf k=60": FusionOptions(),
         "rrf k=10": FusionOptions(rrf_k=10),

@@ -1,6 +1,8 @@
-"""Write `bench/data/rare_terms/`, a BEIR-format set where the query's rare token decides the answer: error codes,
-part numbers and personal names over documents that otherwise say much the same thing. Deterministic (seeded);
-run from the repo root to regenerate: `python bench/make_rare_terms.py`.
+"""Write two BEIR-format sets under `bench/data/`. `rare_terms`: the query's rare token decides the answer (error
+codes, part numbers and personal names over documents that otherwise say much the same thing). `code_symptom`:
+each error code is documented for three products with three different causes, and a query gives the code plus
+the symptom in other words, so the code (lexical) and the meaning (dense) are each needed. Deterministic
+(seeded); run from the repo root to regenerate: `python bench/make_rare_terms.py`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "data" / "rare_terms"
+DATA = Path(__file__).resolve().parent / "data"
 
 PRODUCTS = ["LaserJet Pro", "OfficeJet", "Brother HL", "Canon Pixma", "Epson EcoTank", "Kyocera Ecosys"]
 CAUSES = [
@@ -28,6 +30,16 @@ FIRST = ["Ilse", "Tariq", "Oona", "Bartek", "Mireille", "Kwabena", "Solveig", "D
 LAST = ["Vandersloot", "Okonkwo", "Haraldsen", "Quintela", "Zubrzycki", "Ferencz", "Lindqvist", "Abernathy"]
 PARTS = ["drive belt", "pressure valve", "filter cartridge", "door gasket", "heating element", "drain pump"]
 MACHINES = ["washing machine", "dishwasher", "coffee machine", "tumble dryer"]
+SYMPTOMS = [  # each cause of CAUSES told the way a user would, in other words
+    "pages get stuck coming out of the second drawer",
+    "it stays cold and will not warm up",
+    "it says the ink or toner is not recognised",
+    "the unit that prints on both sides feels loose",
+    "the printing stops because it gets too hot",
+    "it dropped off the wifi and has no address",
+    "it says the sponge that soaks up ink is saturated",
+    "it died halfway through installing new software",
+]
 
 
 def build(seed: int = 7) -> tuple[list[dict], list[dict], list[tuple[str, str]]]:
@@ -70,17 +82,45 @@ def build(seed: int = 7) -> tuple[list[dict], list[dict], list[tuple[str, str]]]
     return docs, queries, qrels
 
 
-def main() -> None:
-    docs, queries, qrels = build()
-    (OUT / "qrels").mkdir(parents=True, exist_ok=True)
-    with (OUT / "corpus.jsonl").open("w", encoding="utf-8") as f:
+def build_code_symptom(seed: int = 11) -> tuple[list[dict], list[dict], list[tuple[str, str]]]:
+    """40 codes x 3 products, each with its own cause; one query per code, naming the code and one symptom."""
+    rng = random.Random(seed)
+    docs: list[dict] = []
+    queries: list[dict] = []
+    qrels: list[tuple[str, str]] = []
+    for n, code in enumerate(rng.sample(range(1000, 9999), 40)):
+        causes = rng.sample(range(len(CAUSES)), 3)
+        products = rng.sample(PRODUCTS, 3)
+        for j, (c, product) in enumerate(zip(causes, products, strict=True)):
+            cause, fix = CAUSES[c]
+            docs.append(
+                {
+                    "_id": f"cs{n}-{j}",
+                    "title": f"{product} error E{code}",
+                    "text": f"Error E{code} on the {product} means {cause}; {fix}.",
+                }
+            )
+        pick = rng.randrange(3)
+        queries.append({"_id": f"q-cs{n}", "text": f"E{code}: {SYMPTOMS[causes[pick]]}"})
+        qrels.append((f"q-cs{n}", f"cs{n}-{pick}"))
+    return docs, queries, qrels
+
+
+def write(out: Path, docs: list[dict], queries: list[dict], qrels: list[tuple[str, str]]) -> None:
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    with (out / "corpus.jsonl").open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in docs)
-    with (OUT / "queries.jsonl").open("w", encoding="utf-8") as f:
+    with (out / "queries.jsonl").open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(q, ensure_ascii=False) + "\n" for q in queries)
-    with (OUT / "qrels" / "test.tsv").open("w", encoding="utf-8") as f:
+    with (out / "qrels" / "test.tsv").open("w", encoding="utf-8") as f:
         f.write("query-id\tcorpus-id\tscore\n")
         f.writelines(f"{q}\t{d}\t1\n" for q, d in qrels)
-    print(f"{len(docs)} documents, {len(queries)} queries -> {OUT}")
+    print(f"{len(docs)} documents, {len(queries)} queries -> {out}")
+
+
+def main() -> None:
+    write(DATA / "rare_terms", *build())
+    write(DATA / "code_symptom", *build_code_symptom())
 
 
 if __name__ == "__main__":
