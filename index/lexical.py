@@ -27,7 +27,7 @@ from index.store import StoreError
 FORMAT = 1
 LANGUAGE = "english"
 STOPWORDS = "en"
-PAGE = 2000  # documents fetched from Chroma per request during a rebuild
+PAGE = 10_000  # documents fetched from Chroma per request during a rebuild
 MANIFEST, DIRTY, IDS = "manifest.json", "dirty", "ids.json"
 
 
@@ -162,8 +162,8 @@ def collection_ids(collection: Any) -> list[str]:
     """Every id in a collection, fetched in pages (works for embedded and server stores)."""
     ids: list[str] = []
     total = collection.count()
-    for offset in range(0, total, PAGE * 5):
-        ids.extend(collection.get(include=[], limit=PAGE * 5, offset=offset)["ids"])
+    for offset in range(0, total, PAGE):
+        ids.extend(collection.get(include=[], limit=PAGE, offset=offset)["ids"])
     return ids
 
 
