@@ -24,11 +24,12 @@ import numpy as np
 from index.progress import progress as progress_bar
 from index.store import StoreError
 
-FORMAT = 1
+FORMAT = 2
 LANGUAGE = "english"
 STOPWORDS = "en"
 PAGE = 10_000  # documents fetched from Chroma per request during a rebuild
-MANIFEST, DIRTY, IDS = "manifest.json", "dirty", "ids.json"
+MANIFEST, DIRTY, IDS, VOCAB = "manifest.json", "dirty", "ids.json", "vocab.tokens.json"
+TOKENS, OFFSETS = "tokens.npy", "offsets.npy"  # every document's token ids, flat, and where each one starts
 
 
 class LexicalError(StoreError):
@@ -65,24 +66,48 @@ def tokenize(texts: list[str], stemmer: Any, as_ids: bool) -> Any:
 
 @dataclass
 class LexicalIndex:
-    """A BM25 index over `ids` (row i of the index is ids[i]); `bm25` is None when there are no documents."""
+    """A BM25 index over `ids` (row i of the index is ids[i]); `bm25` is None when there are no documents.
+
+    The documents' token ids are kept too, so an ingest updates the index without re-reading or re-tokenising
+    the documents it did not change."""
 
     ids: list[str]
     bm25: Any = None
     digest: str = ""
     stemmer: Any = field(default=None, repr=False)
+    tokens: list[list[int]] = field(default_factory=list, repr=False)
+    vocab: dict[str, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, ids: list[str], texts: list[str]) -> LexicalIndex:
         """Tokenise and index `texts` (aligned with `ids`)."""
+        return cls._indexed(list(ids), [], {}, texts, _stemmer())
+
+    @classmethod
+    def _indexed(
+        cls, ids: list[str], tokens: list[list[int]], vocab: dict[str, int], new_texts: list[str], stemmer: Any
+    ) -> LexicalIndex:
+        """`tokens` (for the first ids) plus `new_texts` tokenised into `vocab` (extended), then BM25-indexed."""
         import bm25s  # lazy: see tokenize
 
-        stemmer = _stemmer()
+        tokens, vocab = list(tokens), dict(vocab)
+        for words in tokenize(new_texts, stemmer, as_ids=False) if new_texts else []:
+            tokens.append([vocab.setdefault(w, len(vocab)) for w in words])
         bm25 = None
         if ids:
+            vocab.setdefault("", len(vocab))  # bm25s's placeholder for an empty document
             bm25 = bm25s.BM25()
-            bm25.index(tokenize(texts, stemmer, as_ids=True), show_progress=False)
-        return cls(list(ids), bm25, ids_digest(ids), stemmer)
+            bm25.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=vocab), show_progress=False)
+        return cls(ids, bm25, ids_digest(ids), stemmer, tokens, vocab)
+
+    def updated(self, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
+        """A new index without the `removed` ids and with the `added` (id, text) pairs; the others keep their
+        tokens (document frequencies, and so every score, are recomputed)."""
+        keep = [r for r, i in enumerate(self.ids) if i not in removed]
+        kept = {self.ids[r] for r in keep}
+        new = list({i: t for i, t in added if i not in kept}.items())
+        ids = [self.ids[r] for r in keep] + [i for i, _ in new]
+        return self._indexed(ids, [self.tokens[r] for r in keep], self.vocab, [t for _, t in new], self.stemmer)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -112,6 +137,12 @@ class LexicalIndex:
             if self.bm25 is not None:
                 self.bm25.save(str(target), show_progress=False)
             (target / IDS).write_text(json.dumps(self.ids), encoding="utf-8")
+            (target / VOCAB).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+            flat = np.fromiter((t for row in self.tokens for t in row), dtype=np.int32)
+            np.save(target / TOKENS, flat, allow_pickle=False)
+            np.save(
+                target / OFFSETS, np.cumsum([0] + [len(r) for r in self.tokens], dtype=np.int64), allow_pickle=False
+            )
             manifest = {"format": FORMAT, "version": version, "count": len(self.ids), "digest": self.digest}
             _atomic_write(root / MANIFEST, json.dumps(manifest))
             (root / DIRTY).unlink(missing_ok=True)
@@ -135,14 +166,20 @@ class LexicalIndex:
                 return None
             folder = root / manifest["version"]
             ids = json.loads((folder / IDS).read_text(encoding="utf-8"))
+            vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
+            flat = np.load(folder / TOKENS, allow_pickle=False)
+            offsets = np.load(folder / OFFSETS, allow_pickle=False)
+            tokens = [flat[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
             bm25 = None
             if ids:
                 bm25 = bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False)
-            if len(ids) != manifest["count"] or (bm25 is not None and bm25.scores["num_docs"] != len(ids)):
+            if len(ids) != manifest["count"] or len(tokens) != len(ids):
+                return None
+            if bm25 is not None and bm25.scores["num_docs"] != len(ids):
                 return None
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return cls(ids, bm25, manifest.get("digest", ""), _stemmer()), manifest
+        return cls(ids, bm25, manifest.get("digest", ""), _stemmer(), tokens, vocab), manifest
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -227,6 +264,20 @@ class LexicalStore:
         if verify and self._index.digest != ids_digest(collection_ids(collection)):
             return self.sync(collection)
         return self._index
+
+    def update(self, collection: Any, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
+        """After a writer changed the collection by exactly these records: update the stored index (when it was
+        in step before) and keep it only if it now holds exactly the collection's ids; else rebuild."""
+        manifest = self._manifest()
+        loaded = LexicalIndex.load(self.root) if manifest is not None else None
+        if loaded is None:
+            return self.sync(collection)
+        idx = loaded[0].updated(removed, added)
+        if idx.digest != ids_digest(collection_ids(collection)):
+            return self.sync(collection)
+        idx.save(self.root)
+        self._index, self._version = idx, (self._manifest() or {}).get("version")
+        return idx
 
     def sync(self, collection: Any) -> LexicalIndex:
         """Rebuild from the collection and save; clears `dirty`."""

@@ -165,7 +165,9 @@ def ingest_records(
     for i in range(0, len(doomed), batch):
         collection.delete(ids=doomed[i : i + batch])
     summary.removed += len(pruned)
-    if lexical is not None:
+    if lexical is not None and (todo or doomed):
+        lexical.update(collection, set(doomed), [(r.id, r.embed_text(embed_field)) for r in todo])
+    elif lexical is not None:
         lexical.index(collection, verify=True)
     summary.seconds += time.perf_counter() - start
     return summary

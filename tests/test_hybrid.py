@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+import index.lexical as lexical_mod
 from index.errors import UsageError
 from index.lexical import DIRTY, MANIFEST, LexicalStore, collection_ids, lexical_dir
 from index.retrieve import search
@@ -125,12 +128,17 @@ def test_filters_and_mmr_apply_to_the_fused_list(rare_store, embedder):
     assert all(h.fused_score is not None for h in diverse)
 
 
-def test_both_indexes_in_step_after_edit_and_prune(rare_store, embedder, tmp_path: Path):
+def test_both_indexes_in_step_after_edit_and_prune(rare_store, embedder, monkeypatch):
     col, lex, _, corpus = rare_store
     assert in_step(col, lex) and len(lex.index(col)) == col.count()
     write_corpus(corpus, edits={"err52": "Error E-edited means the tray is open; close it."})
-    s = ingest_paths([corpus], col, embedder, embed_field="both", progress=False, lexical=lex)
+    with monkeypatch.context() as m:  # an in-step index is updated, not rebuilt from the collection
+        m.setattr(lexical_mod, "rebuild", lambda *a, **k: pytest.fail("full rebuild"))
+        s = ingest_paths([corpus], col, embedder, embed_field="both", progress=False, lexical=lex)
     assert s.updated == 1 and in_step(col, lex)
+    full = lexical_mod.rebuild(col)
+    for text, _ in list(queries().values())[:5] + [("tray is open E-edited", "")]:
+        assert dict(lex.index(col).search(text, 100)) == pytest.approx(dict(full.search(text, 100)))
     hits = search(col, embedder, "tray is open close it E-edited", k=1, mode="lexical", lexical=lex)
     assert "E-edited" in hits[0].document
     write_corpus(corpus, drop={"err52", "who8"})
@@ -212,3 +220,44 @@ def test_missing_corrupt_or_stale_lexical_index_is_rebuilt(rare_store, embedder,
     assert lexical_dir(data_dir, col) == lex.root
     versions = [p for p in lex.root.iterdir() if p.is_dir()]
     assert len(versions) == 1 and not list(lex.root.rglob("*.pkl"))
+
+
+@pytest.mark.slow
+def test_lexical_index_of_a_chroma_server_collection_is_rebuilt(tmp_path: Path, embedder):
+    import chromadb
+
+    from index.store import open_client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    chroma = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
+    server = subprocess.Popen(
+        [chroma, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:  # wait for the port: a poll with a deadline, not a fixed sleep
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        client = open_client(host="127.0.0.1", port=port)
+        assert isinstance(client, chromadb.api.ClientAPI)
+        col = get_collection(client, "rare", model=embedder.name, dim=embedder.dim, embed_field="both")
+        corpus = tmp_path / "rare.jsonl"
+        prompts = write_corpus(corpus)
+        home = tmp_path / "home"
+        ingest_paths([corpus], col, embedder, embed_field="both", progress=False)  # no lexical index yet
+        lex = LexicalStore.for_collection(home, col)
+        text, doc = queries()["q-err52"]
+        assert search(col, embedder, text, k=1, mode="hybrid", lexical=lex)[0].prompt == prompts[doc]
+        assert in_step(col, lex) and not (tmp_path / "srv" / "lexical").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
