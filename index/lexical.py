@@ -268,11 +268,11 @@ class LexicalStore:
     def update(self, collection: Any, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
         """After a writer changed the collection by exactly these records: update the stored index (when it was
         in step before) and keep it only if it now holds exactly the collection's ids; else rebuild."""
-        manifest = self._manifest()
-        loaded = LexicalIndex.load(self.root) if manifest is not None else None
-        if loaded is None:
-            return self.sync(collection)
-        idx = loaded[0].updated(removed, added)
+        loaded = LexicalIndex.load(self.root) if self._manifest() is not None else None
+        if loaded is not None:
+            idx = loaded[0].updated(removed, added)
+        else:  # no index yet: enough when the collection holds just these records (a first ingest)
+            idx = LexicalIndex.build([i for i, _ in added], [t for _, t in added])
         if idx.digest != ids_digest(collection_ids(collection)):
             return self.sync(collection)
         idx.save(self.root)
