@@ -76,7 +76,9 @@ def phase_bm25(data_dir: str) -> dict:
     t = time.perf_counter()
     LexicalIndex.load(store.root)
     load = time.perf_counter() - t
-    metas = col.get(include=["metadatas"])["metadatas"]
+    metas = []
+    for offset in range(0, col.count(), 10_000):
+        metas += col.get(include=["metadatas"], limit=10_000, offset=offset)["metadatas"]
     texts = [f"{m['prompt']}\n{m['response']}" for m in metas]
     before_both = rss_mb()
     t = time.perf_counter()
@@ -127,7 +129,9 @@ def main() -> None:
 
 
 def run_phase_here(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--phase", *args], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, __file__, "--phase", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"phase {args[0]} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
