@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from index.errors import ShvayambhuError
-from index.onnx_encoder import OnnxEncoder, OnnxUnavailable
+from index.onnx_encoder import PRECISIONS, OnnxEncoder, OnnxUnavailable
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -40,22 +40,27 @@ class Embedder:
     """Turns texts into L2-normalised float32 vectors, so a dot product is the cosine similarity.
 
     `runtime="auto"` runs the model with ONNX Runtime on the CPU when it can (same vectors, about twice as
-    fast, no torch import after the first export) and with torch otherwise.
+    fast, no torch import after the first export) and with torch otherwise. `precision="int8"` runs an int8
+    quantised graph (ONNX Runtime only): about 2x faster again, vectors within cosine ~0.99 of fp32.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", runtime: str = "auto"):
+    def __init__(self, model: str = DEFAULT_MODEL, device: str = "cpu", runtime: str = "auto", precision: str = "fp32"):
         if runtime not in ("auto", "onnx", "torch"):
             raise EmbeddingError(f"embedding runtime must be auto, onnx or torch, not {runtime!r}")
-        self.name, self.device = canonical_name(model), device
+        if precision not in PRECISIONS:
+            raise EmbeddingError(f"embedding precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if precision == "int8" and (runtime == "torch" or device != "cpu"):
+            raise EmbeddingError("int8 embeddings need ONNX Runtime on the CPU: use runtime auto or onnx, device cpu")
+        self.name, self.device, self.precision = canonical_name(model), device, precision
         path = _resolve(model)
         self.runtime = "torch"
         if runtime != "torch" and device == "cpu" and Path(path).is_dir():
             try:
-                self._onnx = OnnxEncoder.load(path)
+                self._onnx = OnnxEncoder.load(path, precision)
                 self.runtime, self.dim = "onnx", self._onnx.dim
                 return
             except OnnxUnavailable as e:
-                if runtime == "onnx":
+                if runtime == "onnx" or precision == "int8":
                     raise EmbeddingError(f"cannot run {model!r} with ONNX Runtime: {e}") from e
         self._model = _load_torch(model, path, device)
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
@@ -97,6 +102,8 @@ def _load_torch(model: str, path: str, device: str):  # noqa: ANN202 - SentenceT
 
 
 @lru_cache(maxsize=4)
-def load_embedder(model: str | None = None, device: str = "cpu", runtime: str = "auto") -> Embedder:
-    """One loaded model per (name, device, runtime) per process: loading takes seconds, encoding milliseconds."""
-    return Embedder(model or DEFAULT_MODEL, device=device, runtime=runtime)
+def load_embedder(
+    model: str | None = None, device: str = "cpu", runtime: str = "auto", precision: str = "fp32"
+) -> Embedder:
+    """One loaded model per (name, device, runtime, precision) per process: loading takes seconds, encoding ms."""
+    return Embedder(model or DEFAULT_MODEL, device=device, runtime=runtime, precision=precision)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -19,6 +20,9 @@ from tokenizers import Tokenizer
 
 FORMAT = 1
 MIN_AGREEMENT = 0.9999  # cosine between torch and ONNX vectors on the probe texts
+PRECISIONS = ("fp32", "int8")
+# int8 (dynamic, per-channel weights) vs fp32 on the probes; measured on the seed corpus: mean 0.9935, min 0.973
+INT8_MIN_AGREEMENT = 0.95
 _PROBES = [
     "hi",
     "How do I fall asleep faster when my mind keeps racing at night?",
@@ -91,8 +95,9 @@ class OnnxEncoder:
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     @classmethod
-    def load(cls, model_path: str | Path) -> OnnxEncoder:
-        """The cached graph for this model, exported and verified first if there is none."""
+    def load(cls, model_path: str | Path, precision: str = "fp32") -> OnnxEncoder:
+        """The cached graph for this model, exported and verified first if there is none; `int8` quantises the
+        fp32 graph once (weights to int8 per channel, activations at run time) and caches it beside it."""
         try:
             import onnxruntime  # noqa: F401
             import tokenizers  # noqa: F401
@@ -100,23 +105,40 @@ class OnnxEncoder:
             raise OnnxUnavailable(f"onnxruntime or tokenizers missing: {e}") from e
         path = Path(model_path)
         max_len = _check_layout(path)
+        if precision not in PRECISIONS:
+            raise OnnxUnavailable(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         target = cache_dir() / f"{path.name}-{_cache_key(path)}.onnx"
-        if target.exists():
+        quantised = target.with_suffix(".int8.onnx")
+        wanted = quantised if precision == "int8" else target
+        encoder = cls._cached(wanted, path, max_len)
+        if encoder is not None:
+            return encoder
+        if not target.exists() or (wanted is quantised and cls._cached(target, path, max_len) is None):
             try:
-                return cls(target, path, max_len)
-            except Exception as e:  # ORT's InvalidProtobuf/InvalidArgument/Fail: the cached file is damaged
-                print(
-                    f"warning: the cached ONNX graph {target} is damaged ({e.__class__.__name__}); exporting it again",
-                    file=sys.stderr,
-                )
-                target.unlink(missing_ok=True)
+                export(path, target, max_len)
+            except OnnxUnavailable:
+                raise
+            except Exception as e:  # any exporter failure means: use torch instead
+                raise OnnxUnavailable(f"export failed: {e.__class__.__name__}: {e}") from e
+        if wanted is quantised:
+            quantise(target, quantised, path, max_len)
+        return cls(wanted, path, max_len)
+
+    @classmethod
+    def _cached(cls, graph: Path, path: Path, max_len: int) -> OnnxEncoder | None:
+        """The encoder over a cached graph; None when there is none, or when it is damaged (then it is removed,
+        with a warning, so that it is made again)."""
+        if not graph.exists():
+            return None
         try:
-            export(path, target, max_len)
-        except OnnxUnavailable:
-            raise
-        except Exception as e:  # any exporter failure means: use torch instead
-            raise OnnxUnavailable(f"export failed: {e.__class__.__name__}: {e}") from e
-        return cls(target, path, max_len)
+            return cls(graph, path, max_len)
+        except Exception as e:  # ORT's InvalidProtobuf/InvalidArgument/Fail: the cached file is damaged
+            print(
+                f"warning: the cached ONNX graph {graph} is damaged ({e.__class__.__name__}); making it again",
+                file=sys.stderr,
+            )
+            graph.unlink(missing_ok=True)
+            return None
 
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -182,5 +204,31 @@ def export(model_path: Path, target: Path, max_len: int) -> None:
             raise OnnxUnavailable(f"exported graph disagrees with torch (cosine {agreement:.6f})")
         os.replace(tmp, target)
     finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def quantise(source: Path, target: Path, model_path: Path, max_len: int) -> None:
+    """Dynamic int8 quantisation of the fp32 graph, checked against it on the probes, moved into place atomically."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(suffix=".int8.onnx", dir=target.parent)
+    os.close(fd)
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs a pre-processing hint on the root logger
+    try:
+        quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8, per_channel=True)
+        ref = OnnxEncoder(source, model_path, max_len).encode(_PROBES, batch_size=len(_PROBES))
+        got = OnnxEncoder(Path(tmp), model_path, max_len).encode(_PROBES, batch_size=len(_PROBES))
+        agreement = float((ref * got).sum(axis=1).min())
+        if agreement < INT8_MIN_AGREEMENT:
+            raise OnnxUnavailable(f"the int8 graph disagrees with fp32 (cosine {agreement:.4f})")
+        os.replace(tmp, target)
+    except OnnxUnavailable:
+        raise
+    except Exception as e:  # any quantiser failure: int8 is unavailable for this model
+        raise OnnxUnavailable(f"int8 quantisation failed: {e.__class__.__name__}: {e}") from e
+    finally:
+        logging.getLogger().setLevel(level)
         if os.path.exists(tmp):
             os.unlink(tmp)

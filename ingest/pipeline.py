@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from index.embed import Embedder
 from index.errors import ShvayambhuError
+from index.lexical import LexicalStore
 from index.lock import store_write_lock
 from index.progress import progress_bar
-from index.store import translating
+from index.store import check_write_precision, translating
 from ingest.readers import CHUNK_BYTES, iter_files, read_file
 from ingest.records import Record
 from ingest.sources import canonical, relative_sources, spellings
 from ingest.validate import Rejection, check_record
 
 EMBED_FIELDS = ("prompt", "response", "both")
+WRITE_CHUNK = 512  # records per Chroma upsert
+WRITE_QUEUE = 2  # embedded chunks waiting for the writer thread: bounds memory, keeps the embedder busy
 
 
 class IngestError(ShvayambhuError, RuntimeError):
@@ -140,11 +144,13 @@ def ingest_records(
     progress: bool | None = None,
     embed_batch: int = 64,
     summary: IngestSummary | None = None,
+    lexical: LexicalStore | None = None,
 ) -> IngestSummary:
     """Write `records` into `collection`: new ones embedded and added, edited ones replaced, stale ones pruned.
 
     New vectors are written before any old one is deleted, so a run killed at any point leaves every record
-    either in its old or its new version, and the next run finishes the job.
+    either in its old or its new version, and the next run finishes the job. A `lexical` index is marked stale
+    before the collection changes and rebuilt from it at the end (also when a killed run left it stale).
     """
     if embed_field not in EMBED_FIELDS:
         raise IngestError(f"embed field must be one of {', '.join(EMBED_FIELDS)}, not {embed_field!r}")
@@ -164,8 +170,11 @@ def ingest_records(
     summary.added += len(todo) - sum(1 for r in todo if r.key in replaced_keys)
     summary.unchanged += len(records) - len(todo)
 
+    if lexical is not None and (todo or stale or pruned):
+        lexical.mark_dirty()
     if todo:
         model = embedder if isinstance(embedder, Embedder) else embedder()
+        check_write_precision(collection, getattr(model, "precision", "fp32"))
         todo.sort(key=lambda r: len(r.embed_text(embed_field)))  # similar lengths pad less
         show = sys.stderr.isatty() if progress is None else progress
         _write(collection, model, todo, embed_field, batch, embed_batch, show)
@@ -173,6 +182,10 @@ def ingest_records(
     for i in range(0, len(doomed), batch):
         collection.delete(ids=doomed[i : i + batch])
     summary.removed += len(pruned)
+    if lexical is not None and (todo or doomed):
+        lexical.update(collection, set(doomed), [(r.id, r.embed_text(embed_field)) for r in todo])
+    elif lexical is not None:
+        lexical.index(collection, verify=True)
     summary.seconds += time.perf_counter() - start
     return summary
 
@@ -186,28 +199,44 @@ def _write(
     embed_batch: int,
     show: bool,
 ) -> None:
-    """Embed chunk i+1 while Chroma writes chunk i (both release the GIL); one write in flight at a time."""
+    """Embed on this thread while a writer thread upserts finished chunks from a bounded queue (ONNX Runtime and
+    Chroma both release the GIL); the first failed write stops the embedding and is raised here."""
+    chunks: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
+    failed: list[BaseException] = []
 
-    with progress_bar(show, "embedding") as bar, ThreadPoolExecutor(1) as writer:
-        task = bar.add_task("embed", total=len(todo))
-        pending: Future | None = None
-        step = max(embed_batch, (batch // embed_batch) * embed_batch)
-        for i in range(0, len(todo), step):
-            part = todo[i : i + step]
-            texts = [r.embed_text(embed_field) for r in part]
-            vecs = model.embed(texts, batch_size=embed_batch)
-            if pending is not None:
-                pending.result()  # surfaces a failed write before more is queued
-            pending = writer.submit(
-                collection.upsert,
-                ids=[r.id for r in part],
-                embeddings=vecs.tolist(),
-                documents=texts,
-                metadatas=[flatten_meta(r, embed_field) for r in part],
-            )
-            bar.advance(task, len(part))
-        if pending is not None:
-            pending.result()
+    def writer() -> None:
+        while (item := chunks.get()) is not None:
+            if failed:
+                continue  # drain, so the producer never blocks on a dead writer
+            part, texts, vecs = item
+            try:
+                collection.upsert(
+                    ids=[r.id for r in part],
+                    embeddings=vecs,
+                    documents=texts,
+                    metadatas=[flatten_meta(r, embed_field) for r in part],
+                )
+            except BaseException as e:  # re-raised on the calling thread
+                failed.append(e)
+
+    thread = threading.Thread(target=writer, name="chroma-writer", daemon=True)
+    thread.start()
+    step = max(1, min(batch, WRITE_CHUNK))
+    try:
+        with progress_bar(show, "embedding") as bar:
+            task = bar.add_task("embed", total=len(todo))
+            for i in range(0, len(todo), step):
+                if failed:
+                    break
+                part = todo[i : i + step]
+                texts = [r.embed_text(embed_field) for r in part]
+                chunks.put((part, texts, model.embed(texts, batch_size=embed_batch)))
+                bar.advance(task, len(part))
+    finally:
+        chunks.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def ingest_paths(
@@ -222,6 +251,7 @@ def ingest_paths(
     chunk_bytes: int = CHUNK_BYTES,
     wait: bool = True,
     verify: bool = False,
+    lexical: LexicalStore | Callable[[Any], LexicalStore] | None = None,
 ) -> IngestSummary:
     """Ingest files and folders under the store's write lock; with `strict`, any rejection raises IngestError.
 
@@ -257,6 +287,7 @@ def ingest_paths(
             sources=sources,
             progress=progress,
             summary=summary,
+            lexical=lexical(col) if callable(lexical) else lexical,
         )
         if verify:
             summary.repaired = _repair_lost(col, records, embedder)

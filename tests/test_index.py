@@ -130,6 +130,9 @@ def test_ingest_and_search_against_a_chroma_server(tmp_path: Path) -> None:
             "prompt",
             "response",
             "metadata",
+            "dense_rank",
+            "lexical_rank",
+            "fused_score",
         }
         r = cli(tmp_path / "unused", *flags, "status", "--json")
         assert json.loads(r.stdout)["collections"][0]["count"] == added

@@ -3,7 +3,8 @@
 Scores are cosine similarities recomputed exactly (float32 dot products of normalised vectors, as MTEB's exact
 search computes them) for the documents Chroma returns, so only HNSW misses can differ from an exact search;
 `exact=True` skips Chroma and searches by brute force, which is MTEB's method. With MMR the run keeps MMR's
-selection order.
+selection order. `mode` picks dense, lexical (BM25 over the embedded text) or hybrid (the two fused), or `all`
+to score every mode in one run over the same embeddings; lexical and hybrid runs are ranked by their own order.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from typing import Any
 import numpy as np
 
 from index.embed import load_embedder
+from index.errors import UsageError
+from index.fusion import FusionOptions, fuse
+from index.lexical import LexicalIndex
 from index.progress import progress_bar
-from index.retrieve import Hit, mmr_select, query_vector
+from index.retrieve import DEFAULT_MODE, HYBRID_DEPTH, MODES, Hit, mmr_select, query_vector
 from rag.eval.beir import (
     EMBED_ALIASES,
     EMBED_FIELDS,
@@ -47,6 +51,8 @@ class RetrievalOptions:
     ignore_identical_ids: bool = False  # drop a document whose id equals the query id (BEIR's ArguAna rule)
     ef_search: int | None = None  # HNSW search breadth; default max(256, 2 * max(ks))
     batch_size: int = 64
+    mode: str = DEFAULT_MODE  # dense | lexical | hybrid | all
+    fusion: FusionOptions = field(default_factory=FusionOptions)
 
 
 @dataclass
@@ -60,6 +66,7 @@ class RetrievalReport:
     info: dict[str, Any] = field(default_factory=dict)
     run: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
     per_query: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    modes: dict[str, dict[str, float]] = field(default_factory=dict)  # every mode's mean metrics (mode="all")
 
     def to_json(self) -> dict[str, Any]:
         """The `--json` object: metrics, queries, docs, timings, then what was evaluated and how."""
@@ -69,6 +76,11 @@ class RetrievalReport:
             "docs": self.docs,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             **self.info,
+            **(
+                {"modes": {m: {k: round(v, 6) for k, v in ms.items()} for m, ms in self.modes.items()}}
+                if len(self.modes) > 1
+                else {}
+            ),
         }
 
 
@@ -170,6 +182,55 @@ def _chroma_search(
             pass
 
 
+def run_modes(mode: str) -> tuple[str, ...]:
+    """The modes a `mode` option asks for: one of MODES, or all of them."""
+    if mode == "all":
+        return MODES
+    if mode not in MODES:
+        raise UsageError(f"retrieval mode must be one of {', '.join(MODES)} or all, not {mode!r}")
+    return (mode,)
+
+
+def _lexical_runs(
+    texts: list[str], qtexts: list[str], depth: int, progress: Any, timings: dict[str, float]
+) -> list[list[tuple[int, float]]]:
+    """BM25 top-`depth` rows per query over the texts that were embedded."""
+    t = time.perf_counter()
+    index = LexicalIndex.build([str(i) for i in range(len(texts))], texts)
+    timings["lexical_index"] = time.perf_counter() - t
+    t = time.perf_counter()
+    task = progress.add_task("lexical search", total=len(qtexts))
+    out = []
+    for q in qtexts:
+        out.append([(int(i), s) for i, s in index.search(q, depth)])
+        progress.advance(task)
+    timings["lexical_search"] = time.perf_counter() - t
+    return out
+
+
+def _ranked(
+    mode: str,
+    dense: list[tuple[int, float]],
+    lexical: list[tuple[int, float]],
+    q: np.ndarray,
+    D: np.ndarray,
+    n: int,
+    opts: RetrievalOptions,
+) -> list[tuple[int, float]]:
+    """One query's ranked rows in `mode` (with MMR over the mode's candidates when asked)."""
+    if mode == "dense":
+        return dense[:n] if not opts.mmr else dense
+    if mode == "lexical":
+        cands = lexical
+    else:
+        fused = fuse([(str(r), s) for r, s in dense], [(str(r), s) for r, s in lexical], opts.fusion)
+        cands = [(int(r), s) for r, s in fused]
+    if opts.mmr:
+        pool = cands[: max(opts.fetch_k, n)]
+        return _mmr(q, D, [(r, float(D[r] @ q)) for r, _ in pool], n, opts.mmr_lambda)
+    return cands[:n]
+
+
 def evaluate_retrieval(
     dataset: RetrievalDataset,
     embedder: Any,
@@ -190,15 +251,13 @@ def evaluate_retrieval(
     qids = [q for q in dataset.queries if q in dataset.qrels]
     depth = max(ks) + (1 if opts.ignore_identical_ids else 0)
     n = min(depth, len(doc_ids))
+    modes = run_modes(opts.mode)
+    # dense candidates: hybrid fuses deeper lists than the cutoff; MMR re-ranks its own candidates
+    n_dense = min(max(n, HYBRID_DEPTH), len(doc_ids)) if "hybrid" in modes else n
+    texts = [dataset.corpus[d].embed_text(embed) for d in doc_ids]
     with progress_bar(progress) as bar:
         t = time.perf_counter()
-        D = _embed_all(
-            embedder,
-            [dataset.corpus[d].embed_text(embed) for d in doc_ids],
-            opts.batch_size,
-            "embedding corpus",
-            bar,
-        )
+        D = _embed_all(embedder, texts, opts.batch_size, "embedding corpus", bar)
         timings["embed_corpus"] = time.perf_counter() - t
         t = time.perf_counter()
         qtexts = [dataset.queries[q] for q in qids]
@@ -206,27 +265,35 @@ def evaluate_retrieval(
         timings["embed_queries"] = time.perf_counter() - t
         if opts.exact:
             t = time.perf_counter()
-            found = exact_search(Q, D, max(opts.fetch_k, n) if opts.mmr else n)
-            if opts.mmr:
+            dense_mmr = opts.mmr and "dense" in modes
+            found = exact_search(Q, D, max(opts.fetch_k, n_dense) if dense_mmr else n_dense)
+            if dense_mmr:
                 found = [_mmr(q, D, hits, n, opts.mmr_lambda) for q, hits in zip(Q, found, strict=True)]
             timings["index"] = 0.0
             timings["search"] = time.perf_counter() - t
         else:
-            found = _chroma_search(client or throwaway_client(), doc_ids, D, Q, n, opts, bar, timings)
-
-    run: dict[str, dict[str, float]] = {}
-    for qid, hits in zip(qids, found, strict=True):
-        if opts.mmr:  # keep MMR's order: trec_eval ranks by score, so scores follow rank
-            scores = {doc_ids[r]: float(len(hits) - i) for i, (r, _) in enumerate(hits)}
-        else:
-            scores = {doc_ids[r]: s for r, s in hits}
-        if opts.ignore_identical_ids:
-            scores.pop(qid, None)
-        run[qid] = scores
+            dense_opts = opts if "dense" in modes else RetrievalOptions(mmr=False)
+            found = _chroma_search(client or throwaway_client(), doc_ids, D, Q, n_dense, dense_opts, bar, timings)
+        lexical = [[] for _ in qids]
+        if "lexical" in modes or "hybrid" in modes:
+            lexical = _lexical_runs(texts, qtexts, max(n_dense, opts.fetch_k if opts.mmr else 0), bar, timings)
 
     t = time.perf_counter()
-    ev = evaluate_run(dataset.qrels, run, ks)
+    per_mode = {}
+    for mode in modes:
+        run: dict[str, dict[str, float]] = {}
+        for qid, q, dense, lex in zip(qids, Q, found, lexical, strict=True):
+            hits = dense if mode == "dense" and opts.mmr else _ranked(mode, dense, lex, q, D, n, opts)
+            if mode == "dense" and not opts.mmr:
+                scores = {doc_ids[r]: s for r, s in hits[:n]}
+            else:  # keep the mode's order: trec_eval ranks by score, so scores follow rank
+                scores = {doc_ids[r]: float(len(hits) - i) for i, (r, _) in enumerate(hits)}
+            if opts.ignore_identical_ids:
+                scores.pop(qid, None)
+            run[qid] = scores
+        per_mode[mode] = (run, evaluate_run(dataset.qrels, run, ks))
     timings["metrics"] = time.perf_counter() - t
+    run, ev = per_mode[DEFAULT_MODE if opts.mode == "all" else modes[0]]
     info: dict[str, Any] = {
         "dataset": dataset.name,
         "split": dataset.split,
@@ -234,13 +301,19 @@ def evaluate_retrieval(
         "embed": embed,
         "search": "exact" if opts.exact else "chroma-hnsw",
         "mmr": opts.mmr,
+        "mode": opts.mode,
         "ks": list(ks),
         "queries_without_positives": ev.without_positives,
     }
+    if "hybrid" in modes:
+        f = opts.fusion
+        info["fusion"] = (
+            {"method": f.method, "rrf_k": f.rrf_k} if f.method == "rrf" else {"method": f.method, "alpha": f.alpha}
+        )
     if opts.mmr:
         info["mmr_lambda"] = opts.mmr_lambda
         info["fetch_k"] = max(opts.fetch_k, n)
-    if not opts.exact and not opts.mmr and len(Q) * len(D) <= ANN_CHECK_LIMIT and len(D):
+    if not opts.exact and not opts.mmr and "dense" in modes and len(Q) * len(D) <= ANN_CHECK_LIMIT and len(D):
         t = time.perf_counter()
         kk = min(10, len(D))
         truth = exact_search(Q, D, kk)
@@ -252,7 +325,17 @@ def evaluate_retrieval(
     if dataset.warnings:
         info["warnings"] = dataset.warnings
     timings["total"] = time.perf_counter() - t0
-    return RetrievalReport(ev.mean, ev.queries, len(doc_ids), timings, info, run, ev.per_query)
+    by_mode = {m: e.mean for m, (_, e) in per_mode.items()}
+    return RetrievalReport(ev.mean, ev.queries, len(doc_ids), timings, info, run, ev.per_query, by_mode)
+
+
+def modes_table(report: RetrievalReport, metrics: Sequence[str] = ("ndcg@10", "recall@10", "mrr@10")) -> str:
+    """Every evaluated mode side by side, one row a mode (for `eval retrieval --mode all`)."""
+    names = [m for m in metrics if any(m in ms for ms in report.modes.values())]
+    lines = ["mode     " + "".join(f"{m:>12}" for m in names)]
+    for mode, ms in report.modes.items():
+        lines.append(f"{mode:<9}" + "".join(f"{ms.get(m, float('nan')):>12.4f}" for m in names))
+    return "\n".join(lines)
 
 
 def retrieval_command(
@@ -273,6 +356,8 @@ def retrieval_command(
     client: Any = None,
     embedder: Any = None,
     progress: bool = True,
+    mode: str = DEFAULT_MODE,
+    fusion: FusionOptions | None = None,
 ) -> RetrievalReport:
     """The body of `shvayambhu eval retrieval`: a BEIR folder when `dataset` is given, else the held-out
     split of `corpus` (default: the bundled corpus). Errors for the user raise BeirError or ValueError."""
@@ -296,7 +381,10 @@ def retrieval_command(
         fetch_k=fetch_k,
         exact=exact,
         ignore_identical_ids=ignore_identical_ids,
+        mode=mode,
+        fusion=fusion or FusionOptions(),
     )
+    run_modes(mode)  # a bad mode is a usage error before any model is loaded
     report = evaluate_retrieval(data, embedder, opts, client=client, progress=progress)
     report.timings = {"load_data": t_load, "load_model": t_model, **report.timings}
     report.timings["total"] += t_load + t_model

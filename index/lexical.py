@@ -1,0 +1,288 @@
+"""The lexical index: BM25 (bm25s + a Snowball stemmer) over the same text a collection embeds, kept in step with it.
+
+Chroma is the source of truth. The index lives beside it in the data directory, one folder per collection
+(`lexical/<name>-<collection id>/`): a `manifest.json` naming the current version folder, which holds bm25s's
+arrays (`.npy`, loaded with `allow_pickle=False`), its JSON vocabulary and parameters, and `ids.json`. Writers
+mark the folder `dirty` before they touch the collection and rebuild it from the collection afterwards, so a
+run killed at any moment leaves a dirty or stale index that the next ingest or search rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index.progress import progress_bar
+from index.store import StoreError
+
+FORMAT = 2
+LANGUAGE = "english"
+STOPWORDS = "en"
+PAGE = 10_000  # documents fetched from Chroma per request during a rebuild
+MANIFEST, DIRTY, IDS, VOCAB = "manifest.json", "dirty", "ids.json", "vocab.tokens.json"
+TOKENS, OFFSETS = "tokens.npy", "offsets.npy"  # every document's token ids, flat, and where each one starts
+
+
+class LexicalError(StoreError):
+    """The lexical index cannot be built or stored (e.g. its folder cannot be written)."""
+
+
+def lexical_dir(data_dir: Path | str, collection: Any) -> Path:
+    """Where a collection's lexical index lives: keyed by name and Chroma's id, so a recreated collection starts
+    afresh and an embedded store and a server's collection of the same name never share one."""
+    return Path(data_dir) / "lexical" / f"{collection.name}-{collection.id}"
+
+
+def ids_digest(ids: list[str]) -> str:
+    """Order-free fingerprint of a set of ids."""
+    h = hashlib.sha256()
+    for i in sorted(ids):
+        h.update(i.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _stemmer() -> Any:
+    import Stemmer  # lazy: PyStemmer is only needed when a lexical index is built or searched
+
+    return Stemmer.Stemmer(LANGUAGE)
+
+
+def tokenize(texts: list[str], stemmer: Any, as_ids: bool) -> Any:
+    """bm25s tokenisation: lower case, words of 2+ characters, English stop words out, stemmed."""
+    import bm25s  # lazy: heavy import, not needed for dense-only use
+
+    return bm25s.tokenize(texts, stopwords=STOPWORDS, stemmer=stemmer, return_ids=as_ids, show_progress=False)
+
+
+@dataclass
+class LexicalIndex:
+    """A BM25 index over `ids` (row i of the index is ids[i]); `bm25` is None when there are no documents.
+
+    The documents' token ids are kept too, so an ingest updates the index without re-reading or re-tokenising
+    the documents it did not change."""
+
+    ids: list[str]
+    bm25: Any = None
+    digest: str = ""
+    stemmer: Any = field(default=None, repr=False)
+    tokens: list[list[int]] = field(default_factory=list, repr=False)
+    vocab: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, ids: list[str], texts: list[str]) -> LexicalIndex:
+        """Tokenise and index `texts` (aligned with `ids`)."""
+        return cls._indexed(list(ids), [], {}, texts, _stemmer())
+
+    @classmethod
+    def _indexed(
+        cls, ids: list[str], tokens: list[list[int]], vocab: dict[str, int], new_texts: list[str], stemmer: Any
+    ) -> LexicalIndex:
+        """`tokens` (for the first ids) plus `new_texts` tokenised into `vocab` (extended), then BM25-indexed."""
+        import bm25s  # lazy: see tokenize
+
+        tokens, vocab = list(tokens), dict(vocab)
+        for words in tokenize(new_texts, stemmer, as_ids=False) if new_texts else []:
+            tokens.append([vocab.setdefault(w, len(vocab)) for w in words])
+        bm25 = None
+        if ids:
+            vocab.setdefault("", len(vocab))  # bm25s's placeholder for an empty document
+            bm25 = bm25s.BM25()
+            bm25.index(bm25s.tokenization.Tokenized(ids=tokens, vocab=vocab), show_progress=False)
+        return cls(ids, bm25, ids_digest(ids), stemmer, tokens, vocab)
+
+    def updated(self, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
+        """A new index without the `removed` ids and with the `added` (id, text) pairs; the others keep their
+        tokens (document frequencies, and so every score, are recomputed)."""
+        keep = [r for r, i in enumerate(self.ids) if i not in removed]
+        kept = {self.ids[r] for r in keep}
+        new = list({i: t for i, t in added if i not in kept}.items())
+        ids = [self.ids[r] for r in keep] + [i for i, _ in new]
+        return self._indexed(ids, [self.tokens[r] for r in keep], self.vocab, [t for _, t in new], self.stemmer)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(self, text: str, n: int, allowed: set[str] | None = None) -> list[tuple[str, float]]:
+        """Up to n (id, BM25 score) pairs with a positive score, best first; `allowed` restricts the ids."""
+        if self.bm25 is None or n <= 0:
+            return []
+        tokens = tokenize([text], self.stemmer, as_ids=False)[0]
+        mask = None
+        if allowed is not None:
+            mask = np.fromiter((i in allowed for i in self.ids), dtype=np.float32, count=len(self.ids))
+        scores = np.asarray(self.bm25.get_scores(tokens, weight_mask=mask))
+        hits = np.flatnonzero(scores > 0)
+        if len(hits) > n:
+            hits = hits[np.argpartition(-scores[hits], n - 1)[:n]]
+        order = hits[np.lexsort((hits, -scores[hits]))]  # score, then row: a stable order for equal scores
+        return [(self.ids[r], float(scores[r])) for r in order]
+
+    def save(self, root: Path) -> None:
+        """Write a new version folder, switch the manifest to it atomically, then clear `dirty` and old versions."""
+        version = uuid.uuid4().hex
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            target = root / version
+            target.mkdir()
+            if self.bm25 is not None:
+                self.bm25.save(str(target), show_progress=False)
+            (target / IDS).write_text(json.dumps(self.ids), encoding="utf-8")
+            (target / VOCAB).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+            flat = np.fromiter((t for row in self.tokens for t in row), dtype=np.int32)
+            np.save(target / TOKENS, flat, allow_pickle=False)
+            np.save(
+                target / OFFSETS, np.cumsum([0] + [len(r) for r in self.tokens], dtype=np.int64), allow_pickle=False
+            )
+            manifest = {"format": FORMAT, "version": version, "count": len(self.ids), "digest": self.digest}
+            _atomic_write(root / MANIFEST, json.dumps(manifest))
+            (root / DIRTY).unlink(missing_ok=True)
+        except OSError as e:
+            raise LexicalError(
+                f"cannot write the lexical index under {root}: {e}. Check the folder's permissions "
+                "and free space; dense search still works (--mode dense)."
+            ) from e
+        for old in root.iterdir():
+            if old.is_dir() and old.name != version:
+                shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, root: Path) -> tuple[LexicalIndex, dict[str, Any]] | None:
+        """The stored index and its manifest, or None when missing, unreadable or of another format."""
+        import bm25s  # lazy: see tokenize
+
+        try:
+            manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+            if manifest.get("format") != FORMAT:
+                return None
+            folder = root / manifest["version"]
+            ids = json.loads((folder / IDS).read_text(encoding="utf-8"))
+            vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
+            flat = np.load(folder / TOKENS, allow_pickle=False)
+            offsets = np.load(folder / OFFSETS, allow_pickle=False)
+            tokens = [flat[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+            bm25 = None
+            if ids:
+                bm25 = bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False)
+            if len(ids) != manifest["count"] or len(tokens) != len(ids):
+                return None
+            if bm25 is not None and bm25.scores["num_docs"] != len(ids):
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cls(ids, bm25, manifest.get("digest", ""), _stemmer(), tokens, vocab), manifest
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def collection_ids(collection: Any) -> list[str]:
+    """Every id in a collection, fetched in pages (works for embedded and server stores)."""
+    ids: list[str] = []
+    total = collection.count()
+    for offset in range(0, total, PAGE):
+        ids.extend(collection.get(include=[], limit=PAGE, offset=offset)["ids"])
+    return ids
+
+
+def rebuild(collection: Any, *, show_progress: bool = False) -> LexicalIndex:
+    """Build the index from the documents stored in `collection` (the texts that were embedded)."""
+    total = collection.count()
+    ids: list[str] = []
+    texts: list[str] = []
+    with progress_bar(show_progress) as bar:
+        task = bar.add_task(f"lexical index of {collection.name!r}", total=total)
+        for offset in range(0, total, PAGE):
+            got = collection.get(include=["documents"], limit=PAGE, offset=offset)
+            ids.extend(got["ids"])
+            texts.extend(d or "" for d in got["documents"])
+            bar.advance(task, len(got["ids"]))
+    return LexicalIndex.build(ids, texts)
+
+
+class LexicalStore:
+    """A collection's lexical index on disk, loaded once per process and rebuilt when missing or stale."""
+
+    def __init__(self, root: Path | str, show_progress: bool = False):
+        self.root = Path(root)
+        self.show_progress = show_progress
+        self._index: LexicalIndex | None = None
+        self._version: str | None = None
+
+    @classmethod
+    def for_collection(cls, data_dir: Path | str, collection: Any, show_progress: bool = False) -> LexicalStore:
+        """The store for `collection` under `data_dir` (see `lexical_dir`)."""
+        return cls(lexical_dir(data_dir, collection), show_progress)
+
+    def mark_dirty(self) -> None:
+        """Say that the collection is about to change: until the next `sync`, the index counts as stale."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / DIRTY).touch()
+        except OSError as e:
+            raise LexicalError(f"cannot write the lexical index under {self.root}: {e}") from e
+
+    def _manifest(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.root / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def index(self, collection: Any, *, verify: bool = False) -> LexicalIndex:
+        """The index in step with `collection`: reloaded when another process saved a new version, rebuilt when
+        missing, dirty, or holding another number of ids (`verify` also compares every id)."""
+        manifest = self._manifest()
+        dirty = (self.root / DIRTY).exists()
+        if manifest is None or dirty:
+            return self.sync(collection)
+        if self._index is None or self._version != manifest.get("version"):
+            loaded = LexicalIndex.load(self.root)
+            if loaded is None:
+                return self.sync(collection)
+            self._index, self._version = loaded[0], loaded[1]["version"]
+        if len(self._index) != collection.count():
+            return self.sync(collection)
+        if verify and self._index.digest != ids_digest(collection_ids(collection)):
+            return self.sync(collection)
+        return self._index
+
+    def update(self, collection: Any, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
+        """After a writer changed the collection by exactly these records: update the stored index (when it was
+        in step before) and keep it only if it now holds exactly the collection's ids; else rebuild."""
+        loaded = LexicalIndex.load(self.root) if self._manifest() is not None else None
+        if loaded is not None:
+            idx = loaded[0].updated(removed, added)
+        else:  # no index yet: enough when the collection holds just these records (a first ingest)
+            idx = LexicalIndex.build([i for i, _ in added], [t for _, t in added])
+        if idx.digest != ids_digest(collection_ids(collection)):
+            return self.sync(collection)
+        idx.save(self.root)
+        self._index, self._version = idx, (self._manifest() or {}).get("version")
+        return idx
+
+    def sync(self, collection: Any) -> LexicalIndex:
+        """Rebuild from the collection and save; clears `dirty`."""
+        idx = rebuild(collection, show_progress=self.show_progress)
+        idx.save(self.root)
+        manifest = self._manifest() or {}
+        self._index, self._version = idx, manifest.get("version")
+        return idx
