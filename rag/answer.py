@@ -21,14 +21,20 @@ class Source:
     used: bool = False
     response: str = field(default="", repr=False)
     category: str = ""
+    dense_rank: int | None = None  # which retriever found it: its rank in each list (None: not in that list)
+    lexical_rank: int | None = None
+    fused_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {
+        d: dict[str, Any] = {
             "id": self.id,
             "score": round(self.score, 4),
             "prompt": self.prompt,
             "number": self.number,
             "used": self.used,
+            "dense_rank": self.dense_rank,
+            "lexical_rank": self.lexical_rank,
+            "fused_score": None if self.fused_score is None else round(self.fused_score, 4),
         }
         if self.category:
             d["category"] = self.category

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable
 from functools import cached_property
@@ -11,6 +12,8 @@ from typing import Any
 from blt.blas import enable_openblas
 from index.doctor import check, repair
 from index.embed import Embedder, canonical_name, load_embedder
+from index.fusion import FusionOptions
+from index.lexical import LexicalStore
 from index.lock import store_write_lock
 from index.retrieve import Hit, search
 from index.store import StoreError, collection_info, get_collection, open_client
@@ -35,6 +38,7 @@ class Shvayambhu:
         self._memories: dict[str, MemoryStream] = {}
         self._backends: dict[tuple[str, str | None], Backend] = {}
         self._corpus: Any | None = None
+        self._lexical: dict[str, LexicalStore] = {}
         self._lock = threading.RLock()  # a server shares one assistant between threads
 
     @cached_property
@@ -45,7 +49,7 @@ class Shvayambhu:
     @cached_property
     def embedder(self) -> Embedder:
         emb = self.settings.embedding
-        return load_embedder(emb.model, emb.device, emb.runtime)
+        return load_embedder(emb.model, emb.device, emb.runtime, emb.precision)
 
     def collection(self, create: bool = False, name: str | None = None) -> Any:
         """The corpus collection, checked against the configured embedding model and field."""
@@ -57,8 +61,29 @@ class Shvayambhu:
             if not create or name in {c["name"] for c in collection_info(self.client)}:
                 raise
         return get_collection(
-            self.client, name, model=model, dim=self.embedder.dim, embed_field=emb.embed_field, create=True
+            self.client,
+            name,
+            model=model,
+            dim=self.embedder.dim,
+            embed_field=emb.embed_field,
+            create=True,
+            precision=emb.precision,
         )
+
+    def lexical(self, collection: Any | None = None) -> LexicalStore:
+        """The BM25 index kept beside `collection` (default: the corpus) in the data directory."""
+        col = collection if collection is not None else self.collection()
+        with self._lock:
+            key = getattr(col, "id", None) or col.name
+            if key not in self._lexical:
+                show = sys.stderr.isatty()  # a rebuild of a large index shows a progress bar
+                self._lexical[key] = LexicalStore.for_collection(self.settings.data_dir, col, show_progress=show)
+            return self._lexical[key]
+
+    def fusion(self) -> FusionOptions:
+        """How hybrid retrieval fuses its two rankings, from [retrieval]."""
+        r = self.settings.retrieval
+        return FusionOptions(method=r.fusion, rrf_k=r.rrf_k, alpha=r.alpha)
 
     def ingest(
         self,
@@ -79,6 +104,7 @@ class Shvayambhu:
             paths,
             lambda: self.collection(create=True),  # created only once the input is known to be good
             lambda: self.embedder,
+            lexical=self.lexical,
             embed_field=self.settings.embedding.embed_field,
             prune=prune,
             strict=strict,
@@ -105,11 +131,15 @@ class Shvayambhu:
         where: dict[str, Any] | None = None,
         mmr: bool | None = None,
         min_score: float | None = None,
+        mode: str | None = None,
     ) -> list[Hit]:
-        """Top-k exemplars for `query` (MMR-diversified when asked), best first."""
+        """Top-k exemplars for `query` (MMR-diversified when asked), best first; `mode` is dense, hybrid or
+        lexical ([retrieval] mode by default)."""
         r = self.settings.retrieval
+        mode = mode or r.mode
+        col = self.collection()
         return search(
-            self.collection(),
+            col,
             self.embedder,
             query,
             k=k or r.k,
@@ -118,6 +148,9 @@ class Shvayambhu:
             mmr=r.mmr if mmr is None else mmr,
             fetch_k=r.fetch_k,
             mmr_lambda=r.mmr_lambda,
+            mode=mode,
+            lexical=self.lexical(col) if mode != "dense" else None,
+            fusion=self.fusion(),
         )
 
     def status(self) -> dict[str, Any]:
@@ -194,6 +227,8 @@ class Shvayambhu:
             backend=backend if backend is not None else self.backend(),
             embed=self.embedder.embed_query,
             collection=corpus,
+            lexical=self.lexical(corpus) if corpus is not None and self.settings.retrieval.mode != "dense" else None,
+            fusion=self.fusion(),
             memory=memory,
             k=k,
             history=history,

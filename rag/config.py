@@ -31,10 +31,19 @@ class EmbeddingSettings:
     device: str = "cpu"
     runtime: str = "auto"  # auto | onnx | torch: ONNX Runtime gives the same vectors about twice as fast on CPU
     embed_field: str = "prompt"  # prompt | response | both: a question finds exemplars by their questions
+    # fp32 | int8: int8 quantises the ONNX graph's weights (faster on CPUs; cosine to fp32 >= 0.97 each, 0.99 mean).
+    # A collection records the precision it was built with; writing the other precision into it is refused.
+    precision: str = "fp32"
 
 
 @dataclass
 class RetrievalSettings:
+    # dense | hybrid | lexical. hybrid fuses BM25 with the embeddings: it finds names, codes and rare words that
+    # dense retrieval misses and costs paraphrases almost nothing (bench/RESULTS.md, hybrid retrieval).
+    mode: str = "hybrid"
+    fusion: str = "convex"  # convex (min-max normalised scores, weight alpha on dense) | rrf (constant rrf_k)
+    alpha: float = 0.5
+    rrf_k: float = 60.0
     k: int = 4
     min_score: float = 0.0
     mmr: bool = False

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from index.fusion import FusionOptions, minmax
 from index.retrieve import Hit, mmr_select, query_vector
 from ingest.records import split_name
 from rag.answer import Answer, Source
@@ -76,26 +77,40 @@ def normalise_history(history: list[Any] | None) -> list[dict[str, str]]:
     return out
 
 
-def exemplars(collection: Any, vector: np.ndarray, r: RetrievalSettings, k: int) -> list[Hit]:
-    """The top-k exemplars for `vector`, MMR-diversified when [retrieval] mmr is on, never from the held-out split.
+def exemplars(
+    collection: Any,
+    vector: np.ndarray,
+    r: RetrievalSettings,
+    k: int,
+    *,
+    text: str | None = None,
+    lexical: Any | None = None,
+    fusion: FusionOptions | None = None,
+) -> list[Hit]:
+    """The top-k exemplars for a question (its `vector`, and its `text` for the lexical side of [retrieval] mode),
+    MMR-diversified when [retrieval] mmr is on, never from the held-out split.
 
     A Chroma `$ne` filter scans the whole collection (20-60 ms at 10,000 records, a plain top-4 takes ~1.3 ms), so
     held-out records are dropped from a slightly wider unfiltered top-n instead; only when too few survive is
     the filtered query run. Both give the same hits."""
     fetch = r.fetch_k if r.mmr else k
     lam = r.mmr_lambda if r.mmr else 1.0
+    how = {"min_score": r.min_score, "mmr": True, "mode": r.mode, "text": text, "lexical": lexical, "fusion": fusion}
     if not r.exclude_split:
-        return query_vector(collection, vector, k=k, min_score=r.min_score, mmr=True, fetch_k=fetch, mmr_lambda=lam)
+        return query_vector(collection, vector, k=k, fetch_k=fetch, mmr_lambda=lam, **how)
     excluded = split_name(r.exclude_split)
     n = fetch + HELDOUT_MARGIN
-    wide = query_vector(collection, vector, k=n, min_score=r.min_score, mmr=True, fetch_k=n, mmr_lambda=1.0)
+    wide = query_vector(collection, vector, k=n, fetch_k=n, mmr_lambda=1.0, **how)
     kept = [h for h in wide if split_name(h.metadata.get("split")) != excluded]
     if len(kept) < fetch and len(wide) == n:  # the held-out split crowds the top: let Chroma filter
         where = {"split": {"$ne": excluded}}
-        return query_vector(
-            collection, vector, k=k, where=where, min_score=r.min_score, mmr=True, fetch_k=fetch, mmr_lambda=lam
-        )
-    return mmr_select(np.asarray(vector, dtype=np.float32), kept[:fetch], k, lam)
+        return query_vector(collection, vector, k=k, where=where, fetch_k=fetch, mmr_lambda=lam, **how)
+    if not r.mmr:
+        return kept[:k]
+    pool = kept[:fetch]
+    fused = minmax({h.id: float(h.fused_score or 0.0) for h in pool}) if r.mode != "dense" else None
+    relevance = np.array([fused[h.id] for h in pool]) if fused else None
+    return mmr_select(np.asarray(vector, dtype=np.float32), pool, k, lam, relevance)
 
 
 def candidates(
@@ -167,8 +182,11 @@ def prepare(
     k: int | None = None,
     history: list[Any] | None = None,
     use_retrieval: bool = True,
+    lexical: Any | None = None,
+    fusion: FusionOptions | None = None,
 ) -> Prepared:
-    """Retrieval, recall, confidence, competition and prompt: everything up to the backend call."""
+    """Retrieval, recall, confidence, competition and prompt: everything up to the backend call. `lexical` is
+    the corpus's BM25 index, needed when [retrieval] mode is hybrid or lexical."""
     started = time.perf_counter()
     now = time.time()
     r = settings.retrieval
@@ -176,7 +194,7 @@ def prepare(
     vector = embed(question) if embed is not None and (use_retrieval or memory is not None) else None
     hits: list[Hit] = []
     if use_retrieval and collection is not None and vector is not None and k > 0:
-        hits = exemplars(collection, vector, r, k)
+        hits = exemplars(collection, vector, r, k, text=question, lexical=lexical, fusion=fusion)
     memories = memory.recall(vector=vector, now=now) if memory is not None and vector is not None else []
     ev = meta.evidence(
         [h.score for h in hits],
@@ -262,6 +280,9 @@ def sources_for(prep: Prepared, text: str, cited: list[int]) -> list[Source]:
                 used=i in used,
                 response=h.response,
                 category=str(h.metadata.get("category", "")),
+                dense_rank=h.dense_rank,
+                lexical_rank=h.lexical_rank,
+                fused_score=h.fused_score,
             )
         )
     return out

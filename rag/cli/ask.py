@@ -13,11 +13,13 @@ from rag.cli.common import (
     HostOpt,
     JsonOpt,
     ModelOpt,
+    ModeOpt,
     SessionOpt,
     TimeoutOpt,
     _state,
     clip,
     emit_json,
+    found_by,
     settings,
 )
 from rag.config import Settings, config_path, default_data_dir
@@ -32,12 +34,15 @@ def _ask_settings(
     timeout: float | None,
     temperature: float | None = None,
     seed: int | None = None,
+    mode: str | None = None,
 ) -> Settings:
     if backend is not None and backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     ollama = {"host": ollama_host, "timeout": timeout, "temperature": temperature, "seed": seed}
     sampling = {"temperature": temperature, "seed": seed}
-    return settings(backend=backend, session=session, ollama=ollama, blt=sampling, mlx=sampling)
+    return settings(
+        backend=backend, session=session, ollama=ollama, blt=sampling, mlx=sampling, retrieval={"mode": mode}
+    )
 
 
 def _warn(answer: Any) -> None:
@@ -65,7 +70,8 @@ def _show_workspace(prompt: str, ws: Any) -> None:
         for tag, items in (("won", ws.winners), ("lost", ws.losers)):
             for c in items:
                 extra = " (truncated)" if c.truncated else (f" ({c.reason})" if c.reason else "")
-                typer.echo(f"  {tag:4} {c.salience:.3f} {c.kind:10} {c.cost:>5} {clip(c.text, 70)}{extra}")
+                how = found_by(c.meta["hit"]) if "hit" in c.meta else ""
+                typer.echo(f"  {tag:4} {c.salience:.3f} {c.kind:10} {c.cost:>5} {clip(c.text, 70)}{extra}{how}")
     typer.echo("=== answer " + "=" * 60)
 
 
@@ -84,11 +90,12 @@ def ask(
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     no_memory: Annotated[bool, typer.Option("--no-memory", help="Neither recall nor remember.")] = False,
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Use no corpus exemplars.")] = False,
+    mode: ModeOpt = None,
 ) -> None:
     """Answer QUESTION from the corpus and memory, with its sources and a confidence."""
     from rag.api import Shvayambhu  # lazy: loads chromadb
 
-    a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout, temperature, seed))
+    a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout, temperature, seed, mode))
     opts = dict(model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval, show_prompt=show_prompt)
     if stream and not as_json:
         s = a.stream(question, **opts)

@@ -62,6 +62,12 @@ ModelOpt = Annotated[
 SessionOpt = Annotated[str | None, typer.Option("--session", "-s", help="Memory session ('default').")]
 HostOpt = Annotated[str | None, typer.Option("--ollama-host", help="Ollama URL [$OLLAMA_HOST or 127.0.0.1:11434].")]
 TimeoutOpt = Annotated[float | None, typer.Option("--timeout", help="Seconds to wait for the backend [300].")]
+ModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mode", help="dense, hybrid (BM25 fused with the embeddings) or lexical [[retrieval] mode: hybrid]."
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
@@ -101,3 +107,12 @@ def corpus_source(paths: list[Path] | None) -> dict[str, Any]:
     if paths:
         return {"sources": [str(p) for p in paths]}
     return {"collection": assistant().collection()}
+
+
+def found_by(hit: Any) -> str:
+    """Which retriever found a hit, e.g. " (dense #2, lexical #1, fused 0.91)"; "" for a plain dense search."""
+    dense, lexical = getattr(hit, "dense_rank", None), getattr(hit, "lexical_rank", None)
+    if lexical is None and getattr(hit, "fused_score", None) in (None, getattr(hit, "score", None)):
+        return ""
+    parts = [f"dense #{dense}" if dense else "dense -", f"lexical #{lexical}" if lexical else "lexical -"]
+    return f" ({', '.join(parts)}, fused {hit.fused_score:.3f})"

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from index.errors import ShvayambhuError
-from rag.cli.common import assistant, clip, emit_json
+from rag.cli.common import ModeOpt, assistant, clip, emit_json, found_by
 
 
 def ingest(
@@ -66,10 +66,13 @@ def search(
     where: Annotated[list[str] | None, typer.Option(help="Metadata filter KEY=VALUE (repeatable).")] = None,
     mmr: Annotated[bool, typer.Option(help="Diversify hits with maximal marginal relevance.")] = False,
     min_score: Annotated[float | None, typer.Option(help="Drop hits below this cosine similarity.")] = None,
+    mode: ModeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Find the corpus records nearest to QUERY."""
-    hits = assistant().search(query, k, where=parse_where(where), mmr=mmr, min_score=min_score)
+    if not query.strip():
+        raise typer.BadParameter("the query is empty", param_hint="QUERY")
+    hits = assistant().search(query, k, where=parse_where(where), mmr=mmr, min_score=min_score, mode=mode)
     if as_json:
         emit_json([h.to_dict() for h in hits])
         return
@@ -77,7 +80,9 @@ def search(
         typer.echo("no hits")
     for i, h in enumerate(hits, 1):
         cat = h.metadata.get("category", "")
-        typer.echo(f"[{i}] {h.score:.3f} {cat} {h.id[:8]}\n    Q: {clip(h.prompt)}\n    A: {clip(h.response)}")
+        typer.echo(
+            f"[{i}] {h.score:.3f} {cat} {h.id[:8]}{found_by(h)}\n    Q: {clip(h.prompt)}\n    A: {clip(h.response)}"
+        )
 
 
 def status(

@@ -59,18 +59,28 @@ def retrieval(
     ignore_identical_ids: Annotated[bool, typer.Option(help="Drop a document whose id is the query's.")] = False,
     strict: Annotated[bool, typer.Option(help="Unknown ids in qrels are errors.")] = False,
     run_file: Annotated[Path | None, typer.Option(help="Also write a TREC run file.")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="dense, hybrid, lexical, or all (every mode side by side) [[retrieval] mode].")
+    ] = None,
+    fusion: Annotated[str | None, typer.Option(help="convex or rrf [[retrieval] fusion].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Retrieval quality (nDCG, MRR, recall, precision, MAP, hit rate) in a throwaway collection."""
+    from index.embed import load_embedder  # lazy: the command's body loads only when it runs
+    from index.fusion import FusionOptions
     from rag.eval.report import render_retrieval  # lazy: the command's body loads only when it runs
-    from rag.eval.retrieval import retrieval_command  # lazy: the command's body loads only when it runs
+    from rag.eval.retrieval import modes_table, retrieval_command
 
-    st = settings()
+    st = settings(retrieval={"mode": mode if mode != "all" else None, "fusion": fusion})
+    r, emb = st.retrieval, st.embedding
     report = retrieval_command(
         dataset,
         split=split,
         corpus=corpus,
-        model=st.embedding.model,
+        model=emb.model,
+        embedder=load_embedder(emb.model, emb.device, emb.runtime, emb.precision),
+        mode=mode or r.mode,
+        fusion=FusionOptions(method=r.fusion, rrf_k=r.rrf_k, alpha=r.alpha),
         embed=embed,
         k=k,
         mmr=mmr,
@@ -82,7 +92,10 @@ def retrieval(
         run_file=run_file,
         progress=sys.stderr.isatty(),
     )
-    typer.echo(json.dumps(report.to_json()) if as_json else render_retrieval(report))
+    if as_json:
+        typer.echo(json.dumps(report.to_json()))
+    else:
+        typer.echo(render_retrieval(report) + ("\n\n" + modes_table(report) if report.modes else ""))
 
 
 def generation(
