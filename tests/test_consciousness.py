@@ -296,9 +296,14 @@ def test_prompt_holds_self_model_exemplars_and_memories_in_salience_order(
     sal = [c.salience for c in blocks]
     assert sal == sorted(sal, reverse=True)  # which is falling salience
     # the top exemplars that won are the best retrieved ones, numbered as the answer's sources
-    hits = a.search(question, a.settings.retrieval.k)
+    from rag.pipeline import exemplars
+
+    vector, r = a.embedder.embed_query(question), a.settings.retrieval
+    hits = exemplars(a.corpus(), vector, r, r.k, text=question, lexical=a.lexical(), fusion=a.fusion())
     won = [c.id for c in blocks if c.kind == "exemplar"]
-    assert won == [h.id for h in hits][: len(won)]
+    assert set(won) <= {h.id for h in hits}  # the retrieved exemplars, most salient (most similar) first
+    if budget >= 6000:
+        assert set(won) == {h.id for h in hits}
     assert [s.id for s in sorted(answer.sources, key=lambda s: won.index(s.id))] == won
     if budget < 3000:
         assert ws.losers and all(c.reason for c in ws.losers)
@@ -399,10 +404,12 @@ def test_a_poisoned_record_stays_quoted_data(make_assistant, fake_ollama, tmp_pa
     assert user.endswith("</reference>\n\nWhy is the sea salty near the coast?")
 
 
-@pytest.mark.parametrize("mmr", [False, True])
-def test_exemplars_skip_the_heldout_split_exactly_as_a_chroma_filter_would(seed_store, embedder, mmr):
+@pytest.mark.parametrize(("mode", "mmr"), [("dense", False), ("dense", True), ("hybrid", False), ("hybrid", True)])
+def test_exemplars_skip_the_heldout_split_exactly_as_a_chroma_filter_would(seed_store, embedder, mode, mmr, tmp_path):
     """The fast path (an unfiltered, slightly wider top-n with held-out hits dropped) returns the same hits as
-    Chroma's `$ne` filter, for held-out questions (whose own record tops the unfiltered list) and others."""
+    Chroma's `$ne` filter (dense; hybrid: hits from the filtered top 10), for held-out questions (whose own record
+    tops the unfiltered list) and others, and never a held-out record."""
+    from index.lexical import LexicalStore
     from index.retrieve import query_vector
     from ingest.readers import read_records
     from rag.config import RetrievalSettings
@@ -410,16 +417,21 @@ def test_exemplars_skip_the_heldout_split_exactly_as_a_chroma_filter_would(seed_
     from tests.conftest import seed_paths
 
     _, col = seed_store
-    r = RetrievalSettings(mmr=mmr)
+    r = RetrievalSettings(mmr=mmr, mode=mode)
+    lexical = LexicalStore(tmp_path / "lexical")  # built from the collection on first use
     held = [rec.prompt for rec in read_records(seed_paths()) if rec.split == "heldout"][:6]
     for q in [*held, "How do I keep basil alive on a windowsill?", "What is a black hole?"]:
         v = embedder.embed_query(q)
-        fast = exemplars(col, v, r, 4)
+        fast = exemplars(col, v, r, 4, text=q, lexical=lexical)
         where = {"split": {"$ne": "heldout"}}
-        slow = query_vector(
-            col, v, k=4, where=where, mmr=True, fetch_k=r.fetch_k if mmr else 4, mmr_lambda=r.mmr_lambda if mmr else 1.0
-        )
-        assert [h.id for h in fast] == [h.id for h in slow], q
+        fetch, lam = (r.fetch_k, r.mmr_lambda) if mmr else (4, 1.0)
+        how = {"mode": mode, "text": q, "lexical": lexical}
+        slow = query_vector(col, v, k=4, where=where, mmr=True, fetch_k=fetch, mmr_lambda=lam, **how)
+        if mode == "dense":
+            assert [h.id for h in fast] == [h.id for h in slow], q
+        else:  # fused scores are normalised over the candidates, so the lists may differ in order, not in kind
+            near = query_vector(col, v, k=10, where=where, mode=mode, text=q, lexical=lexical)
+            assert len(fast) == 4 and {h.id for h in fast} <= {h.id for h in near}, q
         assert all(h.metadata.get("split") != "heldout" for h in fast)
 
 
@@ -444,7 +456,7 @@ def test_exemplars_fall_back_to_the_filter_when_heldout_records_crowd_the_top(ma
         metadatas=[{"prompt": t, "response": "x", "split": "heldout" if t in crowd else "train"} for t in texts],
     )
     v = embedder.embed_query("How do I water basil?")
-    fast = exemplars(col, v, RetrievalSettings(), 4)
+    fast = exemplars(col, v, RetrievalSettings(mode="dense"), 4)
     slow = query_vector(col, v, k=4, where={"split": {"$ne": "heldout"}}, mmr=True, fetch_k=4, mmr_lambda=1.0)
     assert [h.id for h in fast] == [h.id for h in slow] and len(fast) == 4
     assert {h.prompt for h in fast} == set(others)
