@@ -116,7 +116,9 @@ class LexicalIndex:
         """Up to n (id, BM25 score) pairs with a positive score, best first; `allowed` restricts the ids."""
         if self.bm25 is None or n <= 0:
             return []
-        tokens = tokenize([text], self.stemmer, as_ids=False)[0]
+        tokens = [t for t in tokenize([text], self.stemmer, as_ids=False)[0] if t in self.bm25.vocab_dict]
+        if not tokens:  # only stop words or words no document has: nothing matches
+            return []
         mask = None
         if allowed is not None:
             mask = np.fromiter((i in allowed for i in self.ids), dtype=np.float32, count=len(self.ids))
