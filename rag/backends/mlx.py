@@ -11,6 +11,7 @@ Retrieved answers can be mixed into the next-token distribution (`GenerationOpti
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -105,8 +106,6 @@ def load_mlx_backend(model: str | None = None, *, dtype: str = "auto", **kwargs:
 
 def mlx_status() -> tuple[bool, str]:
     """For `shvayambhu status`: whether the default MLX model can load, and what it needs if not."""
-    import importlib.util
-
     for module, package in (("mlx", "mlx[cpu]"), ("mlx_lm", "mlx-lm"), ("tokenizers", "tokenizers")):
         if importlib.util.find_spec(module) is None:
             return False, f"the {module} package is missing: pip install {package}"
