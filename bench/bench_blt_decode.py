@@ -164,12 +164,8 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
 
-    rows = bench(
-        "BLT", (model, em), lambda: BLTDecoder(model, em, use_cache=False), prompt, args.gen, args.repeats
-    )
-    rows += bench(
-        "baseline", base, lambda: BaselineDecoder(base, use_cache=False), prompt, args.gen, args.repeats
-    )
+    rows = bench("BLT", (model, em), lambda: BLTDecoder(model, em, use_cache=False), prompt, args.gen, args.repeats)
+    rows += bench("baseline", base, lambda: BaselineDecoder(base, use_cache=False), prompt, args.gen, args.repeats)
     for n in args.gen:
         blt_row = next(r for r in rows if r["model"] == "BLT" and r["gen"] == n)
         base_row = next(r for r in rows if r["model"] == "baseline" and r["gen"] == n)

@@ -86,15 +86,11 @@ def clip_data(data, response_bytes: int):
         ex = [(p, clip_text(r, response_bytes)) for p, r in s.exemplars]
         return clip_response(replace(s, exemplars=ex), response_bytes)
 
-    data.train, data.val, data.heldout = (
-        [clip(s) for s in part] for part in (data.train, data.val, data.heldout)
-    )
+    data.train, data.val, data.heldout = ([clip(s) for s in part] for part in (data.train, data.val, data.heldout))
     return data
 
 
-def throughput(
-    blt_ck, base_model, samples, cfg_data, batch_size: int, repeats: int = 4, n_batches: int = 2
-) -> dict:
+def throughput(blt_ck, base_model, samples, cfg_data, batch_size: int, repeats: int = 4, n_batches: int = 2) -> dict:
     """Steady-state training bytes/s of the BLT and the baseline on the same real batches."""
     import mlx.core as mx
     import numpy as np
@@ -106,13 +102,9 @@ def throughput(
     from blt.tokens import PAD
     from blt.train_config import TrainConfig
 
-    ex = eval_examples(
-        samples[: batch_size * n_batches], cfg_data.max_len, exemplar_bytes=cfg_data.exemplar_bytes
-    )
+    ex = eval_examples(samples[: batch_size * n_batches], cfg_data.max_len, exemplar_bytes=cfg_data.exemplar_bytes)
     L = cfg_data.max_len  # one shape for both models
-    batches = [
-        collate(ex[i : i + batch_size], length=L) for i in range(0, len(ex) - batch_size + 1, batch_size)
-    ]
+    batches = [collate(ex[i : i + batch_size], length=L) for i in range(0, len(ex) - batch_size + 1, batch_size)]
     starts_fn = make_starts_fn(blt_ck.entropy_model, blt_ck.config.patcher)
     tc = TrainConfig(out_dir="-", max_steps=1)
     runs = {}
@@ -153,9 +145,7 @@ def throughput(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--minutes", type=float, default=4.0, help="training minutes for the BLT (and the baseline)"
-    )
+    ap.add_argument("--minutes", type=float, default=4.0, help="training minutes for the BLT (and the baseline)")
     ap.add_argument("--entropy-minutes", type=float, default=1.0)
     ap.add_argument("--size", default="small", choices=["tiny", "small", "base"])
     ap.add_argument("--max-bytes", type=int, default=1024)
@@ -208,9 +198,7 @@ def main() -> None:
         )
 
     t0 = time.time()
-    data = clip_data(
-        load_data(sources=seed_corpus(), k=args.k, heldout_fraction=0.1), args.response_bytes
-    )
+    data = clip_data(load_data(sources=seed_corpus(), k=args.k, heldout_fraction=0.1), args.response_bytes)
     res["data"] = data.info
     print(f"\n## data\n{data.info} ({time.time() - t0:.1f} s)", flush=True)
     dc = DataConfig(

@@ -106,8 +106,11 @@ def make_assistant(seed_home: Path, fake_ollama):
     from rag.config import load_settings
 
     def make(**sections):
-        overrides = {"backend": "ollama", "store": {"data_dir": str(seed_home)},
-                     "ollama": {"host": fake_ollama.url, "temperature": 0.0, "seed": 7}}
+        overrides = {
+            "backend": "ollama",
+            "store": {"data_dir": str(seed_home)},
+            "ollama": {"host": fake_ollama.url, "temperature": 0.0, "seed": 7},
+        }
         for key, value in sections.items():
             if isinstance(value, dict):
                 overrides.setdefault(key, {}).update(value)
@@ -122,8 +125,15 @@ def make_assistant(seed_home: Path, fake_ollama):
 def cli_env(seed_home: Path, fake_ollama) -> dict[str, str]:
     """Environment for running `shvayambhu` in a subprocess against `seed_home` and `fake_ollama`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHVAYAMBHU_", "OLLAMA_"))}
-    env.update({"SHVAYAMBHU_HOME": str(seed_home), "OLLAMA_HOST": fake_ollama.url, "HF_HUB_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)})
+    env.update(
+        {
+            "SHVAYAMBHU_HOME": str(seed_home),
+            "OLLAMA_HOST": fake_ollama.url,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": str(REPO),
+        }
+    )
     return env
 
 
