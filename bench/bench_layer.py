@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--records", type=int, default=10_000)
     ap.add_argument("--memories", type=int, default=1_000)
     ap.add_argument("--queries", type=int, default=200, help="measured questions (after 20 warm-up ones)")
+    ap.add_argument("--mode", default=None, help="[retrieval] mode for the layer (default: the setting's, hybrid)")
     ap.add_argument("--keep", type=Path, default=None, help="build the store here (reused when it exists)")
     args = ap.parse_args(argv)
 
@@ -241,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         r, w, m = settings.retrieval, settings.workspace, settings.memory
         print(f"store {home}: {corpus.count()} records, {mem.count()} memories; embedder {runtime}")
         print(
-            f"settings: retrieval k={r.k} mmr={r.mmr} fetch_k={r.fetch_k} exclude_split={r.exclude_split!r}; "
+            f"settings: retrieval mode={r.mode} fusion={r.fusion} k={r.k} mmr={r.mmr} fetch_k={r.fetch_k} "
+            f"exclude_split={r.exclude_split!r}; "
             f"memory recall_k={m.recall_k} min_relevance={m.min_relevance}; workspace budget_bytes={w.budget_bytes}"
         )
 
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
             t = time.perf_counter()
             v = a.embedder.embed_query(q)
             t1 = time.perf_counter()
-            exemplars(corpus, v, settings.retrieval, k)
+            exemplars(corpus, v, settings.retrieval, k, text=q, lexical=a.lexical(corpus), fusion=a.fusion())
             t2 = time.perf_counter()
             mem.recall(vector=v)
             t3 = time.perf_counter()

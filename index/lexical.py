@@ -249,9 +249,10 @@ class LexicalStore:
         except (OSError, ValueError):
             return None
 
-    def index(self, collection: Any, *, verify: bool = False) -> LexicalIndex:
+    def index(self, collection: Any, *, verify: bool = False, count: int | None = None) -> LexicalIndex:
         """The index in step with `collection`: reloaded when another process saved a new version, rebuilt when
-        missing, dirty, or holding another number of ids (`verify` also compares every id)."""
+        missing, dirty, or holding another number of ids (`verify` also compares every id; `count` is the
+        collection's, when the caller already has it)."""
         manifest = self._manifest()
         dirty = (self.root / DIRTY).exists()
         if manifest is None or dirty:
@@ -261,7 +262,7 @@ class LexicalStore:
             if loaded is None:
                 return self.sync(collection)
             self._index, self._version = loaded[0], loaded[1]["version"]
-        if len(self._index) != collection.count():
+        if len(self._index) != (collection.count() if count is None else count):
             return self.sync(collection)
         if verify and self._index.digest != ids_digest(collection_ids(collection)):
             return self.sync(collection)

@@ -37,9 +37,19 @@ def lock_path(data_dir: Path | str) -> Path:
     return Path(data_dir) / LOCK_NAME
 
 
+def _api(client_or_collection: Any) -> Any:
+    """The Chroma server API object behind a client (`_server`) or a collection (`_client`): one per store and
+    process, so the view's generation is remembered in one place whichever handle a caller holds."""
+    for attr in ("_client", "_server"):
+        inner = getattr(client_or_collection, attr, None)
+        if inner is not None:
+            return inner
+    return client_or_collection
+
+
 def data_dir_of(client_or_collection: Any) -> Path | None:
     """The data directory of an embedded store (the folder holding `chroma/`), or None for a server store."""
-    client = getattr(client_or_collection, "_client", client_or_collection)
+    client = _api(client_or_collection)
     try:
         settings = client.get_settings()
     except AttributeError:
@@ -54,7 +64,7 @@ def refresh(client_or_collection: Any) -> None:
 
     Call it holding the write lock: a writer whose index was loaded before another process wrote would
     otherwise persist its stale copy over the other's vectors. Collections opened before stay usable."""
-    api = getattr(client_or_collection, "_client", client_or_collection)
+    api = _api(client_or_collection)
     if data_dir_of(api) is None or not hasattr(api, "bindings"):
         return
     api.start()  # builds new bindings and swaps them in; a call still running finishes on the old ones
@@ -72,7 +82,7 @@ def ensure_fresh(client_or_collection: Any) -> None:
 
     A stat per call. Without it a filtered query of a long-running reader (ask, serve) fails with Chroma's
     "Error finding id" once writers in other processes have moved on."""
-    api = getattr(client_or_collection, "_client", client_or_collection)
+    api = _api(client_or_collection)
     data_dir = data_dir_of(api)
     if data_dir is None or _held.get(_key(lock_path(data_dir))):
         return
@@ -97,12 +107,19 @@ def query_fresh(collection: Any, **kwargs: Any) -> Any:
 
 @contextmanager
 def store_write_lock(client_or_collection: Any, what: str, wait: bool = True) -> Iterator[None]:
-    """`write_lock` for the store a client or collection belongs to, with a fresh view of it once held."""
+    """`write_lock` for the store a client or collection belongs to, with a fresh view of it once held.
+
+    The view is reloaded only when another process wrote since this one last looked (a reload costs tens of
+    ms); after this process's own write it records the generation it left, so its next read needs no reload."""
     data_dir = data_dir_of(client_or_collection)
+    api = _api(client_or_collection)
     with write_lock(data_dir, what, wait=wait):
-        if data_dir is not None and _held.get(_key(lock_path(data_dir))) == 1:
+        outer = data_dir is not None and _held.get(_key(lock_path(data_dir))) == 1
+        if outer and getattr(api, "_shvayambhu_generation", None) != _generation(data_dir):
             refresh(client_or_collection)
         yield
+    if outer:
+        api._shvayambhu_generation = _left.pop(str(data_dir), _generation(data_dir))
 
 
 def _key(path: Path) -> str:
@@ -110,11 +127,14 @@ def _key(path: Path) -> str:
 
 
 def _bump(data_dir: Path) -> None:
-    """Tell readers that the store changed (a new mtime on the generation file)."""
+    """Tell readers that the store changed (a new mtime on the generation file); remember the generation this
+    process left, so that its own next read knows no other process wrote after it."""
     gen = data_dir / GENERATION_NAME
     try:
         gen.touch()
-        os.utime(gen, ns=(time.time_ns(), max(time.time_ns(), _generation(data_dir) + 1)))
+        stamp = max(time.time_ns(), _generation(data_dir) + 1)
+        os.utime(gen, ns=(time.time_ns(), stamp))
+        _left[str(data_dir)] = _generation(data_dir)
     except OSError:
         pass  # readers then refresh only on "Error finding id"
 
@@ -129,6 +149,7 @@ def _holder(f: Any) -> str:
         return "unknown"
 
 
+_left: dict[str, int] = {}  # data dir -> the generation this process's last write left
 _held: dict[str, int] = {}  # lock path -> depth, so a writer that calls another writer does not wait on itself
 
 

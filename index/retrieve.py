@@ -78,14 +78,16 @@ def query_vector(
     also need the query `text` and the collection's `lexical` index."""
     if mode not in MODES:
         raise UsageError(f"retrieval mode must be one of {', '.join(MODES)}, not {mode!r}")
-    total = collection.count()
-    if total == 0 or k <= 0:
+    if k <= 0:
         return []
-    if mode == "dense":
+    if mode == "dense":  # Chroma returns fewer hits when it holds fewer: no count needed (it costs a round trip)
         return _dense(collection, vector, k, where, min_score, mmr, fetch_k, mmr_lambda)
+    total = collection.count()
+    if total == 0:
+        return []
     if text is None or lexical is None:
         raise UsageError(f"{mode} retrieval needs the query text and the collection's lexical index")
-    index = lexical.index(collection) if isinstance(lexical, LexicalStore) else lexical
+    index = lexical.index(collection, count=total) if isinstance(lexical, LexicalStore) else lexical
     want = min(max(fetch_k, k) if mmr else k, total)
     q = np.asarray(vector, dtype=np.float32)
     depth = min(max(HYBRID_DEPTH, want), total)
@@ -118,7 +120,7 @@ def _dense(
     fetch_k: int,
     mmr_lambda: float,
 ) -> list[Hit]:
-    n = min(max(fetch_k, k) if mmr else k, collection.count())
+    n = max(fetch_k, k) if mmr else k
     res = query_fresh(
         collection,
         query_embeddings=[np.asarray(vector, dtype=np.float32).tolist()],

@@ -409,7 +409,7 @@ def test_a_corrupt_onnx_cache_is_exported_again_with_a_warning(tmp_path: Path, c
     cache_dir().mkdir(parents=True)
     (cache_dir() / name).write_bytes(b"not a protobuf" * 10)  # the damage: same name, garbage inside
     again = OnnxEncoder.load(model)
-    assert "is damaged (InvalidProtobuf); exporting it again" in capsys.readouterr().err
+    assert "is damaged (InvalidProtobuf); making it again" in capsys.readouterr().err
     assert np.allclose(first.encode(["hello there"]), again.encode(["hello there"]), atol=1e-5)
 
 

@@ -101,7 +101,7 @@ def test_store_search_modes_and_hit_fields(rare_store, embedder):
     hit = search(col, embedder, queries()["q-err52"][0], k=1, mode="hybrid", lexical=lex)[0]
     assert hit.lexical_rank == 1 and hit.dense_rank != 1
     assert {"dense_rank", "lexical_rank", "fused_score"} <= set(hit.to_dict())
-    for nothing in ("why?", "", "zzzqqq"):  # stop words only, empty, unknown: lexical finds nothing, hybrid = dense
+    for nothing in ("why?", "zzzqqq"):  # stop words only, unknown words: lexical finds nothing, hybrid = dense
         assert search(col, embedder, nothing, k=3, mode="lexical", lexical=lex) == []
         hybrid = search(col, embedder, nothing, k=3, mode="hybrid", lexical=lex)
         assert [h.id for h in hybrid] == [h.id for h in search(col, embedder, nothing, k=3)]
