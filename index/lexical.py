@@ -9,12 +9,16 @@ run killed at any moment leaves a dirty or stale index that the next ingest or s
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ LANGUAGE = "english"
 STOPWORDS = "en"
 PAGE = 10_000  # documents fetched from Chroma per request during a rebuild
 MANIFEST, DIRTY, IDS, VOCAB = "manifest.json", "dirty", "ids.json", "vocab.tokens.json"
+LOCK = ".lock"
 TOKENS, OFFSETS = "tokens.npy", "offsets.npy"  # every document's token ids, flat, and where each one starts
 
 
@@ -134,6 +139,18 @@ class LexicalIndex:
         version = uuid.uuid4().hex
         try:
             root.mkdir(parents=True, exist_ok=True)
+            guard = _locked(root, exclusive=True)
+            guard.__enter__()
+        except OSError as e:
+            raise LexicalError(f"cannot write the lexical index under {root}: {e}") from e
+        try:
+            self._write(root, version)
+        finally:
+            guard.__exit__(None, None, None)
+
+    def _write(self, root: Path, version: str) -> None:
+        """The body of `save`, run holding the folder's exclusive lock."""
+        try:
             target = root / version
             target.mkdir()
             if self.bm25 is not None:
@@ -163,6 +180,14 @@ class LexicalIndex:
         import bm25s  # lazy: see tokenize
 
         try:
+            with _locked(root, exclusive=False):  # a save elsewhere never removes the version being read
+                return cls._read(root, bm25s)
+        except OSError:
+            return None
+
+    @classmethod
+    def _read(cls, root: Path, bm25s: Any) -> tuple[LexicalIndex, dict[str, Any]] | None:
+        try:
             manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
             if manifest.get("format") != FORMAT:
                 return None
@@ -182,6 +207,15 @@ class LexicalIndex:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return cls(ids, bm25, manifest.get("digest", ""), _stemmer(), tokens, vocab), manifest
+
+
+@contextmanager
+def _locked(root: Path, exclusive: bool) -> Iterator[None]:
+    """An flock on the index folder's lock file: saves exclusive, loads shared. Separate opens exclude each other,
+    so this orders threads of one process (a server's) as well as processes."""
+    with open(root / LOCK, "a+") as f:  # noqa: SIM115 - the lock lives as long as the open file
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -229,6 +263,7 @@ class LexicalStore:
         self.show_progress = show_progress
         self._index: LexicalIndex | None = None
         self._version: str | None = None
+        self._mutex = threading.RLock()  # one rebuild at a time when a server's threads share the store
 
     @classmethod
     def for_collection(cls, data_dir: Path | str, collection: Any, show_progress: bool = False) -> LexicalStore:
@@ -253,6 +288,10 @@ class LexicalStore:
         """The index in step with `collection`: reloaded when another process saved a new version, rebuilt when
         missing, dirty, or holding another number of ids (`verify` also compares every id; `count` is the
         collection's, when the caller already has it)."""
+        with self._mutex:
+            return self._index_unlocked(collection, verify=verify, count=count)
+
+    def _index_unlocked(self, collection: Any, *, verify: bool = False, count: int | None = None) -> LexicalIndex:
         manifest = self._manifest()
         dirty = (self.root / DIRTY).exists()
         if manifest is None or dirty:
@@ -271,6 +310,10 @@ class LexicalStore:
     def update(self, collection: Any, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
         """After a writer changed the collection by exactly these records: update the stored index (when it was
         in step before) and keep it only if it now holds exactly the collection's ids; else rebuild."""
+        with self._mutex:
+            return self._update_unlocked(collection, removed, added)
+
+    def _update_unlocked(self, collection: Any, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
         loaded = LexicalIndex.load(self.root) if self._manifest() is not None else None
         if loaded is not None:
             idx = loaded[0].updated(removed, added)
@@ -284,6 +327,10 @@ class LexicalStore:
 
     def sync(self, collection: Any) -> LexicalIndex:
         """Rebuild from the collection and save; clears `dirty`."""
+        with self._mutex:
+            return self._sync_unlocked(collection)
+
+    def _sync_unlocked(self, collection: Any) -> LexicalIndex:
         idx = rebuild(collection, show_progress=self.show_progress)
         idx.save(self.root)
         manifest = self._manifest() or {}

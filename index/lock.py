@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,14 +83,13 @@ def ensure_fresh(client_or_collection: Any) -> None:
 
     A stat per call. Without it a filtered query of a long-running reader (ask, serve) fails with Chroma's
     "Error finding id" once writers in other processes have moved on."""
-    api = _api(client_or_collection)
-    data_dir = data_dir_of(api)
+    data_dir = data_dir_of(client_or_collection)
     if data_dir is None or _held.get(_key(lock_path(data_dir))):
         return
     gen = _generation(data_dir)
-    if getattr(api, "_shvayambhu_generation", gen) != gen:
-        refresh(api)
-    api._shvayambhu_generation = gen
+    if _seen.setdefault(str(data_dir), gen) != gen:
+        refresh(client_or_collection)
+        _seen[str(data_dir)] = gen
 
 
 def query_fresh(collection: Any, **kwargs: Any) -> Any:
@@ -112,14 +112,11 @@ def store_write_lock(client_or_collection: Any, what: str, wait: bool = True) ->
     The view is reloaded only when another process wrote since this one last looked (a reload costs tens of
     ms); after this process's own write it records the generation it left, so its next read needs no reload."""
     data_dir = data_dir_of(client_or_collection)
-    api = _api(client_or_collection)
     with write_lock(data_dir, what, wait=wait):
-        outer = data_dir is not None and _held.get(_key(lock_path(data_dir))) == 1
-        if outer and getattr(api, "_shvayambhu_generation", None) != _generation(data_dir):
+        outer = data_dir is not None and _depth().get(_key(lock_path(data_dir))) == 1
+        if outer and _seen.get(str(data_dir)) != _generation(data_dir):  # another process wrote meanwhile
             refresh(client_or_collection)
         yield
-    if outer:
-        api._shvayambhu_generation = _left.pop(str(data_dir), _generation(data_dir))
 
 
 def _key(path: Path) -> str:
@@ -134,7 +131,7 @@ def _bump(data_dir: Path) -> None:
         gen.touch()
         stamp = max(time.time_ns(), _generation(data_dir) + 1)
         os.utime(gen, ns=(time.time_ns(), stamp))
-        _left[str(data_dir)] = _generation(data_dir)
+        _seen[str(data_dir)] = _generation(data_dir)  # this process's own write needs no reload of its view
     except OSError:
         pass  # readers then refresh only on "Error finding id"
 
@@ -149,8 +146,17 @@ def _holder(f: Any) -> str:
         return "unknown"
 
 
-_left: dict[str, int] = {}  # data dir -> the generation this process's last write left
-_held: dict[str, int] = {}  # lock path -> depth, so a writer that calls another writer does not wait on itself
+_seen: dict[str, int] = {}  # data dir -> the store generation this process's view of it reflects
+_held: dict[str, int] = {}  # lock path -> 1 while a thread of this process holds it (readers then skip reloads)
+_thread_locks: dict[str, threading.Lock] = {}  # lock path -> orders this process's threads before the flock
+_local = threading.local()
+
+
+def _depth() -> dict[str, int]:
+    """This thread's re-entry depth per lock path, so a writer that calls another writer does not wait on itself."""
+    if not hasattr(_local, "depth"):
+        _local.depth = {}
+    return _local.depth
 
 
 @contextmanager
@@ -158,20 +164,42 @@ def write_lock(data_dir: Path | str | None, what: str, wait: bool = True) -> Ite
     """Hold the store's write lock for the block; a no-op when `data_dir` is None (a server store).
 
     A second writer waits, saying once on stderr whom it waits for, or with `wait=False` raises StoreBusy.
-    Re-entrant within a process. The lock goes with the process, so a killed writer never leaves it held.
+    Re-entrant within a thread; threads of one process (a server's) take turns before the inter-process flock.
+    The lock goes with the process, so a killed writer never leaves it held.
     """
     if data_dir is None:
         yield
         return
     path = lock_path(data_dir)
     key = _key(path)
-    if _held.get(key):
-        _held[key] += 1
+    depth = _depth()
+    if depth.get(key):
+        depth[key] += 1
         try:
             yield
         finally:
-            _held[key] -= 1
+            depth[key] -= 1
         return
+    in_process = _thread_locks.setdefault(key, threading.Lock())  # threads first, then processes (flock)
+    if not in_process.acquire(blocking=wait):
+        raise StoreBusy(
+            f"another writer in this process is using the store in {data_dir}; wait for it to finish, or run "
+            "again without --no-wait to wait for it"
+        )
+    try:
+        with _flock(path, data_dir, what, wait):
+            depth[key], _held[key] = 1, 1
+            try:
+                yield
+            finally:
+                del depth[key], _held[key]
+    finally:
+        in_process.release()
+
+
+@contextmanager
+def _flock(path: Path, data_dir: Path | str, what: str, wait: bool) -> Iterator[None]:
+    """The inter-process half of `write_lock`: an exclusive flock on the lock file, with the holder's note."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         f = open(path, "a+")  # noqa: SIM115 - closed in finally; "a+" never truncates the holder's note
@@ -195,11 +223,9 @@ def write_lock(data_dir: Path | str | None, what: str, wait: bool = True) -> Ite
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "what": what}))
         f.flush()
-        _held[key] = 1
         try:
             yield
         finally:
-            del _held[key]
             f.seek(0)
             f.truncate()
             f.flush()

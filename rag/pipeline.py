@@ -332,7 +332,9 @@ def finish(
 
 def remember(answer: Answer, prep: Prepared, memory: MemoryStream, backend: Any, options: GenerationOptions) -> None:
     """Store the exchange, refresh the recalled memories' recency and reflect when it is due."""
-    memory.add_exchange(prep.question, answer.answer)
+    # Remembered under the question's embedding (already computed): recall finds an exchange by what was asked,
+    # which an answer full of other words would dilute, and the memory write costs no second model call.
+    memory.add_exchange(prep.question, answer.answer, vector=prep.vector)
     memory.touch([m.id for m in prep.memories])
     if not memory.reflection_due():
         return
