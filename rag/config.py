@@ -89,6 +89,7 @@ class MLXSettings:
     repeat_penalty: float = 1.1
     prompt_tokens: int = 1024  # the workspace's budget in real tokens: a small model is derailed by a long prompt
     copy_weight: float = 0.0  # token-level copy of the retrieved answers mixed into the model's distribution; 0: off
+    prompt_style: str = "full"  # compact: one exemplar (none when confidence is low), one-line instructions
 
 
 @dataclass
