@@ -67,7 +67,8 @@ def answers(app, cfg: str, records: list[dict], backend: str, retrieval: bool) -
                     "confidence": a.confidence,
                     "low_confidence": a.low_confidence,
                     "abstain": a.done_reason == "abstain",
-                    "sources": [s.to_dict().get("prompt", "") for s in a.sources],
+                    "sources": [s.prompt for s in a.sources],
+                    "source_scores": [round(s.score, 4) for s in a.sources],
                 }
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 f.flush()
