@@ -52,9 +52,12 @@ def config_name(pset: str, backend: str, retrieval: bool, copy: float | None, ma
 
 
 def answers(app, cfg: str, records: list[dict], backend: str, retrieval: bool) -> list[dict]:
-    """Answers for `records`, resumed from and appended to bench/out/quality-<cfg>.jsonl."""
+    """Answers for `records`, resumed from and appended to bench/out/quality-<cfg>.jsonl (app None: only the
+    cached ones)."""
     path = OUT / f"quality-{cfg}.jsonl"
     done = {r["prompt"]: r for r in read_jsonl(path)} if path.exists() else {}
+    if app is None:
+        return [done[r["prompt"]] for r in records if r["prompt"] in done]
     out = []
     with path.open("a", encoding="utf-8") as f:
         for rec in records:
@@ -76,6 +79,13 @@ def answers(app, cfg: str, records: list[dict], backend: str, retrieval: bool) -
                 print(f"  [{cfg}] {len(done)}/{len(records)} {a.answer[:70]!r}", flush=True)
             out.append(done[rec["prompt"]])
     return out
+
+
+def exemplar_rows(rows: list[dict]) -> list[dict]:
+    """The rows with the first source's stored answer as the answer: what pure retrieval would say, the
+    ceiling copying tends to (rows without a source answer "")."""
+    responses = {r["prompt"]: r["response"] for r in read_jsonl(SEED)}
+    return [{**r, "answer": responses.get(r["sources"][0], "") if r["sources"] else ""} for r in rows]
 
 
 def summarise(rows: list[dict], scorer) -> dict[str, float]:
@@ -136,6 +146,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=160, help="[mlx] max_tokens")
     ap.add_argument("--copy-weights", default=None, help="comma-separated [mlx] copy_weight values [the default]")
     ap.add_argument("--prompt-style", default=None, help="[mlx] prompt_style (full | compact) [the default]")
+    ap.add_argument("--cached", action="store_true", help="score the cached answers only; generate nothing")
     args = ap.parse_args()
     sets = [s for s in args.sets.split(",") if s]
     if bad := [s for s in sets if s not in SETS]:
@@ -159,8 +170,9 @@ def main() -> None:
             records = records[: args.limit]
             settings = load_settings(overrides={"store": {"data_dir": tmp}, "mlx": mlx_section}, environ={})
             style = getattr(settings.mlx, "prompt_style", "full")
-            app = Shvayambhu(settings)
-            app.ingest([store], progress=False)
+            app = None if args.cached else Shvayambhu(settings)
+            if app is not None:
+                app.ingest([store], progress=False)
             for backend in args.backends.split(","):
                 for retrieval in retrievals:
                     for w in weights if backend == "mlx" and retrieval else [None]:
@@ -169,10 +181,14 @@ def main() -> None:
                         cw = settings.mlx.copy_weight if backend == "mlx" and retrieval else None
                         cfg = config_name(pset, backend, retrieval, cw, args.max_tokens, style)
                         rows = answers(app, cfg, records, backend, retrieval)
-                        table[(pset, backend, retrieval, cw)] = summarise(rows, scorer)
+                        if rows:
+                            table[(pset, backend, retrieval, cw)] = summarise(rows, scorer)
+                        if rows and backend == "mlx" and retrieval:
+                            table[(pset, "top-ex", True, cw)] = summarise(exemplar_rows(rows), scorer)
     print(f"\nmax_tokens {args.max_tokens}, greedy; noisy: 2 shared CPU cores (decoding speed is not measured here)")
     head = "set        backend ret copy    n   chrF  sim(a,ref) sim(a,q) lowconf abstain words badUTF8 runaway"
     print(head)
+    print("(top-ex: the first source's stored answer, the mlx rows' retrieval with no model)")
     for (pset, backend, retrieval, cw), s in table.items():
         print(
             f"{pset:<10} {backend:<7} {'on ' if retrieval else 'off'} {'' if cw is None else f'{cw:g}':<5} "
