@@ -143,6 +143,7 @@ def main() -> None:
     ap.add_argument("--backends", default="mlx,blt")
     ap.add_argument("--retrieval", default="on,off", help="on, off or both")
     ap.add_argument("--limit", type=int, default=None, help="prompts per set [all]")
+    ap.add_argument("--start", type=int, default=0, help="skip the first prompts of each set (to split a run)")
     ap.add_argument("--max-tokens", type=int, default=160, help="[mlx] max_tokens")
     ap.add_argument("--copy-weights", default=None, help="comma-separated [mlx] copy_weight values [the default]")
     ap.add_argument("--prompt-style", default=None, help="[mlx] prompt_style (full | compact) [the default]")
@@ -167,7 +168,7 @@ def main() -> None:
     for pset in sets:
         with tempfile.TemporaryDirectory() as tmp:
             records, store = prompts_for(pset, Path(tmp))
-            records = records[: args.limit]
+            records = records[args.start : args.limit]
             settings = load_settings(overrides={"store": {"data_dir": tmp}, "mlx": mlx_section}, environ={})
             style = getattr(settings.mlx, "prompt_style", "full")
             app = None if args.cached else Shvayambhu(settings)
@@ -179,7 +180,8 @@ def main() -> None:
                         if w is not None:
                             settings.mlx.copy_weight = w
                         cw = settings.mlx.copy_weight if backend == "mlx" and retrieval else None
-                        cfg = config_name(pset, backend, retrieval, cw, args.max_tokens, style)
+                        label = style if backend == "mlx" else "full"  # only the mlx backend reads the style
+                        cfg = config_name(pset, backend, retrieval, cw, args.max_tokens, label)
                         rows = answers(app, cfg, records, backend, retrieval)
                         if rows:
                             table[(pset, backend, retrieval, cw)] = summarise(rows, scorer)
