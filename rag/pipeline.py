@@ -18,10 +18,21 @@ from index.retrieve import Hit, mmr_select, query_vector
 from ingest.records import split_name
 from rag.answer import Answer, Source
 from rag.backends.base import Backend, BackendError, Chunk, Generation, GenerationOptions
-from rag.config import RetrievalSettings, Settings
+from rag.config import ConfigError, RetrievalSettings, Settings
 from rag.consciousness import metacognition as meta
 from rag.consciousness.memory import Memory, MemoryStream, exchange_text
-from rag.consciousness.prompt import base_messages, exemplar_text, flatten, memory_text, number_exemplars, render, size
+from rag.consciousness.prompt import (
+    base_messages,
+    base_messages_compact,
+    compact_candidates,
+    exemplar_text,
+    flatten,
+    memory_text,
+    number_exemplars,
+    render,
+    render_compact,
+    size,
+)
 from rag.consciousness.selfmodel import SelfModel
 from rag.consciousness.workspace import BudgetError, Candidate, Workspace, evict, measurer, pack, shorten
 from rag.options import options_for
@@ -30,6 +41,7 @@ from rag.postprocess import Cleaner, attribute
 log = logging.getLogger(__name__)
 HELDOUT_MARGIN = 8  # extra hits fetched so that dropping held-out ones still leaves enough
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
+PROMPT_STYLES = ("full", "compact")
 
 
 @dataclass
@@ -60,6 +72,17 @@ def budget_for(settings: Settings, backend: Any) -> tuple[int, str]:
         return w.budget_tokens, "tokens"
     cap = getattr(backend, "budget_bytes", None)
     return (min(w.budget_bytes, int(cap)) if cap else w.budget_bytes), "bytes"
+
+
+def prompt_style(settings: Settings, backend: Any) -> str:
+    """The prompt layout a backend reads: "compact" for the MLX model when [mlx] prompt_style says so, else
+    "full" (a backend with its own `render`, the BLT, ignores it)."""
+    if getattr(backend, "name", "") != "mlx":
+        return "full"
+    style = settings.mlx.prompt_style
+    if style not in PROMPT_STYLES:
+        raise ConfigError(f"[mlx] prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
+    return style
 
 
 def normalise_history(history: list[Any] | None) -> list[dict[str, str]]:
@@ -221,8 +244,11 @@ def prepare(
     kinds = getattr(backend, "workspace_kinds", None)
     if kinds:
         cands = [c for c in cands if c.kind in kinds]
-    render_fn = getattr(backend, "render", render)
-    base_fn = getattr(backend, "base_messages", base_messages)
+    compact = prompt_style(settings, backend) == "compact"
+    if compact:
+        cands = compact_candidates(cands, conf.low)
+    render_fn = getattr(backend, "render", render_compact if compact else render)
+    base_fn = getattr(backend, "base_messages", base_messages_compact if compact else base_messages)
     budget, unit = budget_for(settings, backend)
     counts = getattr(backend, "count_tokens", None)  # the backend's own tokenizer, chat template included
     tokenizer = getattr(backend, "tokenizer", None)

@@ -216,3 +216,38 @@ def test_bad_model_arguments_are_clear(tmp_path):
         load_mlx_backend("nobody/no-such-model-here")
     with pytest.raises(BackendError, match="dtype must be one of"):
         load_mlx_backend(dtype="int3")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The compact prompt style ([mlx] prompt_style = "compact") through the ask path
+
+
+def test_compact_style_quotes_one_exemplar_and_none_off_corpus(make_assistant):
+    """A small model reads one retrieved answer, quoted in the user message (never the system message) and
+    the only one it copies from; when the evidence is weak it reads none, so nothing drags it off topic."""
+    from rag.consciousness.prompt import COMPACT_INSTRUCTIONS
+
+    mlx = {"max_tokens": 8, "prompt_style": "compact", "copy_weight": 0.3}
+    compact = make_assistant(backend="mlx", mlx=mlx)
+    full = make_assistant(backend="mlx", mlx={**mlx, "prompt_style": "full"})
+    question = "How can I fall asleep faster?"
+    a = compact.ask(question, use_memory=False, show_prompt=True)
+    b = full.ask(question, use_memory=False, show_prompt=True)
+    system, user = a.messages[0]["content"], a.messages[-1]["content"]
+    assert a.messages[0]["role"] == "system" and COMPACT_INSTRUCTIONS in system
+    assert len(system) < len(b.messages[0]["content"])
+    assert user.count("<exemplar ") == 1 and len(a.sources) == 1 and len(b.sources) > 1
+    assert a.sources[0].prompt in user and a.sources[0].prompt not in system
+    assert a.sources[0].id == compact.search(question, 4)[0].id  # the best retrieved exemplar is the one kept
+    assert user.endswith("</reference>\n\n" + question)
+    off = compact.ask("Who painted the ceiling of the Sistine Chapel?", use_memory=False, show_prompt=True)
+    assert off.low_confidence and not off.sources
+    assert "<reference>" not in off.messages[-1]["content"]
+
+
+def test_unknown_prompt_style_is_a_clear_error(make_assistant):
+    from rag.config import ConfigError
+
+    a = make_assistant(backend="mlx", mlx={"max_tokens": 4, "prompt_style": "tiny"})
+    with pytest.raises(ConfigError, match=r"\[mlx\] prompt_style must be one of full, compact"):
+        a.ask("Why is the sky blue?", use_memory=False)
