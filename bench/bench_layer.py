@@ -28,7 +28,7 @@ from index.store import get_collection  # noqa: E402
 from rag.api import Shvayambhu  # noqa: E402
 from rag.backends.base import Chunk, Generation, GenerationOptions  # noqa: E402
 from rag.config import load_settings  # noqa: E402
-from rag.pipeline import exemplars  # noqa: E402
+from rag.exemplars import exemplars  # noqa: E402
 
 TOPICS = [
     "sleep",

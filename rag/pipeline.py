@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from index.fusion import FusionOptions, minmax
-from index.retrieve import Hit, mmr_select, query_vector
-from ingest.records import split_name
+from index.fusion import FusionOptions
+from index.retrieve import Hit
 from rag.answer import Answer, Source
 from rag.backends.base import Backend, BackendError, Chunk, Generation, GenerationOptions
-from rag.config import ConfigError, RetrievalSettings, Settings
+from rag.config import ConfigError, Settings
 from rag.consciousness import metacognition as meta
 from rag.consciousness.memory import Memory, MemoryStream, exchange_text
 from rag.consciousness.prompt import (
@@ -35,11 +34,11 @@ from rag.consciousness.prompt import (
 )
 from rag.consciousness.selfmodel import SelfModel
 from rag.consciousness.workspace import BudgetError, Candidate, Workspace, evict, measurer, pack, shorten
+from rag.exemplars import exemplars
 from rag.options import options_for
 from rag.postprocess import Cleaner, attribute
 
 log = logging.getLogger(__name__)
-HELDOUT_MARGIN = 8  # extra hits fetched so that dropping held-out ones still leaves enough
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
 PROMPT_STYLES = ("full", "compact")
 
@@ -98,42 +97,6 @@ def normalise_history(history: list[Any] | None) -> list[dict[str, str]]:
         if role in ("user", "assistant") and content:
             out.append({"role": role, "content": str(content)})
     return out
-
-
-def exemplars(
-    collection: Any,
-    vector: np.ndarray,
-    r: RetrievalSettings,
-    k: int,
-    *,
-    text: str | None = None,
-    lexical: Any | None = None,
-    fusion: FusionOptions | None = None,
-) -> list[Hit]:
-    """The top-k exemplars for a question (its `vector`, and its `text` for the lexical side of [retrieval] mode),
-    MMR-diversified when [retrieval] mmr is on, never from the held-out split.
-
-    A Chroma `$ne` filter scans the whole collection (20-60 ms at 10,000 records, a plain top-4 takes ~1.3 ms), so
-    held-out records are dropped from a slightly wider unfiltered top-n instead; only when too few survive is
-    the filtered query run. Both give the same hits."""
-    fetch = r.fetch_k if r.mmr else k
-    lam = r.mmr_lambda if r.mmr else 1.0
-    how = {"min_score": r.min_score, "mmr": True, "mode": r.mode, "text": text, "lexical": lexical, "fusion": fusion}
-    if not r.exclude_split:
-        return query_vector(collection, vector, k=k, fetch_k=fetch, mmr_lambda=lam, **how)
-    excluded = split_name(r.exclude_split)
-    n = fetch + HELDOUT_MARGIN
-    wide = query_vector(collection, vector, k=n, fetch_k=n, mmr_lambda=1.0, **how)
-    kept = [h for h in wide if split_name(h.metadata.get("split")) != excluded]
-    if len(kept) < fetch and len(wide) == n:  # the held-out split crowds the top: let Chroma filter
-        where = {"split": {"$ne": excluded}}
-        return query_vector(collection, vector, k=k, where=where, fetch_k=fetch, mmr_lambda=lam, **how)
-    if not r.mmr:
-        return kept[:k]
-    pool = kept[:fetch]
-    fused = minmax({h.id: float(h.fused_score or 0.0) for h in pool}) if r.mode != "dense" else None
-    relevance = np.array([fused[h.id] for h in pool]) if fused else None
-    return mmr_select(np.asarray(vector, dtype=np.float32), pool, k, lam, relevance)
 
 
 def candidates(

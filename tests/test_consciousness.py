@@ -296,7 +296,7 @@ def test_prompt_holds_self_model_exemplars_and_memories_in_salience_order(
     sal = [c.salience for c in blocks]
     assert sal == sorted(sal, reverse=True)  # which is falling salience
     # the top exemplars that won are the best retrieved ones, numbered as the answer's sources
-    from rag.pipeline import exemplars
+    from rag.exemplars import exemplars
 
     vector, r = a.embedder.embed_query(question), a.settings.retrieval
     hits = exemplars(a.corpus(), vector, r, r.k, text=question, lexical=a.lexical(), fusion=a.fusion())
@@ -413,7 +413,7 @@ def test_exemplars_skip_the_heldout_split_exactly_as_a_chroma_filter_would(seed_
     from index.retrieve import query_vector
     from ingest.readers import read_records
     from rag.config import RetrievalSettings
-    from rag.pipeline import exemplars
+    from rag.exemplars import exemplars
     from tests.conftest import seed_paths
 
     _, col = seed_store
@@ -438,7 +438,7 @@ def test_exemplars_skip_the_heldout_split_exactly_as_a_chroma_filter_would(seed_
 def test_exemplars_fall_back_to_the_filter_when_heldout_records_crowd_the_top(make_collection, embedder):
     from index.retrieve import query_vector
     from rag.config import RetrievalSettings
-    from rag.pipeline import HELDOUT_MARGIN, exemplars
+    from rag.exemplars import HELDOUT_MARGIN, exemplars
 
     col = make_collection()
     crowd = [f"How do I water my basil plant, variant {i}?" for i in range(HELDOUT_MARGIN + 6)]
