@@ -262,7 +262,6 @@ async def _run_jobs(
 ) -> None:
     """`cfg.concurrency` workers per host share one queue, each taking the next job whose model its host has,
     so a faster host takes more of the work."""
-    out_w, rej_w = writers
     options = cfg.options()
     sent_options = to_ollama_options(options)  # recorded in each record's meta
     backends = {
@@ -310,15 +309,7 @@ async def _run_jobs(
                         else:
                             fail(f"{job.model}: {job.item.prompt[:60]!r}: {exc}", exc.kind)
                     else:
-                        rec = _record(job, gen, cfg, sent_options)
-                        reason = check_record(rec)
-                        if reason is None:
-                            out_w.write(rec.to_json())
-                            summary.done += 1
-                        else:
-                            rej_w.write({**rec.to_json(), "reason": reason})
-                            summary.rejected += 1
-                            reasons[reason.split(":")[0]] += 1
+                        _keep(_record(job, gen, cfg, sent_options), writers, summary, reasons)
                 progress.advance(summary)
                 if on_progress is not None:
                     on_progress(summary)
@@ -332,6 +323,20 @@ async def _run_jobs(
             for b in backends.values():
                 with contextlib.suppress(Exception):
                     await b.aclose()
+
+
+def _keep(
+    rec: Record, writers: tuple[JsonlAppender, JsonlAppender], summary: SynthesisSummary, reasons: Counter[str]
+) -> None:
+    """Validate a generated record and append it to the output, or to the rejected file with its reason."""
+    reason = check_record(rec)
+    if reason is None:
+        writers[0].write(rec.to_json())
+        summary.done += 1
+    else:
+        writers[1].write({**rec.to_json(), "reason": reason})
+        summary.rejected += 1
+        reasons[reason.split(":")[0]] += 1
 
 
 def _run_local(
@@ -351,7 +356,6 @@ def _run_local(
         backend = load_mlx_backend(None if spec == MLX_BUNDLED else spec)
     except BackendError as exc:
         raise SynthesisError(str(exc)) from None
-    out_w, rej_w = writers
     options = cfg.options()
     sent = {k: v for k, v in dataclasses.asdict(options).items() if v is not None}
     system = [{"role": "system", "content": cfg.system}] if cfg.system else []
@@ -361,15 +365,7 @@ def _run_local(
             batch = jobs[i : i + cfg.concurrency]
             conversations = [[*system, {"role": "user", "content": job.item.prompt}] for job in batch]
             for job, gen in zip(batch, backend.generate_batch(conversations, options), strict=True):
-                rec = _record(job, gen, cfg, sent)
-                reason = check_record(rec)
-                if reason is None:
-                    out_w.write(rec.to_json())
-                    summary.done += 1
-                else:
-                    rej_w.write({**rec.to_json(), "reason": reason})
-                    summary.rejected += 1
-                    reasons[reason.split(":")[0]] += 1
+                _keep(_record(job, gen, cfg, sent), writers, summary, reasons)
                 progress.advance(summary)
                 if on_progress is not None:
                     on_progress(summary)
