@@ -141,7 +141,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="heldout,offcorpus", help=f"comma-separated of {', '.join(SETS)}")
     ap.add_argument("--backends", default="mlx,blt")
-    ap.add_argument("--retrieval", default="on,off", help="on, off or both")
+    ap.add_argument("--retrieval", default="on,off", help="comma-separated: on, off")
     ap.add_argument("--limit", type=int, default=None, help="prompts per set [all]")
     ap.add_argument("--start", type=int, default=0, help="skip the first prompts of each set (to split a run)")
     ap.add_argument("--max-tokens", type=int, default=160, help="[mlx] max_tokens")
