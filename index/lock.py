@@ -123,15 +123,18 @@ def _key(path: Path) -> str:
     return str(path.resolve()) if path.parent.exists() else str(path)
 
 
-def _bump(data_dir: Path) -> None:
-    """Tell readers that the store changed (a new mtime on the generation file); remember the generation this
-    process left, so that its own next read knows no other process wrote after it."""
+def _bump(data_dir: Path, ok: bool = True) -> None:
+    """Tell readers that the store changed (a new mtime on the generation file). After a write that went well,
+    remember the generation this process left, so its own next read needs no reload; after a failed one (a full
+    disk can leave Chroma's view of the store broken) forget it, so the next access reloads."""
     gen = data_dir / GENERATION_NAME
+    _seen.pop(str(data_dir), None)
     try:
         gen.touch()
         stamp = max(time.time_ns(), _generation(data_dir) + 1)
         os.utime(gen, ns=(time.time_ns(), stamp))
-        _seen[str(data_dir)] = _generation(data_dir)  # this process's own write needs no reload of its view
+        if ok:
+            _seen[str(data_dir)] = _generation(data_dir)
     except OSError:
         pass  # readers then refresh only on "Error finding id"
 
@@ -223,12 +226,14 @@ def _flock(path: Path, data_dir: Path | str, what: str, wait: bool) -> Iterator[
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "what": what}))
         f.flush()
+        ok = False
         try:
             yield
+            ok = True
         finally:
             f.seek(0)
             f.truncate()
             f.flush()
-            _bump(Path(data_dir))
+            _bump(Path(data_dir), ok)
     finally:
         f.close()  # closing releases the flock
