@@ -11,7 +11,7 @@ from rag.backends.gguf import INSTALL_HINT
 
 
 def test_prompt_holds_the_exemplars_and_is_budgeted_in_real_tokens(make_assistant):
-    a = make_assistant(backend="mlx", mlx={"max_tokens": 12, "prompt_tokens": 400})
+    a = make_assistant(backend="mlx", mlx={"max_tokens": 12, "prompt_tokens": 400, "prompt_style": "full"})
     answer = a.ask("Why is the sky blue?", use_memory=False, show_prompt=True)
     backend = a.backend()
     ws = answer.workspace
