@@ -151,15 +151,13 @@ def render_compact(
 
 def base_messages_compact(question: str, *, low_confidence: bool = False) -> list[dict[str, str]]:
     """`base_messages` for the compact style."""
-    msgs = render_compact(None, question, low_confidence=low_confidence, confidence=0.0)
-    msgs[-1]["content"] = REFERENCE_OPEN + REFERENCE_CLOSE + question
-    return msgs
+    return base_messages(question, low_confidence=low_confidence, render_fn=render_compact)
 
 
-def base_messages(question: str, *, low_confidence: bool = False) -> list[dict[str, str]]:
-    """The prompt with nothing from the workspace but the reference block's delimiters: the fixed part of the
-    budget."""
-    msgs = render(None, question, low_confidence=low_confidence, confidence=0.0)
+def base_messages(question: str, *, low_confidence: bool = False, render_fn: Any = None) -> list[dict[str, str]]:
+    """The prompt (as `render_fn` lays it out) with nothing from the workspace but the reference block's
+    delimiters: the fixed part of the budget."""
+    msgs = (render_fn or render)(None, question, low_confidence=low_confidence, confidence=0.0)
     msgs[-1]["content"] = REFERENCE_OPEN + REFERENCE_CLOSE + question
     return msgs
 
