@@ -2,9 +2,11 @@
 decode tok/s at batch 1, aggregate tok/s at batch 16, prefill tok/s and time to first token after a
 1,000-token prompt; peers: transformers (torch, CPU, float32, the same weights) and mlx-lm's own
 generate_step / batch_generate on the same MLX model. Every row decodes exactly --tokens tokens (no early
-stop). Prints figures; not a test. Targets on a 2-core CPU: >= 20 tok/s at batch 1, >= 100 aggregate at 16.
+stop); decode figures are the median of --repeats runs (a shared 2-core VM varies by +-10% run to run).
+Prints figures; not a test. Targets on a 2-core CPU: >= 20 tok/s at batch 1, >= 100 aggregate at 16.
 
-    python bench/bench_mlx_decode.py [--tokens 64] [--batch 16] [--model PATH] [--skip-torch] [--skip-mlx-lm]
+    python bench/bench_mlx_decode.py [--tokens 64] [--batch 16] [--repeats 3] [--model PATH] [--skip-torch]
+        [--skip-mlx-lm]
 
 (OpenBLAS is loaded by `import blt` when installed; SHVAYAMBHU_BLAS=reference keeps MLX's own BLAS.)
 """
@@ -66,6 +68,14 @@ def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:8.1f} tok/s ({n} tokens in {seconds:.2f} s)"
 
 
+def median_run(run, repeats: int) -> tuple[float, int, str]:
+    """The median of ``repeats`` (seconds, tokens) runs, and the range of their rates for the printout."""
+    runs = sorted(run() for _ in range(repeats))
+    rates = [n / dt for dt, n in runs]
+    dt, n = runs[len(runs) // 2]
+    return dt, n, f"[{min(rates):.1f}-{max(rates):.1f} over {repeats} runs]"
+
+
 def mlx_ours(backend, prompts: list[list[int]], tokens: int) -> tuple[float, int]:
     """Seconds for the decode steps after the first token, and tokens decoded in them."""
     steps = backend.loaded.decoder.decode(prompts, max_tokens=tokens, sampler=make_sampler(0.0), eos_ids=set())
@@ -111,6 +121,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3, help="decode runs per figure (the median is reported)")
     ap.add_argument("--model", default=None, help="a GGUF or mlx-lm folder (default: the bundled SmolLM2)")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-mlx-lm", action="store_true")
@@ -131,12 +142,15 @@ def main() -> None:
     mlx_ours(backend, batch, 4)
 
     results: dict[str, dict[str, float]] = {}
-    dt, n = mlx_ours(backend, singles, args.tokens)
+    dt, n, spread = median_run(lambda: mlx_ours(backend, singles, args.tokens), args.repeats)
     results["ours"] = {"b1": n / dt}
-    print(f"MLX backend   decode batch 1     {rate(n, dt)}")
-    dt, n = mlx_ours(backend, batch, args.tokens)
+    print(f"MLX backend   decode batch 1     {rate(n, dt)} {spread}")
+    dt, n, spread = median_run(lambda: mlx_ours(backend, batch, args.tokens), args.repeats)
     results["ours"]["b16"] = n / dt
-    print(f"MLX backend   decode batch {args.batch:<3}   {rate(n, dt)} aggregate")
+    print(f"MLX backend   decode batch {args.batch:<3}   {rate(n, dt)} aggregate {spread}")
+    dt, n, spread = median_run(lambda: mlx_ours(backend, [long], args.tokens), args.repeats)
+    results["ours"]["b1_long"] = n / dt
+    print(f"MLX backend   decode batch 1 after {len(long)} prompt tokens {rate(n, dt)} {spread}")
     start = time.perf_counter()
     backend.loaded.decoder.prefill([long], 1024 + 256)
     dt = time.perf_counter() - start
@@ -149,12 +163,12 @@ def main() -> None:
 
     if not args.skip_mlx_lm:
         mlx_lm_peer(backend, singles, 4)
-        dt, n = mlx_lm_peer(backend, singles, args.tokens)
+        dt, n, spread = median_run(lambda: mlx_lm_peer(backend, singles, args.tokens), args.repeats)
         results["mlx-lm"] = {"b1": n / dt}
-        print(f"mlx-lm        decode batch 1     {rate(n, dt)}")
-        dt, n = mlx_lm_peer(backend, batch, args.tokens)
+        print(f"mlx-lm        decode batch 1     {rate(n, dt)} {spread}")
+        dt, n, spread = median_run(lambda: mlx_lm_peer(backend, batch, args.tokens), args.repeats)
         results["mlx-lm"]["b16"] = n / dt
-        print(f"mlx-lm        batch_generate {args.batch:<3} {rate(n, dt)} aggregate, prefill included")
+        print(f"mlx-lm        batch_generate {args.batch:<3} {rate(n, dt)} aggregate, prefill included {spread}")
 
     if not args.skip_torch and backend.path.is_file():
         import torch

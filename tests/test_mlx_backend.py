@@ -102,6 +102,25 @@ def test_batch_of_three_equals_three_single_greedy_generations(backend):
     assert np.allclose(together[0].probs, alone[0].probs, atol=1e-3)
 
 
+def test_cached_decoding_across_attention_spans_equals_a_full_forward(backend):
+    """The static cache, its compiled steps and the attention spans (128 positions each) change nothing: greedy
+    tokens decoded across a span boundary and their probabilities equal one uncached forward over the text."""
+    import mlx.core as mx
+    from mlx_lm.sample_utils import make_sampler
+
+    from rag.backends.mlx_decode import ATTEND_STEP
+
+    prompt = backend.tokenizer.chat_ids([{"role": "user", "content": "Tell me about rivers. " * 18}])
+    assert ATTEND_STEP - 12 < len(prompt) < ATTEND_STEP  # the steps below cross from one span into the next
+    decoder = backend.loaded.decoder
+    steps = [s[0] for s in decoder.decode([prompt], max_tokens=24, sampler=make_sampler(0.0), eos_ids=set())]
+    tokens = [s.token for s in steps]
+    logits = backend.loaded.model(mx.array([prompt + tokens]))[0, len(prompt) - 1 : -1].astype(mx.float32)
+    probs = np.array(mx.softmax(logits, axis=-1))
+    assert (probs.argmax(-1) == tokens).all()
+    assert np.allclose([s.prob for s in steps], probs[np.arange(len(tokens)), tokens], atol=2e-3)
+
+
 def test_stop_strings_and_seeded_sampling(backend):
     g = backend.generate(FRANCE, GenerationOptions(max_tokens=24, temperature=0.0, stop=[" is"]))
     assert g.text == "The capital of France" and g.done_reason == "stop"

@@ -2,9 +2,10 @@
 
 About half of a small model's decoding step on a CPU is per-op overhead, and mlx-lm's growing KV cache
 changes shapes every token, so nothing can be compiled. Here the cache is allocated once (rounded up to
-CACHE_STEP positions), written in place with `slice_update` at an offset held in an array, and attention
-masks the unused tail; the whole step (model, log-softmax) is one `mx.compile`d graph, and the next step is
-queued (`mx.async_eval`) before the current token is read back. Batches are left-padded: every row shares
+CACHE_STEP positions) and written in place with `slice_update` at an offset held in an array; attention reads
+only the first `span` positions (the filled ones rounded up to ATTEND_STEP) and masks the rest, so a long cache
+costs nothing until it fills. The whole step (model, log-softmax) is one `mx.compile`d graph per span, and the
+next step is queued (`mx.async_eval`) before the current token is read back. Batches are left-padded: every row shares
 the offset, padding is masked, and RoPE only sees relative positions, so a row's answer does not depend on
 its padding. mlx-lm supplies the model, the cache protocol and the samplers.
 """
@@ -21,16 +22,20 @@ from mlx_lm.models.cache import _BaseCache
 from blt.copying import ExemplarCopier
 
 CACHE_STEP = 256  # cache sizes are multiples of this, so a handful of compiled shapes serve every request
+ATTEND_STEP = 128  # attention spans are multiples of this: one compile (~0.1 s) per span, once per process
 PREFILL_STEP = 512  # prompt tokens per forward pass while filling the cache
 PENALTY_WINDOW = 20  # tokens a repetition penalty looks back over (as mlx-lm's default)
 
 
 class StaticKVCache(_BaseCache):
-    """mlx-lm's cache protocol over buffers of a fixed size: [B, kv heads, size, head dim] keys and values."""
+    """mlx-lm's cache protocol over buffers of a fixed size: [B, kv heads, size, head dim] keys and values.
 
-    def __init__(self, size: int, offset: mx.array, left_pad: mx.array, keys=None, values=None):
+    Attention sees the first ``span`` positions, which must cover every position written so far."""
+
+    def __init__(self, size: int, offset: mx.array, left_pad: mx.array, keys=None, values=None, span: int = 0):
         self.size, self.offset, self.left_pad = size, offset, left_pad
         self.keys, self.values = keys, values
+        self.span = span or size
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         if self.keys is None:
@@ -41,11 +46,11 @@ class StaticKVCache(_BaseCache):
         self.keys = mx.slice_update(self.keys, keys, start, axes=(2,))
         self.values = mx.slice_update(self.values, values, start, axes=(2,))
         self.offset = self.offset + keys.shape[2]
-        return self.keys, self.values
+        return self.keys[:, :, : self.span], self.values[:, :, : self.span]
 
     def make_mask(self, n: int, **_: object) -> mx.array:
-        """[B, 1, n, size]: a query sees its own row's earlier positions, not padding, not the empty tail."""
-        cols = mx.arange(self.size)
+        """[B, 1, n, span]: a query sees its own row's earlier positions, not padding, not the empty tail."""
+        cols = mx.arange(self.span)
         rows = self.offset + mx.arange(n)
         causal = cols[None, :] <= rows[:, None]
         real = cols[None, :] >= self.left_pad[:, None]
@@ -57,6 +62,11 @@ class StaticKVCache(_BaseCache):
     @property
     def state(self):
         return self.keys, self.values
+
+
+def attend_span(filled: int, size: int) -> int:
+    """Cache positions attention reads once ``filled`` are written: rounded up to ATTEND_STEP, at most ``size``."""
+    return min(size, -(-filled // ATTEND_STEP) * ATTEND_STEP)
 
 
 @dataclass
@@ -75,8 +85,9 @@ class Decoder:
         self.model = model
         self._step = mx.compile(self._forward)
 
-    def _forward(self, tokens, keys, values, offset, left_pad):
-        caches = [StaticKVCache(keys[0].shape[2], offset, left_pad, k, v) for k, v in zip(keys, values, strict=True)]
+    def _forward(self, tokens, keys, values, offset, left_pad, span):
+        size = keys[0].shape[2]
+        caches = [StaticKVCache(size, offset, left_pad, k, v, span) for k, v in zip(keys, values, strict=True)]
         logits = self.model(tokens, cache=caches)[:, -1, :].astype(mx.float32)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         return logprobs, [c.keys for c in caches], [c.values for c in caches]
@@ -88,6 +99,8 @@ class Decoder:
         tokens = mx.array([[pad] * (length - len(p)) + list(p) for p in prompts], dtype=mx.int32)
         caches = [StaticKVCache(size, mx.array(0, dtype=mx.int32), left_pad) for _ in self.model.layers]
         for start in range(0, length, PREFILL_STEP):
+            for c in caches:
+                c.span = attend_span(min(length, start + PREFILL_STEP), size)
             logits = self.model(tokens[:, start : start + PREFILL_STEP], cache=caches)
             mx.eval(logits, [c.state for c in caches])
         logits = logits[:, -1, :].astype(mx.float32)
@@ -138,7 +151,8 @@ class Decoder:
                 history = mx.concatenate([history[:, 1:], y[:, None]], axis=1)
             last = n == max_tokens - 1
             if not last:  # queue the next step before reading this one back
-                logprobs, keys, values = self._step(y[:, None], keys, values, offset, left_pad)
+                span = attend_span(length + n + 1, size)
+                logprobs, keys, values = self._step(y[:, None], keys, values, offset, left_pad, span)
                 offset = offset + 1
                 if not copiers:
                     nxt = choose(logprobs, history)
