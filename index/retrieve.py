@@ -11,7 +11,7 @@ from index.embed import Embedder
 from index.errors import UsageError
 from index.fusion import FusionOptions, fuse, minmax
 from index.lexical import LexicalIndex, LexicalStore
-from index.lock import query_fresh
+from index.lock import fresh_count, query_fresh
 
 MODES = ("dense", "hybrid", "lexical")
 DEFAULT_MODE = "dense"
@@ -82,7 +82,7 @@ def query_vector(
         return []
     if mode == "dense":  # Chroma returns fewer hits when it holds fewer: no count needed (it costs a round trip)
         return _dense(collection, vector, k, where, min_score, mmr, fetch_k, mmr_lambda)
-    total = collection.count()
+    total = fresh_count(collection)
     if total == 0:
         return []
     if text is None or lexical is None:

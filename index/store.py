@@ -258,7 +258,7 @@ def collection_precision(collection: Any) -> str:
 
 def check_write_precision(collection: Any, precision: str) -> None:
     """Refuse to mix precisions in one collection. Querying at the other precision is allowed: int8 and fp32
-    vectors agree to cosine ~0.99 and dense nDCG@10 moves by < 0.005 (NOTES-hybrid.md)."""
+    vectors agree to cosine ~0.99 and dense nDCG@10 moves by < 0.005 (bench/RESULTS.md, int8)."""
     built = collection_precision(collection)
     if built != precision:
         raise PrecisionMismatch(

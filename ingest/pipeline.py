@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from index.embed import Embedder
+from index.embed_process import MIN_TEXTS, EmbedProcess
 from index.errors import ShvayambhuError
 from index.lexical import LexicalStore
 from index.lock import store_write_lock
@@ -199,6 +200,62 @@ def _write(
     embed_batch: int,
     show: bool,
 ) -> None:
+    """Embed `todo` and upsert it in chunks, embedding and writing at the same time: a long ingest on ONNX Runtime
+    embeds in a child process (Chroma's writes hold this process's GIL), anything else embeds on this thread
+    while a writer thread upserts."""
+    with progress_bar(show, "embedding") as bar:
+        task = bar.add_task("embed", total=len(todo))
+        if model.runtime == "onnx" and len(todo) >= MIN_TEXTS:
+            _write_beside_process(
+                collection, model, todo, embed_field, batch, embed_batch, lambda n: bar.advance(task, n)
+            )
+        else:
+            _write_beside_thread(
+                collection, model, todo, embed_field, batch, embed_batch, lambda n: bar.advance(task, n)
+            )
+
+
+def _upsert(collection: Any, part: list[Record], texts: list[str], vectors: Any, embed_field: str) -> None:
+    collection.upsert(
+        ids=[r.id for r in part],
+        embeddings=vectors,
+        documents=texts,
+        metadatas=[flatten_meta(r, embed_field) for r in part],
+    )
+
+
+def _write_beside_process(
+    collection: Any,
+    model: Embedder,
+    todo: list[Record],
+    embed_field: str,
+    batch: int,
+    embed_batch: int,
+    advance: Callable[[int], None],
+) -> None:
+    """Two chunks queued in the embedding process while this thread writes the one before them."""
+    parts = [todo[i : i + batch] for i in range(0, len(todo), batch)]
+    texts = [[r.embed_text(embed_field) for r in part] for part in parts]
+    with EmbedProcess(model) as child:
+        for t in texts[:2]:
+            child.submit(t, embed_batch)
+        for i, part in enumerate(parts):
+            vectors = child.result()
+            if i + 2 < len(parts):
+                child.submit(texts[i + 2], embed_batch)
+            _upsert(collection, part, texts[i], vectors, embed_field)
+            advance(len(part))
+
+
+def _write_beside_thread(
+    collection: Any,
+    model: Embedder,
+    todo: list[Record],
+    embed_field: str,
+    batch: int,
+    embed_batch: int,
+    advance: Callable[[int], None],
+) -> None:
     """Embed on this thread while a writer thread upserts finished chunks from a bounded queue (ONNX Runtime and
     Chroma both release the GIL); the first failed write stops the embedding and is raised here."""
     chunks: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
@@ -208,14 +265,8 @@ def _write(
         while (item := chunks.get()) is not None:
             if failed:
                 continue  # drain, so the producer never blocks on a dead writer
-            part, texts, vecs = item
             try:
-                collection.upsert(
-                    ids=[r.id for r in part],
-                    embeddings=vecs,
-                    documents=texts,
-                    metadatas=[flatten_meta(r, embed_field) for r in part],
-                )
+                _upsert(collection, *item, embed_field)
             except BaseException as e:  # re-raised on the calling thread
                 failed.append(e)
 
@@ -223,15 +274,13 @@ def _write(
     thread.start()
     step = max(1, min(batch, WRITE_CHUNK))
     try:
-        with progress_bar(show, "embedding") as bar:
-            task = bar.add_task("embed", total=len(todo))
-            for i in range(0, len(todo), step):
-                if failed:
-                    break
-                part = todo[i : i + step]
-                texts = [r.embed_text(embed_field) for r in part]
-                chunks.put((part, texts, model.embed(texts, batch_size=embed_batch)))
-                bar.advance(task, len(part))
+        for i in range(0, len(todo), step):
+            if failed:
+                break
+            part = todo[i : i + step]
+            texts = [r.embed_text(embed_field) for r in part]
+            chunks.put((part, texts, model.embed(texts, batch_size=embed_batch)))
+            advance(len(part))
     finally:
         chunks.put(None)
         thread.join()

@@ -236,29 +236,43 @@ corpus, home, marker = sys.argv[1:4]
 
 
 class Pausing:
-    # The real embedder; at its third batch (earlier batches written or being written) it says so and waits.
+    # The real collection; at its second write (the first one done, more embedded) it says so and waits.
     def __init__(self, inner):
         self.inner, self.calls = inner, 0
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def embed(self, texts, **kw):
+    def upsert(self, **kw):
         self.calls += 1
-        if self.calls == 3:
+        if self.calls == 2:
             Path(marker).touch()
             time.sleep(600)
-        return self.inner.embed(texts, **kw)
+        return self.inner.upsert(**kw)
 
 
 emb = load_embedder()
 col = get_collection(open_client(Path(home)), "corpus", model=emb.name, dim=emb.dim, embed_field="prompt")
-ingest_paths([corpus], col, lambda: Pausing(emb), progress=False)
+ingest_paths([corpus], Pausing(col), emb, progress=False)
 """
+
+
+def child_pids(pid: int) -> set[int]:
+    return {int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()}
+
+
+def running_python(pid: int) -> bool:
+    """A live process running Python (a zombie has an empty command line)."""
+    try:
+        return b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 @pytest.mark.slow
 def test_kill_9_mid_ingest_then_rerun_matches_uninterrupted(tmp_path: Path, embedder) -> None:
+    """3,000 records take the path that embeds in a child process: killed mid-ingest, the child goes too, and
+    a re-run makes the store equal to an uninterrupted one."""
     from index.store import get_collection, open_client
 
     corpus = synthetic_corpus(tmp_path / "big.jsonl", 3000)
@@ -269,12 +283,18 @@ def test_kill_9_mid_ingest_then_rerun_matches_uninterrupted(tmp_path: Path, embe
         stderr=subprocess.DEVNULL,
     )
     try:
-        while not marker.exists():  # the child cannot finish: it pauses mid-ingest until killed
+        while not marker.exists():  # the ingest cannot finish: it pauses mid-ingest until killed
             assert proc.poll() is None, "the ingest died before it paused"
             time.sleep(0.05)
+        embedding = child_pids(proc.pid)
+        assert embedding, "a 3,000-record ingest embeds in a child process"
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+    deadline = time.monotonic() + 30
+    while any(running_python(p) for p in embedding):
+        assert time.monotonic() < deadline, "the embedding process outlived its killed parent"
+        time.sleep(0.1)
     partial = get_collection(open_client(killed), "corpus", model=embedder.name, dim=None, create=False).count()
     assert 0 < partial < 3000  # killed mid-ingest: some but not all of it written
     assert cli(killed, "ingest", str(corpus)).returncode == 0
