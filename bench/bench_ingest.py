@@ -79,11 +79,11 @@ def phase_embed(corpus: str, precision: str) -> dict:
 
 def phase_chroma(corpus: str, data_dir: str) -> dict:
     """Chroma's share alone: the same records, documents and metadata with ready-made unit vectors, in the
-    ingest's chunks of 1,000. Its CPU seconds bound how close any ingest on these cores can get to embed-only."""
+    ingest's chunks. Its CPU seconds bound how close any ingest on these cores can get to embed-only."""
     import numpy as np
 
     from index.store import get_collection, open_client
-    from ingest.pipeline import flatten_meta
+    from ingest.pipeline import WRITE_CHUNK, flatten_meta
     from ingest.readers import read_records
 
     records = read_records([corpus])
@@ -91,8 +91,8 @@ def phase_chroma(corpus: str, data_dir: str) -> dict:
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     col = get_collection(open_client(data_dir), "corpus", model="bench", dim=384, embed_field="prompt")
     t, cpu = time.perf_counter(), time.process_time()
-    for i in range(0, len(records), 1000):
-        part = records[i : i + 1000]
+    for i in range(0, len(records), WRITE_CHUNK):
+        part = records[i : i + WRITE_CHUNK]
         col.upsert(
             ids=[r.id for r in part],
             embeddings=vecs[i : i + len(part)],

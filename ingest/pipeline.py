@@ -24,8 +24,9 @@ from ingest.sources import canonical, relative_sources, spellings
 from ingest.validate import Rejection, check_record
 
 EMBED_FIELDS = ("prompt", "response", "both")
-WRITE_CHUNK = 512  # records per Chroma upsert
+WRITE_CHUNK = 512  # records per Chroma request (a disk that fills mid-write left 1,000-record writes unreadable)
 WRITE_QUEUE = 2  # embedded chunks waiting for the writer thread: bounds memory, keeps the embedder busy
+Write = Callable[[int, Any], None]  # write(chunk number, its vectors)
 
 
 class IngestError(ShvayambhuError, RuntimeError):
@@ -200,64 +201,43 @@ def _write(
     embed_batch: int,
     show: bool,
 ) -> None:
-    """Embed `todo` and upsert it in chunks, embedding and writing at the same time: a long ingest on ONNX Runtime
-    embeds in a child process (Chroma's writes hold this process's GIL), anything else embeds on this thread
-    while a writer thread upserts."""
+    """Embed `todo` and upsert it in chunks of at most WRITE_CHUNK, embedding and writing at the same time: a long
+    ingest on ONNX Runtime embeds in a child process (Chroma's writes hold this process's GIL), anything else
+    embeds on this thread while a writer thread upserts."""
+    step = max(1, min(batch, WRITE_CHUNK))
+    parts = [todo[i : i + step] for i in range(0, len(todo), step)]
+    texts = [[r.embed_text(embed_field) for r in part] for part in parts]
     with progress_bar(show, "embedding") as bar:
         task = bar.add_task("embed", total=len(todo))
-        if model.runtime == "onnx" and len(todo) >= MIN_TEXTS:
-            _write_beside_process(
-                collection, model, todo, embed_field, batch, embed_batch, lambda n: bar.advance(task, n)
+
+        def write(i: int, vectors: Any) -> None:
+            collection.upsert(
+                ids=[r.id for r in parts[i]],
+                embeddings=vectors,
+                documents=texts[i],
+                metadatas=[flatten_meta(r, embed_field) for r in parts[i]],
             )
-        else:
-            _write_beside_thread(
-                collection, model, todo, embed_field, batch, embed_batch, lambda n: bar.advance(task, n)
-            )
+            bar.advance(task, len(parts[i]))
+
+        beside = _write_beside_process if model.runtime == "onnx" and len(todo) >= MIN_TEXTS else _write_beside_thread
+        beside(model, texts, embed_batch, write)
 
 
-def _upsert(collection: Any, part: list[Record], texts: list[str], vectors: Any, embed_field: str) -> None:
-    collection.upsert(
-        ids=[r.id for r in part],
-        embeddings=vectors,
-        documents=texts,
-        metadatas=[flatten_meta(r, embed_field) for r in part],
-    )
-
-
-def _write_beside_process(
-    collection: Any,
-    model: Embedder,
-    todo: list[Record],
-    embed_field: str,
-    batch: int,
-    embed_batch: int,
-    advance: Callable[[int], None],
-) -> None:
+def _write_beside_process(model: Embedder, texts: list[list[str]], embed_batch: int, write: Write) -> None:
     """Two chunks queued in the embedding process while this thread writes the one before them."""
-    parts = [todo[i : i + batch] for i in range(0, len(todo), batch)]
-    texts = [[r.embed_text(embed_field) for r in part] for part in parts]
     with EmbedProcess(model) as child:
-        for t in texts[:2]:
-            child.submit(t, embed_batch)
-        for i, part in enumerate(parts):
+        for chunk in texts[:2]:
+            child.submit(chunk, embed_batch)
+        for i in range(len(texts)):
             vectors = child.result()
-            if i + 2 < len(parts):
+            if i + 2 < len(texts):
                 child.submit(texts[i + 2], embed_batch)
-            _upsert(collection, part, texts[i], vectors, embed_field)
-            advance(len(part))
+            write(i, vectors)
 
 
-def _write_beside_thread(
-    collection: Any,
-    model: Embedder,
-    todo: list[Record],
-    embed_field: str,
-    batch: int,
-    embed_batch: int,
-    advance: Callable[[int], None],
-) -> None:
-    """Embed on this thread while a writer thread upserts finished chunks from a bounded queue (ONNX Runtime and
-    Chroma both release the GIL); the first failed write stops the embedding and is raised here."""
+def _write_beside_thread(model: Embedder, texts: list[list[str]], embed_batch: int, write: Write) -> None:
+    """Embed on this thread while a writer thread writes finished chunks from a bounded queue (ONNX Runtime
+    releases the GIL); the first failed write stops the embedding and is raised here."""
     chunks: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE)
     failed: list[BaseException] = []
 
@@ -266,21 +246,17 @@ def _write_beside_thread(
             if failed:
                 continue  # drain, so the producer never blocks on a dead writer
             try:
-                _upsert(collection, *item, embed_field)
+                write(*item)
             except BaseException as e:  # re-raised on the calling thread
                 failed.append(e)
 
     thread = threading.Thread(target=writer, name="chroma-writer", daemon=True)
     thread.start()
-    step = max(1, min(batch, WRITE_CHUNK))
     try:
-        for i in range(0, len(todo), step):
+        for i, chunk in enumerate(texts):
             if failed:
                 break
-            part = todo[i : i + step]
-            texts = [r.embed_text(embed_field) for r in part]
-            chunks.put((part, texts, model.embed(texts, batch_size=embed_batch)))
-            advance(len(part))
+            chunks.put((i, model.embed(chunk, batch_size=embed_batch)))
     finally:
         chunks.put(None)
         thread.join()
