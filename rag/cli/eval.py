@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from rag.cli.common import corpus_source, emit_json, settings
+from rag.cli.common import assistant, corpus_source, emit_json, settings
 
 
 def bpb(
@@ -66,21 +66,19 @@ def retrieval(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Retrieval quality (nDCG, MRR, recall, precision, MAP, hit rate) in a throwaway collection."""
-    from index.embed import load_embedder  # lazy: the command's body loads only when it runs
-    from index.fusion import FusionOptions
     from rag.eval.report import render_retrieval  # lazy: the command's body loads only when it runs
     from rag.eval.retrieval import modes_table, retrieval_command
 
-    st = settings(retrieval={"mode": mode if mode != "all" else None, "fusion": fusion})
-    r, emb = st.retrieval, st.embedding
+    a = assistant(retrieval={"mode": mode if mode != "all" else None, "fusion": fusion})
+    r, emb = a.settings.retrieval, a.settings.embedding
     report = retrieval_command(
         dataset,
         split=split,
         corpus=corpus,
         model=emb.model,
-        embedder=load_embedder(emb.model, emb.device, emb.runtime, emb.precision),
+        embedder=a.embedder,
         mode=mode or r.mode,
-        fusion=FusionOptions(method=r.fusion, rrf_k=r.rrf_k, alpha=r.alpha),
+        fusion=a.fusion(),
         embed=embed,
         k=k,
         mmr=mmr,

@@ -82,6 +82,12 @@ def reference_block(blocks: list[str]) -> str:
     return REFERENCE_OPEN + BLOCK_SEP.join(blocks) + REFERENCE_CLOSE if blocks else ""
 
 
+def _self_facts(ws: Workspace | None, self_model: str) -> list[str]:
+    """The self-model as the workspace's pinned "self" winners, else `self_model` (none when that is empty)."""
+    facts = [c.text for c in (ws.winners if ws is not None else []) if c.kind == "self"]
+    return facts or ([self_model] if self_model else [])
+
+
 def render(
     ws: Workspace | None,
     question: str,
@@ -93,7 +99,7 @@ def render(
     """Chat messages for a packed workspace. Self-model facts come from the workspace's pinned "self" winners
     when there are any, else from `self_model`; turns keep their chronological order."""
     winners = ws.winners if ws is not None else []
-    facts = [c.text for c in winners if c.kind == "self"] or ([self_model] if self_model else [])
+    facts = _self_facts(ws, self_model)
     numbers = number_exemplars(ws) if ws is not None else {}
     blocks = [block(c, numbers.get(id(c))) for c in winners if c.kind not in ("self", "turn")]
     turns = sorted((c for c in winners if c.kind == "turn"), key=lambda c: c.meta.get("index", 0))
@@ -142,8 +148,8 @@ def render_compact(
     """`render` with a one-sentence self-model and short instructions; retrieved text stays quoted in the
     user message's reference block."""
     msgs = render(ws, question, self_model=self_model, confidence=confidence, low_confidence=low_confidence)
-    facts = [c.text for c in (ws.winners if ws is not None else []) if c.kind == "self"] or [self_model]
-    first = facts[0].strip() + " " if facts[0] else ""
+    facts = _self_facts(ws, self_model)
+    first = facts[0].strip() + " " if facts else ""
     guidance = COMPACT_LOW_CONFIDENCE if low_confidence else ""
     msgs[0] = {"role": "system", "content": first + COMPACT_INSTRUCTIONS + guidance}
     return msgs
