@@ -230,7 +230,7 @@ def get_collection(
 
 
 def collection_info(client: Any) -> list[dict[str, Any]]:
-    """Name, record count and recorded embedding model of every collection."""
+    """Name, record count and recorded embedding model (and precision, where recorded) of every collection."""
     out = []
     for c in client.list_collections():
         col = client.get_collection(c.name if hasattr(c, "name") else c, embedding_function=None)
@@ -242,6 +242,7 @@ def collection_info(client: Any) -> list[dict[str, Any]]:
                 "embedding_model": meta.get("embedding_model"),
                 "embedding_dim": meta.get("embedding_dim"),
                 "embed_field": meta.get("embed_field"),
+                "embedding_precision": meta.get("embedding_precision"),
             }
         )
     return sorted(out, key=lambda d: d["name"])
@@ -263,6 +264,6 @@ def check_write_precision(collection: Any, precision: str) -> None:
     if built != precision:
         raise PrecisionMismatch(
             f"collection {collection.name!r} holds {built} embeddings; this run embeds at {precision}. Use "
-            f"--embedding-precision {built} (SHVAYAMBHU_EMBEDDING_PRECISION={built}), or ingest into another "
+            f"--embedding-precision auto or {built} (SHVAYAMBHU_EMBEDDING_PRECISION), or ingest into another "
             "collection (--collection NAME)."
         )

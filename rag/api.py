@@ -11,12 +11,12 @@ from typing import Any
 
 from blt.blas import enable_openblas
 from index.doctor import check, repair
-from index.embed import Embedder, canonical_name, load_embedder
+from index.embed import Embedder, EmbeddingError, canonical_name, choose_precision, load_embedder
 from index.fusion import FusionOptions
 from index.lexical import LexicalStore
 from index.lock import store_write_lock
 from index.retrieve import Hit, search
-from index.store import StoreError, collection_info, get_collection, open_client
+from index.store import StoreError, collection_info, collection_precision, get_collection, open_client
 from ingest.pipeline import IngestSummary, ingest_paths
 from ingest.readers import iter_files
 from rag.answer import Answer
@@ -49,7 +49,24 @@ class Shvayambhu:
     @cached_property
     def embedder(self) -> Embedder:
         emb = self.settings.embedding
-        return load_embedder(emb.model, emb.device, emb.runtime, emb.precision)
+        precision = self.precision()
+        try:
+            return load_embedder(emb.model, emb.device, emb.runtime, precision)
+        except EmbeddingError:
+            if emb.precision != "auto" or precision == "fp32":
+                raise
+            return load_embedder(emb.model, emb.device, emb.runtime, "fp32")  # auto: int8 needs ONNX Runtime
+
+    def precision(self) -> str:
+        """The embedding precision: the configured one or, with `auto`, the corpus collection's (int8 if new)."""
+        emb = self.settings.embedding
+        built = None
+        if emb.precision == "auto":
+            try:
+                built = collection_precision(self.collection())
+            except StoreError:  # no corpus yet
+                pass
+        return choose_precision(emb.precision, built, emb.runtime, emb.device)
 
     def collection(self, create: bool = False, name: str | None = None) -> Any:
         """The corpus collection, checked against the configured embedding model and field."""
@@ -67,7 +84,7 @@ class Shvayambhu:
             dim=self.embedder.dim,
             embed_field=emb.embed_field,
             create=True,
-            precision=emb.precision,
+            precision=self.embedder.precision,
         )
 
     def lexical(self, collection: Any | None = None) -> LexicalStore:

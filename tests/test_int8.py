@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.embed import EmbeddingError, load_embedder
+from index.embed import EmbeddingError, choose_precision, load_embedder
 from index.errors import ShvayambhuError
 from index.onnx_encoder import cache_dir
 from index.retrieve import search
@@ -74,3 +74,61 @@ def test_precision_recorded_and_enforced_on_write(tmp_path: Path, embedder, int8
     assert collection_precision(old) == "fp32"
     with pytest.raises(PrecisionMismatch):
         ingest_paths([corpus], old, int8, progress=False)
+
+
+def test_auto_precision_keeps_a_collections_own_and_picks_int8_for_a_new_one():
+    assert choose_precision("auto", None) == "int8"
+    assert choose_precision("auto", "fp32") == "fp32" and choose_precision("auto", "int8") == "int8"
+    assert choose_precision("auto", None, runtime="torch") == "fp32"  # int8 runs on ONNX Runtime only
+    assert choose_precision("auto", None, device="cuda") == "fp32"
+    assert choose_precision("fp32", "int8") == "fp32"  # an explicit choice wins (and a write is then refused)
+    with pytest.raises(EmbeddingError, match="auto, fp32 or int8, not 'int4'"):
+        choose_precision("int4", None)
+
+
+def test_default_settings_build_a_new_store_at_int8_and_keep_an_old_one_at_fp32(
+    tmp_path: Path, embedder, make_assistant
+):
+    from rag.api import Shvayambhu
+    from rag.config import load_settings
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in seed_rows(20)), encoding="utf-8")
+
+    def fresh(**embedding: str) -> Shvayambhu:
+        overrides = {"store": {"data_dir": str(tmp_path / "data")}, "embedding": embedding}
+        return Shvayambhu(load_settings(overrides=overrides, environ={}))
+
+    new = fresh()
+    assert new.settings.embedding.precision == "auto" and new.precision() == "int8"
+    new.ingest([corpus], progress=False)
+    col = new.collection()
+    assert collection_precision(col) == "int8" and new.embedder.precision == "int8"
+    assert [c["embedding_precision"] for c in new.status()["collections"] if c["name"] == "corpus"] == ["int8"]
+    again = fresh()  # a later run reads the precision back from the collection
+    assert (
+        again.precision() == "int8"
+        and again.search(seed_rows(20)[3]["prompt"], k=1)[0].prompt == (seed_rows(20)[3]["prompt"])
+    )
+    more = tmp_path / "more.jsonl"
+    more.write_text("".join(json.dumps(r) + "\n" for r in seed_rows(25)[20:]), encoding="utf-8")
+    with pytest.raises(PrecisionMismatch, match="--embedding-precision auto or int8"):
+        fresh(precision="fp32").ingest([more], progress=False)
+    assert col.count() == 20
+    assert again.ingest([more], progress=False).added == 5 and col.count() == 25
+
+    old = make_assistant()  # the shared seed store was built at fp32, before precision was recorded
+    assert old.precision() == "fp32" and old.embedder is embedder
+
+
+def test_eval_retrieval_measures_at_fp32_unless_told(run_cli, tmp_path: Path):
+    tiny = Path(__file__).parent / "fixtures" / "beir_tiny"
+    empty = str(tmp_path / "empty")  # a new store, where auto would pick int8 for ingest
+    code, out, err = run_cli("--data-dir", empty, "eval", "retrieval", str(tiny), "--json")
+    assert code == 0, err
+    assert json.loads(out)["precision"] == "fp32"  # comparable with published (fp32) figures
+    code, out, err = run_cli("--data-dir", empty, "--embedding-precision", "int8", "eval", "retrieval", str(tiny))
+    assert code == 0, err
+    assert "model all-MiniLM-L6-v2 (int8)" in out
+    code, _, err = run_cli("--embedding-precision", "int4", "search", "anything")
+    assert code != 0 and "auto, fp32 or int8, not 'int4'" in err

@@ -84,6 +84,10 @@ def global_options(
         typer.Option(help="sentence-transformers model name or path [all-MiniLM-L6-v2, packaged]."),
     ] = None,
     embed: Annotated[str | None, typer.Option(help="What is embedded for a pair: prompt, response or both.")] = None,
+    embedding_precision: Annotated[
+        str | None,
+        typer.Option(help="auto, fp32 or int8 [auto: the collection's own precision, int8 for a new one]."),
+    ] = None,
 ) -> None:
     """Options that come before the command and apply to every command."""
     _state["config"] = config
@@ -98,7 +102,11 @@ def global_options(
             }.items()
             if v is not None
         },
-        "embedding": {k: v for k, v in {"model": embedding_model, "embed_field": embed}.items() if v is not None},
+        "embedding": {
+            k: v
+            for k, v in {"model": embedding_model, "embed_field": embed, "precision": embedding_precision}.items()
+            if v is not None
+        },
     }
 
 

@@ -99,7 +99,8 @@ def status(
         return
     typer.echo(f"store: {info['store']}\nembedding model: {info['embedding_model']}")
     for c in info["collections"]:
-        typer.echo(f"  {c['name']}: {c['count']} records ({c['embedding_model']}, dim {c['embedding_dim']})")
+        precision = f", {c['embedding_precision']}" if c.get("embedding_precision") else ""
+        typer.echo(f"  {c['name']}: {c['count']} records ({c['embedding_model']}, dim {c['embedding_dim']}{precision})")
     if not info["collections"]:
         typer.echo("  no collections yet: run `shvayambhu ingest PATH`")
     for name, b in info.get("backends", {}).items():

@@ -71,6 +71,8 @@ def retrieval(
 
     a = assistant(retrieval={"mode": mode if mode != "all" else None, "fusion": fusion})
     r, emb = a.settings.retrieval, a.settings.embedding
+    if emb.precision == "auto":  # published figures are fp32; the store's precision has nothing to do with it
+        emb.precision = "fp32"
     report = retrieval_command(
         dataset,
         split=split,

@@ -279,7 +279,9 @@ def render_retrieval(report: Any) -> str:
     ks = info.get("ks") or sorted({int(k.split("@")[1]) for k in m if "@" in k})
     head = (
         f"{info.get('dataset')} ({info.get('split')}): {report.queries} queries, {report.docs} docs; "
-        f"model {info.get('model')}, embed {info.get('embed')}, search {info.get('search')}"
+        f"model {info.get('model')}"
+        + (f" ({info['precision']})" if info.get("precision") else "")
+        + f", embed {info.get('embed')}, search {info.get('search')}"
         + (", MMR" if info.get("mmr") else "")
     )
     labels = {

@@ -298,6 +298,7 @@ def evaluate_retrieval(
         "dataset": dataset.name,
         "split": dataset.split,
         "model": getattr(embedder, "name", str(embedder)),
+        "precision": getattr(embedder, "precision", None),
         "embed": embed,
         "search": "exact" if opts.exact else "chroma-hnsw",
         "mmr": opts.mmr,
