@@ -135,44 +135,33 @@ class LexicalIndex:
         return [(self.ids[r], float(scores[r])) for r in order]
 
     def save(self, root: Path) -> None:
-        """Write a new version folder, switch the manifest to it atomically, then clear `dirty` and old versions."""
+        """Write a new version folder, switch the manifest to it atomically, then clear `dirty` and old versions;
+        all under the folder's exclusive lock, so a reader never sees a version removed under it."""
         version = uuid.uuid4().hex
         try:
             root.mkdir(parents=True, exist_ok=True)
-            guard = _locked(root, exclusive=True)
-            guard.__enter__()
-        except OSError as e:
-            raise LexicalError(f"cannot write the lexical index under {root}: {e}") from e
-        try:
-            self._write(root, version)
-        finally:
-            guard.__exit__(None, None, None)
-
-    def _write(self, root: Path, version: str) -> None:
-        """The body of `save`, run holding the folder's exclusive lock."""
-        try:
-            target = root / version
-            target.mkdir()
-            if self.bm25 is not None:
-                self.bm25.save(str(target), show_progress=False)
-            (target / IDS).write_text(json.dumps(self.ids), encoding="utf-8")
-            (target / VOCAB).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
-            flat = np.fromiter((t for row in self.tokens for t in row), dtype=np.int32)
-            np.save(target / TOKENS, flat, allow_pickle=False)
-            np.save(
-                target / OFFSETS, np.cumsum([0] + [len(r) for r in self.tokens], dtype=np.int64), allow_pickle=False
-            )
-            manifest = {"format": FORMAT, "version": version, "count": len(self.ids), "digest": self.digest}
-            _atomic_write(root / MANIFEST, json.dumps(manifest))
-            (root / DIRTY).unlink(missing_ok=True)
+            with _locked(root, exclusive=True):
+                target = root / version
+                target.mkdir()
+                if self.bm25 is not None:
+                    self.bm25.save(str(target), show_progress=False)
+                (target / IDS).write_text(json.dumps(self.ids), encoding="utf-8")
+                (target / VOCAB).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+                flat = np.fromiter((t for row in self.tokens for t in row), dtype=np.int32)
+                np.save(target / TOKENS, flat, allow_pickle=False)
+                offsets = np.cumsum([0] + [len(r) for r in self.tokens], dtype=np.int64)
+                np.save(target / OFFSETS, offsets, allow_pickle=False)
+                manifest = {"format": FORMAT, "version": version, "count": len(self.ids), "digest": self.digest}
+                _atomic_write(root / MANIFEST, json.dumps(manifest))
+                (root / DIRTY).unlink(missing_ok=True)
+                for old in root.iterdir():
+                    if old.is_dir() and old.name != version:
+                        shutil.rmtree(old, ignore_errors=True)
         except OSError as e:
             raise LexicalError(
                 f"cannot write the lexical index under {root}: {e}. Check the folder's permissions "
                 "and free space; dense search still works (--mode dense)."
             ) from e
-        for old in root.iterdir():
-            if old.is_dir() and old.name != version:
-                shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, root: Path) -> tuple[LexicalIndex, dict[str, Any]] | None:
@@ -181,29 +170,22 @@ class LexicalIndex:
 
         try:
             with _locked(root, exclusive=False):  # a save elsewhere never removes the version being read
-                return cls._read(root, bm25s)
-        except OSError:
-            return None
-
-    @classmethod
-    def _read(cls, root: Path, bm25s: Any) -> tuple[LexicalIndex, dict[str, Any]] | None:
-        try:
-            manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-            if manifest.get("format") != FORMAT:
-                return None
-            folder = root / manifest["version"]
-            ids = json.loads((folder / IDS).read_text(encoding="utf-8"))
-            vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
-            flat = np.load(folder / TOKENS, allow_pickle=False)
-            offsets = np.load(folder / OFFSETS, allow_pickle=False)
-            tokens = [flat[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-            bm25 = None
-            if ids:
-                bm25 = bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False)
-            if len(ids) != manifest["count"] or len(tokens) != len(ids):
-                return None
-            if bm25 is not None and bm25.scores["num_docs"] != len(ids):
-                return None
+                manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+                if manifest.get("format") != FORMAT:
+                    return None
+                folder = root / manifest["version"]
+                ids = json.loads((folder / IDS).read_text(encoding="utf-8"))
+                vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
+                flat = np.load(folder / TOKENS, allow_pickle=False)
+                offsets = np.load(folder / OFFSETS, allow_pickle=False)
+                tokens = [flat[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+                bm25 = None
+                if ids:
+                    bm25 = bm25s.BM25.load(str(folder), allow_pickle=False, show_progress=False)
+                if len(ids) != manifest["count"] or len(tokens) != len(ids):
+                    return None
+                if bm25 is not None and bm25.scores["num_docs"] != len(ids):
+                    return None
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return cls(ids, bm25, manifest.get("digest", ""), _stemmer(), tokens, vocab), manifest
@@ -289,50 +271,40 @@ class LexicalStore:
         missing, dirty, or holding another number of ids (`verify` also compares every id; `count` is the
         collection's, when the caller already has it)."""
         with self._mutex:
-            return self._index_unlocked(collection, verify=verify, count=count)
-
-    def _index_unlocked(self, collection: Any, *, verify: bool = False, count: int | None = None) -> LexicalIndex:
-        manifest = self._manifest()
-        dirty = (self.root / DIRTY).exists()
-        if manifest is None or dirty:
-            return self.sync(collection)
-        if self._index is None or self._version != manifest.get("version"):
-            loaded = LexicalIndex.load(self.root)
-            if loaded is None:
+            manifest = self._manifest()
+            dirty = (self.root / DIRTY).exists()
+            if manifest is None or dirty:
                 return self.sync(collection)
-            self._index, self._version = loaded[0], loaded[1]["version"]
-        if len(self._index) != (collection.count() if count is None else count):
-            return self.sync(collection)
-        if verify and self._index.digest != ids_digest(collection_ids(collection)):
-            return self.sync(collection)
-        return self._index
+            if self._index is None or self._version != manifest.get("version"):
+                loaded = LexicalIndex.load(self.root)
+                if loaded is None:
+                    return self.sync(collection)
+                self._index, self._version = loaded[0], loaded[1]["version"]
+            if len(self._index) != (collection.count() if count is None else count):
+                return self.sync(collection)
+            if verify and self._index.digest != ids_digest(collection_ids(collection)):
+                return self.sync(collection)
+            return self._index
 
     def update(self, collection: Any, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
         """After a writer changed the collection by exactly these records: update the stored index (when it was
         in step before) and keep it only if it now holds exactly the collection's ids; else rebuild."""
         with self._mutex:
-            return self._update_unlocked(collection, removed, added)
-
-    def _update_unlocked(self, collection: Any, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
-        loaded = LexicalIndex.load(self.root) if self._manifest() is not None else None
-        if loaded is not None:
-            idx = loaded[0].updated(removed, added)
-        else:  # no index yet: enough when the collection holds just these records (a first ingest)
-            idx = LexicalIndex.build([i for i, _ in added], [t for _, t in added])
-        if idx.digest != ids_digest(collection_ids(collection)):
-            return self.sync(collection)
-        idx.save(self.root)
-        self._index, self._version = idx, (self._manifest() or {}).get("version")
-        return idx
+            loaded = LexicalIndex.load(self.root) if self._manifest() is not None else None
+            if loaded is not None:
+                idx = loaded[0].updated(removed, added)
+            else:  # no index yet: enough when the collection holds just these records (a first ingest)
+                idx = LexicalIndex.build([i for i, _ in added], [t for _, t in added])
+            if idx.digest != ids_digest(collection_ids(collection)):
+                return self.sync(collection)
+            idx.save(self.root)
+            self._index, self._version = idx, (self._manifest() or {}).get("version")
+            return idx
 
     def sync(self, collection: Any) -> LexicalIndex:
         """Rebuild from the collection and save; clears `dirty`."""
         with self._mutex:
-            return self._sync_unlocked(collection)
-
-    def _sync_unlocked(self, collection: Any) -> LexicalIndex:
-        idx = rebuild(collection, show_progress=self.show_progress)
-        idx.save(self.root)
-        manifest = self._manifest() or {}
-        self._index, self._version = idx, manifest.get("version")
-        return idx
+            idx = rebuild(collection, show_progress=self.show_progress)
+            idx.save(self.root)
+            self._index, self._version = idx, (self._manifest() or {}).get("version")
+            return idx

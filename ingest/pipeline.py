@@ -25,7 +25,7 @@ from ingest.validate import Rejection, check_record
 
 EMBED_FIELDS = ("prompt", "response", "both")
 WRITE_CHUNK = 512  # records per Chroma request (a disk that fills mid-write left 1,000-record writes unreadable)
-WRITE_QUEUE = 2  # embedded chunks waiting for the writer thread: bounds memory, keeps the embedder busy
+WRITE_QUEUE = 2  # chunks embedded ahead of the writer: bounds memory, keeps the embedder busy
 Write = Callable[[int, Any], None]  # write(chunk number, its vectors)
 
 
@@ -224,14 +224,14 @@ def _write(
 
 
 def _write_beside_process(model: Embedder, texts: list[list[str]], embed_batch: int, write: Write) -> None:
-    """Two chunks queued in the embedding process while this thread writes the one before them."""
+    """WRITE_QUEUE chunks queued in the embedding process while this thread writes the one before them."""
     with EmbedProcess(model) as child:
-        for chunk in texts[:2]:
+        for chunk in texts[:WRITE_QUEUE]:
             child.submit(chunk, embed_batch)
         for i in range(len(texts)):
             vectors = child.result()
-            if i + 2 < len(texts):
-                child.submit(texts[i + 2], embed_batch)
+            if i + WRITE_QUEUE < len(texts):
+                child.submit(texts[i + WRITE_QUEUE], embed_batch)
             write(i, vectors)
 
 
