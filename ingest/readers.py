@@ -30,6 +30,9 @@ def from_object(obj: Any, source: str, line: int) -> list[Record] | str:
     """Records from one JSON object in any supported shape, or the reason it is not one."""
     if not isinstance(obj, dict):
         return f"expected a JSON object, got {type(obj).__name__}"
+    kind = obj.get("kind", "pair")
+    if kind not in ("pair", "text"):
+        return f'field \'kind\' must be "pair" (a prompt and its answer) or "text" (a titled passage), not {kind!r}'
     if _depth(obj.get("meta")) > MAX_META_DEPTH:
         return f"field 'meta' is nested deeper than {MAX_META_DEPTH} levels; flatten it"
     common = {
@@ -39,6 +42,7 @@ def from_object(obj: Any, source: str, line: int) -> list[Record] | str:
         "meta": obj.get("meta") if isinstance(obj.get("meta"), dict) else {},
         "source": source,
         "line": line,
+        "kind": kind,
     }
     if "messages" in obj:
         return _from_chat(obj["messages"], common)

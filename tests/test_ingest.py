@@ -124,6 +124,7 @@ def test_readers_accept_every_shape(tmp_path: Path) -> None:
         ({"question": "Q?", "answer": "A"}, "unknown record shape"),
         ("{not json", "invalid JSON"),
         ("[1, 2]", "expected a JSON object"),
+        ({"prompt": "Q?", "response": GOOD, "kind": "chunk"}, "field 'kind' must be"),
     ],
 )
 def test_every_rejection_names_file_line_and_reason(tmp_path: Path, row, reason: str) -> None:
@@ -143,6 +144,13 @@ def test_undecodable_bytes_rejected_with_line_rest_kept(tmp_path: Path) -> None:
     records, rejections = collect([path])
     assert len(records) == 2
     assert [(r.line, "undecodable" in r.reason) for r in rejections] == [(2, True)]
+
+
+def test_jsonl_kind_text_is_a_titled_passage_embedded_whole(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Bikes", "response": GOOD, "kind": "text"}])
+    records, rejections = collect([path])
+    assert not rejections and records[0].kind == "text"
+    assert records[0].embed_text("prompt") == f"Bikes\n{GOOD}"
 
 
 def test_valid_text_is_not_rejected() -> None:
