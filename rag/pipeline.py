@@ -5,6 +5,7 @@ same text.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from rag.answer import Answer, Source
 from rag.backends.base import Backend, BackendError, Chunk, Generation, GenerationOptions
 from rag.config import ConfigError, Settings
 from rag.consciousness import metacognition as meta
+from rag.consciousness.focus import focus
 from rag.consciousness.memory import Memory, MemoryStream, exchange_text
 from rag.consciousness.prompt import (
     base_messages,
@@ -28,6 +30,7 @@ from rag.consciousness.prompt import (
     flatten,
     memory_text,
     number_exemplars,
+    passage_text,
     render,
     render_compact,
     size,
@@ -57,6 +60,7 @@ class Prepared:
     timings: dict[str, float]
     started: float
     warnings: list[str] = field(default_factory=list)
+    preface: str = ""  # the layer's own opening words (nothing in the documents answers this), before the model's
 
 
 def budget_for(settings: Settings, backend: Any) -> tuple[int, str]:
@@ -99,6 +103,40 @@ def normalise_history(history: list[Any] | None) -> list[dict[str, str]]:
     return out
 
 
+def hit_text(h: Hit, body: str) -> str:
+    """How a retrieved record reads in the prompt: a document passage under its title, a pair as Q and A."""
+    return passage_text(h.prompt, body) if h.metadata.get("kind") == "text" else exemplar_text(h.prompt, body)
+
+
+def focus_exemplars(
+    cands: list[Candidate], question: str, vector: np.ndarray | None, embed: Callable[[str], np.ndarray] | None
+) -> None:
+    """Cut each document passage down to the sentences that answer `question` (a small model reads and copies
+    those, not the whole passage); the chosen text is kept in `meta["focus"]` for copying."""
+    many = (lambda parts: np.stack([embed(p) for p in parts])) if embed is not None and vector is not None else None
+    for c in cands:
+        if c.kind != "exemplar" or c.meta["hit"].metadata.get("kind") != "text":
+            continue  # a pair's answer answers a similar question whole; a passage holds more than the question needs
+        h = c.meta["hit"]
+        text, _ = focus(question, h.response, embed=many, query_vector=vector)
+        c.text, c.meta["focus"] = hit_text(h, text), text
+
+
+def preface(hits: list[Hit], has_corpus: bool) -> str:
+    """What the layer says before a model answers without references: that the documents do not answer it,
+    naming the closest passage, and that what follows is the model's own unverified knowledge."""
+    if hits:
+        h = hits[0]
+        where = h.metadata.get("source") or ""
+        name = where.replace("\\", "/").rsplit("/", 1)[-1]
+        title = " ".join(h.prompt.split())[:80]
+        seen = f"the closest is \u201c{title}\u201d" + (f" in {name}" if name else "") + f", similarity {h.score:.2f}"
+        lead = f"I could not find this in your documents ({seen})."
+    else:
+        lead = "I could not find this in your documents." if has_corpus else "You have no documents yet."
+    return lead + " From general knowledge, unverified: "
+
+
 def candidates(
     self_model: SelfModel,
     hits: list[Hit],
@@ -114,9 +152,7 @@ def candidates(
         out.append(
             Candidate(
                 kind="exemplar",
-                text=exemplar_text(
-                    h.prompt, shorten(h.response, exemplar_bytes, mark="") if exemplar_bytes else h.response
-                ),
+                text=hit_text(h, shorten(h.response, exemplar_bytes, mark="") if exemplar_bytes else h.response),
                 salience=h.score,
                 id=h.id,
                 truncatable=True,
@@ -208,8 +244,12 @@ def prepare(
     if kinds:
         cands = [c for c in cands if c.kind in kinds]
     compact = prompt_style(settings, backend) == "compact"
+    opening = ""
     if compact:
         cands = compact_candidates(cands, conf.low)
+        focus_exemplars(cands, question, vector, embed)
+        if not any(c.kind == "exemplar" for c in cands):  # nothing passed the gate: say so, name the closest
+            opening = preface(hits, collection is not None)
     render_fn = getattr(backend, "render", render_compact if compact else render)
     base_fn = getattr(backend, "base_messages", base_messages_compact if compact else base_messages)
     budget, unit = budget_for(settings, backend)
@@ -250,6 +290,7 @@ def prepare(
         vector=vector,
         timings={"retrieve": elapsed},
         started=started,
+        preface=opening,
     )
 
 
@@ -342,7 +383,8 @@ def options(prep: Prepared, backend: Backend, settings: Settings) -> GenerationO
     """The backend's sampling options for this question, with the retrieved answers to copy from when it copies."""
     opts = options_for(settings, backend.name, prep.confidence.low)
     if opts.copy_weight:
-        opts.copy_sources = [h.response for h in reversed(prep.hits)]  # most relevant last
+        focused = {c.meta["hit"].id: c.meta.get("focus") for c in prep.workspace.of_kind("exemplar")}
+        opts.copy_sources = [focused.get(h.id) or h.response for h in reversed(prep.hits)]  # most relevant last
     return opts
 
 
@@ -372,6 +414,8 @@ def run(
     t = time.perf_counter()
     gen = abstention(prep, backend, settings) or backend.generate(prep.messages, opts)
     ms = (time.perf_counter() - t) * 1000
+    if gen.done_reason != "abstain":
+        cleaner.feed(prep.preface)
     cleaner.feed(gen.text)
     cleaner.finish(gen.done_reason)
     return finish(
@@ -423,7 +467,7 @@ class AnswerStream:
         chunks = (
             [Chunk(gen.text), Chunk("", done=True, generation=gen)]
             if gen
-            else self.backend.stream(self.prep.messages, opts)
+            else itertools.chain([Chunk(self.prep.preface)], self.backend.stream(self.prep.messages, opts))
         )
         for chunk in chunks:
             piece = cleaner.feed(chunk.text)

@@ -460,23 +460,3 @@ def test_exemplars_fall_back_to_the_filter_when_heldout_records_crowd_the_top(ma
     slow = query_vector(col, v, k=4, where={"split": {"$ne": "heldout"}}, mmr=True, fetch_k=4, mmr_lambda=1.0)
     assert [h.id for h in fast] == [h.id for h in slow] and len(fast) == 4
     assert {h.prompt for h in fast} == set(others)
-
-
-def test_compact_candidates_keep_one_close_exemplar_and_none_when_weak():
-    """The compact style ([mlx] prompt_style) keeps the most salient exemplar that is similar enough, drops
-    every exemplar when confidence is low, and keeps the identity fact, memories and turns."""
-    from rag.consciousness.prompt import COMPACT_MIN_SIMILARITY, compact_candidates
-
-    def ex(i: str, sim: float) -> Candidate:
-        return Candidate(kind="exemplar", text=i, salience=sim, id=i, meta={"scores": {"similarity": sim}})
-
-    others = [
-        Candidate(kind="self", text="You are X.", salience=1.0, id="identity", pinned=True),
-        Candidate(kind="self", text="You value: y.", salience=1.0, id="value", pinned=True),
-        Candidate(kind="memory", text="m", salience=0.5, id="m1"),
-    ]
-    close, closer, far = ex("a", COMPACT_MIN_SIMILARITY + 0.1), ex("b", 0.95), ex("c", COMPACT_MIN_SIMILARITY - 0.05)
-    kept = compact_candidates([*others, close, closer, far], low_confidence=False)
-    assert [c.id for c in kept] == ["identity", "m1", "b"]
-    assert [c.id for c in compact_candidates([*others, far], low_confidence=False)] == ["identity", "m1"]
-    assert [c.id for c in compact_candidates([*others, closer], low_confidence=True)] == ["identity", "m1"]

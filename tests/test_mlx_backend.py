@@ -242,9 +242,10 @@ def test_bad_model_arguments_are_clear(tmp_path):
 
 
 def test_compact_style_quotes_one_exemplar_and_none_off_corpus(make_assistant):
-    """A small model reads one retrieved answer, quoted in the user message (never the system message) and
-    the only one it copies from; when the evidence is weak it reads none, so nothing drags it off topic."""
-    from rag.consciousness.prompt import COMPACT_INSTRUCTIONS
+    """A small model reads one retrieved answer, quoted in the user message under the instructions (the system
+    message is one plain line) and the only one it copies from; when the evidence is weak it reads none, so
+    nothing drags it off topic, and the answer says the documents do not cover it."""
+    from rag.consciousness.prompt import COMPACT_INSTRUCTIONS, COMPACT_SYSTEM
 
     mlx = {"max_tokens": 8, "prompt_style": "compact", "copy_weight": 0.3}
     compact = make_assistant(backend="mlx", mlx=mlx)
@@ -253,15 +254,16 @@ def test_compact_style_quotes_one_exemplar_and_none_off_corpus(make_assistant):
     a = compact.ask(question, use_memory=False, show_prompt=True)
     b = full.ask(question, use_memory=False, show_prompt=True)
     system, user = a.messages[0]["content"], a.messages[-1]["content"]
-    assert a.messages[0]["role"] == "system" and COMPACT_INSTRUCTIONS in system
+    assert a.messages[0]["role"] == "system" and system == COMPACT_SYSTEM
     assert len(system) < len(b.messages[0]["content"])
     assert user.count("<exemplar ") == 1 and len(a.sources) == 1 and len(b.sources) > 1
     assert a.sources[0].prompt in user and a.sources[0].prompt not in system
     assert a.sources[0].id == compact.search(question, 4)[0].id  # the best retrieved exemplar is the one kept
-    assert user.endswith("</reference>\n\n" + question)
+    assert user.endswith("</reference>\n\n" + COMPACT_INSTRUCTIONS + "\n\nQuestion: " + question)
     off = compact.ask("Who painted the ceiling of the Sistine Chapel?", use_memory=False, show_prompt=True)
     assert off.low_confidence and not off.sources
     assert "<reference>" not in off.messages[-1]["content"]
+    assert off.answer.startswith("I could not find this in your documents")
 
 
 def test_unknown_prompt_style_is_a_clear_error(make_assistant):
