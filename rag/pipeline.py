@@ -247,9 +247,10 @@ def prepare(
     opening = ""
     if compact:
         cands = compact_candidates(cands, conf.low)
-        focus_exemplars(cands, question, vector, embed)
         if not any(c.kind == "exemplar" for c in cands):  # nothing passed the gate: say so, name the closest
             opening = preface(hits, collection is not None)
+    if compact or getattr(backend, "retells_only", False):  # a model that copies copies what answers
+        focus_exemplars(cands, question, vector, embed)
     render_fn = getattr(backend, "render", render_compact if compact else render)
     base_fn = getattr(backend, "base_messages", base_messages_compact if compact else base_messages)
     budget, unit = budget_for(settings, backend)
