@@ -13,7 +13,7 @@ import pytest
 
 from index.errors import UsageError
 from rag.consciousness.memory import MemoryStream
-from rag.consciousness.session_names import collection_name, legacy_name, sessions
+from rag.consciousness.session_names import SessionNameError, collection_name, legacy_name, sessions
 from rag.serve import ServeOptions, start_in_thread
 from rag.serve.options import options_from
 
@@ -49,6 +49,12 @@ def test_a_session_named_like_anothers_hash_reads_nothing_of_it(make_assistant) 
     fresh = MemoryStream(a.client, victim, a.embedder)
     assert fresh.count() == 1 and fresh.clear() == 1 and legacy_name(victim) not in sessions(a.client)
     assert a.memory(squatter).count() == 1
+    # A collection that holds another session under this session's new name is never written into.
+    a.client.get_collection(collection_name(squatter), embedding_function=None).modify(name=collection_name("x"))
+    a._memories.clear()
+    assert a.memory("x").list() == []
+    with pytest.raises(SessionNameError, match="belongs to session"):
+        a.memory("x").add("mine?", kind="note")
 
 
 @pytest.fixture
