@@ -155,6 +155,9 @@ class ServeSettings:
     max_body_bytes: int = 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
+    # "prefix=KEY" entries: each key sees only the sessions it names, stored as `prefix/name` (keep this file
+    # private, or give them as SHVAYAMBHU_SERVE_API_KEYS="alice=K1;bob=K2"). --api-key sees every session.
+    api_keys: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -31,6 +31,12 @@ _LEAKED = re.compile(
     r"|<\|[A-Za-z0-9_]{1,32}\|>|</?s>|\[/INST\]|<</SYS>>|<(?:SEP|sep|EOS|eos|BOS|bos|pad|PAD|eot|EOT)>"
     r"|<end_of_turn>|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]"
 )
+# Our own prompt markup (rag.consciousness.prompt): the reference block and its exemplar/memory/reflection blocks.
+_MARKUP = re.compile(r"<\s*(/?)\s*(reference|exemplar|memory|reflection)\b[^<>\n]{0,80}>", re.I)
+# A memory as the prompt shows it (rag.consciousness.memory.exchange_text, prompt.memory_text): a reproduced one.
+_MEMORY_ECHO = re.compile(r"^\s*(?:\(\s*(?:just now|\d+ \w+ ago)\s*\)\s*)?(?:the user said|i answered)\s*:", re.I)
+# The zero-width space rag.backends.ollama.as_text puts into special-token spellings, should a model echo one.
+_BROKEN = re.compile("(?<=[<|\\[\uff5c])\u200b")
 # A role label at the very start of the answer.
 _LEADING_ROLE = re.compile(r"^\s*(?:\*\*)?(?:assistant|ai|answer|a|response|bot|shvayambhu)(?:\*\*)?\s*:\s*", re.I)
 _SEPARATOR_LINE = re.compile(r"^\s*(?:#{3,}|={3,}|-{3,}\s*end\b.*|<{3,}|>{3,}|\|{3,})\s*$", re.I)
@@ -58,6 +64,7 @@ class Cleaner:
     _emitted: bool = False
     _stopped: bool = False
     _fence: bool = False
+    _skip: str = ""  # inside a reproduced block of our markup: its kind, until it closes
     _seen: set[str] = field(default_factory=set)
     _last: str = ""
     used: list[int] = field(default_factory=list)  # original source numbers, in order of first citation
@@ -124,6 +131,7 @@ class Cleaner:
             if content.lstrip().startswith("```"):
                 self._fence = False
             return self._emit(content, trailer, verbatim=True)
+        stripped = self._unquote(_BROKEN.sub("", stripped))
         m = _TURN_TOKEN.search(stripped)
         if m:
             stripped, self._stopped = stripped[: m.start()], True
@@ -132,7 +140,7 @@ class Cleaner:
             content = _LEADING_ROLE.sub("", content).lstrip()
             if self.name:
                 content = re.sub(rf"^\s*{re.escape(self.name)}\s*:\s*", "", content, flags=re.I)
-        if _TURN_START.match(content):
+        if _TURN_START.match(content) or _MEMORY_ECHO.match(content):
             if self._emitted:  # the model goes on to write the user's next turn
                 self._stopped = True
                 return ""
@@ -150,6 +158,29 @@ class Cleaner:
             self._fence = True
         content = _CITATION.sub(self._cite, content)
         return self._emit(content, trailer, verbatim=False)
+
+    def _unquote(self, text: str) -> str:
+        """`text` without our prompt markup. A block the answer opens with (the model reproducing its reference
+        material) is skipped to its end; any other tag of ours, or a closing one, means the rest is reproduced
+        prompt: the answer stops there, without the quoted text before a closing tag."""
+        out = ""
+        while text and not self._stopped:
+            if self._skip:
+                end = re.search(rf"<\s*/\s*{self._skip}\s*>", text, re.I)
+                if end is None:
+                    return out
+                text, self._skip = text[end.end() :], ""
+                continue
+            m = _MARKUP.search(text)
+            if m is None:
+                return out + text
+            before = text[: m.start()]
+            if not m.group(1) and not self._emitted and not (out + before).strip():
+                self._skip, text = m.group(2).lower(), text[m.end() :]
+                continue
+            self._stopped = True
+            return out + (before if not m.group(1) else "")
+        return out
 
     def _emit(self, content: str, trailer: str, verbatim: bool) -> str:
         sep = ""

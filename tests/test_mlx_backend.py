@@ -159,7 +159,7 @@ def test_tokenizer_round_trips_and_matches_transformers(backend, hf_tokenizer):
 def test_special_tokens_and_chat_template(backend, hf_tokenizer):
     tok = backend.tokenizer
     vocab = tok.tokenizer.get_vocab()
-    ids = tok.encode("<|im_start|>user\nhi<|im_end|>\n")
+    ids = tok.encode("<|im_start|>user\nhi<|im_end|>\n", special=True)
     assert ids[0] == vocab["<|im_start|>"] == 1 and vocab["<|im_end|>"] in ids
     assert tok.decode(ids) == "user\nhi\n"
     assert vocab["<|im_end|>"] in tok.eos_ids

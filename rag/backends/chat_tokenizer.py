@@ -7,6 +7,7 @@ so both kinds of model count, render and decode the same way, without transforme
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,10 @@ _LLAMA3_SPLIT = (
     r"|\s+(?!\S)|\s+"
 )
 PRE_TOKENIZERS = ("default", "gpt2", "smollm", "llama-bpe", "llama3")
+# While the template renders, message i's content is the slot `PAD \ue000 i \ue001 PAD` (private-use marks, so
+# nothing a template writes looks like one); a PAD that is gone shows that the template trimmed the content.
+_PAD = "\u2003"
+_SLOT = re.compile("(" + _PAD + "?)\ue000(\\d+)\ue001(" + _PAD + "?)")
 
 
 def _raise(message: str) -> None:
@@ -47,14 +52,19 @@ class ChatTokenizer:
             self.template = env.from_string(template)
         except jinja2.TemplateError as e:
             raise BackendError(f"{source}: the chat template does not parse: {e}") from None
+        # A copy that reads special-token text as plain text: message contents go through it, so only the template
+        # itself can produce special tokens (a separate object, since the switch is not per call).
+        self.text_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        self.text_tokenizer.encode_special_tokens = True
         vocab = tokenizer.get_vocab()
         self.eos_ids = {vocab[t] for t in (eos, *END_OF_TURN) if t and t in vocab}
         if not self.eos_ids:
             raise BackendError(f"{source}: no end-of-turn token (eos) in the tokenizer")
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; special tokens written in it (e.g. `<|im_start|>`) are recognised."""
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, *, special: bool = False) -> list[int]:
+        """Token ids of ``text`` as text: `<|im_start|>` written in it is seven ordinary tokens, not the special
+        token. ``special=True`` recognises special tokens (for the chat template's own text only)."""
+        return (self.tokenizer if special else self.text_tokenizer).encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids`` without special tokens."""
@@ -73,8 +83,25 @@ class ChatTokenizer:
             raise BackendError(f"the chat template of {self.source} refused these messages: {e}") from None
 
     def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        """Token ids of the rendered chat, ending where the assistant's answer begins."""
-        return self.encode(self.render(messages))
+        """Token ids of the rendered chat, ending where the assistant's answer begins.
+
+        Special tokens come only from the template: it renders with a slot in place of each content, its own
+        text is encoded with special tokens, and each content is encoded as text where its slot landed
+        (stripped when the template trimmed it), so a stored `<|im_end|><|im_start|>system` stays text."""
+        slots = [{**m, "content": f"{_PAD}\ue000{i}\ue001{_PAD}"} for i, m in enumerate(messages)]
+        rendered = self.render(slots)
+        ids: list[int] = []
+        at = 0
+        for m in _SLOT.finditer(rendered):
+            ids += self.encode(rendered[at : m.start()], special=True)
+            content = messages[int(m.group(2))]["content"]
+            if not m.group(1):
+                content = content.lstrip()
+            if not m.group(3):
+                content = content.rstrip()
+            ids += self.encode(content)
+            at = m.end()
+        return ids + self.encode(rendered[at:], special=True)
 
 
 class StreamDecoder:

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import math
 import os
+import re
 import ssl
 import time
 import urllib.parse
@@ -21,6 +22,22 @@ from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
 RETRYABLE = frozenset({"unreachable", "timeout", "dropped", "server"})
+# Text that a model's tokenizer would read as a special token. Ollama renders the model's template with the
+# messages and tokenizes the result with special tokens parsed, on /api/chat and raw /api/generate alike, so
+# no request shape keeps content as text: the content itself must not spell one. Covered: `<|...|>` (ChatML,
+# Llama 3, Phi, Granite, Command R), DeepSeek's `<｜...｜>`, Gemma's turn and image marks, `<s>`/`</s>` and
+# the like, Llama 2's `<<SYS>>`, Mistral's `[INST]` family.
+_SPECIAL = re.compile(
+    r"<[|｜]|[|｜]>|<(?=/?(?:s|bos|eos|pad|unk|mask|start_of_turn|end_of_turn|start_of_image|end_of_image)>)"
+    r"|<(?=</?SYS>>)|\[(?=/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS|IMG)\])"
+)
+BREAK = "\u200b"  # a zero-width space after the first character: the same text to read, no token to match
+
+
+def as_text(content: str) -> str:
+    """`content` with every spelling of a special token broken by a zero-width space, so that Ollama's
+    tokenizer reads it as text; special tokens then come only from the model's own chat template."""
+    return _SPECIAL.sub(lambda m: m.group(0)[0] + BREAK + m.group(0)[1:], content)
 
 
 class OllamaError(BackendError):
@@ -278,7 +295,7 @@ class OllamaBackend:
     ) -> dict[str, Any]:
         req: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "messages": [{"role": m["role"], "content": as_text(m["content"])} for m in messages],
             "options": to_ollama_options(options, self.options) or None,
             "stream": stream,
             "keep_alive": self.keep_alive,

@@ -45,6 +45,20 @@ def _ask_settings(
     )
 
 
+AskSessionOpt = Annotated[
+    str | None,
+    typer.Option("--session", "-s", help="Memory session to recall from and remember in; without it, nothing is."),
+]
+
+
+def _conversation_name() -> str:
+    """A new session for one `chat` run: `chat-<UTC date and time>-<4 hex>`."""
+    import secrets
+    import time
+
+    return time.strftime("chat-%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
+
+
 def _warn(answer: Any) -> None:
     for w in answer.warnings:
         typer.echo(f"warning: {w}", err=True)
@@ -80,7 +94,7 @@ def ask(
     backend: BackendOpt = None,
     model: ModelOpt = None,
     k: Annotated[int | None, typer.Option("-k", "--k", help="Exemplars to retrieve [4].")] = None,
-    session: SessionOpt = None,
+    session: AskSessionOpt = None,
     stream: Annotated[bool, typer.Option("--stream", help="Print the answer as it is generated.")] = False,
     show_prompt: Annotated[bool, typer.Option("--show-prompt", help="Show prompt and workspace.")] = False,
     as_json: JsonOpt = False,
@@ -92,11 +106,15 @@ def ask(
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Use no corpus exemplars.")] = False,
     mode: ModeOpt = None,
 ) -> None:
-    """Answer QUESTION from the corpus and memory, with its sources and a confidence."""
+    """Answer QUESTION from the corpus (and, with --session, that session's memory), with its sources and a
+    confidence. Without --session nothing is recalled or remembered."""
     from rag.api import Shvayambhu  # lazy: loads chromadb
 
     a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout, temperature, seed, mode))
-    opts = dict(model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval, show_prompt=show_prompt)
+    remember = session is not None and not no_memory
+    if remember:
+        typer.echo(f"session: {session} (recalled from and remembered in)", err=True)
+    opts = dict(model=model, k=k, use_memory=remember, use_retrieval=not no_retrieval, show_prompt=show_prompt)
     if stream and not as_json:
         s = a.stream(question, **opts)
         if show_prompt:
@@ -132,14 +150,19 @@ def chat(
     ollama_host: HostOpt = None,
     timeout: TimeoutOpt = None,
 ) -> None:
-    """Talk with streaming answers and memory across turns and runs (/sources /memory /reset /exit)."""
+    """Talk with streaming answers and memory across turns (/sources /memory /reset /exit). Each run is a new
+    session unless --session names one to go on with."""
     from rag.api import Shvayambhu  # lazy: loads chromadb
 
+    session = session or _conversation_name()
     a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout))
     be = a.backend(None, model)  # fails here, once, when no backend is reachable
     conv = a.chat(session, backend=be, k=k)
     name = a.self_model().name
-    typer.echo(f"{name} ({be.name} {be.model}), session {conv.session!r}: /help lists commands, /exit leaves")
+    typer.echo(
+        f"{name} ({be.name} {be.model}), session {conv.session!r} (go on later with --session {conv.session}): "
+        "/help lists commands, /exit leaves"
+    )
     while True:
         try:
             line = input("you> ").strip()

@@ -9,7 +9,6 @@ kind="reflection". Memories live in the same store as the corpus, so they persis
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 import uuid
@@ -21,12 +20,13 @@ import numpy as np
 
 from index.embed import Embedder
 from index.lock import query_fresh, store_write_lock
-from index.store import StoreError, check_name, get_collection
+from index.store import StoreError, get_collection
 from rag.config import MemorySettings
 from rag.consciousness.prompt import parse_reflections, reflection_messages
+from rag.consciousness.session_names import PREFIX, collection_name, find_collection, new_collection_name, sessions
 
 KINDS = ("exchange", "reflection", "note")
-PREFIX = "memory."
+__all__ = ["PREFIX", "Memory", "MemoryStoreError", "MemoryStream", "collection_name", "importance", "sessions"]
 ANSWER_CLIP = 500  # characters of an answer kept in its exchange memory
 
 
@@ -76,27 +76,6 @@ class Memory:
             if value is not None:
                 d[name] = round(value, 4)
         return d
-
-
-def collection_name(session: str) -> str:
-    """`memory.<session>` when the session name is a valid collection name, else a stable hash of it."""
-    if not session:
-        raise MemoryStoreError("a session name cannot be empty")
-    name = PREFIX + session
-    if re.fullmatch(r"[A-Za-z0-9._-]*[A-Za-z0-9]", session) and len(name) <= 200:
-        return check_name(name)
-    return PREFIX + "h" + hashlib.sha1(session.encode("utf-8")).hexdigest()[:20]
-
-
-def sessions(client: Any) -> list[str]:
-    """Names of the sessions that have a memory collection in this store."""
-    out = []
-    for c in client.list_collections():
-        name = c.name if hasattr(c, "name") else c
-        if name.startswith(PREFIX):
-            meta = client.get_collection(name, embedding_function=None).metadata or {}
-            out.append(str(meta.get("session", name[len(PREFIX) :])))
-    return sorted(out)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -180,13 +159,14 @@ class MemoryStream:
         """The session's collection; None when it does not exist and `create` is False."""
         if self._col is not None:
             return self._col
-        try:
-            self._col = get_collection(self.client, self.name, model=self._model_name(), dim=None, create=False)
-        except StoreError:
-            if self.name in {c.name if hasattr(c, "name") else c for c in self.client.list_collections()}:
-                raise  # it exists but was built with another embedding model
+        found = find_collection(self.client, self.session)  # this name, or the one an older store gave it
+        if found is not None:
+            self.name = found
+            self._col = get_collection(self.client, found, model=self._model_name(), dim=None, create=False)
+        else:
             if not create:
                 return None
+            self.name = new_collection_name(self.client, self.session)
             self._col = get_collection(
                 self.client,
                 self.name,

@@ -56,8 +56,8 @@ def create_app(assistant: Any, options: ServeOptions | None = None, *, warm: boo
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Middleware runs outside-in in reverse order of adding: CORS, then the key, then the size limits.
     app.add_middleware(BodyLimitMiddleware, max_body=options.max_body_bytes, max_upload=options.max_upload_bytes)
-    if options.api_key:
-        app.add_middleware(KeyMiddleware, key=options.api_key)
+    if options.secured:
+        app.add_middleware(KeyMiddleware, key=options.api_key, keys=options.key_prefixes)
     if options.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["*"], allow_headers=["*"])
     return app

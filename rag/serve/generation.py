@@ -17,13 +17,13 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from rag.consciousness.session_names import KEY_SEPARATOR, SessionNameError, check_session
 from rag.serve.errors import ApiError
 from rag.serve.limits import too_large
 from rag.serve.queue import ModelQueue
 
 MODEL = "shvayambhu"
 NAMED_BACKENDS = ("mlx", "blt")
-MAX_SESSION_CHARS = 128
 _END = object()
 
 
@@ -102,13 +102,28 @@ def check_question(question: str, limit: int) -> str:
     return question
 
 
-def session_of(header: str | None, user: Any, default: str) -> str:
-    """The memory stream: the X-Shvayambhu-Session header, else OpenAI's `user`, else the configured one."""
-    s = header or (user if isinstance(user, str) else "") or default
-    s = s.strip()
-    if not s or len(s) > MAX_SESSION_CHARS or not s.isprintable():
-        raise ApiError(400, f"session: 1-{MAX_SESSION_CHARS} printable characters, got {s[:40]!r}", param="user")
-    return s
+def session_of(header: str | None, user: Any, prefix: str | None = None) -> str | None:
+    """The memory session a request names: the X-Shvayambhu-Session header, else OpenAI's `user`; None when it
+    names none (it then reads and writes no memory: no client shares another's by default). Under an API key
+    with a session prefix ([serve] api_keys) the session is `prefix/name`, which no other key can name."""
+    s = header or (user if isinstance(user, str) else "")
+    if not s:
+        return None
+    try:
+        s = check_session(s)
+    except SessionNameError as e:
+        raise ApiError(400, str(e), param="user") from None
+    return f"{prefix}{KEY_SEPARATOR}{s}" if prefix else s
+
+
+def key_prefix(request: Any) -> str | None:
+    """The session prefix of the API key the request came with (None: no key, or a key that sees every session)."""
+    return getattr(request.state, "session_prefix", None)
+
+
+def request_session(request: Any, user: Any = None) -> str | None:
+    """`session_of` for a request: its header, `user`, and its key's prefix."""
+    return session_of(request.headers.get("x-shvayambhu-session"), user, key_prefix(request))
 
 
 # name -> (type, low, high) of the sampling options a request may set (GenerationOptions' names).
@@ -251,11 +266,11 @@ class Engine:
         target: Target,
         question: str,
         history: list[dict[str, str]],
-        session: str,
+        session: str | None,
         options: dict[str, Any] | None = None,
     ) -> Job:
         """Resolve the backend, refuse when its queue is full, then retrieve and build the prompt.
-        `options`: sampling options of this request only (see `sampling`)."""
+        `options`: sampling options of this request only (see `sampling`); `session` None: no memory."""
         backend = await anyio.to_thread.run_sync(self._backend, target)
         key = f"{backend.name}/{backend.model}"
         self.queue.check(key)
@@ -263,7 +278,9 @@ class Engine:
             backend = WithOptions(backend, options)
 
         def begin() -> Any:
-            return self.assistant.stream(question, backend=backend, session=session, history=history)
+            return self.assistant.stream(
+                question, backend=backend, session=session, history=history, use_memory=session is not None
+            )
 
         return Job(self, await anyio.to_thread.run_sync(begin), key)
 

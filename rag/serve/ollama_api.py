@@ -28,8 +28,8 @@ from rag.serve.generation import (
     model_names,
     parse_model,
     report,
+    request_session,
     sampling,
-    session_of,
     split_messages,
 )
 from rag.serve.openai_api import check_texts, json_body
@@ -75,8 +75,7 @@ async def answer_request(request: Request, chat: bool) -> Any:
             return final(target.name, chat, "load", "", time.perf_counter_ns())
         question, history = prompt, []
     check_question(question, request.app.state.options.max_question_bytes)
-    settings = request.app.state.engine.assistant.settings
-    session = session_of(request.headers.get("x-shvayambhu-session"), None, settings.session)
+    session = request_session(request)
     started = time.perf_counter_ns()
     job = await request.app.state.engine.start(target, question, history, session, ollama_options(body))
     if body.get("stream", True) is not False:

@@ -24,8 +24,8 @@ from rag.serve.generation import (
     model_names,
     parse_model,
     report,
+    request_session,
     sampling,
-    session_of,
     split_messages,
 )
 
@@ -64,8 +64,7 @@ async def chat_completions(request: Request) -> Any:
     target = parse_model(body.get("model"))
     question, history = split_messages(body.get("messages"))
     check_question(question, request.app.state.options.max_question_bytes)
-    settings = request.app.state.engine.assistant.settings
-    session = session_of(request.headers.get("x-shvayambhu-session"), body.get("user"), settings.session)
+    session = request_session(request, body.get("user"))
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     names = ("temperature", "top_p", "seed", "stop")
     options = sampling({"max_tokens": limit, **{n: body.get(n) for n in names}}, "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -28,6 +29,8 @@ class ServeOptions:
     retry_after: int = 5  # seconds, in the 503's Retry-After
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
     max_k: int = 100  # the most hits /v1/search returns
+    api_keys: list[str] = field(default_factory=list, repr=False)  # "prefix=KEY": sees only sessions `prefix/...`
+    key_prefixes: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # key -> prefix
 
     def __post_init__(self) -> None:
         for name in ("max_question_bytes", "max_body_bytes", "max_upload_bytes", "queue_depth", "max_k"):
@@ -35,6 +38,28 @@ class ServeOptions:
                 raise UsageError(f"serve option {name} must be at least 1, not {getattr(self, name)}")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port must be 0-65535, not {self.port}")
+        self.key_prefixes = parse_api_keys(self.api_keys)
+
+    @property
+    def secured(self) -> bool:
+        """True when a key is asked for (the admin key or any of [serve] api_keys)."""
+        return bool(self.api_key or self.api_keys)
+
+
+def parse_api_keys(entries: list[str]) -> dict[str, str]:
+    """`[serve] api_keys` entries `prefix=KEY` as key -> prefix; UsageError naming a bad entry."""
+    out: dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        prefix, sep, key = entry.partition("=")
+        prefix, key = prefix.strip(), key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9._-]{1,32}", prefix) or not key:
+            raise UsageError(
+                f"[serve] api_keys[{i}]: write `prefix=KEY` (prefix 1-32 of A-Z a-z 0-9 . _ -, KEY not empty)"
+            )
+        if key in out or prefix in out.values():
+            raise UsageError(f"[serve] api_keys[{i}]: prefix {prefix!r} or its key is given twice")
+        out[key] = prefix
+    return out
 
 
 def options_from(section: Any | None) -> ServeOptions:
@@ -64,7 +89,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind(host: str, api_key: str | None) -> None:
+def check_bind(host: str, api_key: str | bool | None) -> None:
     """Refuse to listen beyond loopback without a key."""
     if not is_loopback(host) and not api_key:
         raise UsageError(

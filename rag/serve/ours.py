@@ -13,8 +13,9 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request
 
+from rag.consciousness.session_names import KEY_SEPARATOR
 from rag.serve.errors import ApiError
-from rag.serve.generation import session_of
+from rag.serve.generation import key_prefix, session_of
 from rag.serve.openai_api import json_body
 
 router = APIRouter()
@@ -134,14 +135,27 @@ async def ingest(request: Request) -> dict[str, Any]:
 
 
 def _session(session: str, request: Request) -> str:
-    return session_of(session, None, request.app.state.engine.assistant.settings.session)
+    """The memory session a URL names, by the rule the header and `user` follow (and the key's prefix)."""
+    name = session_of(session, None, key_prefix(request))
+    if name is None:
+        raise ApiError(400, "session: name one in the URL", param="session")
+    return name
+
+
+def _shown(session: str, request: Request) -> str:
+    """A session as its client names it: without its key's prefix."""
+    prefix = key_prefix(request)
+    return session[len(prefix) + len(KEY_SEPARATOR) :] if prefix else session
 
 
 @router.get("/v1/sessions")
 async def sessions(request: Request) -> dict[str, Any]:
-    """Sessions that have memories, for the page's session picker."""
+    """Sessions that have memories, for the page's session picker; under a prefixed key only its own."""
     assistant = request.app.state.engine.assistant
     names = await anyio.to_thread.run_sync(lambda: assistant.sessions())
+    prefix = key_prefix(request)
+    if prefix:
+        names = [_shown(n, request) for n in names if n.startswith(prefix + KEY_SEPARATOR)]
     return {"sessions": names, "default": assistant.settings.session}
 
 
@@ -149,23 +163,28 @@ async def sessions(request: Request) -> dict[str, Any]:
 async def memories(session: str, request: Request, limit: int = 100, kind: str | None = None) -> dict[str, Any]:
     memory = request.app.state.engine.assistant.memory(_session(session, request))
     mems = await anyio.to_thread.run_sync(lambda: memory.list(kind=kind, limit=max(1, min(limit, 1000))))
-    return {"session": memory.session, "memories": [m.to_dict() for m in reversed(mems)]}
+    out = [{**m.to_dict(), "session": _shown(m.session, request)} for m in reversed(mems)]
+    return {"session": _shown(memory.session, request), "memories": out}
 
 
 @router.delete("/v1/sessions/{session}/memories")
 async def clear_memories(session: str, request: Request) -> dict[str, Any]:
-    """Forget the memories named in `?ids=a,b` (ids or unique prefixes), or all of the session's."""
+    """Forget the memories named in `?ids=a,b` (ids or unique prefixes; an empty list forgets nothing), or without
+    `ids` all of the session's."""
     memory = request.app.state.engine.assistant.memory(_session(session, request))
-    ids = [i for i in request.query_params.get("ids", "").split(",") if i]
-    n = await anyio.to_thread.run_sync(lambda: memory.forget(ids) if ids else memory.clear())
-    return {"session": memory.session, "deleted": n}
+    if "ids" in request.query_params:
+        ids = [i.strip() for i in request.query_params["ids"].split(",") if i.strip()]
+        n = await anyio.to_thread.run_sync(lambda: memory.forget(ids) if ids else 0)
+    else:
+        n = await anyio.to_thread.run_sync(memory.clear)
+    return {"session": _shown(memory.session, request), "deleted": n}
 
 
 @router.delete("/v1/sessions/{session}/memories/{memory_id}")
 async def forget_memory(session: str, memory_id: str, request: Request) -> dict[str, Any]:
     memory = request.app.state.engine.assistant.memory(_session(session, request))
     n = await anyio.to_thread.run_sync(lambda: memory.forget([memory_id]))
-    return {"session": memory.session, "deleted": n}
+    return {"session": _shown(memory.session, request), "deleted": n}
 
 
 @router.get("/v1/status")
@@ -180,7 +199,7 @@ async def status(request: Request) -> dict[str, Any]:
     server = {
         "queue": state.engine.queue.snapshot(),
         "queue_depth": opts.queue_depth,
-        "auth": opts.api_key is not None,
+        "auth": opts.secured,
         "limits": {
             "question_bytes": opts.max_question_bytes,
             "body_bytes": opts.max_body_bytes,

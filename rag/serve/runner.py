@@ -33,7 +33,7 @@ def run(
 
     key = key_from_env(api_key)
     opts = replace(options or ServeOptions(), host=host, port=port, api_key=key)
-    check_bind(host, key)
+    check_bind(host, key or opts.secured)
     uvicorn.run(build(settings, opts), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
 
@@ -66,7 +66,7 @@ def start_in_thread(assistant: Any, options: ServeOptions | None = None, host: s
     from rag.serve.app import create_app
 
     opts = options or ServeOptions()
-    check_bind(host, opts.api_key)
+    check_bind(host, opts.secured)
     app = create_app(assistant, opts)
     config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
