@@ -144,6 +144,9 @@ def answers(
     backends: Annotated[
         str, typer.Option(help="Generators to compare, comma-separated: mlx, blt, ollama (skipped when not running).")
     ] = "mlx,blt,ollama",
+    configs: Annotated[
+        str, typer.Option(help="Configurations per backend: ours, naive, noret (the top passage always runs).")
+    ] = "ours,naive,noret",
     limit: Annotated[int | None, typer.Option(help="At most N questions of each kind (a stable sample).")] = None,
     held_back: Annotated[float, typer.Option(help="Share of articles held back as out-of-corpus.")] = 0.25,
     seed: Annotated[int, typer.Option(help="Seed of the held-back split.")] = 0,
@@ -158,13 +161,13 @@ def answers(
 ) -> None:
     """Answers end to end in a throwaway store: ours per backend beside no retrieval, a naive LangChain RAG chain
     and the top passage; EM, F1, abstention, AUROC, ECE, faithfulness."""
-    from rag.eval.answers import AnswersError, parse_backends, run_answers  # lazy: loads only when it runs
+    from rag.eval.answers import AnswersError, parse_backends, parse_kinds, run_answers  # lazy: loads only when it runs
     from rag.eval.answers_report import markdown_table
     from rag.eval.squad import load_questions
 
     if limit is not None and limit < 1:
         raise typer.BadParameter("must be 1 or more", param_hint="--limit")
-    names = parse_backends(backends)
+    names, kinds = parse_backends(backends), parse_kinds(configs)
     calibrate = None
     if fit_calibration:
         calibrate = assistant()
@@ -179,6 +182,7 @@ def answers(
         qset,
         settings(),
         backends=names,
+        kinds=kinds,
         limit=limit,
         out=out,
         progress=progress,

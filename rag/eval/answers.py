@@ -57,12 +57,25 @@ class Config:
     backend: str | None = None
 
 
-def configurations(backends: Sequence[str]) -> list[Config]:
-    """The top-passage baseline, then for each backend: ours, the naive chain, no retrieval."""
+CONFIG_KINDS = ("top", "ours", "naive", "noret")
+
+
+def configurations(backends: Sequence[str], kinds: Sequence[str] = CONFIG_KINDS) -> list[Config]:
+    """The top-passage baseline (always), then for each backend: ours, the naive chain, no retrieval (those of
+    `kinds`)."""
     out = [Config("top-passage", "top")]
     for b in backends:
-        out += [Config(f"ours-{b}", "ours", b), Config(f"naive-{b}", "naive", b), Config(f"noret-{b}", "noret", b)]
+        out += [Config(f"{k}-{b}", k, b) for k in ("ours", "naive", "noret") if k in kinds]
     return out
+
+
+def parse_kinds(text: str) -> list[str]:
+    """`"ours,naive"` -> the configuration kinds to run (the top passage runs whatever is asked)."""
+    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in CONFIG_KINDS]
+    if bad:
+        raise AnswersError(f"--configs: unknown configuration {bad[0]!r}; use any of {', '.join(CONFIG_KINDS)}")
+    return kinds
 
 
 def parse_backends(text: str) -> list[str]:
@@ -190,6 +203,7 @@ def summarize(rows: list[dict[str, Any]], names: Sequence[str], *, resamples: in
 
         for key in ("em", "f1", "contains", "citation_precision"):
             m[key] = ci([r["metrics"][key] for r in ans])
+        m["f1_answered"] = ci([r["metrics"]["f1"] for r in ans if not r["metrics"]["abstained"]])
         m["false_abstention"] = ci([float(r["metrics"]["abstained"]) for r in ans])
         for kind in (OUT_OF_CORPUS, ADVERSARIAL):
             m[f"abstain_{kind}"] = ci([float(r["metrics"]["abstained"]) for r in mine if r["kind"] == kind])
@@ -266,6 +280,7 @@ def run_answers(
     settings: Any,
     *,
     backends: Sequence[str] = ("mlx", "blt"),
+    kinds: Sequence[str] = CONFIG_KINDS,
     limit: int | None = None,
     out: Path | None = None,
     progress: Callable[[str], None] | None = None,
@@ -285,7 +300,7 @@ def run_answers(
         summary = ingest_documents(a, qset, Path(tmp))
         usable, notes = available(a, backends)
         notes += [f"paragraph not ingested: {r.reason}" for r in summary.rejections]
-        configs = configurations(usable)
+        configs = configurations(usable, kinds)
         for cfg in configs:
             fn = answerer(a, cfg)
             for i, q in enumerate(questions, 1):
