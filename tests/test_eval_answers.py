@@ -325,3 +325,13 @@ def test_bad_backend_and_missing_fit_calibration_are_one_line_errors(run_cli, mo
     monkeypatch.delattr(rag.api.Shvayambhu, "fit_calibration", raising=False)
     code, _, err = run_cli("eval", "answers", str(TINY), "--backends", "", "--fit-calibration")
     assert code == 1 and "fit_calibration" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ollama_runs_only_when_its_server_answers(make_assistant):
+    from rag.eval.answers import available, configurations
+
+    assert available(make_assistant(), ["ollama"]) == (["ollama"], [])  # the fake server answers
+    usable, notes = available(make_assistant(ollama={"host": "http://127.0.0.1:9"}), ["ollama"])
+    assert usable == [] and len(notes) == 1 and notes[0].startswith("ollama skipped:")
+    names = [c.name for c in configurations(["mlx", "blt"], ["ours", "noret"])]
+    assert names == ["top-passage", "ours-mlx", "noret-mlx", "ours-blt", "noret-blt"]

@@ -176,7 +176,8 @@ def score(q: Question, reply: dict[str, Any]) -> dict[str, Any]:
     text = reply["answer"]
     gave_up = qm.abstained(text, reply.get("low_confidence", False), reply.get("done_reason", "stop"))
     cited = [s["text"] for s in reply["sources"] if s.get("text")]
-    m: dict[str, Any] = {"abstained": gave_up, "confidence": reply["confidence"]}
+    declines = reply.get("done_reason") == "abstain" or qm.says_it_does_not_know(text)
+    m: dict[str, Any] = {"abstained": gave_up, "declines": declines, "confidence": reply["confidence"]}
     if q.kind == ANSWERABLE:
         f1 = qm.token_f1(text, q.answers)
         m.update(
@@ -207,6 +208,8 @@ def summarize(rows: list[dict[str, Any]], names: Sequence[str], *, resamples: in
         m["false_abstention"] = ci([float(r["metrics"]["abstained"]) for r in ans])
         for kind in (OUT_OF_CORPUS, ADVERSARIAL):
             m[f"abstain_{kind}"] = ci([float(r["metrics"]["abstained"]) for r in mine if r["kind"] == kind])
+            # the answer itself says so (a low-confidence flag alone still shows the user its text)
+            m[f"declines_{kind}"] = ci([float(r["metrics"]["declines"]) for r in mine if r["kind"] == kind])
         m["faithfulness"] = ci([r["metrics"]["faithfulness"] for r in mine])
         pairs = [(r["metrics"]["confidence"], r["metrics"]["correct"]) for r in ans]
 

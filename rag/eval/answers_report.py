@@ -52,7 +52,18 @@ def markdown_table(report: dict[str, Any], interval: bool = True) -> str:
         cells = [cell(c["metrics"].get(k), d, interval) for k, _, d in COLUMNS]
         secs = "-" if c.get("seconds") is None else f"{c['seconds']:.2f}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {secs} | {c['errors']} |")
+    declines = [
+        f"{n} {cell(c['metrics'].get('declines_out_of_corpus'), 2, False)}/"
+        f"{cell(c['metrics'].get('declines_adversarial'), 2, False)}"
+        for n, c in configs.items()
+        if not n.startswith("top")
+    ]
     notes = list(report.get("notes") or [])
+    if declines:
+        notes.append(
+            "abstained = flagged low confidence, or the answer declines; the answer text itself declines "
+            "(out-of-corpus/adversarial): " + ", ".join(declines)
+        )
     notes += [f"{n}: {c['errors']} error(s), first: {c['first_error']}" for n, c in configs.items() if c["errors"]]
     if report.get("calibration") is not None:
         notes.append(f"calibration fitted: {json.dumps(report['calibration'], default=str)[:300]}")
