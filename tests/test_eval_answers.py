@@ -335,3 +335,24 @@ def test_ollama_runs_only_when_its_server_answers(make_assistant):
     assert usable == [] and len(notes) == 1 and notes[0].startswith("ollama skipped:")
     names = [c.name for c in configurations(["mlx", "blt"], ["ours", "noret"])]
     assert names == ["top-passage", "ours-mlx", "noret-mlx", "ours-blt", "noret-blt"]
+
+
+def test_fit_calibration_gets_our_layers_answers_with_their_correctness(run_cli, monkeypatch, seed_home: Path):
+    import rag.api
+    from rag.answer import Answer
+
+    calls: list[tuple[Path, list]] = []
+
+    def fit(self, examples):
+        calls.append((self.settings.data_dir, list(examples)))
+        return {"examples": len(examples)}
+
+    monkeypatch.setattr(rag.api.Shvayambhu, "fit_calibration", fit, raising=False)
+    argv = ("eval", "answers", str(TINY), "--backends", "blt", "--configs", "ours", "--limit", "1", "--json")
+    code, out, err = run_cli(*argv, "--fit-calibration")
+    assert code == 0, err
+    assert len(calls) == 1 and calls[0][0] == seed_home  # fitted for the configured store, not the throwaway one
+    pairs = calls[0][1]
+    assert len(pairs) == 3 and all(isinstance(a, Answer) and isinstance(ok, bool) for a, ok in pairs)
+    assert json.loads(out)["calibration"] == {"examples": 3}
+    assert sum(ok for _, ok in pairs) <= 1  # one answerable question; an unanswerable one is never answered right
