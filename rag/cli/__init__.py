@@ -51,10 +51,11 @@ memory_app.command("forget")(memory.forget)
 memory_app.command("clear")(memory.clear)
 app.add_typer(memory_app, name="memory")
 
-eval_app = typer.Typer(help="Evaluation: bits-per-byte, retrieval, generation.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluation: bits-per-byte, retrieval, generation, answers.", no_args_is_help=True)
 eval_app.command("bpb")(eval.bpb)
 eval_app.command("retrieval")(eval.retrieval)
 eval_app.command("generation")(eval.generation)
+eval_app.command("answers")(eval.answers)
 app.add_typer(eval_app, name="eval")
 
 

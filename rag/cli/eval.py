@@ -1,4 +1,4 @@
-"""`shvayambhu eval`: bits-per-byte, retrieval and generation quality."""
+"""`shvayambhu eval`: bits-per-byte, retrieval, generation quality and answers end to end."""
 
 from __future__ import annotations
 
@@ -137,3 +137,60 @@ def generation(
         settings=settings(),
     )
     typer.echo(f"answered {run.answered}, skipped {run.skipped}, errors {run.errors}: {run.folder / 'report.md'}")
+
+
+def answers(
+    data: Annotated[Path, typer.Argument(help="Questions: a SQuAD 2.0 .json file or a .jsonl (see rag.eval.squad).")],
+    backends: Annotated[
+        str, typer.Option(help="Generators to compare, comma-separated: mlx, blt, ollama (skipped when not running).")
+    ] = "mlx,blt,ollama",
+    configs: Annotated[
+        str, typer.Option(help="Configurations per backend: ours, naive, noret (the top passage always runs).")
+    ] = "ours,naive,noret",
+    limit: Annotated[int | None, typer.Option(help="At most N questions of each kind (a stable sample).")] = None,
+    held_back: Annotated[float, typer.Option(help="Share of articles held back as out-of-corpus.")] = 0.25,
+    seed: Annotated[int, typer.Option(help="Seed of the held-back split.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Write results.jsonl, summary.json, report.md, risk_coverage.png here.")
+    ] = None,
+    fit_calibration: Annotated[
+        bool, typer.Option(help="Fit the confidence calibration of the configured store on our layer's answers.")
+    ] = False,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON document.")] = False,
+) -> None:
+    """Answers end to end in a throwaway store: ours per backend beside no retrieval, a naive LangChain RAG chain
+    and the top passage; EM, F1, abstention, AUROC, ECE, faithfulness."""
+    from rag.eval.answers import AnswersError, parse_backends, parse_kinds, run_answers  # lazy: loads only when it runs
+    from rag.eval.answers_report import markdown_table
+    from rag.eval.squad import load_questions
+
+    if limit is not None and limit < 1:
+        raise typer.BadParameter("must be 1 or more", param_hint="--limit")
+    names, kinds = parse_backends(backends), parse_kinds(configs)
+    calibrate = None
+    if fit_calibration:
+        calibrate = assistant()
+        if not callable(getattr(calibrate, "fit_calibration", None)):
+            raise AnswersError(
+                "--fit-calibration: this build has no Shvayambhu.fit_calibration (the calibration work is not "
+                "merged yet); run without --fit-calibration"
+            )
+    qset = load_questions(data, held_back=held_back, seed=seed)
+    progress = (lambda line: typer.echo(line, err=True)) if sys.stderr.isatty() else None
+    report = run_answers(
+        qset,
+        settings(),
+        backends=names,
+        kinds=kinds,
+        limit=limit,
+        out=out,
+        progress=progress,
+        calibrate=calibrate,
+        resamples=bootstrap,
+    )
+    report.pop("rows", None)
+    if as_json:
+        emit_json(report)
+    else:
+        typer.echo(markdown_table(report))
