@@ -149,15 +149,23 @@ def garden_docx(path: Path) -> None:
     for item in ("Members get one plot each.", "Members must attend two work days a year."):
         d.add_paragraph(item, style="List Bullet")
     d.add_heading("Plots", 2)
-    d.add_paragraph("Plots are numbered from the gate. A plot left untended for three months is offered to the next person on the waiting list.")
+    d.add_paragraph(
+        "Plots are numbered from the gate. "
+        "A plot left untended for three months is offered to the next person on the waiting list."
+    )
     d.add_heading("Watering", 3)
     d.add_paragraph("Hoses may be used only before 9 in the morning or after 6 in the evening.")
     d.add_paragraph("In a hosepipe ban, use the water butts only.", style="List Number")
     d.add_paragraph("Close the mains tap at the gate after use.", style="List Number")
     d.add_heading("Composting", 2)
-    d.add_paragraph("The three compost bays are turned monthly. Do not put meat, cooked food or diseased plants in the compost bins.")
+    d.add_paragraph(
+        "The three compost bays are turned monthly. "
+        "Do not put meat, cooked food or diseased plants in the compost bins."
+    )
     d.add_heading("Tool shed", 2)
-    d.add_paragraph("The tool shed key hangs in the key safe by the gate; the code is given to members by text message.")
+    d.add_paragraph(
+        "The tool shed key hangs in the key safe by the gate; the code is given to members by text message."
+    )
     d.save(str(path))
 
 
