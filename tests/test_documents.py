@@ -119,3 +119,38 @@ def test_cli_ingest_json_lists_skipped_and_search_names_the_place(run_cli, tmp_p
     sources = json.loads(out)["sources"]
     top = next(s for s in sources if s["file"].endswith("ferry_manual.pdf"))
     assert top["page"] == 4 and top["start"] < top["end"] and "heading" in top
+
+
+def _epub(path: Path) -> None:
+    """A two-chapter EPUB, written by hand: container, package and two XHTML chapters."""
+    import zipfile
+
+    ns = 'xmlns="http://www.w3.org/1999/xhtml"'
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
+        z.writestr(
+            "META-INF/container.xml",
+            '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+            '<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
+            "</rootfiles></container>",
+        )
+        z.writestr(
+            "OEBPS/content.opf",
+            '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" unique-identifier="id">'
+            '<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>Lighthouse notes</dc:title>'
+            '<dc:identifier id="id">x</dc:identifier></metadata><manifest>'
+            '<item id="c1" href="c1.xhtml" media-type="application/xhtml+xml"/>'
+            '<item id="c2" href="c2.xhtml" media-type="application/xhtml+xml"/></manifest>'
+            '<spine><itemref idref="c1"/><itemref idref="c2"/></spine></package>',
+        )
+        z.writestr("OEBPS/c1.xhtml", f"<html {ns}><body><h1>The lamp</h1><p>It turns every 12 s.</p></body></html>")
+        z.writestr("OEBPS/c2.xhtml", f"<html {ns}><body><h1>The keeper</h1><p>She climbs 112 steps.</p></body></html>")
+
+
+def test_epub_chapters_and_a_damaged_docx(tmp_path: Path) -> None:
+    _epub(tmp_path / "lighthouse.epub")
+    (tmp_path / "broken.docx").write_bytes(b"PK\x03\x04 not really a zip")
+    skipped: list = []
+    records, _ = collect([tmp_path], skipped=skipped)
+    assert {r.meta["passage"]["heading"]: r.response for r in records}["The keeper"] == "She climbs 112 steps."
+    assert [(Path(s.file).name, s.reason.split(" (")[0]) for s in skipped] == [("broken.docx", "cannot convert it")]

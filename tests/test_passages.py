@@ -123,3 +123,21 @@ def test_reingest_free_edit_replaces_prune_per_file(tmp_path: Path, make_collect
     log.unlink()  # prune acts on the files named: the other file is untouched
     s4 = ingest_paths([other], col, embedder, prune=True, progress=False)
     assert (s4.removed, s4.unchanged) == (0, 1) and col.count() == 4
+
+
+def test_evidence_objects_name_the_place() -> None:
+    from rag.answer import Answer
+    from rag.serve.generation import report
+
+    meta = {"source": "/notes/bike_log.md", "heading": "Bike log > Tyres", "start": 12, "end": 99}
+    src = Source(id="a", score=0.7, prompt="bike log: Bike log > Tyres", **Source.place_fields(meta))
+    answer = Answer("4.5 bar.", [src], 0.8, False, "mlx", "m", {"total": 1.0})
+    got = report(answer, [])["sources"][0]  # the object the OpenAI and Ollama APIs and the page carry
+    assert (got["file"], got["heading"], got["page"], got["start"], got["end"]) == (
+        "/notes/bike_log.md",
+        "Bike log > Tyres",
+        None,
+        12,
+        99,
+    )
+    assert answer.to_dict()["sources"][0]["heading"] == "Bike log > Tyres"
