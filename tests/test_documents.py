@@ -119,6 +119,8 @@ def test_cli_ingest_json_lists_skipped_and_search_names_the_place(run_cli, tmp_p
     sources = json.loads(out)["sources"]
     top = next(s for s in sources if s["file"].endswith("ferry_manual.pdf"))
     assert top["page"] == 4 and top["start"] < top["end"] and "heading" in top
+    code, out, err = run_cli("ask", "How often is the engine oil changed?", "--backend", "ollama", "-k", "2")
+    assert code == 0 and "ferry_manual.pdf, page 4 - " in out, err
 
 
 def _epub(path: Path) -> None:

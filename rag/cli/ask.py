@@ -53,7 +53,8 @@ def _warn(answer: Any) -> None:
 def _source_line(s: Any) -> str:
     """One source: its number, score, whether the answer used it, where it is (file, page, heading) and its text."""
     where = f"{clip(s.where, 70)} - " if s.where else ""
-    return f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {where}{clip(s.prompt, 90)}"
+    text = s.response if s.start is not None and s.response else s.prompt  # a passage's prompt repeats its place
+    return f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {where}{clip(text, 90)}"
 
 
 def _footer(answer: Any) -> str:
