@@ -36,6 +36,7 @@ class Page:
 
     number: int | None
     markdown: str
+    no_text: bool = False  # a PDF page with content but no text layer (a scanned page): nothing of it is stored
 
 
 def convert(path: Path) -> list[Page]:
@@ -87,7 +88,7 @@ def _pdf(path: Path, data: bytes) -> list[Page]:
         raise Unreadable(path, f"damaged PDF ({e})") from e
     try:
         counts = [_char_count(doc[i]) for i in range(len(doc))]
-        if not any(counts):
+        if not any(chars for chars, _ in counts):
             raise Unreadable(path, "no text layer: OCR it first", "e.g. `ocrmypdf in.pdf out.pdf`")
         converter, info = _converter(".pdf"), _info(".pdf")
         markdown = converter.convert(io.BytesIO(data), info).markdown
@@ -98,13 +99,15 @@ def _pdf(path: Path, data: bytes) -> list[Page]:
             pages = [converter.convert(io.BytesIO(_one_page(pdfium, doc, i)), info).markdown for i in range(len(doc))]
     finally:
         doc.close()
-    return [Page(n, text) for n, text in enumerate(pages, 1) if text.strip()]
+    scanned = [Page(n, "", no_text=True) for n, (chars, drawn) in enumerate(counts, 1) if not chars and drawn]
+    return sorted([Page(n, t) for n, t in enumerate(pages, 1) if t.strip()] + scanned, key=lambda p: p.number or 0)
 
 
-def _char_count(page: Any) -> int:
+def _char_count(page: Any) -> tuple[int, bool]:
+    """(characters in the page's text layer, whether anything is drawn on it)."""
     text = page.get_textpage()
     try:
-        return text.count_chars()
+        return text.count_chars(), any(True for _ in page.get_objects(max_depth=2))
     finally:
         text.close()
         page.close()

@@ -156,3 +156,9 @@ def test_epub_chapters_and_a_damaged_docx(tmp_path: Path) -> None:
     records, _ = collect([tmp_path], skipped=skipped)
     assert {r.meta["passage"]["heading"]: r.response for r in records}["The keeper"] == "She climbs 112 steps."
     assert [(Path(s.file).name, s.reason.split(" (")[0]) for s in skipped] == [("broken.docx", "cannot convert it")]
+
+
+def test_a_scanned_page_in_a_pdf_with_text_is_named() -> None:
+    records, rejections = collect([DOCS / "half_scanned.pdf"])
+    assert [r.meta["passage"]["page"] for r in records] == [1]
+    assert [str(r).split(": ", 1)[1] for r in rejections] == ["page 2 has no text layer: OCR it first"]  # 3 is empty

@@ -126,6 +126,19 @@ def scanned_pdf(path: Path) -> None:
     c.save()
 
 
+def half_scanned_pdf(path: Path) -> None:
+    """Page 1 has text, page 2 only drawn shapes (a scanned page), page 3 is empty."""
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(str(path))
+    c.drawString(72, 720, "The first page of this letter has a text layer.")
+    c.showPage()
+    c.rect(72, 400, 400, 12, fill=1)
+    c.showPage()
+    c.showPage()
+    c.save()
+
+
 def locked_pdf(path: Path) -> None:
     """A PDF that opens only with a password."""
     from reportlab.lib import pdfencrypt
@@ -223,6 +236,7 @@ def main(out: Path = HERE) -> None:
     ferry_pdf(out / "ferry_manual.pdf")
     scanned_pdf(out / "scanned.pdf")
     locked_pdf(out / "locked.pdf")
+    half_scanned_pdf(out / "half_scanned.pdf")
     garden_docx(out / "garden_handbook.docx")
     (out / "sourdough.html").write_text(SOURDOUGH_HTML, encoding="utf-8")
     review_pptx(out / "quarterly_review.pptx")
