@@ -8,6 +8,7 @@ navigation chrome (nav, header, footer, aside, forms) before conversion.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,15 @@ class Page:
     number: int | None
     markdown: str
     no_text: bool = False  # a PDF page with content but no text layer (a scanned page): nothing of it is stored
+
+
+def file_hash(path: Path) -> str:
+    """A digest of a document's bytes: an unchanged document is not converted again on re-ingest."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()[:32]
 
 
 def convert(path: Path) -> list[Page]:

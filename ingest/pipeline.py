@@ -18,7 +18,7 @@ from index.lexical import LexicalStore
 from index.lock import store_write_lock
 from index.progress import progress_bar
 from index.store import check_write_precision, translating
-from ingest.documents import Unreadable
+from ingest.documents import DOCUMENT_EXTENSIONS, Unreadable, file_hash
 from ingest.readers import CHUNK_BYTES, PASSAGE, Skipped, iter_files, read_file
 from ingest.records import Record, content_hash
 from ingest.sources import canonical, relative_sources, spellings
@@ -66,7 +66,7 @@ class IngestSummary:
         return f"skipped {len(self.skipped)}: " + ", ".join(map(str, self.skipped))
 
 
-PASSAGE_FIELDS = ("heading", "page", "start", "end")  # a passage's place, stored as top-level metadata
+PASSAGE_FIELDS = ("heading", "page", "start", "end", "file_hash")  # a passage's place, as top-level metadata
 
 
 def slot_key(rec: Record) -> str:
@@ -114,18 +114,21 @@ def collect(
     chunk_bytes: int = CHUNK_BYTES,
     warnings: list[str] | None = None,
     skipped: list[Skipped] | None = None,
+    stored: Any | None = None,
     **limits: int,
 ) -> tuple[list[Record], list[Rejection]]:
     """Read and validate every path; duplicates (same content id) are kept once, the first one seen.
 
     A file that holds no records at all adds a line to `warnings` when given; files found but not read
-    (an unsupported type, an encrypted or text-less document) go to `skipped` when given, else raise."""
+    (an unsupported type, an encrypted or text-less document) go to `skipped` when given, else raise. A document
+    whose every passage in the `stored` collection came from the same bytes is taken from there, not converted."""
     records: dict[str, Record] = {}
     rejections: list[Rejection] = []
     for f in iter_files(paths, skipped):
         seen = 0
         try:
-            items = list(read_file(f, chunk_bytes))
+            known = stored_passages(stored, f) if stored is not None else []
+            items = known or list(read_file(f, chunk_bytes))
         except Unreadable as e:
             if skipped is None:
                 raise
@@ -144,6 +147,26 @@ def collect(
         if not seen and warnings is not None:
             warnings.append(f"{f}: held no records (an empty file)")
     return list(records.values()), rejections
+
+
+def stored_passages(collection: Any, f: Path) -> list[Record]:
+    """The passages of document `f` as stored, when all of them came from its present bytes; else []."""
+    if f.suffix.lower() not in DOCUMENT_EXTENSIONS:
+        return []
+    got = collection.get(where={"source": str(f)}, include=["metadatas"])
+    metas = [m or {} for m in got["metadatas"]]
+    digest = file_hash(f)
+    if not metas or any(m.get("file_hash") != digest for m in metas):
+        return []
+    out = []
+    for m in metas:
+        place = {k: m[k] for k in PASSAGE_FIELDS if k in m}
+        place.setdefault("heading", "")
+        line = int(m.get("line", 0))
+        out.append(
+            Record(str(m["prompt"]), str(m["response"]), source=str(f), line=line, kind="text", meta={PASSAGE: place})
+        )
+    return sorted(out, key=lambda r: (r.meta[PASSAGE].get("page", 0), r.meta[PASSAGE].get("start", 0)))
 
 
 def _existing(collection: Any, ids: list[str], batch: int) -> set[str]:
@@ -331,7 +354,11 @@ def ingest_paths(
     start = time.perf_counter()
     paths = list(paths)
     summary = IngestSummary()
-    records, rejections = collect(paths, chunk_bytes, warnings=summary.warnings, skipped=summary.skipped)
+    stored = None
+    if not strict:  # a strict run opens (so creates) the collection only once its input passed
+        with translating(collection):
+            stored = collection = collection if hasattr(collection, "upsert") else collection()
+    records, rejections = collect(paths, chunk_bytes, warnings=summary.warnings, skipped=summary.skipped, stored=stored)
     summary.rejected, summary.rejections = len(rejections), rejections
     if strict and rejections:
         shown = "\n".join(f"  {r}" for r in rejections[:20])

@@ -236,15 +236,17 @@ def read_document(
     """Passages of a PDF, DOCX, PPTX, HTML or EPUB file converted to Markdown; raises Unreadable when it holds no
     text (encrypted, damaged, a scan without a text layer). A scanned page in a PDF with text is a rejection
     (its line is 0: a page has no line)."""
-    from ingest.documents import convert  # markitdown loads only when a document is read
+    from ingest.documents import convert, file_hash  # markitdown loads only when a document is read
 
-    title, source = title_of(path), source or canonical(path)
+    title, source, digest = title_of(path), source or canonical(path), file_hash(path)
     for page in convert(path):
         if page.no_text:
             yield Rejection(str(path), 0, f"page {page.number} has no text layer: OCR it first")
             continue
         found = split_passages(page.markdown, markdown=True, limit=chunk_bytes)
-        yield from passage_records(found, title, source, page.number)
+        for rec in passage_records(found, title, source, page.number):
+            rec.meta[PASSAGE]["file_hash"] = digest
+            yield rec
 
 
 @dataclass(frozen=True)

@@ -86,11 +86,13 @@ def test_scans_and_locked_files_skipped_and_named(tmp_path: Path, make_collectio
         list(read_path(tmp_path / "scanned.pdf"))
 
 
-def test_right_passage_in_top_3(good_docs: Path, make_collection, embedder) -> None:
+def test_right_passage_in_top_3(good_docs: Path, make_collection, embedder, monkeypatch) -> None:
     col = make_collection()
     ingest_paths([good_docs], col, embedder, progress=False)
-    again = ingest_paths([good_docs], col, embedder, progress=False)
-    assert again.added == again.updated == 0 and again.unchanged == col.count()  # re-ingest adds nothing
+    with monkeypatch.context() as m:  # re-ingest of unchanged documents converts nothing and adds nothing
+        m.setattr("ingest.documents.convert", lambda path: pytest.fail(f"{path} converted again"))
+        again = ingest_paths([good_docs], col, embedder, progress=False)
+    assert again.added == again.updated == 0 and again.unchanged == col.count()
     found = 0
     for question, file, where in _questions():
         hits = search(col, embedder, question, k=3, mode="dense")
@@ -99,6 +101,16 @@ def test_right_passage_in_top_3(good_docs: Path, make_collection, embedder) -> N
             for h in hits
         )
     assert found / len(_questions()) >= 0.9
+
+    html = good_docs / "sourdough.html"  # an edited document is converted again and replaces its passages
+    html.write_text(html.read_text(encoding="utf-8").replace("once a week", "every ten days"), encoding="utf-8")
+    edited = ingest_paths([good_docs], col, embedder, progress=False)
+    assert edited.updated + edited.added == 1 and edited.removed == 0
+    stored = col.get(where={"source": str(html.resolve())}, include=["metadatas"])["metadatas"]
+    assert any("every ten days" in m["response"] for m in stored) and not any(
+        "once a week" in m["response"] for m in stored
+    )
+    assert len({m["file_hash"] for m in stored}) == 1  # the unchanged passages carry the new digest too
 
 
 def test_cli_ingest_json_lists_skipped_and_search_names_the_place(run_cli, tmp_path: Path) -> None:
