@@ -186,6 +186,16 @@ def _by_source(collection: Any, sources: set[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _old_chunks(records: list[Record], stored: dict[str, dict[str, Any]], new_ids: set[str]) -> set[str]:
+    """Text chunks an older version stored for files now read as passages (no span): the passages replace them."""
+    files = {r.source for r in records if PASSAGE in r.meta}
+    return {
+        i
+        for i, meta in stored.items()
+        if i not in new_ids and meta.get("source") in files and meta.get("kind") == "text" and "start" not in meta
+    }
+
+
 def _moved(records: list[Record], stored: dict[str, dict[str, Any]], embed_field: str) -> list[Record]:
     """Stored passages whose text is unchanged but whose place (line, heading, page, span) moved in an edit."""
     out = []
@@ -229,6 +239,7 @@ def ingest_records(
     stored = _by_source(collection, sources)
     new_keys = {slot_key(r) for r in records}
     stale = {i for i, meta in stored.items() if i not in new_ids and meta.get("key", "") in new_keys}
+    stale |= _old_chunks(records, stored, new_ids)
     pruned = {i for i in stored if i not in new_ids and i not in stale} if prune else set()
     todo = [r for r in records if r.id not in present]
     replaced_keys = {stored[i].get("key", "") for i in stale}

@@ -141,3 +141,13 @@ def test_evidence_objects_name_the_place() -> None:
         99,
     )
     assert answer.to_dict()["sources"][0]["heading"] == "Bike log > Tyres"
+
+
+def test_chunks_of_an_older_version_give_way_to_passages(tmp_path: Path, make_collection, embedder) -> None:
+    path = tmp_path / "bike_log.md"
+    path.write_text(BIKE_LOG, encoding="utf-8")
+    col = make_collection()
+    old = {"source": str(path.resolve()), "kind": "text", "key": "k", "prompt": "bike log: Tyres", "response": "x"}
+    col.upsert(ids=["old-chunk"], embeddings=[[0.1] * embedder.dim], documents=["x"], metadatas=[old])
+    summary = ingest_paths([path], col, embedder, progress=False)
+    assert summary.added == 3 and col.count() == 3 and not col.get(ids=["old-chunk"])["ids"]
