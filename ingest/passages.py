@@ -121,8 +121,8 @@ def _size(text: str, start: int, end: int) -> int:
 def _cut_unit(text: str, start: int, end: int, limit: int) -> list[tuple[int, int]]:
     """A unit over `limit` bytes cut into pieces under it, at the last space before the limit (else mid-word)."""
     out = []
-    while _size(text, start, end) > limit:
-        head = text[start:end].encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+    while end - start > limit or _size(text, start, end) > limit:  # a char is at least a byte: cheap check first
+        head = text[start : start + limit].encode("utf-8")[:limit].decode("utf-8", errors="ignore")
         space = head.rfind(" ")
         cut = start + (space if space > 0 else max(1, len(head)))
         out.append((start, cut))
