@@ -19,7 +19,7 @@ from index.lock import store_write_lock
 from index.progress import progress_bar
 from index.store import check_write_precision, translating
 from ingest.documents import DOCUMENT_EXTENSIONS, Unreadable, file_hash
-from ingest.readers import CHUNK_BYTES, PASSAGE, Skipped, iter_files, read_file
+from ingest.readers import CHUNK_BYTES, PASSAGE, Skipped, iter_files, read_file, scanned_pages
 from ingest.records import Record, content_hash
 from ingest.sources import canonical, relative_sources, spellings
 from ingest.validate import Rejection, check_record
@@ -66,7 +66,9 @@ class IngestSummary:
         return f"skipped {len(self.skipped)}: " + ", ".join(map(str, self.skipped))
 
 
-PASSAGE_FIELDS = ("heading", "page", "start", "end", "file_hash")  # a passage's place, as top-level metadata
+# A passage's place, stored as top-level metadata; a document's passages also carry the digest of its bytes and
+# the pages it has without a text layer.
+PASSAGE_FIELDS = ("heading", "page", "start", "end", "file_hash", "no_text_pages")
 
 
 def slot_key(rec: Record) -> str:
@@ -149,8 +151,9 @@ def collect(
     return list(records.values()), rejections
 
 
-def stored_passages(collection: Any, f: Path) -> list[Record]:
-    """The passages of document `f` as stored, when all of them came from its present bytes; else []."""
+def stored_passages(collection: Any, f: Path) -> list[Record | Rejection]:
+    """The passages of document `f` as stored (and its scanned pages), when all came from its present bytes; else
+    []."""
     if f.suffix.lower() not in DOCUMENT_EXTENSIONS:
         return []
     got = collection.get(where={"source": str(f)}, include=["metadatas"])
@@ -166,7 +169,8 @@ def stored_passages(collection: Any, f: Path) -> list[Record]:
         out.append(
             Record(str(m["prompt"]), str(m["response"]), source=str(f), line=line, kind="text", meta={PASSAGE: place})
         )
-    return sorted(out, key=lambda r: (r.meta[PASSAGE].get("page", 0), r.meta[PASSAGE].get("start", 0)))
+    out.sort(key=lambda r: (r.meta[PASSAGE].get("page", 0), r.meta[PASSAGE].get("start", 0)))
+    return [*scanned_pages(str(f), str(metas[0].get("no_text_pages", ""))), *out]
 
 
 def _existing(collection: Any, ids: list[str], batch: int) -> set[str]:

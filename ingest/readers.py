@@ -234,19 +234,26 @@ def read_document(
     path: Path, chunk_bytes: int = CHUNK_BYTES, source: str | None = None
 ) -> Iterator[Record | Rejection]:
     """Passages of a PDF, DOCX, PPTX, HTML or EPUB file converted to Markdown; raises Unreadable when it holds no
-    text (encrypted, damaged, a scan without a text layer). A scanned page in a PDF with text is a rejection
-    (its line is 0: a page has no line)."""
+    text (encrypted, damaged, a scan without a text layer). A scanned page in a PDF with text is a rejection."""
     from ingest.documents import convert, file_hash  # markitdown loads only when a document is read
 
     title, source, digest = title_of(path), source or canonical(path), file_hash(path)
-    for page in convert(path):
-        if page.no_text:
-            yield Rejection(str(path), 0, f"page {page.number} has no text layer: OCR it first")
-            continue
+    pages = convert(path)
+    scanned = ",".join(str(p.number) for p in pages if p.no_text)
+    yield from scanned_pages(str(path), scanned)
+    for page in pages:
         found = split_passages(page.markdown, markdown=True, limit=chunk_bytes)
         for rec in passage_records(found, title, source, page.number):
             rec.meta[PASSAGE]["file_hash"] = digest
+            if scanned:  # kept with the passages, so a re-ingest that does not convert still names them
+                rec.meta[PASSAGE]["no_text_pages"] = scanned
             yield rec
+
+
+def scanned_pages(file: str, pages: str) -> Iterator[Rejection]:
+    """A rejection for each page (of "2,5") that has no text layer; its line is 0, a page has no line."""
+    for n in filter(None, pages.split(",")):
+        yield Rejection(file, 0, f"page {n} has no text layer: OCR it first")
 
 
 @dataclass(frozen=True)

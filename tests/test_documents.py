@@ -170,7 +170,11 @@ def test_epub_chapters_and_a_damaged_docx(tmp_path: Path) -> None:
     assert [(Path(s.file).name, s.reason.split(" (")[0]) for s in skipped] == [("broken.docx", "cannot convert it")]
 
 
-def test_a_scanned_page_in_a_pdf_with_text_is_named() -> None:
+def test_a_scanned_page_in_a_pdf_with_text_is_named(make_collection, embedder) -> None:
     records, rejections = collect([DOCS / "half_scanned.pdf"])
     assert [r.meta["passage"]["page"] for r in records] == [1]
     assert [str(r).split(": ", 1)[1] for r in rejections] == ["page 2 has no text layer: OCR it first"]  # 3 is empty
+    col = make_collection()
+    first = ingest_paths([DOCS / "half_scanned.pdf"], col, embedder, progress=False)
+    again = ingest_paths([DOCS / "half_scanned.pdf"], col, embedder, progress=False)  # from the store: still named
+    assert (first.added, again.unchanged) == (1, 1) and first.rejections == again.rejections == rejections
