@@ -18,8 +18,9 @@ from index.lexical import LexicalStore
 from index.lock import store_write_lock
 from index.progress import progress_bar
 from index.store import check_write_precision, translating
-from ingest.readers import CHUNK_BYTES, iter_files, read_file
-from ingest.records import Record
+from ingest.documents import DOCUMENT_EXTENSIONS, Unreadable, file_hash
+from ingest.readers import CHUNK_BYTES, PASSAGE, Skipped, iter_files, read_file, scanned_pages
+from ingest.records import Record, content_hash
 from ingest.sources import canonical, relative_sources, spellings
 from ingest.validate import Rejection, check_record
 
@@ -50,12 +51,30 @@ class IngestSummary:
     seconds: float = 0.0
     rejections: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)  # files found but not stored, each with why
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (`--json`), rejections as {file, line, reason}."""
+        """JSON-ready (`--json`), rejections as {file, line, reason}, skipped files as {file, reason}."""
         d = asdict(self)
         d["seconds"] = round(self.seconds, 3)
         return d
+
+    def skipped_line(self) -> str:
+        """`skipped 2: a.xyz (unsupported type), b.pdf (encrypted)`, or "" when nothing was skipped."""
+        if not self.skipped:
+            return ""
+        return f"skipped {len(self.skipped)}: " + ", ".join(map(str, self.skipped))
+
+
+# A passage's place, stored as top-level metadata; a document's passages also carry the digest of its bytes and
+# the pages it has without a text layer.
+PASSAGE_FIELDS = ("heading", "page", "start", "end", "file_hash", "no_text_pages")
+
+
+def slot_key(rec: Record) -> str:
+    """What an edit replaces: a record's slot (its source and prompt), or for a passage its whole file, so an
+    edited file's old passages give way to its new ones."""
+    return content_hash(rec.source, "\0passages") if PASSAGE in rec.meta else rec.key
 
 
 def flatten_meta(rec: Record, embed_field: str) -> dict[str, Any]:
@@ -67,13 +86,15 @@ def flatten_meta(rec: Record, embed_field: str) -> dict[str, Any]:
         "line": rec.line,
         "bytes": len(rec.response.encode("utf-8")),
         "hash": rec.id,
-        "key": rec.key,
+        "key": slot_key(rec),
         "kind": rec.kind,
         "embed_field": "both" if rec.kind == "text" else embed_field,
     }
     for name in ("category", "model", "split"):
         if getattr(rec, name):
             out[name] = getattr(rec, name)
+    place = rec.meta.get(PASSAGE) if isinstance(rec.meta.get(PASSAGE), dict) else {}
+    out.update({k: place[k] for k in PASSAGE_FIELDS if isinstance(place.get(k), str | int) and place[k] != ""})
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
@@ -86,7 +107,7 @@ def flatten_meta(rec: Record, embed_field: str) -> dict[str, Any]:
 
             out[prefix] = json.dumps(value, ensure_ascii=False, sort_keys=True)
 
-    walk("meta", rec.meta)
+    walk("meta", {k: v for k, v in rec.meta.items() if k != PASSAGE} if place else rec.meta)
     return out
 
 
@@ -94,16 +115,28 @@ def collect(
     paths: Iterable[str | Path],
     chunk_bytes: int = CHUNK_BYTES,
     warnings: list[str] | None = None,
+    skipped: list[Skipped] | None = None,
+    stored: Any | None = None,
     **limits: int,
 ) -> tuple[list[Record], list[Rejection]]:
     """Read and validate every path; duplicates (same content id) are kept once, the first one seen.
 
-    A file that holds no records at all adds a line to `warnings` when given."""
+    A file that holds no records at all adds a line to `warnings` when given; files found but not read
+    (an unsupported type, an encrypted or text-less document) go to `skipped` when given, else raise. A document
+    whose every passage in the `stored` collection came from the same bytes is taken from there, not converted."""
     records: dict[str, Record] = {}
     rejections: list[Rejection] = []
-    for f in iter_files(paths):
+    for f in iter_files(paths, skipped):
         seen = 0
-        for item in read_file(f, chunk_bytes):
+        try:
+            known = stored_passages(stored, f) if stored is not None else []
+            items = known or list(read_file(f, chunk_bytes))
+        except Unreadable as e:
+            if skipped is None:
+                raise
+            skipped.append(Skipped(str(f), e.reason))
+            continue
+        for item in items:
             seen += 1
             if isinstance(item, Rejection):
                 rejections.append(item)
@@ -118,6 +151,28 @@ def collect(
     return list(records.values()), rejections
 
 
+def stored_passages(collection: Any, f: Path) -> list[Record | Rejection]:
+    """The passages of document `f` as stored (and its scanned pages), when all came from its present bytes; else
+    []."""
+    if f.suffix.lower() not in DOCUMENT_EXTENSIONS:
+        return []
+    got = collection.get(where={"source": str(f)}, include=["metadatas"])
+    metas = [m or {} for m in got["metadatas"]]
+    digest = file_hash(f)
+    if not metas or any(m.get("file_hash") != digest for m in metas):
+        return []
+    out = []
+    for m in metas:
+        place = {k: m[k] for k in PASSAGE_FIELDS if k in m}
+        place.setdefault("heading", "")
+        line = int(m.get("line", 0))
+        out.append(
+            Record(str(m["prompt"]), str(m["response"]), source=str(f), line=line, kind="text", meta={PASSAGE: place})
+        )
+    out.sort(key=lambda r: (r.meta[PASSAGE].get("page", 0), r.meta[PASSAGE].get("start", 0)))
+    return [*scanned_pages(str(f), str(metas[0].get("no_text_pages", ""))), *out]
+
+
 def _existing(collection: Any, ids: list[str], batch: int) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(ids), batch):
@@ -125,13 +180,36 @@ def _existing(collection: Any, ids: list[str], batch: int) -> set[str]:
     return found
 
 
-def _by_source(collection: Any, sources: set[str]) -> dict[str, str]:
-    """id -> slot key of every stored record that came from one of `sources`."""
-    out: dict[str, str] = {}
+def _by_source(collection: Any, sources: set[str]) -> dict[str, dict[str, Any]]:
+    """id -> metadata of every stored record that came from one of `sources`."""
+    out: dict[str, dict[str, Any]] = {}
     for src in sorted(sources):
         got = collection.get(where={"source": src}, include=["metadatas"])
         for id_, meta in zip(got["ids"], got["metadatas"], strict=True):
-            out[id_] = (meta or {}).get("key", "")
+            out[id_] = dict(meta or {})
+    return out
+
+
+def _old_chunks(records: list[Record], stored: dict[str, dict[str, Any]], new_ids: set[str]) -> set[str]:
+    """Text chunks an older version stored for files now read as passages (no span): the passages replace them."""
+    files = {r.source for r in records if PASSAGE in r.meta}
+    return {
+        i
+        for i, meta in stored.items()
+        if i not in new_ids and meta.get("source") in files and meta.get("kind") == "text" and "start" not in meta
+    }
+
+
+def _moved(records: list[Record], stored: dict[str, dict[str, Any]], embed_field: str) -> list[Record]:
+    """Stored passages whose text is unchanged but whose place (line, heading, page, span) moved in an edit."""
+    out = []
+    for r in records:
+        old = stored.get(r.id)
+        if old is None or PASSAGE not in r.meta:
+            continue
+        new = flatten_meta(r, embed_field)
+        if any(old.get(k) != new.get(k) for k in ("line", "source", *PASSAGE_FIELDS)):
+            out.append(r)
     return out
 
 
@@ -163,14 +241,19 @@ def ingest_records(
     new_ids = {r.id for r in records}
     present = _existing(collection, list(new_ids), batch)
     stored = _by_source(collection, sources)
-    new_keys = {r.key for r in records}
-    stale = {i for i, key in stored.items() if i not in new_ids and key in new_keys}
+    new_keys = {slot_key(r) for r in records}
+    stale = {i for i, meta in stored.items() if i not in new_ids and meta.get("key", "") in new_keys}
+    stale |= _old_chunks(records, stored, new_ids)
     pruned = {i for i in stored if i not in new_ids and i not in stale} if prune else set()
     todo = [r for r in records if r.id not in present]
-    replaced_keys = {stored[i] for i in stale}
-    summary.updated += sum(1 for r in todo if r.key in replaced_keys)
-    summary.added += len(todo) - sum(1 for r in todo if r.key in replaced_keys)
+    replaced_keys = {stored[i].get("key", "") for i in stale}
+    summary.updated += sum(1 for r in todo if slot_key(r) in replaced_keys)
+    summary.added += len(todo) - sum(1 for r in todo if slot_key(r) in replaced_keys)
     summary.unchanged += len(records) - len(todo)
+    moved = _moved([r for r in records if r.id in present], stored, embed_field)
+    for i in range(0, len(moved), batch):  # metadata only: the text, so the vector, is the same
+        part = moved[i : i + batch]
+        collection.update(ids=[r.id for r in part], metadatas=[flatten_meta(r, embed_field) for r in part])
 
     if lexical is not None and (todo or stale or pruned):
         lexical.mark_dirty()
@@ -286,13 +369,18 @@ def ingest_paths(
     start = time.perf_counter()
     paths = list(paths)
     summary = IngestSummary()
-    records, rejections = collect(paths, chunk_bytes, warnings=summary.warnings)
+    stored = None
+    if not strict:  # a strict run opens (so creates) the collection only once its input passed
+        with translating(collection):
+            stored = collection = collection if hasattr(collection, "upsert") else collection()
+    records, rejections = collect(paths, chunk_bytes, warnings=summary.warnings, skipped=summary.skipped, stored=stored)
     summary.rejected, summary.rejections = len(rejections), rejections
     if strict and rejections:
         shown = "\n".join(f"  {r}" for r in rejections[:20])
         more = f"\n  ... and {len(rejections) - 20} more" if len(rejections) > 20 else ""
         raise IngestError(f"--strict: {len(rejections)} record(s) rejected, nothing written:\n{shown}{more}", summary)
-    sources = {canonical(f) for f in iter_files(paths)}
+    unread = {s.file for s in summary.skipped}  # a file not read this time keeps what it stored (no prune)
+    sources = {canonical(f) for f in iter_files(paths)} - unread
     with translating(collection):
         col = collection if hasattr(collection, "upsert") else collection()
     with store_write_lock(col, "ingest", wait=wait), translating(col):

@@ -1,23 +1,26 @@
-"""Readers: our JSONL/JSON shape, Alpaca, Dolly, chat `messages`, and .txt/.md files chunked by paragraph."""
+"""Readers: our JSONL/JSON shape, Alpaca, Dolly, chat `messages`; .txt/.md files and documents as passages."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
-import re
 import stat
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from index.errors import ShvayambhuError
+from ingest.documents import DOCUMENT_EXTENSIONS
+from ingest.passages import PASSAGE_BYTES, Passage, split_passages
 from ingest.records import Record, split_name
 from ingest.sources import canonical
-from ingest.validate import MAX_RESPONSE_BYTES, Rejection
+from ingest.validate import Rejection
 
-EXTENSIONS = (".jsonl", ".json", ".txt", ".md")
-CHUNK_BYTES = 1500
+EXTENSIONS = (".jsonl", ".json", ".txt", ".md", *DOCUMENT_EXTENSIONS)
+CHUNK_BYTES = PASSAGE_BYTES
+PASSAGE = "passage"  # the meta key of a passage's heading path, span and page (stored as top-level metadata)
 MAX_META_DEPTH = 32  # nesting levels of a record's `meta`; deeper values are rejected, never recursed into
 BINARY_PROBE = 8192  # bytes of a .txt/.md file looked at for NUL bytes
 
@@ -184,102 +187,108 @@ def _object_lines(text: str) -> list[int]:
     return lines
 
 
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*)$")
-
-
 def read_text(path: Path, chunk_bytes: int = CHUNK_BYTES, source: str | None = None) -> Iterator[Record | Rejection]:
-    """Paragraphs packed into chunks under `chunk_bytes`; a Markdown heading names the chunks below it."""
-    src, title = str(path), path.stem.replace("_", " ").replace("-", " ")
-    with path.open("rb") as f:
-        nul = f.read(BINARY_PROBE).find(b"\0")
+    """Passages of a .txt or .md file (see ingest.passages): heading-aware, sentence-bounded, under `chunk_bytes`."""
+    src = str(path)
+    raw = path.read_bytes()
+    nul = raw.find(b"\0", 0, BINARY_PROBE)
     if nul >= 0:
         yield Rejection(src, 1, f"binary file (a NUL byte at byte {nul}), not text: leave it out or convert it")
         return
-    heading, paras, start = title, [], 0
-    pending: list[tuple[int, str, str]] = []  # (line, heading, paragraph)
-    for n, text, why in _decode_lines(path):
-        if text is None:
-            yield Rejection(src, n, why)
-            continue
-        m = _HEADING.match(text) if path.suffix == ".md" else None
-        if m or not text.strip():
-            if paras:
-                pending.append((start, heading, "\n".join(paras)))
-                paras = []
-            if m:
-                heading = f"{title}: {m.group(1).strip()}"
-            continue
-        if not paras:
-            start = n
-        paras.append(text.rstrip("\n"))
-    if paras:
-        pending.append((start, heading, "\n".join(paras)))
-    yield from _pack(pending, source or canonical(path), chunk_bytes)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        lines = []
+        for n, line, why in _decode_lines(path):
+            if line is None:
+                yield Rejection(src, n, why)
+            lines.append(line if line is not None else "\n")  # the line's place kept, its bytes left out
+        text = "".join(lines).removeprefix("\ufeff")
+    found = split_passages(text, markdown=path.suffix.lower() == ".md", limit=chunk_bytes)
+    yield from passage_records(found, title_of(path), source or canonical(path))
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?;:。।])\s+")
+def title_of(path: Path) -> str:
+    """A file's title in words: its name without extension, `_` and `-` as spaces."""
+    return path.stem.replace("_", " ").replace("-", " ")
 
 
-def split_paragraph(text: str, limit: int, over: int = MAX_RESPONSE_BYTES) -> list[str]:
-    """A paragraph over `over` bytes (validation would reject it) cut into pieces under `limit` bytes: at
-    sentence ends, else at spaces, else inside a word. Shorter paragraphs stay whole."""
-    if len(text.encode("utf-8")) <= over:
-        return [text]
-    out: list[str] = []
-    cur = ""
-    for part in _SENTENCE_END.split(text.strip()):
-        cand = f"{cur} {part}" if cur else part
-        if len(cand.encode("utf-8")) <= limit:
-            cur = cand
-            continue
-        if cur:
-            out.append(cur)
-        cur = part
-        while len(cur.encode("utf-8")) > limit:
-            head = _cut(cur, limit)
-            out.append(head.rstrip())
-            cur = cur[len(head) :].lstrip()
-    if cur:
-        out.append(cur)
-    return out
+def passage_records(passages: Iterable[Passage], title: str, source: str, page: int | None = None) -> Iterator[Record]:
+    """Text records of passages: the prompt names the file title and heading path (and page), the meta its span."""
+    for p in passages:
+        where = ", ".join(x for x in (p.heading, f"page {page}" if page else "") if x)
+        span: dict[str, Any] = {"heading": p.heading, "start": p.start, "end": p.end}
+        if page:
+            span["page"] = page
+        yield Record(
+            prompt=f"{title}: {where}" if where else title,
+            response=p.text,
+            source=source,
+            line=p.line,
+            kind="text",
+            meta={PASSAGE: span},
+        )
 
 
-def _cut(text: str, limit: int) -> str:
-    """The longest prefix of `text` under `limit` bytes, ending at a space when there is one."""
-    prefix = text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
-    space = prefix.rfind(" ")
-    return prefix[: space + 1] if space > 0 else prefix
+def read_document(
+    path: Path, chunk_bytes: int = CHUNK_BYTES, source: str | None = None
+) -> Iterator[Record | Rejection]:
+    """Passages of a PDF, DOCX, PPTX, HTML or EPUB file converted to Markdown; raises Unreadable when it holds no
+    text (encrypted, damaged, a scan without a text layer). A scanned page in a PDF with text is a rejection."""
+    from ingest.documents import convert, file_hash  # markitdown loads only when a document is read
+
+    title, source, digest = title_of(path), source or canonical(path), file_hash(path)
+    pages = convert(path)
+    scanned = ",".join(str(p.number) for p in pages if p.no_text)
+    yield from scanned_pages(str(path), scanned)
+    for page in pages:
+        found = split_passages(page.markdown, markdown=True, limit=chunk_bytes)
+        for rec in passage_records(found, title, source, page.number):
+            rec.meta[PASSAGE]["file_hash"] = digest
+            if scanned:  # kept with the passages, so a re-ingest that does not convert still names them
+                rec.meta[PASSAGE]["no_text_pages"] = scanned
+            yield rec
 
 
-def _pack(paragraphs: list[tuple[int, str, str]], src: str, limit: int) -> Iterator[Record]:
-    body: list[str] = []
-    line, head = 0, ""
-    pieces = [(n, h, piece) for n, h, p in paragraphs for piece in split_paragraph(p, limit)]
-    for n, h, p in pieces:
-        size = len("\n\n".join([*body, p]).encode("utf-8"))
-        if body and (h != head or size > limit):
-            yield Record(prompt=head, response="\n\n".join(body), source=src, line=line, kind="text")
-            body = []
-        if not body:
-            line, head = n, h
-        body.append(p)
-    if body:
-        yield Record(prompt=head, response="\n\n".join(body), source=src, line=line, kind="text")
+def scanned_pages(file: str, pages: str) -> Iterator[Rejection]:
+    """A rejection for each page (of "2,5") that has no text layer; its line is 0, a page has no line."""
+    for n in filter(None, pages.split(",")):
+        yield Rejection(file, 0, f"page {n} has no text layer: OCR it first")
 
 
-def iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+@dataclass(frozen=True)
+class Skipped:
+    """A file found but not stored, and why in a few words ("unsupported type", "encrypted")."""
+
+    file: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{Path(self.file).name} ({self.reason})"
+
+
+def iter_files(paths: Iterable[str | Path], skipped: list[Skipped] | None = None) -> Iterator[Path]:
     """Files named, and files with a readable extension under folders named (recursively, sorted), each as its
-    canonical path (absolute, symlinks resolved): the one name a file has as a record's source."""
-    for f in _iter_files(paths):
+    canonical path (absolute, symlinks resolved): the one name a file has as a record's source.
+
+    Other files under a folder are added to `skipped` when given; hidden files and folders (a name starting
+    with ".") and ingest's own `.rejected.jsonl` files are passed over silently."""
+    for f in _iter_files(paths, skipped):
         yield Path(canonical(f))
 
 
-def _iter_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+def _iter_files(paths: Iterable[str | Path], skipped: list[Skipped] | None) -> Iterator[Path]:
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in EXTENSIONS and not f.name.endswith(".rejected.jsonl"):
+                if not f.is_file() or any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                if f.name.endswith(".rejected.jsonl"):
+                    continue
+                if f.suffix.lower() in EXTENSIONS:
                     yield f
+                elif skipped is not None:
+                    skipped.append(Skipped(canonical(f), "unsupported type"))
         elif p.is_file():
             if p.suffix.lower() not in EXTENSIONS:
                 raise ReadError(f"{p}: cannot read {p.suffix or 'extensionless'} files; use {', '.join(EXTENSIONS)}")
@@ -302,7 +311,7 @@ def _what_is(p: Path) -> str:
         return f"cannot look at it ({e.strerror})"
     kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"))
     kind = next((name for test, name in kinds if test(mode)), "not a regular file")
-    return f"{kind}, not a file: name a .jsonl, .json, .txt or .md file or a folder of them"
+    return f"{kind}, not a file: name a file ({', '.join(EXTENSIONS)}) or a folder of them"
 
 
 def read_file(f: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Record | Rejection]:
@@ -315,6 +324,8 @@ def read_file(f: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[Record | Reje
             yield from read_jsonl(f, source)
         elif suffix == ".json":
             yield from read_json(f, source)
+        elif suffix in DOCUMENT_EXTENSIONS:
+            yield from read_document(f, chunk_bytes, source)
         else:
             yield from read_text(f, chunk_bytes, source)
     except OSError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 from rag.consciousness import metacognition as meta
@@ -10,9 +11,25 @@ from rag.consciousness.memory import Memory
 from rag.consciousness.workspace import Workspace
 
 
+def place(file: str, heading: str | None = None, page: int | None = None) -> str:
+    """Where a source is, in words: "ferry_manual.pdf, page 2", "bike_log.md: Bike log > Tyres" ("" if unknown)."""
+    if not file:
+        return heading or ""
+    out = PurePath(file).name + (f", page {page}" if page else "")
+    return f"{out}: {heading}" if heading else out
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 @dataclass
 class Source:
-    """An exemplar that was in the prompt; `number` is how the answer cites it, `used` whether it did."""
+    """An exemplar that was in the prompt; `number` is how the answer cites it, `used` whether it did.
+
+    `file` is the file it came from, `heading` its heading path, `page` its page (PDF page, slide), `start` and
+    `end` its character span in the file's text (in the converted Markdown of a document, of its page for a PDF);
+    None where unknown (a whole corpus record has no heading or span)."""
 
     id: str
     score: float
@@ -24,6 +41,28 @@ class Source:
     dense_rank: int | None = None  # which retriever found it: its rank in each list (None: not in that list)
     lexical_rank: int | None = None
     fused_score: float | None = None
+    file: str = ""
+    heading: str | None = None
+    page: int | None = None
+    start: int | None = None
+    end: int | None = None
+
+    @classmethod
+    def place_fields(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        """file, heading, page, start and end from a stored record's metadata."""
+        heading = metadata.get("heading")
+        return {
+            "file": str(metadata.get("source") or ""),
+            "heading": heading if isinstance(heading, str) and heading else None,
+            "page": _int(metadata.get("page")),
+            "start": _int(metadata.get("start")),
+            "end": _int(metadata.get("end")),
+        }
+
+    @property
+    def where(self) -> str:
+        """File, page and heading path in words (see `place`)."""
+        return place(self.file, self.heading, self.page)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -32,6 +71,11 @@ class Source:
             "prompt": self.prompt,
             "number": self.number,
             "used": self.used,
+            "file": self.file,
+            "heading": self.heading,
+            "page": self.page,
+            "start": self.start,
+            "end": self.end,
             "dense_rank": self.dense_rank,
             "lexical_rank": self.lexical_rank,
             "fused_score": None if self.fused_score is None else round(self.fused_score, 4),

@@ -314,6 +314,7 @@ def sources_for(prep: Prepared, text: str, cited: list[int]) -> list[Source]:
                 dense_rank=h.dense_rank,
                 lexical_rank=h.lexical_rank,
                 fused_score=h.fused_score,
+                **Source.place_fields(h.metadata),
             )
         )
     return out

@@ -94,8 +94,9 @@ def test_readers_accept_every_shape(tmp_path: Path) -> None:
     )
     recs, _ = records_and_rejections(md)
     assert recs[0].prompt == "notes: Title" and "First paragraph" in recs[0].response and "Second" in recs[0].response
-    assert all(r.kind == "text" for r in recs) and recs[1].prompt == "notes: Section B"
-    assert len(recs) == 3 and all(len(r.response.encode()) <= 2100 for r in recs)  # split under the size limit
+    assert all(r.kind == "text" for r in recs) and {r.prompt for r in recs[1:]} == {"notes: Title > Section B"}
+    assert len(recs) >= 5 and all(len(r.response.encode()) <= 1000 for r in recs)  # passages under the size limit
+    assert recs[1].meta["passage"]["heading"] == "Title > Section B" and recs[1].line == 9
     txt = tmp_path / "plain.txt"
     txt.write_text("one\ntwo\n\nthree\n", encoding="utf-8")
     recs, _ = records_and_rejections(txt)

@@ -64,10 +64,15 @@ def _warn(answer: Any) -> None:
         typer.echo(f"warning: {w}", err=True)
 
 
+def _source_line(s: Any) -> str:
+    """One source: its number, score, whether the answer used it, where it is (file, page, heading) and its text."""
+    where = f"{clip(s.where, 70)} - " if s.where else ""
+    text = s.response if s.start is not None and s.response else s.prompt  # a passage's prompt repeats its place
+    return f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {where}{clip(text, 90)}"
+
+
 def _footer(answer: Any) -> str:
-    lines = [
-        f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {clip(s.prompt, 90)}" for s in answer.sources
-    ]
+    lines = [_source_line(s) for s in answer.sources]
     head = "sources:" if answer.sources else "sources: none (no exemplar in the prompt)"
     conf = f"confidence {answer.confidence:.2f}" + (
         " (low: little in the corpus or memory on this)" if answer.low_confidence else ""
@@ -184,8 +189,7 @@ def chat(
             if conv.last is None:
                 typer.echo("(no answer yet)")
             for s in conv.last.sources if conv.last else []:
-                mark = "used " if s.used else "shown"
-                typer.echo(f"  [{s.number}] {s.score:.2f} {mark} {clip(s.prompt, 90)}")
+                typer.echo(_source_line(s))
             if conv.last is not None:
                 low = " (low)" if conv.last.low_confidence else ""
                 typer.echo(f"  confidence {conv.last.confidence:.2f}{low}")

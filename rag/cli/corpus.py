@@ -8,11 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from index.errors import ShvayambhuError
+from rag.answer import Source, place
 from rag.cli.common import ModeOpt, assistant, clip, emit_json, found_by
 
 
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="JSONL/JSON/.txt/.md files or folders (recursive).")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="JSONL/JSON, .txt/.md, PDF/DOCX/PPTX/HTML/EPUB files or folders (recursive)."),
+    ],
     prune: Annotated[bool, typer.Option(help="Remove records of these sources that are no longer in them.")] = False,
     strict: Annotated[bool, typer.Option(help="Any rejected record is fatal and nothing is written.")] = False,
     no_wait: Annotated[
@@ -45,6 +49,8 @@ def ingest(
         f"added {summary.added}, updated {summary.updated}, unchanged {summary.unchanged}, "
         f"rejected {summary.rejected}, removed {summary.removed}{repaired} in {summary.seconds:.1f} s"
     )
+    if summary.skipped:
+        typer.echo(summary.skipped_line())
 
 
 def parse_where(items: list[str] | None) -> dict[str, Any] | None:
@@ -80,8 +86,11 @@ def search(
         typer.echo("no hits")
     for i, h in enumerate(hits, 1):
         cat = h.metadata.get("category", "")
+        src = Source.place_fields(h.metadata)
+        where = place(src["file"], src["heading"], src["page"])
         typer.echo(
-            f"[{i}] {h.score:.3f} {cat} {h.id[:8]}{found_by(h)}\n    Q: {clip(h.prompt)}\n    A: {clip(h.response)}"
+            f"[{i}] {h.score:.3f} {cat} {h.id[:8]}{found_by(h)}\n    in: {where}\n"
+            f"    Q: {clip(h.prompt)}\n    A: {clip(h.response)}"
         )
 
 

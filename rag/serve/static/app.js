@@ -171,12 +171,22 @@ function source(s) {
   if (s.retrievers) tags.push("found by " + [].concat(s.retrievers).join(" + "));
   if (s.scores) tags.push(Object.entries(s.scores).map(([k, v]) => `${k} ${Number(v).toFixed(3)}`).join(", "));
   if (s.category) tags.push(s.category);
+  const where = sourcePlace(s);
   return el("details", { class: "source" },
-    el("summary", {}, el("span", { class: "num" }, `[${s.number}]`), el("span", { class: "q" }, s.prompt),
+    el("summary", {}, el("span", { class: "num" }, `[${s.number}]`),
+      where ? el("span", { class: "where", title: s.file || "" }, where) : null,
+      el("span", { class: "q" }, s.start != null && s.response ? s.response : s.prompt),
       s.used ? el("span", { class: "used" }, "cited") : null,
       el("span", { class: "score" }, Number(s.score).toFixed(3))),
     el("div", { class: "body" }, s.response || ""),
     tags.length ? el("div", { class: "tags" }, tags.join(" · ")) : null);
+}
+
+// "ferry_manual.pdf, page 2: Fares": the file's name, its page and heading path (the full path is the tooltip).
+function sourcePlace(s) {
+  if (!s.file) return s.heading || "";
+  const name = s.file.split(/[\\/]/).pop() + (s.page ? `, page ${s.page}` : "");
+  return s.heading ? `${name}: ${s.heading}` : name;
 }
 
 function kindColor(kind) { return KINDS.includes(kind) ? `var(--${kind})` : "var(--other)"; }

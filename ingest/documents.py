@@ -1,0 +1,161 @@
+"""Documents (PDF, DOCX, PPTX, HTML, EPUB) to Markdown through markitdown, page by page where pages exist.
+
+markitdown is imported only when a document is converted, so the CLI starts without it. A PDF keeps its
+pages (pdfminer ends each page with a form feed; where markitdown read a page as a table it does not, and the
+PDF is converted one page at a time instead); a PPTX keeps its slide numbers as pages. A web page loses its
+navigation chrome (nav, header, footer, aside, forms) before conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from index.errors import ShvayambhuError
+
+DOCUMENT_EXTENSIONS = (".pdf", ".docx", ".pptx", ".html", ".htm", ".epub")
+CHROME = ("nav", "aside", "form", "noscript", "script", "style", "template", "iframe", "button")
+PAGE_CHROME = ("header", "footer")  # a site's banner and footer; an article's own header (its title) is kept
+CHROME_ROLES = ("navigation", "banner", "contentinfo", "search", "complementary")
+_SLIDE = "<!-- Slide number: "
+
+
+class Unreadable(ShvayambhuError, ValueError):
+    """A document that holds no text we can store; `reason` is the short why for the skipped-files list."""
+
+    def __init__(self, path: Path, reason: str, hint: str = ""):
+        super().__init__(f"{path}: {reason}" + (f"; {hint}" if hint else ""))
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Page:
+    """Markdown of one page (PDF page, PPTX slide) or of the whole document (`number` None)."""
+
+    number: int | None
+    markdown: str
+    no_text: bool = False  # a PDF page with content but no text layer (a scanned page): nothing of it is stored
+
+
+def file_hash(path: Path) -> str:
+    """A digest of a document's bytes: an unchanged document is not converted again on re-ingest."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()[:32]
+
+
+def convert(path: Path) -> list[Page]:
+    """`path` as Markdown pages; raises Unreadable for an encrypted, damaged or text-less document."""
+    suffix = path.suffix.lower()
+    data = path.read_bytes()
+    try:
+        if suffix == ".pdf":
+            return _pdf(path, data)
+        if suffix in (".html", ".htm"):
+            return [Page(None, _html(data))]
+        markdown = _converter(suffix).convert(io.BytesIO(data), _info(suffix)).markdown
+    except Unreadable:
+        raise
+    except Exception as e:  # the converters raise anything from zipfile, lxml or pdfminer on a damaged file
+        raise Unreadable(path, f"cannot convert it ({type(e).__name__}: {str(e)[:120]})") from e
+    if suffix == ".pptx":
+        return _slides(markdown)
+    return [Page(None, markdown)]
+
+
+def _info(suffix: str) -> Any:
+    from markitdown import StreamInfo
+
+    return StreamInfo(extension=suffix)
+
+
+def _converter(suffix: str) -> Any:
+    from markitdown import converters
+
+    return {
+        ".pdf": converters.PdfConverter,
+        ".docx": converters.DocxConverter,
+        ".pptx": converters.PptxConverter,
+        ".epub": converters.EpubConverter,
+        ".html": converters.HtmlConverter,
+    }[suffix]()
+
+
+def _pdf(path: Path, data: bytes) -> list[Page]:
+    """PDF pages: encryption and a missing text layer found first (pdfium, fast), then markitdown's text."""
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as e:
+        if "password" in str(e).lower():
+            raise Unreadable(path, "encrypted", "remove its password (print it to a new PDF) and ingest that") from e
+        raise Unreadable(path, f"damaged PDF ({e})") from e
+    try:
+        counts = [_char_count(doc[i]) for i in range(len(doc))]
+        if not any(chars for chars, _ in counts):
+            raise Unreadable(path, "no text layer: OCR it first", "e.g. `ocrmypdf in.pdf out.pdf`")
+        converter, info = _converter(".pdf"), _info(".pdf")
+        markdown = converter.convert(io.BytesIO(data), info).markdown
+        parts = markdown.split("\f")
+        if len(parts) >= len(doc) and not any(p.strip() for p in parts[len(doc) :]):
+            pages = parts[: len(doc)]
+        else:  # markitdown read some page as a table and joined pages without marks: convert page by page
+            pages = [converter.convert(io.BytesIO(_one_page(pdfium, doc, i)), info).markdown for i in range(len(doc))]
+    finally:
+        doc.close()
+    scanned = [Page(n, "", no_text=True) for n, (chars, drawn) in enumerate(counts, 1) if not chars and drawn]
+    return sorted([Page(n, t) for n, t in enumerate(pages, 1) if t.strip()] + scanned, key=lambda p: p.number or 0)
+
+
+def _char_count(page: Any) -> tuple[int, bool]:
+    """(characters in the page's text layer, whether anything is drawn on it)."""
+    text = page.get_textpage()
+    try:
+        return text.count_chars(), any(True for _ in page.get_objects(max_depth=2))
+    finally:
+        text.close()
+        page.close()
+
+
+def _one_page(pdfium: Any, doc: Any, index: int) -> bytes:
+    single = pdfium.PdfDocument.new()
+    try:
+        single.import_pages(doc, [index])
+        buf = io.BytesIO()
+        single.save(buf)
+        return buf.getvalue()
+    finally:
+        single.close()
+
+
+def _slides(markdown: str) -> list[Page]:
+    """A PPTX's Markdown cut at markitdown's slide markers, each slide a page."""
+    pages = []
+    for part in markdown.split(_SLIDE)[1:]:
+        number, _, body = part.partition(" -->")
+        pages.append(Page(int(number) if number.strip().isdigit() else None, body.strip("\n")))
+    return pages or [Page(None, markdown)]
+
+
+def _html(data: bytes) -> str:
+    """A web page's main content as Markdown: chrome removed, <main> or <article> kept when the page has one."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(data, "html.parser")
+    for tag in soup(list(CHROME)):
+        tag.decompose()
+    for tag in soup(list(PAGE_CHROME)):
+        if tag.find_parent(["article", "main"]) is None:
+            tag.decompose()
+    for tag in soup.find_all(attrs={"role": list(CHROME_ROLES)}):
+        tag.decompose()
+    main = soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("article")
+    body = str(main) if main is not None else str(soup.body or soup)
+    html = f"<html><body>{body}</body></html>"
+    return _converter(".html").convert_string(html).markdown
