@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from index.errors import ShvayambhuError
-from rag.answer import Source, place
 from rag.cli.common import ModeOpt, assistant, clip, emit_json, found_by
 
 
@@ -84,6 +83,8 @@ def search(
         return
     if not hits:
         typer.echo("no hits")
+    from rag.answer import Source, place  # lazy: rag.answer loads the store (chromadb)
+
     for i, h in enumerate(hits, 1):
         cat = h.metadata.get("category", "")
         src = Source.place_fields(h.metadata)
