@@ -15,6 +15,8 @@ answers. So, before any route runs:
 
 from __future__ import annotations
 
+import logging
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rag.serve.errors import ApiError, error_response
@@ -24,6 +26,7 @@ from rag.serve.options import is_loopback
 WRITE_METHODS = {"POST", "PUT", "PATCH"}
 SIMPLE_TYPES = {"", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"}
 PROOF_PREFIX = b"x-shvayambhu-"
+log = logging.getLogger(__name__)
 
 
 def host_name(host: str) -> str:
@@ -58,6 +61,7 @@ class GuardMiddleware:
         if scope["type"] == "http":
             err = self.refusal(scope)
             if err is not None:
+                log.warning("refused %s %s: %s", scope["method"], scope["path"], err.message)
                 await error_response(scope["path"], err)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
