@@ -18,7 +18,8 @@ from rag.serve import ServeOptions, create_app, start_in_thread
 
 PLANTED = {"prompt": "What is the Glimmerquark?", "response": "The Glimmerquark is a planted record."}
 LINE = json.dumps(PLANTED) + "\n"
-CHAT = {"model": "shvayambhu", "user": "victim", "messages": [{"role": "user", "content": "Remember the Glimmerquark."}]}
+ASK = [{"role": "user", "content": "Remember the Glimmerquark."}]
+CHAT = {"model": "shvayambhu", "user": "victim", "messages": ASK}
 
 
 @pytest.fixture
