@@ -14,7 +14,7 @@ from rag.serve import ServeOptions, start_in_thread
 
 
 def number_settings() -> dict[str, object]:
-    """"section.field" -> default, for every int and float setting."""
+    """ "section.field" -> default, for every int and float setting."""
     out: dict[str, object] = {}
     defaults = Settings()
     for f in dataclasses.fields(defaults):

@@ -140,3 +140,30 @@ def test_wrong_types_are_400_naming_the_field(served):
     with pytest.raises(ollama.ResponseError) as o:
         ollama.Client(host=served.url).chat(model="shvayambhu", messages=MSGS, options={"temperature": -1})
     assert o.value.status_code == 400 and "options.temperature" in o.value.error
+
+
+def test_ingest_refuses_lone_surrogates_and_deep_json_record_by_record(served):
+    records = [
+        {"prompt": "What is the Quillon moon?", "response": "A moon \ud83c\udf19 of Quillon."},  # a valid pair
+        {"prompt": "What is the Vexa moon?", "response": "A moon with a lone \udc00 half."},
+        {"prompt": "What is the Orra moon?", "response": "A small moon.", "category": "sci\ud800"},
+        {"prompt": "What is the Brel moon?", "response": "A far moon.", "meta": {"k\udfff": 1}},
+    ]
+    body = "\n".join(json.dumps(r) for r in records) + "\n" + "[" * 1000 + "\n"
+    r = httpx.post(
+        served.url + "/v1/ingest?name=moons.jsonl",
+        content=body.encode("ascii"),
+        headers={"Content-Type": "application/jsonl"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["added"] == 1 and d["rejected"] == 4
+    reasons = {x["line"]: x["reason"] for x in d["rejections"]}
+    assert "field 'response' holds a lone surrogate \\udc00" in reasons[2]
+    assert "field 'category'" in reasons[3] and "field name 'meta.k" in reasons[4] and "nested" in reasons[5]
+    hit = served.assistant.search("What is the Quillon moon?", 1)[0]
+    assert hit.response == "A moon 🌙 of Quillon."
+    deep = '{"prompt": "x", "response": ' + "[" * 1000 + "]" * 1000 + "}"
+    r = httpx.post(served.url + "/v1/ingest?name=deep.json", content=deep, headers={"Content-Type": "application/json"})
+    assert r.status_code == 200 and "nested too deeply" in r.json()["rejections"][0]["reason"]
