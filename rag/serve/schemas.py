@@ -50,6 +50,9 @@ RepeatPenalty = _floats(0.0, 10.0)
 Seed = _ints(0, 2**32 - 1)
 MaxTokens = _ints(1, 32768)
 NumCtx = _ints(1, 1 << 20)
+NumPredict = _ints(-2, 32768)  # Ollama's -1: no limit, -2: fill the context
+SearchK = _ints(1, 1000)  # the server's max_k bounds it further
+Score = _floats(-1.0, 1.0)
 Stops = Annotated[list[Str], BeforeValidator(_listed), Field(max_length=MAX_STOPS)]
 Texts = Annotated[list[Str], BeforeValidator(_listed), Field(min_length=1)]
 
@@ -135,7 +138,7 @@ class OllamaOptions(Body):
     top_k: TopK | None = None
     repeat_penalty: RepeatPenalty | None = None
     seed: Seed | None = None
-    num_predict: _ints(-2, 32768) | None = None  # type: ignore[valid-type]  # -1: no limit, -2: fill the context
+    num_predict: NumPredict | None = None
     num_ctx: NumCtx | None = None
     stop: Stops | None = None
 
@@ -200,11 +203,11 @@ class SearchRequest(Body):
     """Our /v1/search: hits as `search --json` prints them."""
 
     query: Annotated[Str, Field(min_length=1)]
-    k: _ints(1, 1000) = 4  # type: ignore[valid-type]  # the server's max_k bounds it further
+    k: SearchK = 4
     where: Annotated[dict[Str, Any], AfterValidator(plain_filter)] | None = None
     mode: Literal["dense", "hybrid", "lexical"] | None = None
     mmr: Bool | None = None
-    min_score: _floats(-1.0, 1.0) | None = None  # type: ignore[valid-type]
+    min_score: Score | None = None
 
     @field_validator("query")
     @classmethod
