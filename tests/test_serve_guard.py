@@ -14,7 +14,9 @@ import pytest
 from starlette.testclient import TestClient
 from test_serve_browser import CHROMIUM, DRIVER, browser  # noqa: F401  (the fixture)
 
+from rag.config import load_settings
 from rag.serve import ServeOptions, create_app, start_in_thread
+from rag.serve.options import options_from
 
 PLANTED = {"prompt": "What is the Glimmerquark?", "response": "The Glimmerquark is a planted record."}
 LINE = json.dumps(PLANTED) + "\n"
@@ -49,7 +51,9 @@ def test_foreign_host_names_are_refused_loopback_ones_answered(served):
 
 def test_allowed_hosts_and_servers_beyond_loopback(make_assistant):
     assistant = make_assistant()
-    loop = TestClient(create_app(assistant, ServeOptions(allowed_hosts=["notes.lan"]), warm=False))
+    section = load_settings(environ={"SHVAYAMBHU_SERVE_ALLOWED_HOSTS": "notes.lan; box.lan"}).serve
+    assert options_from(section).allowed_hosts == ["notes.lan", "box.lan"]  # [serve] allowed_hosts reaches the app
+    loop = TestClient(create_app(assistant, options_from(section), warm=False))
     assert loop.get("/healthz", headers={"Host": "notes.lan:8765"}).status_code == 200
     assert loop.get("/healthz", headers={"Host": "other.lan"}).status_code == 403
     assert loop.get("/healthz").status_code == 403  # TestClient's own Host is "testserver"
