@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ def from_object(obj: Any, source: str, line: int) -> list[Record] | str:
         return f'field \'kind\' must be "pair" (a prompt and its answer) or "text" (a titled passage), not {kind!r}'
     if _depth(obj.get("meta")) > MAX_META_DEPTH:
         return f"field 'meta' is nested deeper than {MAX_META_DEPTH} levels; flatten it"
+    lone = _lone_surrogate(obj)
+    if lone:
+        return f"bad text: {lone}; the JSON escapes half of a UTF-16 pair (fix the exporter that wrote it)"
     common = {
         "model": obj.get("model") if isinstance(obj.get("model"), str) else None,
         "category": obj.get("category") if isinstance(obj.get("category"), str) else None,
@@ -75,6 +79,29 @@ def _depth(value: Any, limit: int = MAX_META_DEPTH + 1) -> int:
         level = [v for x in level if isinstance(x, dict | list) for v in (x.values() if isinstance(x, dict) else x)]
         depth += 1
     return depth
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # JSON's "\ud800" decodes to text that no encoder can write
+
+
+def _lone_surrogate(obj: dict[str, Any]) -> str:
+    """Where a record holds a lone surrogate (in a value or a field name), or "" (walked without recursion)."""
+    level: list[tuple[str, Any]] = [("", obj)]
+    while level:
+        deeper: list[tuple[str, Any]] = []
+        for path, value in level:
+            if isinstance(value, str) and (m := _SURROGATE.search(value)):
+                return f"field {path!r} holds a lone surrogate \\u{ord(m.group()):04x} at character {m.start()}"
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    name = f"{path}.{k}" if path else str(k)
+                    if _SURROGATE.search(str(k)):
+                        return f"field name {name!r} holds a lone surrogate"
+                    deeper.append((name, v))
+            elif isinstance(value, list):
+                deeper += [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        level = deeper
+    return ""
 
 
 def _json_error(e: json.JSONDecodeError) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -158,6 +159,7 @@ class ServeSettings:
     # "prefix=KEY" entries: each key sees only the sessions it names, stored as `prefix/name` (keep this file
     # private, or give them as SHVAYAMBHU_SERVE_API_KEYS="alice=K1;bob=K2"). --api-key sees every session.
     api_keys: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names answered besides loopback ones ("*": any)
 
 
 @dataclass
@@ -188,6 +190,75 @@ class Settings:
         return dataclasses.asdict(self)
 
 
+# The range of every number a setting holds, both ends included: "section.field" -> (lowest, highest). Settings
+# are checked against it as they load (a TOML file, SHVAYAMBHU_* variables, flags); a number setting without an
+# entry here is a test failure (tests/test_serve_settings.py).
+RANGES: dict[str, tuple[float, float]] = {
+    "store.chroma_port": (1, 65535),
+    "retrieval.alpha": (0.0, 1.0),
+    "retrieval.rrf_k": (0.0, 1e6),
+    "retrieval.k": (1, 1000),
+    "retrieval.min_score": (-1.0, 1.0),
+    "retrieval.fetch_k": (1, 10_000),
+    "retrieval.mmr_lambda": (0.0, 1.0),
+    "ollama.timeout": (0.001, 86_400.0),
+    "ollama.temperature": (0.0, 2.0),
+    "ollama.top_p": (0.0, 1.0),
+    "ollama.top_k": (0, 1000),
+    "ollama.repeat_penalty": (0.0, 10.0),
+    "ollama.num_ctx": (1, 1 << 20),
+    "ollama.seed": (-1, 2**32 - 1),
+    "ollama.max_tokens": (-1, 1 << 20),
+    "blt.max_bytes": (0, 1 << 20),
+    "blt.temperature": (0.0, 2.0),
+    "blt.top_k": (0, 1000),
+    "blt.top_p": (0.0, 1.0),
+    "blt.repeat_penalty": (0.0, 10.0),
+    "blt.no_repeat_ngram": (0, 4096),
+    "blt.copy_weight": (0.0, 1.0),
+    "blt.seed": (0, 2**32 - 1),
+    "mlx.temperature": (0.0, 2.0),
+    "mlx.top_p": (0.0, 1.0),
+    "mlx.top_k": (0, 1 << 20),
+    "mlx.seed": (0, 2**32 - 1),
+    "mlx.max_tokens": (1, 1 << 20),
+    "mlx.repeat_penalty": (0.0, 10.0),
+    "mlx.prompt_tokens": (16, 1 << 20),
+    "mlx.copy_weight": (0.0, 1.0),
+    "workspace.budget_bytes": (1, 1 << 24),
+    "workspace.budget_tokens": (0, 1 << 20),
+    "workspace.recent_turns": (0, 1000),
+    "memory.recall_k": (0, 1000),
+    "memory.recency_weight": (0.0, 1000.0),
+    "memory.importance_weight": (0.0, 1000.0),
+    "memory.relevance_weight": (0.0, 1000.0),
+    "memory.decay_per_hour": (0.0, 1.0),
+    "memory.reflect_every": (0, 100_000),
+    "memory.reflection_size": (1, 1000),
+    "memory.min_relevance": (-1.0, 1.0),
+    "metacognition.low_confidence": (0.0, 1.0),
+    "metacognition.generator_weight": (0.0, 1.0),
+    "serve.port": (0, 65535),
+    "serve.queue_depth": (1, 100_000),
+    "serve.max_question_bytes": (1, 1 << 30),
+    "serve.max_body_bytes": (1, 1 << 30),
+    "serve.max_upload_bytes": (1, 1 << 40),
+}
+
+
+def check_range(name: str, value: Any, where: str) -> None:
+    """Refuse a number outside RANGES[name] (NaN and infinities included), naming the setting and the range."""
+    if name not in RANGES or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    low, high = RANGES[name]
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ConfigError(f"{where} = {value!r} is out of range: it must be from {_number(low)} to {_number(high)}")
+
+
+def _number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
 def default_data_dir() -> Path:
     """`$SHVAYAMBHU_HOME`, else `~/.shvayambhu` (the store's own default; chromadb loads only when asked)."""
     from index.store import default_data_dir as store_default  # lazy: index.store imports chromadb
@@ -208,7 +279,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
                 return False
             raise ValueError(value)
         if typ in (int, float):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (typ is int and isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return typ(value)
         if typ is str:
@@ -226,7 +297,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     raise ConfigError(f"{where}: {value!r} is not a valid {getattr(typ, '__name__', typ)}")
 
 
-def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+def _apply(obj: Any, values: dict[str, Any], where: str, section: str = "") -> None:
     hints = get_type_hints(type(obj))
     names = {f.name for f in fields(obj)}
     for key, value in values.items():
@@ -236,9 +307,11 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: [{key}] must be a table")
-            _apply(current, value, f"{where} [{key}]")
+            _apply(current, value, f"{where} [{key}]", f"{key}.")
         else:
-            setattr(obj, key, _coerce(value, hints[key], f"{where}: {key}"))
+            value = _coerce(value, hints[key], f"{where}: {key}")
+            check_range(section + key, value, f"{where}: {key}")
+            setattr(obj, key, value)
 
 
 def config_path(explicit: str | Path | None = None) -> Path | None:

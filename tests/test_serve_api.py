@@ -219,13 +219,14 @@ def test_ingest_jsonl_body_and_multipart(served):
     hits = httpx.post(served.url + "/v1/search", json={"query": "Zorblax nebula colour", "k": 1}).json()
     assert hits[0]["prompt"] == GOOD["prompt"]
     files = {"file": ("../../etc/evil name.jsonl", body.encode(), "application/octet-stream")}
-    again = httpx.post(served.url + "/v1/ingest", files=files, timeout=60).json()
+    multipart = {"X-Shvayambhu-Session": "default"}  # a header no cross-site form can send (see test_serve_guard)
+    again = httpx.post(served.url + "/v1/ingest", files=files, headers=multipart, timeout=60).json()
     assert again["unchanged"] == 1 and again["rejections"][0]["file"] == "evil_name.jsonl"
-    wrong = httpx.post(served.url + "/v1/ingest", files={"file": ("x.exe", b"MZ")})
+    wrong = httpx.post(served.url + "/v1/ingest", files={"file": ("x.exe", b"MZ")}, headers=multipart)
     assert wrong.status_code == 400 and ".jsonl" in wrong.json()["error"]["message"]
     edited = {**GOOD, "response": GOOD["response"] + " (edited)"}
     upload = {"file": ("notes.jsonl", (json.dumps(edited) + "\n").encode(), "application/octet-stream")}
-    replaced = httpx.post(served.url + "/v1/ingest", files=upload, timeout=60).json()
+    replaced = httpx.post(served.url + "/v1/ingest", files=upload, headers=multipart, timeout=60).json()
     assert replaced["updated"] == 1 and replaced["added"] == 0  # the same upload name is the same source
     hits = httpx.post(served.url + "/v1/search", json={"query": "Zorblax nebula colour", "k": 2}).json()
     assert hits[0]["response"].endswith("(edited)") and hits[1]["prompt"] != GOOD["prompt"]

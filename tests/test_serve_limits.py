@@ -108,7 +108,7 @@ def test_a_disconnect_before_a_non_streamed_answer_stops_it_too(serve, fake_olla
     fake_ollama.behavior("llama3.2").token_delay = 0.05
     body = json.dumps({"model": "shvayambhu", "user": "left", "messages": [{"role": "user", "content": "A saga?"}]})
     sock = socket.create_connection(("127.0.0.1", running.port))
-    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
     sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n{body}".encode())
     wait_for(lambda: queue(running)["busy"] and fake_ollama.in_flight == 1, "the generation to start")
     sock.close()
@@ -201,7 +201,8 @@ def test_oversize_requests_are_413_saying_the_limit(serve):
     line = json.dumps({"prompt": "p" * 100, "response": "r" * 100}) + "\n"
     up = httpx.post(url + "/v1/ingest", content=(line * 20).encode(), headers={"Content-Type": "application/jsonl"})
     assert up.status_code == 413 and "2,000 bytes" in up.json()["error"]["message"]
-    chunked = httpx.post(url + "/v1/ingest", content=iter([line.encode()] * 20))  # no Content-Length
+    jsonl = {"Content-Type": "application/jsonl"}
+    chunked = httpx.post(url + "/v1/ingest", content=iter([line.encode()] * 20), headers=jsonl)  # no Content-Length
     assert chunked.status_code == 413 and "2,000 bytes" in chunked.json()["error"]["message"]
     assert httpx.post(url + "/v1/search", json={"query": "q" * 40000}).status_code == 413
 

@@ -67,7 +67,7 @@ def parse_where(items: list[str] | None) -> dict[str, Any] | None:
 
 def search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
-    k: Annotated[int, typer.Option("-k", "--k", help="How many hits.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="How many hits.")] = 5,
     where: Annotated[list[str] | None, typer.Option(help="Metadata filter KEY=VALUE (repeatable).")] = None,
     mmr: Annotated[bool, typer.Option(help="Diversify hits with maximal marginal relevance.")] = False,
     min_score: Annotated[float | None, typer.Option(help="Drop hits below this cosine similarity.")] = None,

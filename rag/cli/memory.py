@@ -44,7 +44,7 @@ def list_memories(
 def search_memories(
     query: Annotated[str, typer.Argument(help="What to recall.")],
     session: SessionOpt = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="How many.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="How many.")] = 5,
     as_json: JsonOpt = False,
 ) -> None:
     """Memories ranked as recall ranks them: recency, importance and relevance."""

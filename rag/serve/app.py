@@ -20,8 +20,9 @@ from rag.serve import ollama_api, openai_api, ours
 from rag.serve.auth import KeyMiddleware
 from rag.serve.errors import handle_http, handle_ours, handle_validation
 from rag.serve.generation import Engine
+from rag.serve.guard import GuardMiddleware
 from rag.serve.limits import BodyLimitMiddleware
-from rag.serve.options import ServeOptions
+from rag.serve.options import ServeOptions, is_loopback
 from rag.serve.queue import ModelQueue
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -54,10 +55,16 @@ def create_app(assistant: Any, options: ServeOptions | None = None, *, warm: boo
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    # Middleware runs outside-in in reverse order of adding: CORS, then the key, then the size limits.
+    # Middleware runs outside-in in reverse order of adding: CORS, Host/Origin/body type, the key, the limits.
     app.add_middleware(BodyLimitMiddleware, max_body=options.max_body_bytes, max_upload=options.max_upload_bytes)
     if options.secured:
         app.add_middleware(KeyMiddleware, key=options.api_key, keys=options.key_prefixes)
+    app.add_middleware(
+        GuardMiddleware,
+        check_host=is_loopback(options.host) or bool(options.allowed_hosts),
+        allowed_hosts=options.allowed_hosts,
+        cors_origins=options.cors_origins,
+    )
     if options.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["*"], allow_headers=["*"])
     return app

@@ -12,12 +12,12 @@ OPEN_PATHS = {"/healthz", "/", "/index.html", "/favicon.ico"}
 OPEN_PREFIXES = ("/static/",)
 
 
-def key_matches(header: str, key: str) -> bool:
-    """Constant-time comparison of a Bearer header with the key."""
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer":
-        given = ""
-    return hmac.compare_digest(given.strip().encode("utf-8"), key.encode("utf-8"))
+def key_matches(header: bytes, key: str) -> bool:
+    """Constant-time comparison of a Bearer header, as the client sent its bytes, with the key in UTF-8."""
+    scheme, _, given = header.partition(b" ")
+    if scheme.lower() != b"bearer":
+        given = b""
+    return hmac.compare_digest(given.strip(), key.encode("utf-8"))
 
 
 class KeyMiddleware:
@@ -37,10 +37,10 @@ class KeyMiddleware:
         if scope["type"] != "http" or _open(scope["path"]) or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        header = ""
+        header = b""
         for name, value in scope.get("headers", []):
             if name == b"authorization":
-                header = value.decode("latin-1")
+                header = value
         if self.key and key_matches(header, self.key):
             await self.app(scope, receive, send)
             return

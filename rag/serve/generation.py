@@ -7,7 +7,6 @@ stops pulling the AnswerStream after the current piece, closes it and frees the 
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from rag.consciousness.session_names import KEY_SEPARATOR, SessionNameError, check_session
 from rag.serve.errors import ApiError
 from rag.serve.limits import too_large
-from rag.serve.queue import ModelQueue
+from rag.serve.queue import ModelQueue, Place
 
 MODEL = "shvayambhu"
 NAMED_BACKENDS = ("mlx", "blt")
@@ -59,36 +58,9 @@ def model_names(settings: Any) -> list[str]:
     return [MODEL, f"{MODEL}:mlx", f"{MODEL}:blt", f"{MODEL}:ollama/{settings.ollama.model}"]
 
 
-def text_of(content: Any, where: str) -> str:
-    """A message's text: a string, or OpenAI's list of parts (text parts joined)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for i, p in enumerate(content):
-            if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str):
-                parts.append(p["text"])
-            elif isinstance(p, str):
-                parts.append(p)
-            else:
-                raise ApiError(400, f"{where}[{i}]: only text parts are understood", param=where)
-        return "\n".join(parts)
-    raise ApiError(400, f"{where}: content must be a string or a list of text parts", param=where)
-
-
-def split_messages(messages: Any) -> tuple[str, list[dict[str, str]]]:
-    """(the question, the earlier turns) from a chat request's messages; the last must be the user's."""
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "messages: give a non-empty list of {role, content}", param="messages")
-    turns = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise ApiError(400, f"messages[{i}]: each message needs a string role", param=f"messages[{i}]")
-        turns.append({"role": m["role"], "content": text_of(m.get("content"), f"messages[{i}].content")})
-    if turns[-1]["role"] != "user":
-        raise ApiError(400, "messages: the last message must be the user's question", param="messages")
+def split_messages(messages: list[Any]) -> tuple[str, list[dict[str, str]]]:
+    """(the question, the earlier turns) from a validated request's messages (the last is the user's)."""
+    turns = [{"role": m.role, "content": m.content} for m in messages]
     return turns[-1]["content"], turns[:-1]
 
 
@@ -126,39 +98,6 @@ def request_session(request: Any, user: Any = None) -> str | None:
     return session_of(request.headers.get("x-shvayambhu-session"), user, key_prefix(request))
 
 
-# name -> (type, low, high) of the sampling options a request may set (GenerationOptions' names).
-SAMPLING = {
-    "temperature": (float, 0.0, 2.0),
-    "top_p": (float, 0.0, 1.0),
-    "top_k": (int, 1, 1000),
-    "repeat_penalty": (float, 0.0, 10.0),
-    "seed": (int, 0, 2**32 - 1),
-    "max_tokens": (int, 1, 32768),
-    "num_ctx": (int, 1, 1 << 20),
-}
-MAX_STOPS = 8
-
-
-def sampling(values: dict[str, Any], where: str) -> dict[str, Any]:
-    """A request's sampling options as GenerationOptions fields, checked; 400 naming the field otherwise."""
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        if name == "stop":
-            stops = [value] if isinstance(value, str) else value
-            if not isinstance(stops, list) or len(stops) > MAX_STOPS or not all(isinstance(s, str) for s in stops):
-                raise ApiError(400, f"{where}stop: a string or up to {MAX_STOPS} strings", param=name)
-            out["stop"] = [s for s in stops if s] or None
-            continue
-        kind, low, high = SAMPLING[name]
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or (kind is int and value != int(value)) or not low <= value <= high:
-            raise ApiError(400, f"{where}{name}: a {kind.__name__} from {low} to {high}, not {value!r}", param=name)
-        out[name] = kind(value)
-    return out
-
-
 class WithOptions:
     """A backend with one request's sampling options laid over those the pipeline chose for it."""
 
@@ -179,12 +118,14 @@ class Job:
 
     engine: Engine
     stream: Any  # rag.pipeline.AnswerStream
-    key: str
+    place: Place  # taken at admission; freed when the answer ends, fails, or is never pulled
     answer: Any = None
+    started: bool = False
 
     async def pieces(self) -> AsyncIterator[str]:
         """The answer's text pieces; holds the model's lock while pulling them."""
-        async with self.engine.queue.hold(self.key):
+        self.started = True
+        async with self.engine.queue.hold(self.place):
             try:
                 while True:
                     piece = await anyio.to_thread.run_sync(_pull, self.stream)
@@ -216,17 +157,32 @@ class Job:
                 pass
             scope.cancel()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(collect, tg.cancel_scope)
-            tg.start_soon(watch, tg.cancel_scope)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(collect, tg.cancel_scope)
+                tg.start_soon(watch, tg.cancel_scope)
+        finally:
+            await self.close()
         if failed:
             raise failed[0]
         return result[0] if result else None
 
+    async def close(self) -> None:
+        """Free the place and the prepared answer of a job whose pieces were never pulled (a client gone first)."""
+        if self.started or self.place.released:
+            return
+        self.place.release()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_close, self.stream)
+
 
 class ClosingStream(StreamingResponse):
     """A streamed response that closes its body however it ends (a client gone, an error), so the answer's
-    generator chain is closed at once, the generation stops and the model's lock is freed."""
+    generator chain is closed at once, the generation stops and the model's place in the queue is freed."""
+
+    def __init__(self, content: Any, job: Job, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.job = job
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -234,6 +190,7 @@ class ClosingStream(StreamingResponse):
         finally:
             with anyio.CancelScope(shield=True):
                 await self.body_iterator.aclose()  # type: ignore[union-attr]
+                await self.job.close()
 
 
 def _pull(stream: Any) -> Any:
@@ -269,11 +226,11 @@ class Engine:
         session: str | None,
         options: dict[str, Any] | None = None,
     ) -> Job:
-        """Resolve the backend, refuse when its queue is full, then retrieve and build the prompt.
-        `options`: sampling options of this request only (see `sampling`); `session` None: no memory."""
+        """Resolve the backend, take a place in its queue (503 when full), then retrieve and build the prompt.
+        `options`: sampling options of this request only (the request models' `sampling()`); `session` None: no
+        memory."""
         backend = await anyio.to_thread.run_sync(self._backend, target)
-        key = f"{backend.name}/{backend.model}"
-        self.queue.check(key)
+        place = self.queue.admit(f"{backend.name}/{backend.model}")
         if options:
             backend = WithOptions(backend, options)
 
@@ -282,7 +239,12 @@ class Engine:
                 question, backend=backend, session=session, history=history, use_memory=session is not None
             )
 
-        return Job(self, await anyio.to_thread.run_sync(begin), key)
+        try:
+            stream = await anyio.to_thread.run_sync(begin)
+        except BaseException:
+            place.release()
+            raise
+        return Job(self, stream, place)
 
 
 def report(answer: Any, hits: list[Any]) -> dict[str, Any]:

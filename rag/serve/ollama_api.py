@@ -19,9 +19,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from rag.consciousness.workspace import estimate_tokens
-from rag.serve.errors import ApiError, from_exception
+from rag.serve.errors import from_exception
 from rag.serve.generation import (
-    SAMPLING,
     ClosingStream,
     Job,
     check_question,
@@ -29,10 +28,15 @@ from rag.serve.generation import (
     parse_model,
     report,
     request_session,
-    sampling,
     split_messages,
 )
-from rag.serve.openai_api import check_texts, json_body
+from rag.serve.openai_api import check_texts
+from rag.serve.schemas import (
+    OllamaChatRequest,
+    OllamaEmbedRequest,
+    OllamaGenerateRequest,
+    OllamaShowRequest,
+)
 
 router = APIRouter()
 PROTOCOL_VERSION = "0.13.0"  # the Ollama API version whose shapes these routes follow
@@ -58,46 +62,32 @@ def digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-async def answer_request(request: Request, chat: bool) -> Any:
-    """What /api/chat and /api/generate share: parse, queue, then stream NDJSON or answer once."""
-    body = await json_body(request)
-    target = parse_model(body.get("model"))
-    if chat:
-        messages = body.get("messages") or []
-        if not messages:
+async def answer_request(request: Request, body: OllamaChatRequest | OllamaGenerateRequest) -> Any:
+    """What /api/chat and /api/generate share: queue, then stream NDJSON or answer once."""
+    target = parse_model(body.model)
+    chat = isinstance(body, OllamaChatRequest)
+    if isinstance(body, OllamaChatRequest):
+        if not body.messages:
             return final(target.name, chat, "load", "", time.perf_counter_ns())
-        question, history = split_messages(messages)
+        question, history = split_messages(body.messages)
     else:
-        prompt = body.get("prompt") or ""
-        if not isinstance(prompt, str):
-            raise ApiError(400, "prompt: must be a string")
-        if not prompt:
+        if not body.prompt:
             return final(target.name, chat, "load", "", time.perf_counter_ns())
-        question, history = prompt, []
+        question, history = body.prompt, []
     check_question(question, request.app.state.options.max_question_bytes)
     session = request_session(request)
     started = time.perf_counter_ns()
-    job = await request.app.state.engine.start(target, question, history, session, ollama_options(body))
-    if body.get("stream", True) is not False:
+    options = body.options.sampling() if body.options else {}
+    job = await request.app.state.engine.start(target, question, history, session, options)
+    if body.stream is not False:
         lines = ndjson(job, target.name, chat, question, started)
-        return ClosingStream(lines, media_type="application/x-ndjson")
+        return ClosingStream(lines, job, media_type="application/x-ndjson")
     text = await job.text(request)
     if text is None:
         return Response(status_code=499)  # the client went away; nobody reads this
     out = final(target.name, chat, finish(job.answer), text, started, question)
     out["shvayambhu"] = report(job.answer, job.stream.prep.hits)
     return out
-
-
-def ollama_options(body: dict[str, Any]) -> dict[str, Any]:
-    """Ollama's `options` as sampling options (num_predict is max_tokens); ones we cannot use are ignored."""
-    opts = body.get("options") or {}
-    if not isinstance(opts, dict):
-        raise ApiError(400, "options: an object")
-    mapped = {"max_tokens" if k == "num_predict" else k: v for k, v in opts.items()}
-    if isinstance(mapped.get("max_tokens"), int | float) and mapped["max_tokens"] < 0:  # Ollama's -1: no limit
-        mapped.pop("max_tokens")
-    return sampling({k: v for k, v in mapped.items() if k in SAMPLING or k == "stop"}, "options.")
 
 
 def finish(answer: Any) -> str:
@@ -149,25 +139,24 @@ async def ndjson(job: Job, model: str, chat: bool, question: str, started: int) 
 
 
 @router.post("/api/chat")
-async def chat(request: Request) -> Any:
-    return await answer_request(request, chat=True)
+async def chat(request: Request, body: OllamaChatRequest) -> Any:
+    return await answer_request(request, body)
 
 
 @router.post("/api/generate")
-async def generate(request: Request) -> Any:
-    return await answer_request(request, chat=False)
+async def generate(request: Request, body: OllamaGenerateRequest) -> Any:
+    return await answer_request(request, body)
 
 
 @router.post("/api/embed")
-async def embed(request: Request) -> dict[str, Any]:
+async def embed(request: Request, body: OllamaEmbedRequest) -> dict[str, Any]:
     """Vectors from the store's embedding model, in Ollama's shape (`input`: a string or a list of them)."""
-    body = await json_body(request)
-    texts = check_texts(body.get("input"), request.app.state.options.max_question_bytes)
+    texts = check_texts(body.input, request.app.state.options.max_question_bytes)
     embedder = request.app.state.engine.assistant.embedder
     started = time.perf_counter_ns()
     vectors = await anyio.to_thread.run_sync(embedder.embed, texts)
     return {
-        "model": parse_model(body.get("model")).name,
+        "model": parse_model(body.model).name,
         "embeddings": [[float(x) for x in v] for v in vectors],
         "total_duration": time.perf_counter_ns() - started,
         "load_duration": 0,
@@ -187,9 +176,8 @@ async def tags(request: Request) -> dict[str, Any]:
 
 
 @router.post("/api/show")
-async def show(request: Request) -> dict[str, Any]:
-    body = await json_body(request)
-    target = parse_model(body.get("model") or body.get("name"))
+async def show(request: Request, body: OllamaShowRequest) -> dict[str, Any]:
+    target = parse_model(body.model or body.name)
     return {
         "license": "",
         "modelfile": f"# Shvayambhu: retrieval-grounded answers\nFROM {target.name}\n",

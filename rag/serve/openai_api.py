@@ -25,25 +25,13 @@ from rag.serve.generation import (
     parse_model,
     report,
     request_session,
-    sampling,
     split_messages,
 )
+from rag.serve.schemas import ChatCompletionRequest, EmbeddingsRequest
 
 router = APIRouter()
 OWNER = "shvayambhu"
 MAX_EMBED_INPUTS = 2048
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, or 400 saying what is wrong with it."""
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"the body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
 
 
 def usage(question: str, history: list[dict[str, str]], text: str) -> dict[str, int]:
@@ -58,22 +46,19 @@ def finish_reason(answer: Any) -> str:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Any:
+async def chat_completions(request: Request, body: ChatCompletionRequest) -> Any:
     """A chat answer grounded in the corpus; the top-level `shvayambhu` object carries the evidence."""
-    body = await json_body(request)
-    target = parse_model(body.get("model"))
-    question, history = split_messages(body.get("messages"))
+    target = parse_model(body.model)
+    question, history = split_messages(body.messages)
     check_question(question, request.app.state.options.max_question_bytes)
-    session = request_session(request, body.get("user"))
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    names = ("temperature", "top_p", "seed", "stop")
-    options = sampling({"max_tokens": limit, **{n: body.get(n) for n in names}}, "")
-    job = await request.app.state.engine.start(target, question, history, session, options)
+    session = request_session(request, body.user)
+    job = await request.app.state.engine.start(target, question, history, session, body.sampling())
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-    if body.get("stream"):
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = sse(job, cid, created, target.name, include_usage, question, history)
-        return ClosingStream(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        headers = {"Cache-Control": "no-cache"}
+        return ClosingStream(events, job, media_type="text/event-stream", headers=headers)
     text = await job.text(request)
     if text is None:
         return Response(status_code=499)  # the client went away; nobody reads this
@@ -148,11 +133,8 @@ async def list_models(request: Request) -> dict[str, Any]:
     }
 
 
-def check_texts(inp: Any, limit: int) -> list[str]:
-    """Texts to embed: a string or a non-empty list of strings, each within `limit` bytes."""
-    texts = [inp] if isinstance(inp, str) else inp
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-        raise ApiError(400, "input: give a string or a non-empty list of strings", param="input")
+def check_texts(texts: list[str], limit: int) -> list[str]:
+    """Texts to embed (validated strings): at most MAX_EMBED_INPUTS, each within `limit` bytes."""
     if len(texts) > MAX_EMBED_INPUTS:
         raise ApiError(413, f"input: at most {MAX_EMBED_INPUTS} texts a request, got {len(texts)}", param="input")
     for i, t in enumerate(texts):
@@ -162,13 +144,10 @@ def check_texts(inp: Any, limit: int) -> list[str]:
 
 
 @router.post("/v1/embeddings")
-async def embeddings(request: Request) -> dict[str, Any]:
+async def embeddings(request: Request, body: EmbeddingsRequest) -> dict[str, Any]:
     """Vectors from the store's embedding model; `encoding_format` float or base64 (little-endian float32)."""
-    body = await json_body(request)
-    texts = check_texts(body.get("input"), request.app.state.options.max_question_bytes)
-    fmt = body.get("encoding_format") or "float"
-    if fmt not in ("float", "base64"):
-        raise ApiError(400, "encoding_format: float or base64", param="encoding_format")
+    texts = check_texts(body.input, request.app.state.options.max_question_bytes)
+    fmt = body.encoding_format or "float"
     embedder = request.app.state.engine.assistant.embedder
     vectors = await anyio.to_thread.run_sync(embedder.embed, texts)
     data = []

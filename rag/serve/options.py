@@ -28,6 +28,7 @@ class ServeOptions:
     queue_depth: int = 16  # requests waiting per loaded model before 503
     retry_after: int = 5  # seconds, in the 503's Retry-After
     cors_origins: list[str] = field(default_factory=list)  # empty: CORS off
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names answered besides loopback ones ("*": any)
     max_k: int = 100  # the most hits /v1/search returns
     api_keys: list[str] = field(default_factory=list, repr=False)  # "prefix=KEY": sees only sessions `prefix/...`
     key_prefixes: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # key -> prefix

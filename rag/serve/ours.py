@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from rag.consciousness.session_names import KEY_SEPARATOR
 from rag.serve.errors import ApiError
 from rag.serve.generation import key_prefix, session_of
-from rag.serve.openai_api import json_body
+from rag.serve.schemas import SearchRequest
 
 router = APIRouter()
 EXTENSIONS = (".jsonl", ".json", ".txt", ".md")
@@ -36,46 +36,26 @@ async def healthz() -> dict[str, str]:
 
 
 @router.post("/v1/search")
-async def search(request: Request) -> list[dict[str, Any]]:
+async def search(request: Request, body: SearchRequest) -> list[dict[str, Any]]:
     """`{"query", "k", "where", "mode", "mmr", "min_score"}` -> hits as `search --json` prints them."""
-    body = await json_body(request)
     opts = request.app.state.options
-    query = body.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise ApiError(400, "query: give a non-empty string", param="query")
-    if len(query.encode("utf-8")) > opts.max_question_bytes:
+    if len(body.query.encode("utf-8")) > opts.max_question_bytes:
         raise ApiError(413, f"query is over the limit of {opts.max_question_bytes:,} bytes", param="query")
-    k = body.get("k", 4)
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= opts.max_k:
+    if body.k > opts.max_k:
         raise ApiError(400, f"k: an integer from 1 to {opts.max_k}", param="k")
-    where = body.get("where")
-    if where is not None and not valid_where(where):
-        raise ApiError(
-            400, 'where: an object of metadata field -> string/number/bool, e.g. {"category": "science"}', param="where"
-        )
-    kwargs: dict[str, Any] = {"where": where or None}
-    for name, kind in (("mmr", bool), ("min_score", float | int)):
-        if body.get(name) is not None:
-            if not isinstance(body[name], kind):
-                raise ApiError(400, f"{name}: wrong type", param=name)
-            kwargs[name] = body[name]
+    kwargs: dict[str, Any] = {"where": body.where or None}
+    if body.mmr is not None:
+        kwargs["mmr"] = body.mmr
+    if body.min_score is not None:
+        kwargs["min_score"] = body.min_score
     assistant = request.app.state.engine.assistant
-    mode = body.get("mode")
-    if mode is not None:
+    if body.mode is not None:
         if "mode" in inspect.signature(assistant.search).parameters:
-            kwargs["mode"] = mode
-        elif mode != "dense":
-            raise ApiError(400, f"mode {mode!r}: this build searches dense only", param="mode")
-    hits = await anyio.to_thread.run_sync(lambda: assistant.search(query, k, **kwargs))
+            kwargs["mode"] = body.mode
+        elif body.mode != "dense":
+            raise ApiError(400, f"mode {body.mode!r}: this build searches dense only", param="mode")
+    hits = await anyio.to_thread.run_sync(lambda: assistant.search(body.query, body.k, **kwargs))
     return [h.to_dict() for h in hits]
-
-
-def valid_where(where: Any) -> bool:
-    """Equality filters only: plain field names (no Chroma `$` operators) with scalar values."""
-    return isinstance(where, dict) and all(
-        isinstance(k, str) and k and not k.startswith("$") and isinstance(v, str | int | float | bool)
-        for k, v in where.items()
-    )
 
 
 def safe_name(name: str | None, default_ext: str) -> str:
