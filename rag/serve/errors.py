@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from fastapi import HTTPException
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from index.errors import ShvayambhuError
+from index.store import DiskFull, explain
 from rag.backends.base import BackendError
 
 OPENAI_TYPES = {
@@ -18,6 +20,7 @@ OPENAI_TYPES = {
     404: "not_found_error",
     413: "invalid_request_error",
     503: "server_error",
+    507: "server_error",
 }
 
 
@@ -45,6 +48,16 @@ def from_exception(e: Exception) -> ApiError:
         return e
     if isinstance(e, BackendError):
         return ApiError(503, str(e), code="backend_unavailable")
+    known = explain(e)  # a store failure raised outside `translating`: full disk, damaged file
+    if isinstance(known, DiskFull):
+        return ApiError(507, str(known), code="insufficient_storage")
+    if known is not None:
+        e = known
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # the CLI's words (rag.cli.errors)
+        where = f"{e.filename}: " if e.filename else ""
+        return ApiError(
+            507, f"{where}the disk is full: free some space and run the command again", code="insufficient_storage"
+        )
     if isinstance(e, ShvayambhuError):
         return ApiError(400, str(e), code=type(e).__name__)
     return ApiError(500, f"internal error: {type(e).__name__}: {e}", code="internal_error")
