@@ -243,17 +243,18 @@ def _key(path: Path) -> str:
     return str(path.resolve()) if path.parent.exists() else str(path)
 
 
-def _bump(data_dir: Path, ok: bool = True) -> None:
+def _bump(data_dir: Path, ok: bool = True, keep: bool = False) -> None:
     """Tell readers that the store changed (a new mtime on the generation file). After a write that went well,
     remember the generation this process left, so its own next read needs no reload; after a failed one (a full
-    disk can leave Chroma's view of the store broken) forget it, so the next access reloads."""
+    disk can leave Chroma's view of the store broken) forget it, so the next access reloads. With `keep` (a
+    write begins) remember the new generation only if this process's view was up to date before."""
     gen = data_dir / GENERATION_NAME
-    _seen.pop(str(data_dir), None)
+    current = _seen.pop(str(data_dir), None) == _generation(data_dir)
     try:
         gen.touch()
         stamp = max(time.time_ns(), _generation(data_dir) + 1)
         os.utime(gen, ns=(time.time_ns(), stamp))
-        if ok:
+        if ok and (current or not keep):
             _seen[str(data_dir)] = _generation(data_dir)
     except OSError:
         pass  # readers then refresh only on "Error finding id"
@@ -348,6 +349,7 @@ def _flock(path: Path, data_dir: Path | str, what: str, wait: bool) -> Iterator[
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "what": what}))
         f.flush()
+        _bump(Path(data_dir), keep=True)  # a writer killed before it lets go still leaves a new generation
         ok = False
         try:
             yield

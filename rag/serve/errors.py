@@ -43,7 +43,8 @@ class ApiError(HTTPException):
 
 
 def from_exception(e: Exception) -> ApiError:
-    """Our errors as HTTP statuses: a backend that cannot answer 503, other user errors 400, a bug 500."""
+    """Our errors as HTTP statuses: a backend that cannot answer 503, a full disk 507, other user errors 400, a bug
+    500."""
     if isinstance(e, ApiError):
         return e
     if isinstance(e, BackendError):
@@ -53,6 +54,9 @@ def from_exception(e: Exception) -> ApiError:
         return ApiError(507, str(known), code="insufficient_storage")
     if known is not None:
         e = known
+    full = isinstance(e.__cause__, OSError) and e.__cause__.errno == errno.ENOSPC
+    if isinstance(e, ShvayambhuError) and full:  # e.g. the lexical index could not be saved
+        return ApiError(507, str(e), code="insufficient_storage")
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # the CLI's words (rag.cli.errors)
         where = f"{e.filename}: " if e.filename else ""
         return ApiError(
