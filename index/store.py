@@ -235,7 +235,7 @@ def explain(e: BaseException) -> ShvayambhuError | None:
     """`translate_failure` for an error raised outside `translating`, against each store this process opened."""
     if isinstance(e, ShvayambhuError):
         return e
-    if not (isinstance(e, OSError) or e.__class__.__module__.startswith(("chromadb", "sqlite3"))):
+    if not e.__class__.__module__.startswith(("chromadb", "sqlite3")):  # an OSError: each front end's own words
         return None
     for where in sorted(_opened):
         err = translate_failure(e, where)
@@ -247,7 +247,23 @@ def explain(e: BaseException) -> ShvayambhuError | None:
 def integrity_problem(db: Path) -> str | None:
     """What sqlite's `quick_check` finds wrong with the store file, or None when it is sound (or unreadable now).
 
-    Run only after Chroma failed in a way it does not explain: it reads the whole file."""
+    Run only after Chroma failed in a way it does not explain: it reads the whole file, so a verdict is kept
+    until the file changes."""
+    try:
+        st = db.stat()
+    except OSError:
+        return None
+    key = (str(db), st.st_mtime_ns, st.st_size)
+    if key not in _checked:
+        _checked.clear()
+        _checked[key] = _quick_check(db)
+    return _checked[key]
+
+
+_checked: dict[tuple[str, int, int], str | None] = {}
+
+
+def _quick_check(db: Path) -> str | None:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
         try:

@@ -392,6 +392,9 @@ def test_garbage_inside_the_store_file_is_one_line_everywhere(tmp_path: Path, em
     spoil_middle(home / "chroma" / "chroma.sqlite3")
     for args in (["search", "Question 5 about subject 5?"], ["status", "--check"], ["ingest", str(path)]):
         one_line_error(shv(home, *args), "is damaged", "restore")
+    with (home / "chroma" / "chroma.sqlite3").open("r+b") as f:
+        f.write(b"not sqlite at all")  # the header too: the server refuses to start, in one line
+    one_line_error(shv(home, "serve", "--port", str(free_port())), "is damaged", "restore")
 
 
 @contextmanager
