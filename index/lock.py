@@ -218,7 +218,7 @@ def users(path: Path) -> str:
     for pid in holders(path):
         try:
             argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
-            cmd = " ".join(Path(a).name if "/" in a else a for a in argv[:4] if a)
+            cmd = " ".join(" ".join(Path(a).name if "/" in a else a for a in argv[:4] if a).split())
         except OSError:
             cmd = ""
         named.append(f"pid {pid}" + (f" ({cmd[:60]})" if cmd else ""))

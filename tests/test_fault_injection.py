@@ -350,6 +350,36 @@ def _quietly(fn, *args) -> None:
 # Restore under a running server
 
 
+def test_restore_names_the_process_that_has_the_store_open_and_openers_wait_for_it(tmp_path: Path) -> None:
+    from index.lock import OPEN_NAME, StoreInUse, _key, _open_holds, sole_user
+
+    data = tmp_path / "d"
+    vector_store(data, 5)  # this process has it open too: its own hold never blocks its own restore
+    code = """
+        import sys
+        from index.lock import hold_open
+        hold_open(sys.argv[1])
+        print("held", flush=True)
+        sys.stdin.read()
+    """
+    holder = run_py(code, str(data), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout and holder.stdout.readline().strip() == "held"
+    with pytest.raises(StoreInUse) as e:
+        with sole_user(data, "restore"):
+            pass
+    msg = str(e.value)
+    assert f"pid {holder.pid} (python" in msg and "then run the restore again" in msg and "\n" not in msg
+    holder.communicate("", timeout=60)
+    opener = "import sys; from index.lock import hold_open; hold_open(sys.argv[1]); print('opened')"
+    with sole_user(data, "restore"):  # the holder gone, restore goes ahead; an opener meanwhile waits
+        late = run_py(opener, str(data), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.0)
+        assert late.poll() is None
+    out, err = late.communicate(timeout=60)
+    assert out.strip() == "opened" and f"waiting for a restore of the store in {data} to finish" in err
+    assert _key(data / OPEN_NAME) in _open_holds  # this process's own hold is back
+
+
 @pytest.mark.slow
 def test_restore_refuses_while_a_server_has_the_store_open(tmp_path: Path, embedder) -> None:
     from index.backup import backup, restore
