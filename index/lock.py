@@ -6,7 +6,8 @@ writer (ingest, prune, memory writes, forget/clear, training export, restore) ta
 do. A Chroma server serialises writes itself, so a server store needs no lock.
 
 Readers in other processes learn of writes through a generation file the writer touches when it lets go
-(`ensure_fresh`, `query_fresh`), and reload their cached indexes.
+(`ensure_fresh`, `query_fresh`), and reload their cached indexes. It is touched when the lock is taken too, so
+a writer killed mid-write (kill -9 never lets go) still leaves a new generation.
 
 Every process that opens the embedded store holds a shared flock on a second file for as long as it lives
 (`hold_open`); `restore` takes it exclusively (`sole_user`), so it refuses while a server or any other process
@@ -30,7 +31,7 @@ from typing import Any
 from index.errors import ShvayambhuError
 
 LOCK_NAME = "write.lock"
-GENERATION_NAME = "write.gen"  # touched by every writer when it lets go: readers reload what they cached
+GENERATION_NAME = "write.gen"  # touched by every writer as it takes the lock and lets go: readers reload
 OPEN_NAME = "open.lock"  # shared-locked by every process with the store open; restore locks it exclusively
 BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
