@@ -2,7 +2,9 @@
 
 The database is copied with sqlite's online backup API (a reader may hold it open meanwhile), the vector
 segment folders file by file; nothing writes while the lock is held. Restore builds the new store beside the
-old one and swaps folders, so an interrupted restore leaves one of the two complete.
+old one and swaps folders, so an interrupted restore leaves one of the two complete. It refuses while any other
+process (a server, a running ask) has the store open: that process would go on with the files it had open and
+lose what it writes (`index.lock.sole_user`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from pathlib import Path
 
 from index.errors import ShvayambhuError, UsageError
-from index.lock import write_lock
+from index.lock import sole_user, write_lock
 from index.store import PREVIOUS, SQLITE_NAME, StoreDamaged, check_store
 
 STORE = "chroma"
@@ -82,7 +84,7 @@ def restore(src: Path | str, data_dir: Path | str, force: bool = False) -> None:
     except StoreDamaged as e:
         raise BackupError(f"the backup in {src} is damaged itself: {e}") from e
     store = data_dir / STORE
-    with write_lock(data_dir, "restore"):
+    with sole_user(data_dir, "restore"), write_lock(data_dir, "restore"):
         if not _is_empty(store) and not force:
             raise UsageError(
                 f"{data_dir} already holds a store: restore with --force to replace it (the current one is "

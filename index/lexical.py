@@ -245,6 +245,7 @@ class LexicalStore:
         self.show_progress = show_progress
         self._index: LexicalIndex | None = None
         self._version: str | None = None
+        self._unsaved: LexicalIndex | None = None  # rebuilt by a reader but not saved (a full disk)
         self._mutex = threading.RLock()  # one rebuild at a time when a server's threads share the store
 
     @classmethod
@@ -274,11 +275,11 @@ class LexicalStore:
             manifest = self._manifest()
             dirty = (self.root / DIRTY).exists()
             if manifest is None or dirty:
-                return self.sync(collection)
+                return self._read_sync(collection, count)
             if self._index is None or self._version != manifest.get("version"):
                 loaded = LexicalIndex.load(self.root)
                 if loaded is None:
-                    return self.sync(collection)
+                    return self._read_sync(collection, count)
                 self._index, self._version = loaded[0], loaded[1]["version"]
             if len(self._index) != (collection.count() if count is None else count):
                 return self.sync(collection)
@@ -300,6 +301,21 @@ class LexicalStore:
             idx.save(self.root)
             self._index, self._version = idx, (self._manifest() or {}).get("version")
             return idx
+
+    def _read_sync(self, collection: Any, count: int | None) -> LexicalIndex:
+        """`sync` for a reader: when the rebuilt index cannot be saved (a full disk), search with it from memory
+        (kept while the collection's count matches) instead of failing the read."""
+        unsaved = self._unsaved
+        if unsaved is not None and len(unsaved) == (collection.count() if count is None else count):
+            return unsaved
+        idx = rebuild(collection, show_progress=self.show_progress)
+        try:
+            idx.save(self.root)
+        except LexicalError:
+            self._unsaved = idx
+            return idx
+        self._index, self._version, self._unsaved = idx, (self._manifest() or {}).get("version"), None
+        return idx
 
     def sync(self, collection: Any) -> LexicalIndex:
         """Rebuild from the collection and save; clears `dirty`."""

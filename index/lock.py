@@ -6,7 +6,12 @@ writer (ingest, prune, memory writes, forget/clear, training export, restore) ta
 do. A Chroma server serialises writes itself, so a server store needs no lock.
 
 Readers in other processes learn of writes through a generation file the writer touches when it lets go
-(`ensure_fresh`, `query_fresh`), and reload their cached indexes.
+(`ensure_fresh`, `query_fresh`), and reload their cached indexes. It is touched when the lock is taken too, so
+a writer killed mid-write (kill -9 never lets go) still leaves a new generation.
+
+Every process that opens the embedded store holds a shared flock on a second file for as long as it lives
+(`hold_open`); `restore` takes it exclusively (`sole_user`), so it refuses while a server or any other process
+has the store open instead of replacing files under it.
 """
 
 from __future__ import annotations
@@ -26,11 +31,17 @@ from typing import Any
 from index.errors import ShvayambhuError
 
 LOCK_NAME = "write.lock"
-GENERATION_NAME = "write.gen"  # touched by every writer when it lets go: readers reload what they cached
+GENERATION_NAME = "write.gen"  # touched by every writer as it takes the lock and lets go: readers reload
+OPEN_NAME = "open.lock"  # shared-locked by every process with the store open; restore locks it exclusively
+BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 
 class StoreBusy(ShvayambhuError, RuntimeError):
     """Another process is writing to the store and the caller asked not to wait."""
+
+
+class StoreInUse(StoreBusy):
+    """Another process has the store open, so it cannot be replaced (restore)."""
 
 
 def lock_path(data_dir: Path | str) -> Path:
@@ -95,30 +106,124 @@ def ensure_fresh(client_or_collection: Any) -> None:
 def query_fresh(collection: Any, **kwargs: Any) -> Any:
     """`collection.query(**kwargs)` on an up-to-date view, retried once on a fresh one if a writer in another
     process moved on during the call (Chroma: "Error finding id")."""
-    ensure_fresh(collection)
-    try:
-        return collection.query(**kwargs)
-    except Exception as e:  # chromadb.errors.InternalError
-        if "Error finding id" not in str(e) or data_dir_of(collection) is None:
-            raise
-        refresh(collection)
-        return collection.query(**kwargs)
+    from index.store import translating  # index.store imports this module
+
+    with translating(collection):
+        ensure_fresh(collection)
+        try:
+            return collection.query(**kwargs)
+        except Exception as e:  # chromadb.errors.InternalError
+            if "Error finding id" not in str(e) or data_dir_of(collection) is None:
+                raise
+            refresh(collection)
+            return collection.query(**kwargs)
 
 
 def fresh_count(collection: Any) -> int:
     """`collection.count()`, remembered per collection until the store's generation changes: a stat instead of a
     Chroma round trip (~1 ms) on every hybrid search. Not remembered while this process holds the write lock."""
+    from index.store import translating  # index.store imports this module
+
     data_dir = data_dir_of(collection)
     if data_dir is None or _held.get(_key(lock_path(data_dir))):
-        return collection.count()
+        with translating(collection):
+            return int(collection.count())
     gen = _generation(data_dir)
     key = (str(data_dir), str(collection.id))
     cached = _counts.get(key)
     if cached is not None and gen and cached[0] == gen:
         return cached[1]
-    n = collection.count()
+    with translating(collection):
+        n = int(collection.count())
     _counts[key] = (gen, n)
     return n
+
+
+def hold_open(data_dir: Path | str) -> None:
+    """Hold a shared lock on the store's open file for the rest of this process's life, so that `restore` sees
+    the store is in use; waits, saying so, while a restore is replacing it. Nothing on a read-only folder."""
+    path = Path(data_dir) / OPEN_NAME
+    key = _key(path)
+    if key in _open_holds:
+        return
+    try:
+        f = open(path, "a+")  # noqa: SIM115 - kept open for the life of the process: the lock is the open file
+    except OSError:
+        return  # a read-only data directory: nothing can restore into it either
+    try:
+        fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in BUSY:
+            f.close()
+            raise
+        print(f"waiting for a restore of the store in {data_dir} to finish...", file=sys.stderr, flush=True)
+        fcntl.flock(f, fcntl.LOCK_SH)
+    _open_holds[key] = f
+
+
+@contextmanager
+def sole_user(data_dir: Path | str, what: str) -> Iterator[None]:
+    """Hold the store's open file exclusively for the block, so that no process opens the store meanwhile;
+    raises StoreInUse, naming the processes, when another one has it open. This process's own hold is let go
+    for the block (its open clients must not be used across it) and taken again after."""
+    path = Path(data_dir) / OPEN_NAME
+    key = _key(path)
+    mine = _open_holds.pop(key, None)
+    if mine is not None:
+        mine.close()
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+")  # noqa: SIM115 - closed in finally
+        except OSError as e:
+            raise ShvayambhuError(f"cannot create the store's lock file {path}: {e.strerror or e}") from e
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in BUSY:
+                    raise
+                raise StoreInUse(
+                    f"cannot {what} the store in {data_dir} while {users(path)} has it open: stop "
+                    f"{'them' if len(holders(path)) > 1 else 'it'} (Ctrl-C, or `kill PID` for a server), then "
+                    f"run the {what} again"
+                ) from None
+            yield
+        finally:
+            f.close()
+    finally:
+        if mine is not None:
+            hold_open(data_dir)
+
+
+def holders(path: Path) -> list[int]:
+    """Pids of the other processes holding a flock on `path`, from Linux's /proc/locks ([] where unknown)."""
+    try:
+        st = path.stat()
+        dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    pids = set()
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 5 and parts[1] == "FLOCK" and parts[5] == dev and parts[4].isdigit():
+            pids.add(int(parts[4]))
+    pids.discard(os.getpid())
+    return sorted(pids)
+
+
+def users(path: Path) -> str:
+    """'pid N (command)' for each process holding `path`, for messages; 'another process' where unknown."""
+    named = []
+    for pid in holders(path):
+        try:
+            argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+            cmd = " ".join(" ".join(Path(a).name if "/" in a else a for a in argv[:4] if a).split())
+        except OSError:
+            cmd = ""
+        named.append(f"pid {pid}" + (f" ({cmd[:60]})" if cmd else ""))
+    return ", ".join(named) or "another process"
 
 
 @contextmanager
@@ -139,17 +244,18 @@ def _key(path: Path) -> str:
     return str(path.resolve()) if path.parent.exists() else str(path)
 
 
-def _bump(data_dir: Path, ok: bool = True) -> None:
+def _bump(data_dir: Path, ok: bool = True, keep: bool = False) -> None:
     """Tell readers that the store changed (a new mtime on the generation file). After a write that went well,
     remember the generation this process left, so its own next read needs no reload; after a failed one (a full
-    disk can leave Chroma's view of the store broken) forget it, so the next access reloads."""
+    disk can leave Chroma's view of the store broken) forget it, so the next access reloads. With `keep` (a
+    write begins) remember the new generation only if this process's view was up to date before."""
     gen = data_dir / GENERATION_NAME
-    _seen.pop(str(data_dir), None)
+    current = _seen.pop(str(data_dir), None) == _generation(data_dir)
     try:
         gen.touch()
         stamp = max(time.time_ns(), _generation(data_dir) + 1)
         os.utime(gen, ns=(time.time_ns(), stamp))
-        if ok:
+        if ok and (current or not keep):
             _seen[str(data_dir)] = _generation(data_dir)
     except OSError:
         pass  # readers then refresh only on "Error finding id"
@@ -167,6 +273,7 @@ def _holder(f: Any) -> str:
 
 _seen: dict[str, int] = {}  # data dir -> the store generation this process's view of it reflects
 _counts: dict[tuple[str, str], tuple[int, int]] = {}  # (data dir, collection id) -> (generation, count)
+_open_holds: dict[str, Any] = {}  # open-file path -> the file whose shared flock this process holds
 _held: dict[str, int] = {}  # lock path -> 1 while a thread of this process holds it (readers then skip reloads)
 _thread_locks: dict[str, threading.Lock] = {}  # lock path -> orders this process's threads before the flock
 _local = threading.local()
@@ -229,7 +336,7 @@ def _flock(path: Path, data_dir: Path | str, what: str, wait: bool) -> Iterator[
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if e.errno not in BUSY:
                 raise
             holder = _holder(f)
             if not wait:
@@ -243,6 +350,7 @@ def _flock(path: Path, data_dir: Path | str, what: str, wait: bool) -> Iterator[
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "what": what}))
         f.flush()
+        _bump(Path(data_dir), keep=True)  # a writer killed before it lets go still leaves a new generation
         ok = False
         try:
             yield

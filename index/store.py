@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import chromadb
 
 from index.errors import ShvayambhuError
+from index.lock import StoreBusy, hold_open, write_lock
 
 CORPUS = "corpus"
 
@@ -24,6 +26,14 @@ class StoreError(ShvayambhuError, RuntimeError):
 
 class StoreDamaged(StoreError):
     """The store's files are damaged (an empty or corrupt chroma.sqlite3): restore a backup."""
+
+
+class StoreReadOnly(StoreError):
+    """The store's folder or database cannot be written (a read-only mount or mode); Chroma must write to open it."""
+
+
+class DiskFull(StoreError):
+    """The disk holding the store is full; nothing of the failed write was kept."""
 
 
 SQLITE_NAME = "chroma.sqlite3"
@@ -62,11 +72,33 @@ def open_client(data_dir: Path | str | None = None, host: str | None = None, por
         ) from e
     except OSError as e:
         raise StoreError(f"cannot create the store folder {path}: {e.strerror or e}; choose another --data-dir") from e
+    hold_open(path.parent)  # restore refuses while any process has the store open
+    _opened.add(str(path))
     check_store(path)
+    if not _writable(path):
+        raise read_only(path, "Chroma must write to its files to open them")
     try:
         return chromadb.PersistentClient(path=str(path), settings=settings)
     except Exception as e:  # chromadb raises its own InternalError, or sqlite3's, for a damaged file
+        if "readonly" in str(e) or "read-only" in str(e):
+            raise read_only(path, "Chroma must write to its files to open them") from e
+        if isinstance(translate_failure(e, str(path)), DiskFull):
+            raise disk_full(str(path), "Chroma writes to the store even to open it") from e
         raise damaged(path / SQLITE_NAME, e) from e
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the store folder and its database (False on a read-only mount)."""
+    db = path / SQLITE_NAME
+    return os.access(path, os.W_OK) and (not db.exists() or os.access(db, os.W_OK))
+
+
+def read_only(path: Path, why: str) -> StoreReadOnly:
+    """The one-line error for a store this process cannot write: nothing is wrong with its data."""
+    return StoreReadOnly(
+        f"the store in {path} is read-only ({why}); its data is intact: make the folder and its files writable "
+        "for this user (or remount the disk read-write), or copy it to a writable folder and use --data-dir"
+    )
 
 
 def damaged(db: Path, cause: BaseException | str) -> StoreDamaged:
@@ -74,7 +106,7 @@ def damaged(db: Path, cause: BaseException | str) -> StoreDamaged:
     why = cause if isinstance(cause, str) else f"{cause.__class__.__name__}: {str(cause).splitlines()[0][:200]}"
     return StoreDamaged(
         f"the store file {db} is damaged ({why}); restore a backup with `shvayambhu restore BACKUP_DIR --force`, "
-        f"or move {db.parent} aside and ingest again"
+        f"or move {db.parent} aside (keep it: it also holds memories) and ingest again"
     )
 
 
@@ -104,18 +136,55 @@ def check_store(path: Path) -> None:
         expected = _header_size(header)
         if expected and size < expected:
             raise damaged(db, f"truncated: {size} bytes of {expected}")
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
         try:
-            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            con.execute("SELECT count(*) FROM collections").fetchone()
-        finally:
-            con.close()
+            _read_schema(db)
+        except sqlite3.OperationalError as e:
+            if "readonly" not in str(e):  # SQLITE_READONLY_ROLLBACK: a hot journal only a writer can roll back
+                raise
+            if _recover(path, db):
+                _read_schema(db)
     except sqlite3.DatabaseError as e:
         if "locked" in str(e) or "busy" in str(e):
             return  # a writer holds it: not damage
         raise damaged(db, e) from e
     except OSError as e:
         raise StoreError(f"cannot read the store file {db} ({e.strerror or e}); check its permissions") from e
+
+
+def _read_schema(db: Path) -> None:
+    """Read the schema and the collections table through a read-only connection (raises sqlite3's errors)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        con.execute("SELECT count(*) FROM collections").fetchone()
+    finally:
+        con.close()
+
+
+def _recover(path: Path, db: Path) -> bool:
+    """Roll back the unfinished transaction that a killed writer left in a hot journal, under the write lock.
+
+    sqlite rolls a hot journal back on the first read through a read-write connection. Returns False when a
+    live writer of ours holds the lock (its own connection rolls it back first)."""
+    journal = db.with_name(db.name + "-journal")
+    if not _writable(path):
+        raise read_only(path, f"an interrupted write left {journal.name} to roll back, which needs write access")
+    try:
+        with write_lock(path.parent, "recover", wait=False):
+            con = sqlite3.connect(str(db), timeout=30)
+            try:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            finally:
+                con.close()
+    except StoreBusy:
+        return False
+    print(
+        f"recovered the store in {path}: rolled back a write that was interrupted (its last unfinished batch); "
+        "run that command again to finish it",
+        file=sys.stderr,
+        flush=True,
+    )
+    return True
 
 
 def _header_size(header: bytes) -> int:
@@ -134,18 +203,81 @@ def translate_failure(e: BaseException, where: str) -> ShvayambhuError | None:
     text = str(e)
     full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "disk is full" in text or "No space left" in text
     if full or (os.path.isdir(where) and shutil.disk_usage(where).free < LOW_SPACE):
-        return StoreError(
-            f"the disk holding {where} is full; nothing of the failed batch was written. "
-            "Free some space and run the same command again (it resumes where it stopped)"
-        )
+        return disk_full(where)
     if "malformed" in text or "not a database" in text or "file is encrypted" in text:
         return damaged(Path(where) / SQLITE_NAME, e)
+    if "readonly database" in text and os.path.isdir(where) and not _writable(Path(where)):
+        return read_only(Path(where), "it cannot be written")
+    if e.__class__.__module__.startswith(("chromadb", "sqlite3")) and os.path.isdir(where):
+        problem = integrity_problem(Path(where) / SQLITE_NAME)
+        if problem:
+            return damaged(Path(where) / SQLITE_NAME, problem)
     if e.__class__.__module__.startswith(("httpx", "httpcore")) or isinstance(e, ConnectionError):
         return StoreError(
             f"lost the Chroma server at {where} ({e.__class__.__name__}); what was written so far is kept. "
             "Start the server again and run the same command again (it resumes where it stopped)"
         )
     return None
+
+
+def disk_full(where: str, why: str = "nothing of the failed batch was written") -> DiskFull:
+    """The one-line error for a store operation that failed on a full disk (the CLI's, and the server's 507)."""
+    return DiskFull(
+        f"the disk holding {where} is full; {why}. "
+        "Free some space and run the same command again (it resumes where it stopped)"
+    )
+
+
+_opened: set[str] = set()  # the embedded store folders this process opened, for `explain`
+
+
+def explain(e: BaseException) -> ShvayambhuError | None:
+    """`translate_failure` for an error raised outside `translating`, against each store this process opened."""
+    if isinstance(e, ShvayambhuError):
+        return e
+    if not e.__class__.__module__.startswith(("chromadb", "sqlite3")):  # an OSError: each front end's own words
+        return None
+    for where in sorted(_opened):
+        err = translate_failure(e, where)
+        if err is not None:
+            return err
+    return None
+
+
+def integrity_problem(db: Path) -> str | None:
+    """What sqlite's `quick_check` finds wrong with the store file, or None when it is sound (or unreadable now).
+
+    Run only after Chroma failed in a way it does not explain: it reads the whole file, so a verdict is kept
+    until the file changes."""
+    try:
+        st = db.stat()
+    except OSError:
+        return None
+    key = (str(db), st.st_mtime_ns, st.st_size)
+    if key not in _checked:
+        _checked.clear()
+        _checked[key] = _quick_check(db)
+    return _checked[key]
+
+
+_checked: dict[tuple[str, int, int], str | None] = {}
+
+
+def _quick_check(db: Path) -> str | None:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = [r[0] for r in con.execute("PRAGMA quick_check(3)").fetchall()]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        if "locked" in str(e) or "busy" in str(e) or "readonly" in str(e):
+            return None
+        return f"{e.__class__.__name__}: {str(e).splitlines()[0][:200]}"
+    except OSError:
+        return None
+    found = "; ".join(" ".join(str(r).split()) for r in rows)  # a row may hold several lines
+    return None if rows == ["ok"] else f"sqlite quick_check: {found[:160]}"
 
 
 @contextmanager
@@ -232,13 +364,19 @@ def get_collection(
 def collection_info(client: Any) -> list[dict[str, Any]]:
     """Name, record count and recorded embedding model (and precision, where recorded) of every collection."""
     out = []
-    for c in client.list_collections():
-        col = client.get_collection(c.name if hasattr(c, "name") else c, embedding_function=None)
+    with translating(client):
+        cols = [
+            client.get_collection(c.name if hasattr(c, "name") else c, embedding_function=None)
+            for c in client.list_collections()
+        ]
+    for col in cols:
         meta = col.metadata or {}
+        with translating(client):
+            count = col.count()
         out.append(
             {
                 "name": col.name,
-                "count": col.count(),
+                "count": count,
                 "embedding_model": meta.get("embedding_model"),
                 "embedding_dim": meta.get("embedding_dim"),
                 "embed_field": meta.get("embed_field"),

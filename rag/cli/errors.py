@@ -12,6 +12,7 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import sys
 
 import typer
 
@@ -30,6 +31,10 @@ def translate(exc: BaseException) -> ShvayambhuError | None:
         return exc
     if isinstance(exc, BLTError):  # blt imports none of our packages, so its root is translated here
         return ShvayambhuError(str(exc))
+    if "index.store" in sys.modules:  # a store failure raised outside `translating`: full disk, damaged file
+        known = sys.modules["index.store"].explain(exc)
+        if known is not None:
+            return known
     if isinstance(exc, OSError):
         where = f"{exc.filename}: " if exc.filename else ""
         what = exc.strerror or str(exc)

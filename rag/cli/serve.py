@@ -42,4 +42,7 @@ def serve(
         "cors_origins": cors_origin,
     }
     st = settings(backend=backend, serve=section)
+    from index.store import open_client  # a damaged, read-only or full store: one line, before uvicorn starts
+
+    open_client(st.data_dir, host=st.store.chroma_host or None, port=st.store.chroma_port)
     run(st, st.serve.host, st.serve.port, api_key, options=options_from(st.serve), log_level=log_level)

@@ -62,7 +62,8 @@ def restore(
         bool, typer.Option("--force", help="Replace a store that holds data (kept aside until done).")
     ] = False,
 ) -> None:
-    """Put a backup in place of the store; a store with data is replaced only with --force."""
+    """Put a backup in place of the store; a store with data is replaced only with --force. Refused while another
+    process (a running `serve` or `chat`) has the store open: stop it first."""
     from index.backup import restore as put  # lazy: chromadb loads only for store commands
 
     data_dir = _embedded_only("restore")

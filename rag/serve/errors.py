@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 from fastapi import HTTPException
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from index.errors import ShvayambhuError
+from index.store import DiskFull, explain
 from rag.backends.base import BackendError
 
 OPENAI_TYPES = {
@@ -18,6 +20,7 @@ OPENAI_TYPES = {
     404: "not_found_error",
     413: "invalid_request_error",
     503: "server_error",
+    507: "server_error",
 }
 
 
@@ -40,11 +43,25 @@ class ApiError(HTTPException):
 
 
 def from_exception(e: Exception) -> ApiError:
-    """Our errors as HTTP statuses: a backend that cannot answer 503, other user errors 400, a bug 500."""
+    """Our errors as HTTP statuses: a backend that cannot answer 503, a full disk 507, other user errors 400, a bug
+    500."""
     if isinstance(e, ApiError):
         return e
     if isinstance(e, BackendError):
         return ApiError(503, str(e), code="backend_unavailable")
+    known = explain(e)  # a store failure raised outside `translating`: full disk, damaged file
+    if isinstance(known, DiskFull):
+        return ApiError(507, str(known), code="insufficient_storage")
+    if known is not None:
+        e = known
+    full = isinstance(e.__cause__, OSError) and e.__cause__.errno == errno.ENOSPC
+    if isinstance(e, ShvayambhuError) and full:  # e.g. the lexical index could not be saved
+        return ApiError(507, str(e), code="insufficient_storage")
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # the CLI's words (rag.cli.errors)
+        where = f"{e.filename}: " if e.filename else ""
+        return ApiError(
+            507, f"{where}the disk is full: free some space and run the command again", code="insufficient_storage"
+        )
     if isinstance(e, ShvayambhuError):
         return ApiError(400, str(e), code=type(e).__name__)
     return ApiError(500, f"internal error: {type(e).__name__}: {e}", code="internal_error")
