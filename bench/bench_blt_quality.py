@@ -38,7 +38,7 @@ def max_repeats(text: str, n: int = 20) -> int:
 def validation_files(folder: Path) -> tuple[Path, Path]:
     """(store corpus, prompts): the training run's validation records as prompts, the rest as the store."""
     from blt.data import Sample, split_validation
-    from rag.training import records_from_files
+    from training.data import records_from_files
 
     rest = [r for r in records_from_files([SEED]) if r.split != "heldout"]
     _, val = split_validation([Sample(r.prompt, r.response, id=r.id) for r in rest], 0.05, 0)  # as `train`

@@ -173,7 +173,7 @@ def main() -> None:
     from blt.checkpoint import load_checkpoint
     from blt.data import DataConfig
     from ingest.bundled import seed_corpus
-    from rag.training import load_data
+    from training.data import load_data
 
     command = " ".join([Path(sys.executable).name, *sys.argv])
     out = Path(args.out)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,13 +13,43 @@ import pytest
 from blt import blas
 
 
-def test_blas_opt_out_is_respected(monkeypatch: pytest.MonkeyPatch):
-    st = blas.status()
-    assert st.backend in ("openblas", "reference", "accelerate", "unknown")
+def test_blas_opt_out_keeps_the_reference_blas(monkeypatch: pytest.MonkeyPatch):
+    """With SHVAYAMBHU_BLAS=reference an installed OpenBLAS is not loaded (a stand-in status: any machine)."""
+    reference = blas.BlasStatus("reference", "none", "/usr/lib/libopenblas.so.0", "installed but not loaded")
+    loaded: list[str] = []
+
+    def cdll(path: str, *args: object, **kwargs: object) -> None:
+        loaded.append(path)
+        raise OSError("not really loaded by this test")
+
+    monkeypatch.setattr(blas, "status", lambda: reference)
+    monkeypatch.setattr(blas.ctypes, "CDLL", cdll)
     monkeypatch.setenv("SHVAYAMBHU_BLAS", "reference")
-    if st.backend == "reference":
-        assert blas.enable_openblas(verbose=False).how == "opt-out"
-    assert os.environ["SHVAYAMBHU_BLAS"] == "reference"
+    st = blas.enable_openblas(verbose=False)
+    assert (st.backend, st.how, st.path) == ("reference", "opt-out", None) and loaded == []
+    monkeypatch.setenv("SHVAYAMBHU_BLAS", "")  # without the opt-out the same situation does try to load it
+    assert blas.enable_openblas(verbose=False).how == "none" and loaded == [reference.path]
+
+
+_PROBE = "from blt import blas; st = blas.enable_openblas(verbose=False); print(st.backend, st.how)\n"
+_PROBE += "print(blas.openblas_in_process())"
+
+
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and blas.find_openblas() and blas.mlx_uses_reference_blas()),
+    reason="needs Linux, the reference-BLAS mlx[cpu] wheel and an installed OpenBLAS",
+)
+@pytest.mark.parametrize(("env", "want"), [(None, "openblas ctypes"), ("reference", "reference opt-out")])
+def test_a_fresh_process_loads_openblas_unless_opted_out(env: str | None, want: str):
+    """In a new process (nothing preloaded) OpenBLAS is mapped in, except when SHVAYAMBHU_BLAS=reference."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "SHVAYAMBHU_BLAS")}
+    if env is not None:
+        environ["SHVAYAMBHU_BLAS"] = env
+    root = str(Path(blas.__file__).resolve().parents[1])
+    environ["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [environ.get("PYTHONPATH")])])
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=environ, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == [want, str(env is None)]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or blas.find_openblas() is None, reason="Linux + OpenBLAS")

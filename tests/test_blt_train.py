@@ -38,7 +38,7 @@ from blt.data import (  # noqa: E402
 )
 from blt.tokens import BOS, EOS, PAD, SEP, decode, encode  # noqa: E402
 from blt.train_config import TrainConfig  # noqa: E402
-from rag.training import build_samples, nearest_neighbours, records_from_files  # noqa: E402
+from training.data import build_samples, nearest_neighbours, records_from_files  # noqa: E402
 
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 MAX_LEN = 97  # 96 input bytes
@@ -378,7 +378,7 @@ def test_blt_learns_to_copy_from_exemplars(tmp_path: Path, task, entropy_dir: Pa
 
 def test_samples_from_the_ingested_collection(seed_store):
     """Records read back from Chroma (stored embeddings); records marked heldout stay out of training."""
-    from rag.training import load_data, records_from_chroma
+    from training.data import load_data, records_from_chroma
 
     _, col = seed_store
     recs, embs = records_from_chroma(col)

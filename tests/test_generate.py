@@ -28,6 +28,8 @@ try:
 except ImportError:  # tests/ is not a package: pytest puts it on sys.path
     from ollama_server import ModelBehavior, OllamaServer, echo_reply, placeholder_reply
 
+from tests.waiting import wait_while_alive
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -168,20 +170,26 @@ def test_generates_validated_records_with_meta(tmp_path: Path) -> None:
 
 
 def test_concurrency_limit_is_never_exceeded(tmp_path: Path) -> None:
-    with OllamaServer({"m1": ModelBehavior(delay=0.3), "m2": ModelBehavior(delay=0.3)}) as s:
-        summary = synthesize(cfg(s, tmp_path / "o.jsonl", ["m1", "m2"], n=6, concurrency=3))
-        # never more than 3 at once; at least 2 overlap even on a loaded machine (exactly 3 is timing-bound)
-        assert summary.done == 12 and 2 <= s.max_in_flight <= 3
+    def gated(prompt: str, request: dict[str, Any]) -> str:
+        # the first answers are held until 3 requests are in flight: a 4th would arrive meanwhile if allowed
+        deadline = time.monotonic() + 30
+        while s.max_in_flight < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return GOOD
+
+    with OllamaServer({"m1": ModelBehavior(delay=0.3, reply=gated), "m2": ModelBehavior(delay=0.3, reply=gated)}) as s:
+        summary = synthesize(cfg(s, tmp_path / "o.jsonl", ["m1", "m2"], n=6, concurrency=3, timeout=60.0))
+        assert summary.done == 12 and s.max_in_flight == 3, f"{s.max_in_flight} at once (want 3, never more)"
 
 
 def test_slow_answers_and_timeouts(tmp_path: Path) -> None:
-    slow = ModelBehavior(delay=0.2)
-    stuck = ModelBehavior(first_byte_delay=5.0)
+    slow = ModelBehavior(delay=0.2)  # 15x inside the timeout: answers even on a loaded machine
+    stuck = ModelBehavior(first_byte_delay=600.0)  # ends when the server stops
     with OllamaServer({"slow": slow, "stuck": stuck}) as s:
-        c = cfg(s, tmp_path / "o.jsonl", ["slow", "stuck"], n=3, timeout=1.0, retries=1, concurrency=6)
+        c = cfg(s, tmp_path / "o.jsonl", ["slow", "stuck"], n=3, timeout=3.0, retries=1, concurrency=6)
         summary = synthesize(c)
         assert summary.done == 3 and summary.failed == 3 and summary.failure_kinds == {"timeout": 3}
-        assert summary.retries >= 3 and "within 1 s" in summary.failures[0]
+        assert summary.retries >= 3 and "within 3 s" in summary.failures[0]
         assert {r["model"] for r in lines(c.out)} == {"slow:latest"}
 
 
@@ -417,7 +425,6 @@ synthesize(SynthesisConfig(out=Path(out), models=[], backend="mlx", prompts=Path
 
 @pytest.mark.slow
 def test_mlx_generation_resumes_after_kill_9(tmp_path: Path) -> None:
-    pytest.importorskip("mlx_lm")
     topics = ["tides", "rainbows", "volcanoes", "bread", "magnets", "bees", "glass", "clouds"]
     questions = [f"In two sentences, why do people study {t}?" for t in topics]
     prompts = tmp_path / "prompts.txt"
@@ -429,9 +436,8 @@ def test_mlx_generation_resumes_after_kill_9(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        while not marker.exists():  # the child cannot finish: it pauses after two batches until killed
-            assert proc.poll() is None, "the generation died before it paused"
-            time.sleep(0.05)
+        # the child cannot finish: it pauses after two batches until killed
+        wait_while_alive(proc, marker.exists, "the generation to pause after two batches", timeout=600)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -283,6 +283,7 @@ def test_kill_9_mid_ingest_then_rerun_matches_uninterrupted(tmp_path: Path, embe
     """3,000 records take the path that embeds in a child process: killed mid-ingest, the child goes too, and
     a re-run makes the store equal to an uninterrupted one."""
     from index.store import get_collection, open_client
+    from tests.waiting import wait_while_alive
 
     corpus = synthetic_corpus(tmp_path / "big.jsonl", 3000)
     killed, clean, marker = tmp_path / "killed", tmp_path / "clean", tmp_path / "paused"
@@ -292,9 +293,8 @@ def test_kill_9_mid_ingest_then_rerun_matches_uninterrupted(tmp_path: Path, embe
         stderr=subprocess.DEVNULL,
     )
     try:
-        while not marker.exists():  # the ingest cannot finish: it pauses mid-ingest until killed
-            assert proc.poll() is None, "the ingest died before it paused"
-            time.sleep(0.05)
+        # the ingest cannot finish: it pauses mid-ingest until killed
+        wait_while_alive(proc, marker.exists, "the ingest to pause mid-ingest", timeout=600)
         embedding = child_pids(proc.pid)
         assert embedding, "a 3,000-record ingest embeds in a child process"
     finally:

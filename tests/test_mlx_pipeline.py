@@ -52,7 +52,7 @@ def test_a_missing_model_says_how_to_install_it(run_cli, monkeypatch):
 def test_heldout_records_in_any_letter_case_never_reach_training(split):
     import numpy as np
 
-    from rag.training import CorpusRecord, build_samples
+    from training.data import CorpusRecord, build_samples
 
     recs = [CorpusRecord(f"id{i}", f"Question number {i}?", f"Answer number {i}.") for i in range(40)]
     recs[3] = CorpusRecord("held", "A held-out question?", "A held-out answer.", split=split)

@@ -27,17 +27,17 @@ def bpb(
     as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
 ) -> None:
     """Bits-per-byte of the held-out responses: BLT with and without retrieval, the baseline, compressors."""
-    from rag.training import eval_bpb_command  # lazy: the command's body loads only when it runs
+    from training.commands import BpbEvalConfig, eval_bpb_command  # lazy: the body loads only when it runs
 
-    report = eval_bpb_command(
+    cfg = BpbEvalConfig(
         checkpoint=checkpoint,
         baseline=baseline,
         k=k,
         compressors=compressors,
         max_records=max_records,
         response_bytes=response_bytes,
-        **corpus_source(paths),
     )
+    report = eval_bpb_command(cfg, **corpus_source(paths))
     if as_json:
         emit_json({k: v for k, v in report.items() if k != "markdown"})
     else:

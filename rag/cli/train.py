@@ -55,10 +55,10 @@ def train(
 ) -> None:
     """Train the entropy model, then the BLT on its patches (and the equal-size byte-transformer baseline),
     conditioned on each record's retrieved neighbours; held-out records never train anything."""
-    from rag.training import train_command  # lazy: the command's body loads only when it runs
+    from training.commands import TrainRunConfig, train_command  # lazy: the body loads only when it runs
 
     command = _command_line()
-    results = train_command(
+    cfg = TrainRunConfig(
         out_dir=out,
         stages=[s.strip() for s in stages.split(",") if s.strip()],
         size=size,
@@ -79,8 +79,8 @@ def train(
         command=command,
         response_bytes=response_bytes,
         copy_warmup=copy_warmup,
-        **corpus_source(paths),
     )
+    results = train_command(cfg, **corpus_source(paths))
     if export is not None:
         from blt.checkpoint import export_checkpoint  # lazy: loads mlx
 
