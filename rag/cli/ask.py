@@ -22,6 +22,7 @@ from rag.cli.common import (
     found_by,
     settings,
 )
+from rag.cli.remote import NoServerOpt, connect
 from rag.config import Settings, config_path, default_data_dir
 from rag.consciousness.prompt import flatten
 from rag.consciousness.selfmodel import SelfModel
@@ -91,11 +92,15 @@ def ask(
     no_memory: Annotated[bool, typer.Option("--no-memory", help="Neither recall nor remember.")] = False,
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Use no corpus exemplars.")] = False,
     mode: ModeOpt = None,
+    no_server: NoServerOpt = False,
 ) -> None:
     """Answer QUESTION from the corpus and memory, with its sources and a confidence."""
-    from rag.api import Shvayambhu  # lazy: loads chromadb
+    st = _ask_settings(backend, session, ollama_host, timeout, temperature, seed, mode)
+    a = connect(st, no_server or (show_prompt and not as_json))  # a running `serve` answers with a warm model
+    if a is None:
+        from rag.api import Shvayambhu  # lazy: loads chromadb
 
-    a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout, temperature, seed, mode))
+        a = Shvayambhu(st)
     opts = dict(model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval, show_prompt=show_prompt)
     if stream and not as_json:
         s = a.stream(question, **opts)
@@ -131,11 +136,15 @@ def chat(
     k: Annotated[int | None, typer.Option("-k", "--k", help="Exemplars to retrieve [4].")] = None,
     ollama_host: HostOpt = None,
     timeout: TimeoutOpt = None,
+    no_server: NoServerOpt = False,
 ) -> None:
     """Talk with streaming answers and memory across turns and runs (/sources /memory /reset /exit)."""
-    from rag.api import Shvayambhu  # lazy: loads chromadb
+    st = _ask_settings(backend, session, ollama_host, timeout)
+    a = connect(st, no_server)  # a running `serve` answers with a warm model
+    if a is None:
+        from rag.api import Shvayambhu  # lazy: loads chromadb
 
-    a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout))
+        a = Shvayambhu(st)
     be = a.backend(None, model)  # fails here, once, when no backend is reachable
     conv = a.chat(session, backend=be, k=k)
     name = a.self_model().name
