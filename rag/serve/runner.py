@@ -50,8 +50,7 @@ def run(
         server.run(sockets=[sock])
     finally:
         sock.close()
-        if server.announced:
-            discovery.remove(assistant.settings.data_dir, os.getpid())
+        server.withdraw()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -100,6 +99,17 @@ class _Announcing(uvicorn.Server):
         discovery.write(self.assistant.settings, self.config.host, port, self.auth)
         self.announced = True
         threading.Thread(target=_warm, args=(self.assistant,), name="shvayambhu-warm", daemon=True).start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn re-raises SIGINT/SIGTERM once it has shut down, so `run`'s own cleanup may never run
+        self.withdraw()
+        await super().shutdown(sockets=sockets)
+
+    def withdraw(self) -> None:
+        """Remove the discovery file (if it is still ours)."""
+        if self.announced:
+            discovery.remove(self.assistant.settings.data_dir, os.getpid())
+            self.announced = False
 
 
 class Running:
