@@ -17,6 +17,7 @@ from rag.cli.common import (
     SessionOpt,
     TimeoutOpt,
     _state,
+    answering_assistant,
     clip,
     emit_json,
     found_by,
@@ -96,11 +97,7 @@ def ask(
 ) -> None:
     """Answer QUESTION from the corpus and memory, with its sources and a confidence."""
     st = _ask_settings(backend, session, ollama_host, timeout, temperature, seed, mode)
-    a = connect(st, no_server or (show_prompt and not as_json))  # a running `serve` answers with a warm model
-    if a is None:
-        from rag.api import Shvayambhu  # lazy: loads chromadb
-
-        a = Shvayambhu(st)
+    a = connect(st, no_server or (show_prompt and not as_json)) or answering_assistant(st)  # a `serve` is warm
     opts = dict(model=model, k=k, use_memory=not no_memory, use_retrieval=not no_retrieval, show_prompt=show_prompt)
     if stream and not as_json:
         s = a.stream(question, **opts)
@@ -140,11 +137,7 @@ def chat(
 ) -> None:
     """Talk with streaming answers and memory across turns and runs (/sources /memory /reset /exit)."""
     st = _ask_settings(backend, session, ollama_host, timeout)
-    a = connect(st, no_server)  # a running `serve` answers with a warm model
-    if a is None:
-        from rag.api import Shvayambhu  # lazy: loads chromadb
-
-        a = Shvayambhu(st)
+    a = connect(st, no_server) or answering_assistant(st)  # a running `serve` answers with a warm model
     be = a.backend(None, model)  # fails here, once, when no backend is reachable
     conv = a.chat(session, backend=be, k=k)
     name = a.self_model().name
