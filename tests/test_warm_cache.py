@@ -135,3 +135,33 @@ def test_light_import_keeps_transformers_out_until_asked():
     root = str(Path(__file__).resolve().parents[1])
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
     assert done.returncode == 0, done.stderr
+
+
+class _Terminal:
+    """A stand-in for stderr on a terminal."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+
+def test_what_is_slow_is_said_on_a_terminal_only(monkeypatch, capsys):
+    from rag.backends import mlx
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    with mlx._saying("loading SmolLM2-135M-Instruct…"):
+        assert term.text == "loading SmolLM2-135M-Instruct…"
+    assert term.text.endswith("\r\x1b[K")  # erased once loaded: the answer starts on a clean line
+    monkeypatch.undo()
+    with mlx._saying("loading X…"):
+        pass
+    assert capsys.readouterr().err == ""  # not a terminal (a pipe, a log): nothing

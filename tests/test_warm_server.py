@@ -86,6 +86,13 @@ def test_ask_and_search_go_through_the_server_and_answer_as_in_process(server, r
 
     code, plain, err = run_cli("ask", QUESTION, "--backend", "ollama", "--no-memory", "-k", "2")
     assert code == 0 and a["answer"] in plain and f"confidence {a['confidence']:.2f}" in plain
+    code, streamed, err = run_cli("ask", QUESTION, "--backend", "ollama", "--no-memory", "-k", "2", "--stream")
+    assert code == 0 and streamed.split("\nsources:")[0].strip() == plain.split("\nsources:")[0].strip()
+    talk = f"{QUESTION}\n/sources\n/memory\n/exit\n"
+    code, chat, err = run_cli("chat", "--backend", "ollama", "-k", "2", "--session", "warm", stdin=talk)
+    assert code == 0, err
+    assert "(ollama llama3.2)" in chat and "  confidence 0." in chat  # /sources of the server's answer
+    assert "sky" in chat.split("you> ")[-2]  # /memory lists the exchange the server remembered
     code, hits, err = run_cli("search", "sky colour", "-k", "3", "--json")
     assert code == 0 and len(json.loads(hits)) == 3, err
 
@@ -126,3 +133,13 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(run_cli):
         code, out, err = run_cli("serve", "--port", str(port))
     assert code == 1
     assert err.strip() == f"error: port {port} on 127.0.0.1 is in use (another server?): pick a free one with --port N"
+
+
+def test_status_counts_one_record_in_the_singular(run_cli, tmp_path, monkeypatch):
+    home = tmp_path / "one"
+    monkeypatch.setenv("SHVAYAMBHU_HOME", str(home))
+    corpus = tmp_path / "one.jsonl"
+    corpus.write_text(json.dumps({"prompt": "What colour is the sky?", "response": "Blue, on a clear day."}) + "\n")
+    assert run_cli("ingest", str(corpus))[0] == 0
+    code, out, err = run_cli("status")
+    assert code == 0 and "corpus: 1 record (" in out, out

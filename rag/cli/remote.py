@@ -56,7 +56,7 @@ def answer_of(data: dict[str, Any]) -> Record:
 
 def connect(settings: Settings, no_server: bool = False) -> Remote | None:
     """The running server for `settings`' data folder, when there is one that answers as this process would."""
-    if no_server or settings.store.chroma_host:  # a shared Chroma server: any process may answer
+    if no_server:
         return None
     data_dir = settings.data_dir
     info = discovery.read(data_dir)
