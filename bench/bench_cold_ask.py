@@ -31,9 +31,11 @@ from rag.serve import discovery  # noqa: E402
 CLI = [sys.executable, "-m", "rag.cli"]
 
 
-def env_for(home: Path) -> dict[str, str]:
+def env_for(home: Path, max_tokens: int = 0) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHVAYAMBHU_")}
     env.update({"SHVAYAMBHU_HOME": str(home), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
+    if max_tokens:  # the server gets the same setting, so the CLI uses it
+        env["SHVAYAMBHU_MLX_MAX_TOKENS"] = env["SHVAYAMBHU_OLLAMA_MAX_TOKENS"] = str(max_tokens)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("--backend", default="mlx")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--question", default="How can I fall asleep faster?")
+    ap.add_argument("--max-tokens", type=int, default=32, help="answer length (0: the configured one)")
     ap.add_argument("--fresh-cache", action="store_true", help="remove the float32 weight cache first")
     a = ap.parse_args()
 
@@ -90,7 +93,7 @@ def main() -> None:
         home = Path(tmp.name)
         print("ingesting the seed corpus into", home, flush=True)
         subprocess.run(CLI + ["ingest", str(REPO / "ingest/data/seed.jsonl")], env=env_for(home), check=True)
-    env = env_for(home)
+    env = env_for(home, a.max_tokens)
     ask = ["ask", a.question, "--stream", "--no-memory", "--backend", a.backend]
     if a.fresh_cache:
         for f in weight_cache.cache_dir().glob("*.safetensors"):
@@ -113,7 +116,10 @@ def main() -> None:
     for name, ttfts, totals in rows:
         spread = f"{min(ttfts):.2f}-{max(ttfts):.2f}" if len(ttfts) > 1 else ""
         print(f"{name:54} {statistics.median(ttfts):>14.2f} s {spread:>15} {statistics.median(totals):>12.2f} s")
-    print(f"\nbackend {a.backend}, {a.repeat} runs each, {os.cpu_count()} CPUs; question {a.question!r}")
+    print(
+        f"\nbackend {a.backend}, {a.repeat} runs each, answers of at most {a.max_tokens or 'the configured'} tokens, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; question {a.question!r}"
+    )
     if tmp is not None:
         tmp.cleanup()
 

@@ -29,11 +29,13 @@ def server_file(data_dir: Path) -> Path:
 
 def settings_digest(settings: Any) -> str:
     """A short hash of everything in `settings` (a rag.config.Settings) that changes an answer, except what a
-    request carries itself (session, backend); the data folder is compared as an absolute path."""
+    request carries itself (session, backend); the data folder is compared as an absolute path, the Ollama
+    host as resolved (flag, setting or $OLLAMA_HOST)."""
     d = dataclasses.asdict(settings)
     for name in PER_REQUEST:
         d.pop(name, None)
     d["store"]["data_dir"] = str(Path(settings.data_dir).expanduser().resolve())
+    d["ollama"]["host"] = settings.ollama_host  # $OLLAMA_HOST counts too
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
