@@ -191,14 +191,16 @@ def _rename(name: str) -> str | None:
     return None
 
 
-def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """(tensors under mlx-lm names, metadata, llama ModelArgs) of a GGUF file; tensors load lazily."""
+def read_gguf(path: Path, check: bool = True) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """(tensors under mlx-lm names, metadata, llama ModelArgs) of a GGUF file; tensors load lazily. `check`:
+    refuse tensor types MLX cannot read first (a walk over the header: ~0.3 s for SmolLM2's vocabulary)."""
     import mlx.core as mx  # heavy: imported when a model is loaded
 
     light_mlx_lm()
     from mlx_lm.models.llama import ModelArgs
 
-    check_tensor_types(path)
+    if check:
+        check_tensor_types(path)
     try:
         tensors, meta = mx.load(str(path), return_metadata=True)
     except (RuntimeError, ValueError) as e:
@@ -271,7 +273,8 @@ def load_gguf(path: Path, dtype: str = "quantized") -> GGUFModel:
     light_mlx_lm()
     from mlx_lm.models.llama import Model
 
-    weights, meta, args = read_gguf(path)
+    # a file with cached float weights loaded before, so its tensor types were checked then
+    weights, meta, args = read_gguf(path, check=dtype == "quantized" or not cache_path(path).is_file())
     model = Model(args)
     if dtype == "quantized":
         bits = _bits(weights)
