@@ -25,6 +25,7 @@ from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
 from rag.backends.chat_tokenizer import ChatTokenizer, StreamDecoder, tokenizer_from_folder
 from rag.backends.gguf import BUNDLED_FILE, INSTALL_HINT, bundled_model_path, load_gguf
 from rag.backends.mlx_light import light_mlx_lm
+from rag.backends.weight_cache import cache_path
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "quantized")
 DEFAULT_MAX_TOKENS = 256
@@ -80,7 +81,8 @@ def _load(path: str, dtype: str) -> LoadedModel:
     p = Path(path)
     if dtype == "auto":
         dtype = "quantized" if _on_gpu() else "float32"
-    with _saying(f"loading {_display(p)}…"):
+    first = p.is_file() and dtype != "quantized" and not cache_path(p).is_file()
+    with _saying(f"loading {_display(p)}…" + (" (the first time: caching its float32 weights)" if first else "")):
         if p.is_file():  # GGUF: float weights come from the weight cache after the first load
             g = load_gguf(p, dtype)
             model, tokenizer, name, context = g.model, g.tokenizer, g.name, g.context_tokens
