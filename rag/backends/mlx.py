@@ -12,8 +12,10 @@ Retrieved answers can be mixed into the next-token distribution (`GenerationOpti
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +23,9 @@ from typing import Any
 
 from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
 from rag.backends.chat_tokenizer import ChatTokenizer, StreamDecoder, tokenizer_from_folder
-from rag.backends.gguf import INSTALL_HINT, bundled_model_path, load_gguf
+from rag.backends.gguf import BUNDLED_FILE, INSTALL_HINT, bundled_model_path, load_gguf
+from rag.backends.mlx_light import light_mlx_lm
+from rag.backends.weight_cache import cache_path
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "quantized")
 DEFAULT_MAX_TOKENS = 256
@@ -69,33 +73,60 @@ def _resolve(model: str | None) -> tuple[Path, str]:
 
 @lru_cache(maxsize=4)
 def _load(path: str, dtype: str) -> LoadedModel:
-    """Load once per (path, dtype): the model, its tokenizer, and a decoder with compiled steps."""
+    """Load once per (path, dtype): the model, its tokenizer, and a decoder (its steps compile on first use)."""
     import mlx.core as mx  # heavy: imported when a model is loaded
-    from mlx_lm.utils import dequantize_model, load_model
 
     from rag.backends.mlx_decode import Decoder
 
     p = Path(path)
-    if p.is_file():
-        g = load_gguf(p)
-        model, tokenizer, name, context = g.model, g.tokenizer, g.name, g.context_tokens
-    else:
-        if not (p / "config.json").is_file():
-            raise BackendError(f"{p}: not an mlx-lm model folder (no config.json)")
-        try:
-            model, config = load_model(p)
-        except (ValueError, FileNotFoundError) as e:
-            raise BackendError(f"{p}: mlx-lm cannot load this model: {e}") from None
-        tokenizer = tokenizer_from_folder(p)
-        name = p.name
-        context = int(config.get("max_position_embeddings") or config.get("max_seq_len") or 2048)
     if dtype == "auto":
         dtype = "quantized" if _on_gpu() else "float32"
+    first = p.is_file() and dtype != "quantized" and not cache_path(p).is_file()
+    with _saying(f"loading {_display(p)}…" + (" (the first time: caching its float32 weights)" if first else "")):
+        if p.is_file():  # GGUF: float weights come from the weight cache after the first load
+            g = load_gguf(p, dtype)
+            model, tokenizer, name, context = g.model, g.tokenizer, g.name, g.context_tokens
+        else:
+            model, tokenizer, name, context = _load_folder(p, dtype)
+        mx.eval(model.parameters())
+    return LoadedModel(model, tokenizer, Decoder(model), name, context, dtype)
+
+
+def _load_folder(p: Path, dtype: str) -> tuple[Any, ChatTokenizer, str, int]:
+    """An mlx-lm model folder, in `dtype`."""
+    import mlx.core as mx
+    from mlx_lm.utils import dequantize_model, load_model  # heavy (transformers): only for a folder
+
+    if not (p / "config.json").is_file():
+        raise BackendError(f"{p}: not an mlx-lm model folder (no config.json)")
+    try:
+        model, config = load_model(p)
+    except (ValueError, FileNotFoundError) as e:
+        raise BackendError(f"{p}: mlx-lm cannot load this model: {e}") from None
     if dtype != "quantized":
         model = dequantize_model(model)
         model.set_dtype(getattr(mx, dtype))
-    mx.eval(model.parameters())
-    return LoadedModel(model, tokenizer, Decoder(model), name, context, dtype)
+    context = int(config.get("max_position_embeddings") or config.get("max_seq_len") or 2048)
+    return model, tokenizer_from_folder(p), p.name, context
+
+
+def _display(p: Path) -> str:
+    return "SmolLM2-135M-Instruct" if p.name == BUNDLED_FILE else (p.stem if p.is_file() else p.name)
+
+
+@contextmanager
+def _saying(message: str) -> Iterator[None]:
+    """`message` on stderr while the block runs, when stderr is a terminal (erased once it is done)."""
+    tty = sys.stderr.isatty()
+    if tty:
+        sys.stderr.write(message)
+        sys.stderr.flush()
+    try:
+        yield
+    finally:
+        if tty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 def load_mlx_backend(model: str | None = None, *, dtype: str = "auto", **kwargs: Any) -> MLXBackend:
@@ -163,6 +194,8 @@ class MLXBackend:
     def _plan(self, batch: list[list[dict[str, str]]], options: GenerationOptions | None) -> dict[str, Any]:
         """Prompts, limits, sampler and copiers for one call."""
         import mlx.core as mx  # heavy: already imported by the loaded model
+
+        light_mlx_lm()
         from mlx_lm.sample_utils import make_sampler
 
         from blt.copying import ExemplarCopier

@@ -17,9 +17,12 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.cache import _BaseCache
 
 from blt.copying import ExemplarCopier
+from rag.backends.mlx_light import light_mlx_lm
+
+light_mlx_lm()  # the cache protocol without mlx-lm's __init__ (transformers, torch)
+from mlx_lm.models.cache import _BaseCache  # noqa: E402
 
 CACHE_STEP = 256  # cache sizes are multiples of this, so a handful of compiled shapes serve every request
 ATTEND_STEP = 128  # attention spans are multiples of this: one compile (~0.1 s) per span, once per process

@@ -17,11 +17,13 @@ from rag.cli.common import (
     SessionOpt,
     TimeoutOpt,
     _state,
+    answering_assistant,
     clip,
     emit_json,
     found_by,
     settings,
 )
+from rag.cli.remote import NoServerOpt, connect
 from rag.config import Settings, config_path, default_data_dir
 from rag.consciousness.prompt import flatten
 from rag.consciousness.selfmodel import SelfModel
@@ -110,12 +112,12 @@ def ask(
     no_memory: Annotated[bool, typer.Option("--no-memory", help="Neither recall nor remember.")] = False,
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Use no corpus exemplars.")] = False,
     mode: ModeOpt = None,
+    no_server: NoServerOpt = False,
 ) -> None:
     """Answer QUESTION from the corpus (and, with --session, that session's memory), with its sources and a
     confidence. Without --session nothing is recalled or remembered."""
-    from rag.api import Shvayambhu  # lazy: loads chromadb
-
-    a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout, temperature, seed, mode))
+    st = _ask_settings(backend, session, ollama_host, timeout, temperature, seed, mode)
+    a = connect(st, no_server or (show_prompt and not as_json)) or answering_assistant(st)  # a `serve` is warm
     remember = session is not None and not no_memory
     if remember:
         typer.echo(f"session: {session} (recalled from and remembered in)", err=True)
@@ -154,13 +156,13 @@ def chat(
     k: Annotated[int | None, typer.Option("-k", "--k", help="Exemplars to retrieve [4].")] = None,
     ollama_host: HostOpt = None,
     timeout: TimeoutOpt = None,
+    no_server: NoServerOpt = False,
 ) -> None:
     """Talk with streaming answers and memory across turns (/sources /memory /reset /exit). Each run is a new
     session unless --session names one to go on with."""
-    from rag.api import Shvayambhu  # lazy: loads chromadb
-
     session = session or _conversation_name()
-    a = Shvayambhu(_ask_settings(backend, session, ollama_host, timeout))
+    st = _ask_settings(backend, session, ollama_host, timeout)
+    a = connect(st, no_server) or answering_assistant(st)  # a running `serve` answers with a warm model
     be = a.backend(None, model)  # fails here, once, when no backend is reachable
     conv = a.chat(session, backend=be, k=k)
     name = a.self_model().name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +35,26 @@ def assistant(**section_overrides: Any) -> Shvayambhu:
     from rag.api import Shvayambhu  # lazy: chromadb and the embedding stack load only for commands that use them
 
     return Shvayambhu(settings(**section_overrides))
+
+
+def answering_assistant(st: Settings) -> Shvayambhu:
+    """The assistant for `ask`/`chat` in this process, its store, embedder and lexical index loading in a
+    background thread while the caller loads the model (the two overlap instead of adding up)."""
+    from rag.api import Shvayambhu  # lazy: chromadb and the embedding stack load only for commands that use them
+
+    a = Shvayambhu(st)
+    threading.Thread(target=_prepare_retrieval, args=(a,), name="shvayambhu-warm", daemon=True).start()
+    return a
+
+
+def _prepare_retrieval(a: Shvayambhu) -> None:
+    try:
+        corpus = a.corpus()
+        a.embedder  # noqa: B018 - loads the embedding model
+        if corpus is not None and a.settings.retrieval.mode != "dense":
+            a.lexical(corpus)
+    except Exception:  # noqa: BLE001 - the answer path meets the same error and reports it
+        pass
 
 
 def emit_json(obj: Any) -> None:

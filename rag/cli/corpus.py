@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from index.errors import ShvayambhuError
-from rag.cli.common import ModeOpt, assistant, clip, emit_json, found_by
+from rag.cli.common import ModeOpt, assistant, clip, emit_json, found_by, settings
+from rag.cli.remote import NoServerOpt, connect
 
 
 def ingest(
@@ -73,11 +74,14 @@ def search(
     min_score: Annotated[float | None, typer.Option(help="Drop hits below this cosine similarity.")] = None,
     mode: ModeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    no_server: NoServerOpt = False,
 ) -> None:
     """Find the corpus records nearest to QUERY."""
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
-    hits = assistant().search(query, k, where=parse_where(where), mmr=mmr, min_score=min_score, mode=mode)
+    hits = (connect(settings(), no_server) or assistant()).search(
+        query, k, where=parse_where(where), mmr=mmr, min_score=min_score, mode=mode
+    )
     if as_json:
         emit_json([h.to_dict() for h in hits])
         return
@@ -110,7 +114,8 @@ def status(
     typer.echo(f"store: {info['store']}\nembedding model: {info['embedding_model']}")
     for c in info["collections"]:
         precision = f", {c['embedding_precision']}" if c.get("embedding_precision") else ""
-        typer.echo(f"  {c['name']}: {c['count']} records ({c['embedding_model']}, dim {c['embedding_dim']}{precision})")
+        n, model = c["count"], c["embedding_model"]
+        typer.echo(f"  {c['name']}: {n} record{'' if n == 1 else 's'} ({model}, dim {c['embedding_dim']}{precision})")
     if not info["collections"]:
         typer.echo("  no collections yet: run `shvayambhu ingest PATH`")
     for name, b in info.get("backends", {}).items():

@@ -16,7 +16,7 @@ from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
 
 from index.errors import ShvayambhuError
-from rag.serve import ollama_api, openai_api, ours
+from rag.serve import ask_api, ollama_api, openai_api, ours
 from rag.serve.auth import KeyMiddleware
 from rag.serve.errors import handle_http, handle_ours, handle_validation
 from rag.serve.generation import Engine
@@ -43,7 +43,7 @@ def create_app(assistant: Any, options: ServeOptions | None = None, *, warm: boo
     app.state.engine = Engine(assistant, ModelQueue(options.queue_depth, options.retry_after))
     app.state.started = time.time()
     app.state.status_cache = None
-    for router in (openai_api.router, ollama_api.router, ours.router):
+    for router in (openai_api.router, ollama_api.router, ours.router, ask_api.router):
         app.include_router(router)
     app.add_exception_handler(StarletteHTTPException, handle_http)
     app.add_exception_handler(RequestValidationError, handle_validation)

@@ -1,0 +1,128 @@
+"""Time to first token of `shvayambhu ask`: through a running `shvayambhu serve` (warm model) vs in-process cold.
+
+Each measurement is a fresh `shvayambhu ask --stream` process (interpreter start, imports, everything), timed
+from its start to the first byte of the answer on stdout. In-process runs use `--no-server`; the first one
+may build the float32 weight cache (reported apart), the rest read it. Targets (issue 23): <= 1.5 s through the
+server, <= 4 s in-process cold, on a 2-core machine.
+
+    python bench/bench_cold_ask.py                       # a temporary store with the seed corpus
+    python bench/bench_cold_ask.py --home DIR --repeat 5 --backend mlx
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from rag.backends import weight_cache  # noqa: E402
+from rag.serve import discovery  # noqa: E402
+
+CLI = [sys.executable, "-m", "rag.cli"]
+
+
+def env_for(home: Path, max_tokens: int = 0) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHVAYAMBHU_")}
+    env.update({"SHVAYAMBHU_HOME": str(home), "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
+    if max_tokens:  # the server gets the same setting, so the CLI uses it
+        env["SHVAYAMBHU_MLX_MAX_TOKENS"] = env["SHVAYAMBHU_OLLAMA_MAX_TOKENS"] = str(max_tokens)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def first_token(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(seconds to the first answer byte on stdout, seconds to exit) of one `ask --stream` process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(CLI + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    byte = proc.stdout.read(1)
+    ttft = time.perf_counter() - start
+    rest, err = proc.communicate(timeout=600)
+    total = time.perf_counter() - start
+    if proc.returncode != 0 or not byte:
+        raise SystemExit(f"`{' '.join(args)}` failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return ttft, total
+
+
+def start_server(env: dict[str, str], home: Path, backend: str) -> subprocess.Popen:
+    """`serve --port 0` with the backend loaded (the first answer does not pay for the load)."""
+    cmd = CLI + ["serve", "--port", "0", "--backend", backend, "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        info = discovery.read(home)
+        if info is not None and info["pid"] == proc.pid:
+            req = urllib.request.Request(
+                f"http://{info['host']}:{info['port']}/v1/backend",
+                data=json.dumps({"backend": backend}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(req, timeout=300).read()  # returns once the model is loaded
+            return proc
+        if proc.poll() is not None:
+            raise SystemExit("the server exited before it listened")
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not start in 300 s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", type=Path, help="data folder with a corpus (default: a temporary seed store)")
+    ap.add_argument("--backend", default="mlx")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--question", default="How can I fall asleep faster?")
+    ap.add_argument("--max-tokens", type=int, default=32, help="answer length (0: the configured one)")
+    ap.add_argument("--fresh-cache", action="store_true", help="remove the float32 weight cache first")
+    a = ap.parse_args()
+
+    tmp = None
+    home = a.home
+    if home is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-cold-ask-")
+        home = Path(tmp.name)
+        print("ingesting the seed corpus into", home, flush=True)
+        subprocess.run(CLI + ["ingest", str(REPO / "ingest/data/seed.jsonl")], env=env_for(home), check=True)
+    env = env_for(home, a.max_tokens)
+    ask = ["ask", a.question, "--stream", "--no-memory", "--backend", a.backend]
+    if a.fresh_cache:
+        for f in weight_cache.cache_dir().glob("*.safetensors"):
+            f.unlink()
+
+    rows: list[tuple[str, list[float], list[float]]] = []
+    first = first_token([*ask, "--no-server"], env)
+    rows.append(("in-process, first run (may build the weight cache)", [first[0]], [first[1]]))
+    cold = [first_token([*ask, "--no-server"], env) for _ in range(a.repeat)]
+    rows.append(("in-process cold (weight cache read)", [c[0] for c in cold], [c[1] for c in cold]))
+    server = start_server(env, home, a.backend)
+    try:
+        warm = [first_token(ask, env) for _ in range(a.repeat)]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    rows.append(("through a running serve (warm model)", [w[0] for w in warm], [w[1] for w in warm]))
+
+    print(f"\n{'':54} {'first token (median, min-max)':>32} {'whole answer':>14}")
+    for name, ttfts, totals in rows:
+        spread = f"{min(ttfts):.2f}-{max(ttfts):.2f}" if len(ttfts) > 1 else ""
+        print(f"{name:54} {statistics.median(ttfts):>14.2f} s {spread:>15} {statistics.median(totals):>12.2f} s")
+    print(
+        f"\nbackend {a.backend}, {a.repeat} runs each, answers of at most {a.max_tokens or 'the configured'} tokens, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; question {a.question!r}"
+    )
+    if tmp is not None:
+        tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
