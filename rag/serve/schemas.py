@@ -215,3 +215,29 @@ class SearchRequest(Body):
         if not query.strip():
             raise PydanticCustomError("blank", "give a non-empty string")
         return query
+
+
+class Turn(Body):
+    """One earlier turn of a conversation the CLI carries."""
+
+    role: Literal["user", "assistant"]
+    content: Str
+
+
+class BackendRequest(Body):
+    """Our /v1/backend: which backend (and model) would answer."""
+
+    backend: Literal["auto", "ollama", "mlx", "blt"] | None = None
+    model: Annotated[Str, Field(min_length=1)] | None = None
+
+
+class AskRequest(BackendRequest):
+    """Our /v1/ask: what `Shvayambhu.stream` takes (the CLI's `ask` and `chat` through a running server)."""
+
+    question: Str
+    k: SearchK | None = None
+    session: Str | None = None
+    use_memory: Bool = True
+    use_retrieval: Bool = True
+    show_prompt: Bool = False
+    history: Annotated[list[Turn], Field(max_length=64)] = []
