@@ -76,6 +76,7 @@ class Source:
             "page": self.page,
             "start": self.start,
             "end": self.end,
+            "where": self.where,
             "dense_rank": self.dense_rank,
             "lexical_rank": self.lexical_rank,
             "fused_score": None if self.fused_score is None else round(self.fused_score, 4),
