@@ -106,6 +106,9 @@ class Answer:
     details: meta.Confidence | None = None
     warnings: list[str] = field(default_factory=list)
     reflections: list[Memory] = field(default_factory=list)  # written after this exchange, if any
+    # True only when a source in the prompt holds the answer: the whole answer, or at least
+    # rag.consciousness.calibration.SUPPORTED of its content words (never with no sources, never for "I don't know").
+    grounded: bool = False
 
     def to_dict(self, show_prompt: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -113,6 +116,7 @@ class Answer:
             "sources": [s.to_dict() for s in self.sources],
             "confidence": round(self.confidence, 4),
             "low_confidence": self.low_confidence,
+            "grounded": self.grounded,
             "backend": self.backend,
             "model": self.model,
             "timings": {k: round(v, 2) for k, v in self.timings.items()},

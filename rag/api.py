@@ -12,6 +12,7 @@ from typing import Any
 from blt.blas import enable_openblas
 from index.doctor import check, repair
 from index.embed import Embedder, EmbeddingError, canonical_name, choose_precision, load_embedder
+from index.errors import UsageError
 from index.fusion import FusionOptions
 from index.lexical import LexicalStore
 from index.lock import store_write_lock
@@ -23,6 +24,8 @@ from rag.answer import Answer
 from rag.backends.base import Backend, BackendError
 from rag.backends.select import backend_status, select_backend
 from rag.config import Settings, load_settings
+from rag.consciousness import calibration as cal
+from rag.consciousness import metacognition as meta
 from rag.consciousness.memory import MemoryStream
 from rag.consciousness.memory import sessions as stored_sessions
 from rag.consciousness.selfmodel import SelfModel
@@ -39,6 +42,7 @@ class Shvayambhu:
         self._backends: dict[tuple[str, str | None], Backend] = {}
         self._corpus: Any | None = None
         self._lexical: dict[str, LexicalStore] = {}
+        self._calibration: dict[str, tuple[cal.Reference | None, cal.Weights | None]] = {}
         self._lock = threading.RLock()  # a server shares one assistant between threads
 
     @cached_property
@@ -250,6 +254,7 @@ class Shvayambhu:
             k=k,
             history=history,
             use_retrieval=use_retrieval,
+            **self._calibrated(corpus),
         )
         if use_retrieval and corpus is None:
             prep.warnings.append(
@@ -316,6 +321,56 @@ class Shvayambhu:
             history=history,
         )
         return prep, be, memory
+
+    # -- confidence calibrated on this store ----------------------------------------------------------------
+    def calibration(self, corpus: Any | None = None) -> tuple[cal.Reference | None, cal.Weights | None]:
+        """The corpus's score reference (measured on first use, kept in the data directory and measured again
+        when the collection has grown or shrunk by a fifth, or another embedding model or precision reads it)
+        and its fitted confidence weights (None: the shipped defaults)."""
+        col = corpus if corpus is not None else self.corpus()
+        if col is None:
+            return None, None
+        with self._lock:
+            count = col.count()
+            try:
+                ref, weights = self._calibration.get(col.name) or cal.load(self._calibration_path(col.name))
+            except ValueError as e:
+                raise StoreError(str(e)) from None
+            model, precision = canonical_name(self.settings.embedding.model), self.embedder.precision
+            if ref is None or ref.stale(count) or (ref.model, ref.precision) != (model, precision):
+                ref = cal.build_reference(col, self.embedder.embed)
+                if ref is not None:
+                    ref.model, ref.precision = model, precision
+                    cal.save(self._calibration_path(col.name), ref, weights)
+            self._calibration[col.name] = (ref, weights)
+            return ref, weights
+
+    def _calibration_path(self, collection: str) -> Path:
+        return cal.path_for(self.settings.data_dir, collection)
+
+    def _calibrated(self, corpus: Any | None) -> dict[str, Any]:
+        ref, weights = self.calibration(corpus) if corpus is not None else (None, None)
+        return {"reference": ref, "weights": weights}
+
+    def fit_calibration(self, examples: list[tuple[Answer, bool]]) -> dict[str, Any]:
+        """Re-fit the confidence weights on answers this store gave and whether each was correct; saves them with
+        the store (per collection, read by the next ask). Returns n, AUROC before and after (on these answers)."""
+        rows = [(a.details, bool(ok), a.done_reason == "abstain") for a, ok in examples if a.details is not None]
+        if len(rows) < 10 or len({ok for _, ok, _ in rows}) < 2:
+            raise UsageError(
+                f"fit_calibration needs at least 10 answers with confidence details, right and wrong ones, "
+                f"got {len(rows)} ({sum(ok for _, ok, _ in rows)} right)"
+            )
+        col = self.corpus()
+        if col is None:
+            raise StoreError("no corpus to calibrate: ingest documents first")
+        ref, old = self.calibration(col)
+        fitted, summary = meta.fit([d for d, _, _ in rows], [ok for _, ok, _ in rows], [ab for _, _, ab in rows], old)
+        summary.update(collection=col.name, path=str(self._calibration_path(col.name)))
+        with self._lock:
+            cal.save(self._calibration_path(col.name), ref, fitted)
+            self._calibration[col.name] = (ref, fitted)
+        return summary
 
     def chat(self, session: str | None = None, **ask_options: Any) -> ChatSession:
         """A conversation: recent turns are kept in the prompt, every exchange goes to `session`'s memory."""

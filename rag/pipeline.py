@@ -20,8 +20,9 @@ from rag.answer import Answer, Source
 from rag.backends.base import Backend, BackendError, Chunk, Generation, GenerationOptions
 from rag.config import ConfigError, Settings
 from rag.consciousness import metacognition as meta
+from rag.consciousness.calibration import SUPPORTED, Reference, Weights, support
 from rag.consciousness.focus import focus
-from rag.consciousness.memory import Memory, MemoryStream, exchange_text
+from rag.consciousness.memory import Memory, MemoryStream, exchange_text, importance
 from rag.consciousness.prompt import (
     base_messages,
     base_messages_compact,
@@ -44,6 +45,7 @@ from rag.postprocess import Cleaner, attribute
 log = logging.getLogger(__name__)
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
 PROMPT_STYLES = ("full", "compact")
+UNVERIFIED = "(not kept: no source in the documents supported that answer)"
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Prepared:
     started: float
     warnings: list[str] = field(default_factory=list)
     preface: str = ""  # the layer's own opening words (nothing in the documents answers this), before the model's
+    weights: Weights | None = None  # the store's calibrated confidence weights (None: the shipped defaults)
 
 
 def budget_for(settings: Settings, backend: Any) -> tuple[int, str]:
@@ -206,9 +209,12 @@ def prepare(
     use_retrieval: bool = True,
     lexical: Any | None = None,
     fusion: FusionOptions | None = None,
+    reference: Reference | None = None,
+    weights: Weights | None = None,
 ) -> Prepared:
     """Retrieval, recall, confidence, competition and prompt: everything up to the backend call. `lexical` is
-    the corpus's BM25 index, needed when [retrieval] mode is hybrid or lexical."""
+    the corpus's BM25 index, needed when [retrieval] mode is hybrid or lexical; `reference` and `weights` are
+    the store's confidence calibration (`rag.consciousness.calibration`; None: the shipped defaults)."""
     started = time.perf_counter()
     now = time.time()
     r = settings.retrieval
@@ -218,12 +224,16 @@ def prepare(
     if use_retrieval and collection is not None and vector is not None and k > 0:
         hits = exemplars(collection, vector, r, k, text=question, lexical=lexical, fusion=fusion)
     memories = memory.recall(vector=vector, now=now) if memory is not None and vector is not None else []
+    with_vectors = [h for h in hits if h.embedding is not None] or hits  # h.score is the dense cosine in every mode
     ev = meta.evidence(
-        [h.score for h in hits],
-        [h.embedding for h in hits if h.embedding is not None],
-        [m.relevance or 0.0 for m in memories],
+        [h.score for h in with_vectors],
+        [h.embedding for h in with_vectors if h.embedding is not None],
+        [m.relevance or 0.0 for m in memories],  # reported only: memories never raise the confidence
+        question=question,
+        texts=[source_text(h) for h in hits],
+        reference=reference,
     )
-    conf = meta.assess(ev, settings.metacognition.low_confidence)
+    conf = meta.assess(ev, settings.metacognition.low_confidence, weights)
 
     turns = (
         normalise_history(history)[-2 * max(settings.workspace.recent_turns, 0) :]
@@ -292,7 +302,13 @@ def prepare(
         timings={"retrieve": elapsed},
         started=started,
         preface=opening,
+        weights=weights,
     )
+
+
+def source_text(hit: Hit) -> str:
+    """Everything a retrieved record says: what it is about and what it holds."""
+    return "\n".join(t for t in dict.fromkeys((hit.prompt, hit.response, hit.document)) if t)
 
 
 def sources_for(prep: Prepared, text: str, cited: list[int]) -> list[Source]:
@@ -333,9 +349,18 @@ def finish(
     show_prompt: bool = False,
 ) -> Answer:
     """Sources, confidence, memory write (and reflection when due) after the text is final."""
-    mc = settings.metacognition
-    conf = meta.update(prep.confidence, generation.probs, generation.entropies, mc.low_confidence, mc.generator_weight)
     text = cleaner.text
+    abstained = generation.done_reason == "abstain"
+    # How far the sources in the prompt hold the answer: the generator's agreement with what it was given.
+    held = max((support(text, source_text(h)) for h in prep.hits), default=0.0) if text and not abstained else 0.0
+    conf = meta.update(
+        prep.confidence,
+        generation.probs,
+        generation.entropies,
+        settings.metacognition.low_confidence,
+        support=None if abstained else held,
+        weights=prep.weights,
+    )
     answer = Answer(
         answer=text,
         sources=sources_for(prep, text, cleaner.used),
@@ -352,6 +377,7 @@ def finish(
         done_reason=generation.done_reason,
         details=conf,
         warnings=list(prep.warnings),
+        grounded=held >= SUPPORTED,
     )
     answer.timings["generate"] = generate_ms
     t = time.perf_counter()
@@ -363,10 +389,16 @@ def finish(
 
 
 def remember(answer: Answer, prep: Prepared, memory: MemoryStream, backend: Any, options: GenerationOptions) -> None:
-    """Store the exchange, refresh the recalled memories' recency and reflect when it is due."""
+    """Store the exchange, refresh the recalled memories' recency and reflect when it is due. Only an answer that
+    a source supports, given at confidence above the low mark, is kept in the assistant's words; otherwise only
+    what the user said is kept (who they are, what they asked), so a guess never comes back as context."""
     # Remembered under the question's embedding (already computed): recall finds an exchange by what was asked,
     # which an answer full of other words would dilute, and the memory write costs no second model call.
-    memory.add_exchange(prep.question, answer.answer, vector=prep.vector)
+    if answer.grounded and not answer.low_confidence:
+        memory.add_exchange(prep.question, answer.answer, vector=prep.vector)
+    else:
+        text = exchange_text(prep.question, UNVERIFIED)
+        memory.add(text, kind="exchange", importance_score=importance(prep.question, ""), vector=prep.vector)
     memory.touch([m.id for m in prep.memories])
     if not memory.reflection_due():
         return

@@ -151,10 +151,10 @@ def test_parse_reflections():
 
 
 def test_confidence_features_and_generator_blend():
-    near = Evidence(top=0.85, margin=0.2, agreement=0.5, exemplars=4)
-    far = Evidence(top=0.25, margin=0.02, agreement=0.1, exemplars=4)
+    near = Evidence(top_pos=1.2, margin_pos=0.8, agreement_pos=0.5, lexical=0.8, exemplars=4)
+    far = Evidence(top_pos=-0.5, margin_pos=0.05, agreement_pos=0.0, lexical=0.0, exemplars=4)
     assert retrieval_confidence(near) > 0.9 > 0.1 > retrieval_confidence(far)
-    assert retrieval_confidence(Evidence(top=0.25, memory_top=0.7)) > 0.5  # a close memory is evidence too
+    assert retrieval_confidence(Evidence(top_pos=-1.0, memory_top=0.99)) < 0.1  # a close memory is not evidence
     assert generator_confidence(None) is None
     assert generator_confidence([0.9, 0.9]) == pytest.approx(0.9)
     assert generator_confidence([1.0], [0.0]) == pytest.approx(1.0)

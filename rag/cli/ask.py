@@ -77,10 +77,11 @@ def _footer(answer: Any) -> str:
     lines = [_source_line(s) for s in answer.sources]
     head = "sources:" if answer.sources else "sources: none (no exemplar in the prompt)"
     conf = f"confidence {answer.confidence:.2f}" + (
-        " (low: little in the corpus or memory on this)" if answer.low_confidence else ""
+        " (low: little in the corpus on this)" if answer.low_confidence else ""
     )
     total = answer.timings.get("total", 0.0)
-    return "\n".join([head, *lines, f"{conf} · {answer.backend} {answer.model} · {total:.0f} ms"])
+    grounded = "grounded in a source" if answer.grounded else "not grounded (no source holds this answer)"
+    return "\n".join([head, *lines, f"{conf} · {grounded} · {answer.backend} {answer.model} · {total:.0f} ms"])
 
 
 def _show_workspace(prompt: str, ws: Any) -> None:

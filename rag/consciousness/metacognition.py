@@ -1,11 +1,15 @@
 """Metacognition: how much the system should trust its evidence for a question, as a number in [0, 1].
 
-Before generation the confidence comes from retrieval: the top exemplar similarity, the margin between the
-first and second exemplar, and the agreement among the top exemplars (mean cosine of the others to the
-first). A logistic over these was fitted on the seed corpus: paraphrased seed questions against questions
-on topics the corpus does not cover (`bench/calibrate_confidence.py`); a recalled memory close to the question counts as
-evidence too. After generation, when the backend reports per-token or per-byte probabilities, their
-geometric mean (and, with entropies, exp(-mean entropy)) is blended in with weight `generator_weight`.
+Only sources count as evidence. Before generation the confidence comes from retrieval, read against the store's
+own score distribution (`calibration.Reference`): where the best dense cosine lies between the store's typical
+off-topic and on-topic top scores, the margin to the second and the agreement among the exemplars on the same
+scale, and the share of the question's content words found in the best exemplar. After generation the
+generator's own evidence joins: its token (or byte) probabilities and how much of the answer the sources hold
+(`calibration.support`). Both stages are logistics (`calibration.Weights`), re-fit per store by
+`Shvayambhu.fit_calibration`.
+
+Recalled memories are reported (`memory_top`) but never raise the confidence: the assistant's own earlier words
+are not evidence for a fact.
 """
 
 from __future__ import annotations
@@ -16,26 +20,41 @@ from typing import Any
 
 import numpy as np
 
-# Logistic weights fitted on the seed corpus (all-MiniLM-L6-v2, prompts embedded) by
-# bench/calibrate_confidence.py; rounded.
-BIAS = -6.2
-W_TOP = 9.0
-W_MARGIN = 2.9
-W_AGREE = 4.5
-# A recalled memory counts like an exemplar with a typical on-corpus margin and agreement.
-MEMORY_MARGIN = 0.2
-MEMORY_AGREEMENT = 0.4
+from rag.consciousness.calibration import (
+    DEFAULT_REFERENCE,
+    DEFAULT_WEIGHTS,
+    RETRIEVAL_FEATURES,
+    Reference,
+    Weights,
+    auroc,
+    content_words,
+    fit_logistic,
+    logit,
+    share,
+    sigmoid,
+)
+
+CLIP = 3.0  # relative features are clipped to [-CLIP, CLIP]: one odd score must not decide alone
+NO_GENERATOR = 0.5  # the generator feature when the backend reports no probabilities
 
 
 @dataclass
 class Evidence:
-    """Retrieval features for one question."""
+    """Retrieval features for one question: raw cosines, and the same read against the store's reference."""
 
-    top: float = 0.0  # best exemplar similarity
-    margin: float = 0.0  # first minus second exemplar similarity
+    top: float = 0.0  # best exemplar cosine
+    margin: float = 0.0  # first minus second exemplar cosine
     agreement: float = 0.0  # mean cosine of exemplars 2..k to the first
     exemplars: int = 0
-    memory_top: float = 0.0
+    lexical: float = 0.0  # share of the question's content words found in the best-matching exemplar
+    top_pos: float = 0.0  # `top` between the store's floor (0: an unrelated query) and on-topic median (1)
+    margin_pos: float = 0.0  # `margin` over the same spread
+    agreement_pos: float = 0.0  # `agreement` above the store's random-pair mean, over the same spread
+    memory_top: float = 0.0  # reported only: memories are never evidence
+
+    def features(self) -> list[float]:
+        """The retrieval logistic's inputs, in `calibration.RETRIEVAL_FEATURES` order."""
+        return [self.top_pos, self.margin_pos, self.agreement_pos, self.lexical]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -43,51 +62,69 @@ class Evidence:
 
 @dataclass
 class Confidence:
-    """The estimate and how it was reached."""
+    """The estimate and how it was reached; `features` are what the logistics read (re-fit from them)."""
 
     value: float
     retrieval: float
     generator: float | None = None
+    support: float | None = None  # share of the answer the best source holds
     low: bool = False
     evidence: Evidence = field(default_factory=Evidence)
+    features: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "value": round(self.value, 4),
             "retrieval": round(self.retrieval, 4),
             "generator": None if self.generator is None else round(self.generator, 4),
+            "support": None if self.support is None else round(self.support, 4),
             "low": self.low,
             "evidence": self.evidence.to_dict(),
+            "features": {k: round(v, 4) for k, v in self.features.items()},
         }
+
+
+def _clip(x: float) -> float:
+    return max(-CLIP, min(CLIP, x))
 
 
 def evidence(
     scores: list[float],
     embeddings: list[np.ndarray] | np.ndarray | None = None,
     memory_scores: list[float] = (),
+    *,
+    question: str = "",
+    texts: list[str] = (),
+    reference: Reference | None = None,
 ) -> Evidence:
-    """Features from exemplar similarities (best first), their embeddings and the memories' relevances."""
+    """Features from exemplar cosines (in retrieval order), their embeddings and texts, read against the store's
+    `reference` (a default for all-MiniLM-L6-v2 when None); `memory_scores` are only reported."""
+    ref = reference or DEFAULT_REFERENCE
     ev = Evidence(exemplars=len(scores), memory_top=max(memory_scores, default=0.0))
-    if scores:
-        ev.margin = scores[0] - scores[1] if len(scores) > 1 else scores[0]
-    ev.top = max(scores, default=0.0)
+    if not scores:
+        ev.top_pos = _clip(ref.position(0.0))
+        ev.agreement_pos = 0.0
+        return ev
+    ranked = sorted(scores, reverse=True)
+    ev.top = ranked[0]
+    ev.margin = ranked[0] - (ranked[1] if len(ranked) > 1 else ref.floor)  # alone: above an unrelated query's
+    ev.agreement = ref.pair_mean
     if embeddings is not None and len(embeddings) > 1:
         e = np.asarray(embeddings, dtype=np.float32)
-        ev.agreement = float(np.mean(e[1:] @ e[0]))
+        first = int(np.argmax(np.asarray(scores[: len(e)])))
+        others = np.delete(e, first, axis=0)
+        ev.agreement = float(np.mean(others @ e[first]))
+    words = content_words(question)
+    ev.lexical = max((share(words, t) for t in texts), default=0.0)
+    ev.top_pos = _clip(ref.position(ev.top))
+    ev.margin_pos = _clip(ev.margin / ref.spread)
+    ev.agreement_pos = _clip((ev.agreement - ref.pair_mean) / ref.spread)
     return ev
 
 
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z))
-
-
-def retrieval_confidence(ev: Evidence) -> float:
-    """The fitted logistic over top similarity, margin and agreement; a closer memory can raise it."""
-    exemplars = _sigmoid(BIAS + W_TOP * ev.top + W_MARGIN * ev.margin + W_AGREE * ev.agreement)
-    if ev.memory_top <= 0:
-        return exemplars
-    memory = _sigmoid(BIAS + W_TOP * ev.memory_top + W_MARGIN * MEMORY_MARGIN + W_AGREE * MEMORY_AGREEMENT)
-    return max(exemplars, memory)
+def retrieval_confidence(ev: Evidence, weights: Weights | None = None) -> float:
+    """The retrieval logistic over the evidence's relative features."""
+    return sigmoid(logit((weights or DEFAULT_WEIGHTS).retrieval, ev.features()))
 
 
 def generator_confidence(probs: list[float] | None, entropies: list[float] | None = None) -> float | None:
@@ -101,10 +138,22 @@ def generator_confidence(probs: list[float] | None, entropies: list[float] | Non
     return conf
 
 
-def assess(ev: Evidence, threshold: float) -> Confidence:
-    """Confidence before generation; `low` decides whether the prompt asks the model to admit ignorance."""
-    r = retrieval_confidence(ev)
-    return Confidence(value=r, retrieval=r, low=r < threshold, evidence=ev)
+def assess(ev: Evidence, threshold: float, weights: Weights | None = None) -> Confidence:
+    """Confidence before generation; `low` decides whether the prompt asks the model to admit ignorance (and
+    whether a backend that only re-tells abstains)."""
+    w = weights or DEFAULT_WEIGHTS
+    z = logit(w.retrieval, ev.features())
+    r = sigmoid(z)
+    features = dict(zip(RETRIEVAL_FEATURES, ev.features(), strict=True))
+    features["retrieval_logit"] = z
+    return Confidence(value=r, retrieval=r, low=r < threshold, evidence=ev, features=features)
+
+
+def answer_features(conf: Confidence) -> list[float]:
+    """The final logistic's inputs, in `calibration.ANSWER_FEATURES` order."""
+    f = conf.features
+    g = f.get("generator", NO_GENERATOR)
+    return [f.get("retrieval_logit", 0.0), g, f.get("support", 0.0)]
 
 
 def update(
@@ -112,15 +161,64 @@ def update(
     probs: list[float] | None,
     entropies: list[float] | None,
     threshold: float,
-    weight: float = 0.3,
+    *,
+    support: float | None = None,
+    weights: Weights | None = None,
 ) -> Confidence:
-    """Blend in the generator's own probabilities when the backend gave them."""
+    """The final confidence: the retrieval evidence with the generator's own probabilities and the answer's
+    support in its sources. With neither (an abstention) it stays the retrieval confidence."""
+    w = weights or DEFAULT_WEIGHTS
     g = generator_confidence(probs, entropies)
-    value = conf.retrieval if g is None else (1 - weight) * conf.retrieval + weight * g
-    return Confidence(
-        value=value,
+    features = dict(conf.features)
+    features["generator"] = NO_GENERATOR if g is None else g
+    features["support"] = 0.0 if support is None else support
+    out = Confidence(
+        value=conf.retrieval,
         retrieval=conf.retrieval,
         generator=g,
-        low=conf.low or value < threshold,
+        support=support,
         evidence=conf.evidence,
+        features=features,
     )
+    if g is not None or support is not None:
+        out.value = sigmoid(logit(w.answer, answer_features(out)))
+    out.low = out.value < threshold
+    return out
+
+
+def fit(
+    confidences: list[Confidence], correct: list[bool], abstained: list[bool], old: Weights | None = None
+) -> tuple[Weights, dict[str, Any]]:
+    """Re-fit both logistics on answers' confidence features and whether each answer was right: the retrieval
+    one on all, the final one on those not abstained (an abstention's confidence is its retrieval one). Returns
+    the weights and a summary: n, how many were right, AUROC of the confidence before and after (in sample)."""
+    old = old or DEFAULT_WEIGHTS
+    x = [[c.features.get(f, 0.0) for f in RETRIEVAL_FEATURES] for c in confidences]
+    retrieval = fit_logistic(np.array(x), np.array(correct, dtype=float))
+
+    def answer_x(w: list[float], i: int) -> list[float]:
+        f = confidences[i].features
+        return [logit(w, x[i]), f.get("generator", NO_GENERATOR), f.get("support", 0.0)]
+
+    answered = [i for i in range(len(x)) if not abstained[i]]
+    answer = list(old.answer)
+    if len(answered) >= 10 and len({correct[i] for i in answered}) == 2:
+        rows = np.array([answer_x(retrieval, i) for i in answered])
+        answer = fit_logistic(rows, np.array([correct[i] for i in answered], dtype=float))
+
+    def scores(w: Weights) -> list[float]:
+        out = []
+        for i in range(len(x)):
+            z = logit(w.retrieval, x[i]) if abstained[i] else logit(w.answer, answer_x(w.retrieval, i))
+            out.append(sigmoid(z))
+        return out
+
+    new = Weights(retrieval=retrieval, answer=answer)
+    summary = {
+        "n": len(x),
+        "correct": int(sum(correct)),
+        "auroc_before": auroc(scores(old), correct),
+        "auroc_after": auroc(scores(new), correct),
+    }
+    new.fitted = dict(summary)
+    return new, summary

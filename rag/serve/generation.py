@@ -266,6 +266,7 @@ def report(answer: Any, hits: list[Any]) -> dict[str, Any]:
         "sources": sources,
         "confidence": round(answer.confidence, 4),
         "low_confidence": answer.low_confidence,
+        "grounded": answer.grounded,
         "backend": answer.backend,
         "model": answer.model,
         "session": answer.session,

@@ -161,7 +161,8 @@ function meter(value, low, ev) {
       "aria-valuemax": "100", "aria-label": "Confidence" },
       el("div", { class: "fill", style: `width:${pct}%;background:${color}` })),
     el("strong", {}, pct + "%"),
-    el("span", { class: "badge " + (low ? "low" : "ok") }, low ? "low confidence" : "grounded"),
+    el("span", { class: "badge " + (low || !ev.grounded ? "low" : "ok") },
+      low ? "low confidence" : ev.grounded ? "grounded" : "not grounded"),
     el("span", { class: "muted" }, `${ev.backend} · ${ev.model}`));
 }
 
