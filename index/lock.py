@@ -106,7 +106,7 @@ def ensure_fresh(client_or_collection: Any) -> None:
 def query_fresh(collection: Any, **kwargs: Any) -> Any:
     """`collection.query(**kwargs)` on an up-to-date view, retried once on a fresh one if a writer in another
     process moved on during the call (Chroma: "Error finding id")."""
-    from index.store import translating  # index.store imports this module
+    from index.failures import translating
 
     with translating(collection):
         ensure_fresh(collection)
@@ -122,7 +122,7 @@ def query_fresh(collection: Any, **kwargs: Any) -> Any:
 def fresh_count(collection: Any) -> int:
     """`collection.count()`, remembered per collection until the store's generation changes: a stat instead of a
     Chroma round trip (~1 ms) on every hybrid search. Not remembered while this process holds the write lock."""
-    from index.store import translating  # index.store imports this module
+    from index.failures import translating
 
     data_dir = data_dir_of(collection)
     if data_dir is None or _held.get(_key(lock_path(data_dir))):
