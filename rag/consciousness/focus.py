@@ -15,14 +15,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from rag.consciousness.calibration import content_words
+
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"'”’)\]]*|\n+|$)")
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-STOPWORDS = frozenset(
-    """a an the of to in on at for by with from and or but is are was were be been being do does did has have had
-    what which who whom whose when where why how that this these those it its as into than then there their they
-    i you he she we me my your our his her them can could would should will shall may might must not no yes if
-    about over under after before between also so such any all some each most more much many very just""".split()
-)
 RUNNER_UP = 0.75  # a second sentence is kept only when it scores at least this share of the best one
 MIN_SENTENCE_WORDS = 6  # a best sentence shorter than this brings its neighbour along
 
@@ -41,24 +36,12 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def content_words(text: str) -> list[str]:
-    """Lower-cased words of `text` that carry meaning (no stopwords, no one-letter words), crudely stemmed."""
-    return [_stem(w) for w in _WORD.findall(text.lower()) if len(w) > 1 and w not in STOPWORDS]
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
-
-
 def lexical_scores(question: str, parts: Sequence[str]) -> list[float]:
     """Share of the question's content words found in each part, each word weighted by its rarity among parts."""
-    q = set(content_words(question))
+    q = content_words(question)
     if not q:
         return [0.0] * len(parts)
-    words = [set(content_words(p)) for p in parts]
+    words = [content_words(p) for p in parts]
     n = len(parts)
     idf = {w: math.log(1 + n / (1 + sum(w in ws for ws in words))) + 1.0 for w in q}
     total = sum(idf.values())
