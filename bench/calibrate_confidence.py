@@ -255,6 +255,7 @@ def main() -> None:
             "retrieval_shipped": report_retrieval(rows, cal.DEFAULT_WEIGHTS.retrieval),
             "retrieval_fitted": report_retrieval(rows, fitted),
         }
+        print(json.dumps(result, indent=2), flush=True)  # the retrieval stage, before the (slow) answer stage
         if not args.no_answers:
             cal.DEFAULT_WEIGHTS.retrieval[:] = fitted  # the answer stage reads the fitted retrieval logit
             answers = answer_rows(sets, tmp)
@@ -267,7 +268,7 @@ def main() -> None:
                 "old_final": cal.auroc([r["old"] for r in answers], right),
                 "retrieval_only": cal.auroc([c.retrieval for c in confs], right),
             }
-        print(json.dumps(result, indent=2))
+            print(json.dumps({k: result[k] for k in ("answer_weights", "answers")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ from rag.consciousness.memory import sessions as stored_sessions
 from rag.consciousness.selfmodel import SelfModel
 from rag.pipeline import AnswerStream, Prepared, prepare, run
 
+# References measured in this process, by (collection id, count, model, precision): a copy of a store reuses one.
+_REFERENCES: dict[tuple[str, int, str, str], cal.Reference] = {}
+
 
 class Shvayambhu:
     """One assistant over one store. Heavy parts (client, embedding model) load on first use."""
@@ -338,9 +341,11 @@ class Shvayambhu:
                 raise StoreError(str(e)) from None
             model, precision = canonical_name(self.settings.embedding.model), self.embedder.precision
             if ref is None or ref.stale(count) or (ref.model, ref.precision) != (model, precision):
-                ref = cal.build_reference(col, self.embedder.embed)
+                key = (str(getattr(col, "id", col.name)), count, model, precision)  # a copied store shares its id
+                ref = _REFERENCES.get(key) or cal.build_reference(col, self.embedder.embed)
                 if ref is not None:
                     ref.model, ref.precision = model, precision
+                    _REFERENCES[key] = ref
                     cal.save(self._calibration_path(col.name), ref, weights)
             self._calibration[col.name] = (ref, weights)
             return ref, weights

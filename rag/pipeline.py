@@ -133,9 +133,10 @@ def prepare(
         else []
     )
     in_turns = {
-        exchange_text(u["content"], v["content"])
+        exchange_text(u["content"], answer)
         for u, v in zip(turns, turns[1:], strict=False)
         if u["role"] == "user" and v["role"] == "assistant"
+        for answer in (v["content"], UNVERIFIED)  # an unverified answer was remembered without its words
     }
     memories = [m for m in memories if m.text not in in_turns]  # already in the prompt as a recent turn
     # A backend trained on clipped exemplars (the BLT) gets them clipped here too, so several fit its context.

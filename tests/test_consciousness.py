@@ -151,7 +151,7 @@ def test_parse_reflections():
 
 
 def test_confidence_features_and_generator_blend():
-    near = Evidence(top_pos=1.2, margin_pos=0.8, agreement_pos=0.5, lexical=0.8, exemplars=4)
+    near = Evidence(top_pos=1.2, margin_pos=1.2, agreement_pos=0.5, lexical=1.0, exemplars=4)
     far = Evidence(top_pos=-0.5, margin_pos=0.05, agreement_pos=0.0, lexical=0.0, exemplars=4)
     assert retrieval_confidence(near) > 0.9 > 0.1 > retrieval_confidence(far)
     assert retrieval_confidence(Evidence(top_pos=-1.0, memory_top=0.99)) < 0.1  # a close memory is not evidence
@@ -267,7 +267,7 @@ def test_reflection_every_n_exchanges(make_assistant, fake_ollama):
 
 
 # 1020 bytes: the question, instructions and self-model (~980) leave too little room for the memory (~86)
-@pytest.mark.parametrize(("budget", "memory_wins"), [(6000, True), (2500, True), (1400, True), (1020, False)])
+@pytest.mark.parametrize(("budget", "memory_wins"), [(6000, True), (2500, True), (1600, True), (1020, False)])
 def test_prompt_holds_self_model_exemplars_and_memories_in_salience_order(
     make_assistant, fake_ollama, budget, memory_wins
 ):

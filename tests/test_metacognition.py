@@ -142,7 +142,7 @@ def test_the_fp32_seed_store_reads_its_own_reference(make_assistant):
     assert ref.precision == "fp32" and ref.sampled == cal.SAMPLE and ref.count > cal.SAMPLE
     on = a.prepare("Why do sunsets look red and orange?", use_memory=False).confidence
     off = a.prepare("How do I configure BGP route reflectors on a Juniper router?", use_memory=False).confidence
-    assert on.value > 0.8 and off.value < 0.2
+    assert on.value > 0.6 > 0.2 > off.value and not on.low and off.low
 
 
 def test_the_reference_is_kept_with_the_store_and_measured_again_when_it_grows(notes_assistant, tmp_path):
@@ -151,7 +151,7 @@ def test_the_reference_is_kept_with_the_store_and_measured_again_when_it_grows(n
     path = cal.path_for(a.settings.data_dir, "corpus")
     saved = path.stat().st_mtime_ns
     again, _ = notes_assistant().calibration()  # a later run reads it back
-    assert again == ref and path.stat().st_mtime_ns == saved
+    assert again.to_dict() == ref.to_dict() and path.stat().st_mtime_ns == saved
     more = tmp_path / "more"
     more.mkdir()
     for i in range(3):
@@ -164,13 +164,15 @@ def test_the_reference_is_kept_with_the_store_and_measured_again_when_it_grows(n
 
 def test_relative_features_hold_across_score_scales():
     """The same situation on a store whose cosines run high reads the same as on one whose cosines run low."""
-    low = cal.Reference(on=[0.3, 0.35, 0.4, 0.45, 0.5], off=[0.1, 0.12, 0.15, 0.18, 0.2], pair_mean=0.05)
-    high = cal.Reference(on=[0.75, 0.8, 0.85, 0.88, 0.9], off=[0.5, 0.55, 0.6, 0.65, 0.7], pair_mean=0.5)
+    quantiles = [-0.1, -0.05, 0.0, 0.05, 0.1]
+    low = cal.Reference(on=[0.4 + q for q in quantiles], off=[], pair_mean=0.05, query_mean=0.05, count=50)
+    high = cal.Reference(on=[0.9 + q for q in quantiles], off=[], pair_mean=0.55, query_mean=0.55, count=50)
+    assert high.floor - low.floor == pytest.approx(0.5) and high.spread == pytest.approx(low.spread)
     a = meta.evidence([0.4, 0.2], reference=low)
-    b = meta.evidence([0.85, 0.65], reference=high)
+    b = meta.evidence([0.9, 0.7], reference=high)
     assert a.features() == pytest.approx(b.features(), abs=1e-6)
-    assert meta.retrieval_confidence(meta.evidence([0.4], reference=low)) > 0.5
-    assert meta.retrieval_confidence(meta.evidence([0.4], reference=high)) < 0.1
+    here, there = (meta.retrieval_confidence(meta.evidence([0.4], reference=r)) for r in (low, high))
+    assert here > 0.3 > 0.03 > there  # a cosine of 0.4 is a typical hit in one store and a miss in the other
 
 
 def test_the_final_confidence_reads_the_generator_and_the_support():

@@ -126,11 +126,11 @@ class Reference:
 
 # all-MiniLM-L6-v2 on the seed corpus (fp32); used where no store is at hand (no corpus yet, bare pipelines).
 DEFAULT_REFERENCE = Reference(
-    on=[0.51, 0.68, 0.79, 0.87, 0.92],
-    off=[0.44, 0.52, 0.66, 0.75, 0.83],
-    pair_mean=0.06,
-    query_mean=0.06,
-    query_std=0.1,
+    on=[0.509, 0.675, 0.793, 0.87, 0.919],
+    off=[0.437, 0.517, 0.661, 0.753, 0.829],
+    pair_mean=0.057,
+    query_mean=0.056,
+    query_std=0.089,
     count=880,
 )
 
@@ -211,7 +211,7 @@ class Weights:
 
 
 # Fitted by bench/calibrate_confidence.py (see bench/RESULTS.md, confidence calibration); rounded.
-DEFAULT_WEIGHTS = Weights(retrieval=[-4.0, 4.0, 2.0, 0.5, 3.0], answer=[-1.5, 1.0, 1.0, 2.0])
+DEFAULT_WEIGHTS = Weights(retrieval=[-2.49, 0.25, 1.79, 0.5, 2.67], answer=[-1.23, 1.24, 0.45, 1.22])
 
 
 def sigmoid(z: float) -> float:
