@@ -143,8 +143,10 @@ class MemorySettings:
 
 @dataclass
 class MetacognitionSettings:
+    # An answer below this confidence is flagged low (and, for a small model, gets no reference: the layer says
+    # the documents do not answer it). The confidence's weights are the store's own, fitted by `eval answers
+    # --fit-calibration`, else the defaults in rag.consciousness.calibration.
     low_confidence: float = 0.45
-    generator_weight: float = 0.3  # share of the generator's own probabilities in the final confidence
 
 
 @dataclass
@@ -237,7 +239,6 @@ RANGES: dict[str, tuple[float, float]] = {
     "memory.reflection_size": (1, 1000),
     "memory.min_relevance": (-1.0, 1.0),
     "metacognition.low_confidence": (0.0, 1.0),
-    "metacognition.generator_weight": (0.0, 1.0),
     "serve.port": (0, 65535),
     "serve.queue_depth": (1, 100_000),
     "serve.max_question_bytes": (1, 1 << 30),
