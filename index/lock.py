@@ -172,11 +172,7 @@ def sole_user(data_dir: Path | str, what: str) -> Iterator[None]:
     if mine is not None:
         mine.close()
     try:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(path, "a+")  # noqa: SIM115 - closed in finally
-        except OSError as e:
-            raise ShvayambhuError(f"cannot create the store's lock file {path}: {e.strerror or e}") from e
+        f = _open_lock_file(path)
         try:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -324,14 +320,19 @@ def write_lock(data_dir: Path | str | None, what: str, wait: bool = True) -> Ite
         in_process.release()
 
 
+def _open_lock_file(path: Path) -> Any:
+    """A lock file opened for flock (created with its folder); "a+" never truncates the holder's note."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a+")  # noqa: SIM115 - the caller closes it
+    except OSError as e:
+        raise ShvayambhuError(f"cannot create the store's lock file {path}: {e.strerror or e}") from e
+
+
 @contextmanager
 def _flock(path: Path, data_dir: Path | str, what: str, wait: bool) -> Iterator[None]:
     """The inter-process half of `write_lock`: an exclusive flock on the lock file, with the holder's note."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(path, "a+")  # noqa: SIM115 - closed in finally; "a+" never truncates the holder's note
-    except OSError as e:
-        raise ShvayambhuError(f"cannot create the store's lock file {path}: {e.strerror or e}") from e
+    f = _open_lock_file(path)
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -163,3 +163,15 @@ def run_cli(capsys, monkeypatch, seed_home: Path, fake_ollama):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def served(make_assistant):
+    """`make_assistant()` served over HTTP in a thread on 127.0.0.1 (rag.serve.start_in_thread); `.url`,
+    `.assistant`."""
+    from rag.serve import ServeOptions, start_in_thread
+
+    assistant = make_assistant()
+    with start_in_thread(assistant, ServeOptions()) as running:
+        running.assistant = assistant
+        yield running

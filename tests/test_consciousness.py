@@ -266,7 +266,7 @@ def test_reflection_every_n_exchanges(make_assistant, fake_ollama):
 # The prompt the backend receives
 
 
-# 1250 bytes: the question, low-confidence instructions and self-model (~1214) leave too little room for the memory (~94)
+# 1250 bytes: question, low-confidence instructions and self-model (~1214) leave no room for the memory (~94)
 @pytest.mark.parametrize(("budget", "memory_wins"), [(6000, True), (2500, True), (1600, True), (1250, False)])
 def test_prompt_holds_self_model_exemplars_and_memories_in_salience_order(
     make_assistant, fake_ollama, budget, memory_wins

@@ -10,17 +10,7 @@ import ollama
 import openai
 import pytest
 
-from rag.serve import ServeOptions, start_in_thread
-
 QUESTION = "How do vaccines train the immune system?"
-
-
-@pytest.fixture
-def served(make_assistant):
-    assistant = make_assistant()
-    with start_in_thread(assistant, ServeOptions()) as running:
-        running.assistant = assistant
-        yield running
 
 
 def oa(served) -> openai.OpenAI:

@@ -57,14 +57,6 @@ def test_a_session_named_like_anothers_hash_reads_nothing_of_it(make_assistant) 
         a.memory("x").add("mine?", kind="note")
 
 
-@pytest.fixture
-def served(make_assistant):
-    assistant = make_assistant()
-    with start_in_thread(assistant, ServeOptions()) as running:
-        running.assistant = assistant
-        yield running
-
-
 def chat(url: str, session: str | None = None, key: str = "unused", **body) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"}
     if session is not None:
