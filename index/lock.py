@@ -161,6 +161,13 @@ def hold_open(data_dir: Path | str) -> None:
     _open_holds[key] = f
 
 
+def release_open(data_dir: Path | str) -> None:
+    """Let go of this process's hold on the store's open file (see `hold_open`)."""
+    f = _open_holds.pop(_key(Path(data_dir) / OPEN_NAME), None)
+    if f is not None:
+        f.close()
+
+
 @contextmanager
 def sole_user(data_dir: Path | str, what: str) -> Iterator[None]:
     """Hold the store's open file exclusively for the block, so that no process opens the store meanwhile;

@@ -27,7 +27,7 @@ from index.failures import (  # noqa: F401 - the store's errors are imported fro
     translating,
     writable,
 )
-from index.lock import StoreBusy, hold_open, write_lock
+from index.lock import StoreBusy, hold_open, release_open, write_lock
 
 CORPUS = "corpus"
 
@@ -79,6 +79,27 @@ def open_client(data_dir: Path | str | None = None, host: str | None = None, por
         if isinstance(translate_failure(e, str(path)), DiskFull):
             raise disk_full(str(path), "Chroma writes to the store even to open it") from e
         raise damaged(path / SQLITE_NAME, e) from e
+
+
+def opened_stores() -> set[str]:
+    """The embedded store folders (their `chroma` folder) this process opened."""
+    return set(_opened)
+
+
+def close_stores(keep: set[str] | frozenset[str] = frozenset()) -> None:
+    """Stop the embedded stores this process opened, except the folders in `keep`: their database connections,
+    index files and threads are let go, and the process no longer holds them open. A client or collection of a
+    closed store must not be used again. For processes that open many stores in turn (a test run)."""
+    from chromadb.api.shared_system_client import SharedSystemClient  # Chroma's per-folder system cache
+
+    for path in sorted(_opened - set(keep)):
+        _opened.discard(path)
+        for ident, system in list(SharedSystemClient._identifier_to_system.items()):
+            if getattr(system.settings, "persist_directory", None) == path:
+                SharedSystemClient._identifier_to_system.pop(ident, None)
+                SharedSystemClient._identifier_to_refcount.pop(ident, None)
+                system.stop()
+        release_open(Path(path).parent)
 
 
 def check_store(path: Path) -> None:

@@ -26,6 +26,17 @@ def seed_paths() -> list[Path]:
     return [SEED] if SEED.exists() else sorted((REPO / "ingest" / "data" / "parts").glob("*.jsonl"))
 
 
+@pytest.fixture(autouse=True)
+def _close_test_stores():
+    """Each test's own stores are closed after it (their files and threads), so a run of hundreds of tests does
+    not run out of file descriptors; stores opened before it (the session's seed store) stay open."""
+    from index.store import close_stores, opened_stores
+
+    before = opened_stores()
+    yield
+    close_stores(keep=before)
+
+
 @pytest.fixture(scope="session")
 def embedder():
     """The packaged all-MiniLM-L6-v2, loaded once per test session (the same cached instance that
