@@ -24,6 +24,7 @@ def test_blas_opt_out_keeps_the_reference_blas(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(blas, "status", lambda: reference)
     monkeypatch.setattr(blas.ctypes, "CDLL", cdll)
+    monkeypatch.delitem(sys.modules, "mlx.core", raising=False)  # as in a process that has not imported MLX yet
     monkeypatch.setenv("SHVAYAMBHU_BLAS", "reference")
     st = blas.enable_openblas(verbose=False)
     assert (st.backend, st.how, st.path) == ("reference", "opt-out", None) and loaded == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -456,7 +457,9 @@ def test_binary_txt_is_one_rejection_and_long_paragraphs_split(tmp_path: Path) -
     records, rejections = collect([tmp_path / "long.md"])
     assert rejections == [] and len(records) > 20
     assert all(r.response.endswith(".") and len(r.response.encode()) <= 1500 for r in records)
-    assert sum(r.response.count("This sentence") for r in records) == 600
+    found = {int(n) for r in records for n in re.findall(r"This sentence (\d+) ", r.response)}
+    assert found == set(range(600))  # every sentence kept, whole; passages overlap by a few sentences
+    assert sum(r.response.count("This sentence") for r in records) <= 600 * 1.3
 
 
 def test_symlink_loops_and_fifos_are_named(tmp_path: Path) -> None:
