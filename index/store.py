@@ -125,15 +125,17 @@ def check_store(path: Path) -> None:
             header = f.read(100)
         if header[:16] != b"SQLite format 3\x00":
             raise damaged(db, "not an SQLite database")
-        expected = _header_size(header)
-        if expected and size < expected:
-            raise damaged(db, f"truncated: {size} bytes of {expected}")
+        journal = db.with_name(db.name + "-journal")
+        if not (journal.exists() and journal.stat().st_size > 0):  # mid-commit the header runs ahead of the file
+            _check_length(db, header, size)
         try:
             _read_schema(db)
         except sqlite3.OperationalError as e:
             if "readonly" not in str(e):  # SQLITE_READONLY_ROLLBACK: a hot journal only a writer can roll back
                 raise
             if _recover(path, db):
+                with db.open("rb") as f:
+                    _check_length(db, f.read(100), db.stat().st_size)
                 _read_schema(db)
     except sqlite3.DatabaseError as e:
         if "locked" in str(e) or "busy" in str(e):
@@ -141,6 +143,13 @@ def check_store(path: Path) -> None:
         raise damaged(db, e) from e
     except OSError as e:
         raise StoreError(f"cannot read the store file {db} ({e.strerror or e}); check its permissions") from e
+
+
+def _check_length(db: Path, header: bytes, size: int) -> None:
+    """Refuse a database file shorter than its header says it is (a copy or disk that lost its tail)."""
+    expected = _header_size(header)
+    if expected and size < expected:
+        raise damaged(db, f"truncated: {size} bytes of {expected}")
 
 
 def _read_schema(db: Path) -> None:

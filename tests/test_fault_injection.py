@@ -471,7 +471,8 @@ def test_a_full_disk_is_one_line_in_the_cli_and_507_under_serve(tmp_path: Path, 
             q = {"query": "Question 7 about subject 7?", "k": 2}
             r = httpx.post(server.url + "/v1/search", json=q, timeout=60)  # reads keep being served
             assert r.status_code == 200 and r.json()[0]["prompt"] == "Question 7 about subject 7?", r.text
-            for args in (["search", "Question 7 about subject 7?"], ["status", "--check"]):
+            # in this process, not through the running server (which keeps serving reads, as checked above)
+            for args in (["search", "--no-server", "Question 7 about subject 7?"], ["status", "--check"]):
                 one_line_error(shv(home, *args), "is full", "Free some space")
             filler.unlink()
             r = post_ingest(server.url, more)  # space again: the same upload goes through
