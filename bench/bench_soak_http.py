@@ -67,6 +67,7 @@ class Run:
     until: float
     tally: dict[str, Tally] = field(default_factory=lambda: {k: Tally() for k in KINDS})
     acked_ids: set[str] = field(default_factory=set)
+    acked_names: list[str] = field(default_factory=list)  # uploads answered with 200, in the order of the answers
     remembered: dict[str, Counter] = field(default_factory=dict)  # session -> questions answered with 200
     abstained: int = 0  # 200s the BLT abstained on: by design they leave no memory
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,7 +91,8 @@ def attempt(run: Run, kind: str, send: Callable[[], Any]) -> Any | None:
             with run.lock:
                 tally.busy += 1
             if time.time() > run.until + TIMEOUT[kind]:
-                tally.errors.append("503 queue full until the end")
+                with run.lock:
+                    tally.errors.append("503 queue full until the end")
                 return None
             time.sleep(0.5)
             continue
@@ -121,9 +123,11 @@ def ingester(run: Run, who: int) -> None:
         r = 0
         while time.time() < run.until:
             recs = rows(r * ROUND * 4 + who * SHIFT, ROUND)
-            if attempt(run, "ingest", partial(post_jsonl, client, recs, f"http{who}-r{r:04d}.jsonl")) is not None:
+            name = f"http{who}-r{r:04d}.jsonl"
+            if attempt(run, "ingest", partial(post_jsonl, client, recs, name)) is not None:
                 with run.lock:
                     run.acked_ids.update(content_hash(x["prompt"], x["response"]) for x in recs)
+                    run.acked_names.append(name)
             r += 1
 
 
@@ -279,6 +283,27 @@ print(json.dumps(out))
     return json.loads(p.stdout)
 
 
+def sequential_peer(home: Path, names: list[str], env: dict[str, str]) -> tuple[Path, float]:
+    """The acknowledged uploads ingested one after another, in the order they were acknowledged, by one process
+    through the same API into a fresh store (nothing else running): what the concurrent store is held to."""
+    code = r"""
+import sys, time
+from pathlib import Path
+from rag.api import Shvayambhu
+up, a = Path(sys.argv[1]), Shvayambhu(store={"data_dir": sys.argv[2]})
+t = time.perf_counter()
+for name in sys.argv[3:]:
+    a.ingest([up / name], progress=False)
+print(time.perf_counter() - t)
+"""
+    seq = home.parent / "sequential"
+    cmd = [sys.executable, "-c", code, str(home / "uploads"), str(seq), *names]
+    p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"the sequential peer failed (exit {p.returncode}): {p.stderr.strip()[-400:]}")
+    return seq, float(p.stdout.split()[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=1.0)
@@ -301,6 +326,7 @@ def main() -> None:
         base = rows(0, BASE)
         post_jsonl(c, base, "base.jsonl")
         run.acked_ids.update(content_hash(x["prompt"], x["response"]) for x in base)
+        run.acked_names.append("base.jsonl")
     start = time.time()
     run.until = start + args.minutes * 60
     roles = [(ingester, args.ingesters), (openai_chatter, args.openai), (ollama_chatter, args.ollama)]
@@ -326,6 +352,8 @@ def main() -> None:
         max(0, n - Counter(mems[s]["said"])[q]) for s, want in run.remembered.items() for q, n in want.items()
     )
     bad_mem = sum(m["bad"] for m in mems.values())
+    seq, seq_s = sequential_peer(home, run.acked_names, env)
+    want = state_of(seq)
     check = subprocess.run(
         [sys.executable, "-m", "rag.cli", "status", "--check"], env=env, cwd=REPO, capture_output=True, text=True
     )
@@ -344,7 +372,12 @@ def main() -> None:
     chats = sum(sum(c.values()) for c in run.remembered.values())
     print(
         f"records: {len(run.acked_ids)} acknowledged, {len(got['docs'])} stored; lost {lost}, unreadable vectors "
-        f"{got['bad']}, self-retrieval misses {got['miss']} ({got['near']} of them in the top 10)"
+        f"{got['bad']}, self-retrieval misses {got['miss']} ({got['near']} of them in the top 10, "
+        f"{got['miss'] - got['far']} in the top 1,000: the index's recall; {got['far']} unfindable)"
+    )
+    print(
+        f"peer: one process ingesting the same {len(run.acked_names)} uploads in turn ({seq_s:.1f} s): "
+        f"{len(want['docs'])} records, self-retrieval misses {want['miss']}, unfindable {want['far']}"
     )
     print(
         f"memories: {chats} chats answered in {len(run.remembered)} sessions ({run.abstained} more abstained, which "
@@ -361,7 +394,7 @@ def main() -> None:
         logged = [x for x in log.read_text(errors="replace").splitlines() if "ERROR" in x or "Traceback" in x]
         for x in logged[:10]:
             print("  server log:", x[:400])
-    ok = not errors and lost == 0 and got["bad"] == 0 and lost_mem == 0 and bad_mem == 0
+    ok = not errors and lost == 0 and got["bad"] == 0 and got["far"] <= want["far"] and lost_mem == 0 and bad_mem == 0
     print("OK: 0 errors, 0 lost, 0 unreadable, status --check clean" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 
