@@ -7,9 +7,11 @@ next ingester's), OpenAI clients (the `openai` package, streaming and not) and O
 httpx) chat, each with its own X-Shvayambhu-Session so every answer is remembered, and searchers call
 /v1/search. Every request has a timeout and every loop ends by itself. A 503 queue-full answer is retried and
 counted apart; any other failure is an error. After the server stops (SIGTERM), a fresh process checks that
-every record an ingest acknowledged with 200 is stored (lost), every vector is readable (unreadable), every
-chat acknowledged with 200 left its exchange in its session's memories (lost memories), and
-`python -m rag.cli status --check` exits 0 on the store. Prints ops/s, p50/p95 latency per kind and the counts.
+every record an ingest acknowledged with 200 is stored (lost), every vector is readable (unreadable) and every
+record a search can return (unsearchable: a query filtered to its own id misses it), every chat acknowledged
+with 200 left its exchange in its session's memories (lost memories), and `python -m rag.cli status --check`
+exits 0 on the store. A peer ingests the acknowledged uploads one after another in a fresh store for comparison.
+Prints ops/s, p50/p95 latency per kind and the counts; `--queue-depth 1` makes the chats meet 503s.
 
     PYTHONPATH=$PWD python bench/bench_soak_http.py --minutes 1
 """
