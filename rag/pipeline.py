@@ -150,7 +150,7 @@ def prepare(
     opening = ""
     if compact:
         cands = compact_candidates(cands, conf.low)
-        if not any(c.kind == "exemplar" for c in cands):  # nothing passed the gate: say so, name the closest
+        if use_retrieval and not any(c.kind == "exemplar" for c in cands):  # nothing passed the gate: say so
             opening = preface(hits, collection is not None)
     if compact or getattr(backend, "retells_only", False):  # a model that copies copies what answers
         focus_exemplars(cands, question, vector, embed)

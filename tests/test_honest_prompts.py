@@ -118,3 +118,11 @@ def test_when_nothing_passes_the_gate_the_answer_says_so_and_names_the_closest(t
     assert "notes.jsonl" in ans.answer and "From general knowledge, unverified:" in ans.answer
     streamed = a.stream("What is the capital of Australia?", use_memory=False)
     assert "".join(streamed) == ans.answer
+
+
+@pytest.mark.slow
+def test_without_retrieval_the_answer_has_no_documents_preface(tmp_path: Path):
+    """`--no-retrieval` asks the model alone: nothing is said about the documents, which were not looked at."""
+    a = assistant(notes_home(tmp_path), backend="mlx", mlx={"max_tokens": 12})
+    ans = a.ask("What is the capital of France?", use_memory=False, use_retrieval=False)
+    assert "documents" not in ans.answer and not ans.sources
