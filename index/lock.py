@@ -174,10 +174,8 @@ def sole_user(data_dir: Path | str, what: str) -> Iterator[None]:
     raises StoreInUse, naming the processes, when another one has it open. This process's own hold is let go
     for the block (its open clients must not be used across it) and taken again after."""
     path = Path(data_dir) / OPEN_NAME
-    key = _key(path)
-    mine = _open_holds.pop(key, None)
-    if mine is not None:
-        mine.close()
+    mine = _key(path) in _open_holds
+    release_open(data_dir)
     try:
         f = _open_lock_file(path)
         try:
@@ -195,7 +193,7 @@ def sole_user(data_dir: Path | str, what: str) -> Iterator[None]:
         finally:
             f.close()
     finally:
-        if mine is not None:
+        if mine:
             hold_open(data_dir)
 
 
