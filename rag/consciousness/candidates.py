@@ -5,6 +5,7 @@ when no passage passes the evidence gate."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,7 @@ def preface(hits: list[Hit], has_corpus: bool) -> str:
     naming the closest passage, and that what follows is the model's own unverified knowledge."""
     if hits:
         h = hits[0]
-        where = h.metadata.get("source") or ""
-        name = where.replace("\\", "/").rsplit("/", 1)[-1]
+        name = PurePath(h.metadata.get("source") or "").name
         title = " ".join(h.prompt.split())[:80]
         seen = f"the closest is \u201c{title}\u201d" + (f" in {name}" if name else "") + f", similarity {h.score:.2f}"
         lead = f"I could not find this in your documents ({seen})."

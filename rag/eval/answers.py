@@ -69,22 +69,23 @@ def configurations(backends: Sequence[str], kinds: Sequence[str] = CONFIG_KINDS)
     return out
 
 
+def _names(text: str, allowed: Sequence[str], flag: str, what: str) -> list[str]:
+    """Comma-separated names, lower-cased, duplicates dropped; an unknown one is an error naming the known."""
+    names = list(dict.fromkeys(n.strip().lower() for n in text.split(",") if n.strip()))
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise AnswersError(f"{flag}: unknown {what} {bad[0]!r}; use any of {', '.join(allowed)}")
+    return names
+
+
 def parse_kinds(text: str) -> list[str]:
     """`"ours,naive"` -> the configuration kinds to run (the top passage runs whatever is asked)."""
-    kinds = [k.strip().lower() for k in text.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in CONFIG_KINDS]
-    if bad:
-        raise AnswersError(f"--configs: unknown configuration {bad[0]!r}; use any of {', '.join(CONFIG_KINDS)}")
-    return kinds
+    return _names(text, CONFIG_KINDS, "--configs", "configuration")
 
 
 def parse_backends(text: str) -> list[str]:
     """`"mlx,blt"` -> ["mlx", "blt"]; unknown names are a usage error naming the ones there are."""
-    names = [b.strip().lower() for b in text.split(",") if b.strip()]
-    bad = [b for b in names if b not in GEN_BACKENDS]
-    if bad:
-        raise AnswersError(f"--backends: unknown backend {bad[0]!r}; use any of {', '.join(GEN_BACKENDS)}")
-    return list(dict.fromkeys(names))
+    return _names(text, GEN_BACKENDS, "--backends", "backend")
 
 
 def pick_questions(qset: QuestionSet, limit: int | None) -> list[Question]:
