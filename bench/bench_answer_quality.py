@@ -4,11 +4,14 @@ Prompt sets: `heldout` (the seed corpus's held-out records; retrieval never sees
 (bench/data/off_corpus.jsonl: general knowledge the corpus does not cover) and `validation` (non-held-out
 seed records asked against a store without them: the place to choose settings such as [mlx] copy_weight).
 Scores: chrF and embedding similarity (answer-reference, answer-question) from rag.eval.generation's scorer,
-the low-confidence and abstention rates, answer length, invalid UTF-8 and runaway repetition. Answers are
-cached per configuration under bench/out/ so a rerun resumes. Run:
+the low-confidence and abstention rates, answer length, invalid UTF-8 and runaway repetition. Every table has
+the top retrieved answer as a row of its own (the stored answer of the first exemplar the layer retrieves, no
+model): what retrieval alone says, and the ceiling that copying tends to. Answers are cached per configuration
+under bench/out/ so a rerun resumes. Run:
 
     python bench/bench_answer_quality.py --sets validation --backends mlx --copy-weights 0,0.3,0.5 --limit 12
     python bench/bench_answer_quality.py --sets heldout,offcorpus --backends mlx,blt --copy-weights 0.3
+    python bench/bench_answer_quality.py --sets heldout,offcorpus --backends "" --mode dense   # top retrieved only
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ OUT = REPO / "bench" / "out"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_blt_quality import max_repeats, validation_files  # noqa: E402 - also enables OpenBLAS before mlx
+from bench_blt_quality import max_repeats, top_retrieved, validation_files  # noqa: E402 - also enables OpenBLAS before mlx
+
+TOP = "top-ret"  # the backend column of the top retrieved answer's row
 
 SETS = ("heldout", "offcorpus", "validation")
 
@@ -46,9 +51,11 @@ def prompts_for(name: str, folder: Path) -> tuple[list[dict], Path]:
     return read_jsonl(OFF_CORPUS), SEED
 
 
-def config_name(pset: str, backend: str, retrieval: bool, copy: float | None, max_tokens: int, style: str) -> str:
+def config_name(
+    pset: str, backend: str, retrieval: bool, copy: float | None, max_tokens: int, style: str, mode: str
+) -> str:
     ret = f"ret-copy{copy:g}" if retrieval and copy is not None else ("ret" if retrieval else "noret")
-    return f"{pset}-{backend}-{ret}-{style}-t{max_tokens}"
+    return f"{pset}-{backend}-{ret}-{style}-{mode}-t{max_tokens}"
 
 
 def answers(app, cfg: str, records: list[dict], backend: str, retrieval: bool) -> list[dict]:
@@ -81,11 +88,17 @@ def answers(app, cfg: str, records: list[dict], backend: str, retrieval: bool) -
     return out
 
 
-def exemplar_rows(rows: list[dict]) -> list[dict]:
-    """The rows with the first source's stored answer as the answer: what pure retrieval would say, the
-    ceiling copying tends to (rows without a source answer "")."""
-    responses = {r["prompt"]: r["response"] for r in read_jsonl(SEED)}
-    return [{**r, "answer": responses.get(r["sources"][0], "") if r["sources"] else ""} for r in rows]
+def cached_top_retrieved(app, pset: str, mode: str, records: list[dict]) -> list[dict]:
+    """bench_blt_quality.top_retrieved for `records`, cached in bench/out/quality-<set>-top-<mode>.jsonl (app
+    None: only the cached rows)."""
+    path = OUT / f"quality-{pset}-top-{mode}.jsonl"
+    done = {r["prompt"]: r for r in read_jsonl(path)} if path.exists() else {}
+    if app is not None and (todo := [r for r in records if r["prompt"] not in done]):
+        with path.open("a", encoding="utf-8") as f:
+            for row in top_retrieved(app, todo):
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                done[row["prompt"]] = row
+    return [done[r["prompt"]] for r in records if r["prompt"] in done]
 
 
 def summarise(rows: list[dict], scorer) -> dict[str, float]:
@@ -100,8 +113,8 @@ def summarise(rows: list[dict], scorer) -> dict[str, float]:
         "chrf": statistics.mean(chrf),
         "sim_ref": float(statistics.mean((vec_a * vec_r).sum(1))),
         "sim_q": float(statistics.mean((vec_a * vec_q).sum(1))),
-        "low_conf": sum(r["low_confidence"] for r in rows) / len(rows),
-        "abstain": sum(r["abstain"] for r in rows) / len(rows),
+        "low_conf": sum(r["low_confidence"] for r in rows) / len(rows) if "low_confidence" in rows[0] else None,
+        "abstain": sum(r["abstain"] for r in rows) / len(rows) if "abstain" in rows[0] else None,
         "words": statistics.mean(len(r["answer"].split()) for r in rows),
         "bad_utf8": sum("\ufffd" in r["answer"] for r in rows),
         "runaway": sum(max_repeats(r["answer"]) > 3 for r in rows),
@@ -137,6 +150,10 @@ def checks(table: dict[tuple, dict]) -> None:
         print(f"  off-corpus mlx sim ret/no-ret {ratio:.3f} (>= 0.95): {'met' if ratio >= 0.95 else 'NOT met'}")
 
 
+def rate(x: float | None) -> str:
+    return f"{'-':>7}" if x is None else f"{x:7.0%}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default="heldout,offcorpus", help=f"comma-separated of {', '.join(SETS)}")
@@ -147,6 +164,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=160, help="[mlx] max_tokens")
     ap.add_argument("--copy-weights", default=None, help="comma-separated [mlx] copy_weight values [the default]")
     ap.add_argument("--prompt-style", default=None, help="[mlx] prompt_style (full | compact) [the default]")
+    ap.add_argument("--mode", default=None, help="[retrieval] mode (dense | hybrid | lexical) [the default]")
     ap.add_argument("--cached", action="store_true", help="score the cached answers only; generate nothing")
     args = ap.parse_args()
     sets = [s for s in args.sets.split(",") if s]
@@ -169,33 +187,36 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             records, store = prompts_for(pset, Path(tmp))
             records = records[args.start : args.limit]
-            settings = load_settings(overrides={"store": {"data_dir": tmp}, "mlx": mlx_section}, environ={})
-            style = getattr(settings.mlx, "prompt_style", "full")
+            overrides = {"store": {"data_dir": tmp}, "mlx": mlx_section}
+            if args.mode:
+                overrides["retrieval"] = {"mode": args.mode}
+            settings = load_settings(overrides=overrides, environ={})
+            style, mode = getattr(settings.mlx, "prompt_style", "full"), settings.retrieval.mode
             app = None if args.cached else Shvayambhu(settings)
             if app is not None:
                 app.ingest([store], progress=False)
-            for backend in args.backends.split(","):
+            if rows := cached_top_retrieved(app, pset, mode, records):
+                table[(pset, TOP, True, None)] = summarise(rows, scorer)
+            for backend in [b for b in args.backends.split(",") if b]:
                 for retrieval in retrievals:
                     for w in weights if backend == "mlx" and retrieval else [None]:
                         if w is not None:
                             settings.mlx.copy_weight = w
                         cw = settings.mlx.copy_weight if backend == "mlx" and retrieval else None
                         label = style if backend == "mlx" else "full"  # only the mlx backend reads the style
-                        cfg = config_name(pset, backend, retrieval, cw, args.max_tokens, label)
+                        cfg = config_name(pset, backend, retrieval, cw, args.max_tokens, label, mode)
                         rows = answers(app, cfg, records, backend, retrieval)
                         if rows:
                             table[(pset, backend, retrieval, cw)] = summarise(rows, scorer)
-                        if rows and backend == "mlx" and retrieval:
-                            table[(pset, "top-ex", True, cw)] = summarise(exemplar_rows(rows), scorer)
     print(f"\nmax_tokens {args.max_tokens}, greedy; noisy: 2 shared CPU cores (decoding speed is not measured here)")
     head = "set        backend ret copy    n   chrF  sim(a,ref) sim(a,q) lowconf abstain words badUTF8 runaway"
     print(head)
-    print("(top-ex: the first source's stored answer, the mlx rows' retrieval with no model)")
+    print(f"({TOP}: the top retrieved answer, the stored answer of the layer's first exemplar, no model)")
     for (pset, backend, retrieval, cw), s in table.items():
         print(
             f"{pset:<10} {backend:<7} {'on ' if retrieval else 'off'} {'' if cw is None else f'{cw:g}':<5} "
-            f"{s['n']:>4} {s['chrf']:6.2f} {s['sim_ref']:10.3f} {s['sim_q']:8.3f} {s['low_conf']:7.0%} "
-            f"{s['abstain']:7.0%} {s['words']:5.0f} {s['bad_utf8']:7d} {s['runaway']:7d}"
+            f"{s['n']:>4} {s['chrf']:6.2f} {s['sim_ref']:10.3f} {s['sim_q']:8.3f} {rate(s['low_conf'])} "
+            f"{rate(s['abstain'])} {s['words']:5.0f} {s['bad_utf8']:7d} {s['runaway']:7d}"
         )
     checks({(p, b, r): s for (p, b, r, _), s in table.items()})
 

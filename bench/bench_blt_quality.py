@@ -1,8 +1,10 @@
 """Quality of the shipped BLT: chrF against the reference answers with retrieval and without, from the same
-checkpoint in the same run, plus UTF-8 validity and runaway repetition. Run:
+checkpoint in the same run, plus UTF-8 validity and runaway repetition, beside the top retrieved answer (the
+stored answer of the first exemplar the layer retrieves, no model). Run:
 
     python bench/bench_blt_quality.py [--checkpoint DIR] [--limit N] [--copy-weights 0.5,0.25,0]
     python bench/bench_blt_quality.py --prompts validation --copy-weights 0,0.25,0.5   # choose copy_weight
+    python bench/bench_blt_quality.py --top-only   # the top retrieved answer's row alone (no model: seconds)
 
 `heldout` prompts are the corpus's held-out records (never trained on, not in the store). `validation`
 prompts are the records `shvayambhu train` set aside for early stopping (same split), with a store of every
@@ -51,6 +53,30 @@ def validation_files(folder: Path) -> tuple[Path, Path]:
     return store, prompts
 
 
+def top_retrieved(app, records: list[dict], k: int | None = None) -> list[dict]:
+    """For each {"prompt", "response"} record, the stored answer of the first exemplar the layer retrieves for its
+    prompt (the layer's own retrieval: [retrieval] mode, k, held-out records left out) as {"prompt", "reference",
+    "answer", "sources", "source_scores"}: what retrieval alone says, and the ceiling copying tends to."""
+    from rag.exemplars import exemplars
+
+    corpus, r = app.corpus(), app.settings.retrieval
+    lexical = app.lexical(corpus) if r.mode != "dense" else None
+    rows = []
+    for rec in records:
+        q = rec["prompt"]
+        hits = exemplars(corpus, app.embedder.embed_query(q), r, k or r.k, text=q, lexical=lexical, fusion=app.fusion())
+        rows.append(
+            {
+                "prompt": q,
+                "reference": rec["response"],
+                "answer": hits[0].response if hits else "",
+                "sources": [h.prompt for h in hits[:1]],
+                "source_scores": [round(h.score, 4) for h in hits[:1]],
+            }
+        )
+    return rows
+
+
 def report(name: str, rows: list[dict], ci: dict | None) -> float:
     answers = [r.get("answer") or "" for r in rows]
     chrf = statistics.mean(r["metrics"]["chrf"] for r in rows if "chrf" in r.get("metrics", {}))
@@ -74,6 +100,8 @@ def main() -> None:
     ap.add_argument("--copy-weights", default=None, help="comma-separated [blt] copy_weight values [the default]")
     ap.add_argument("--repeat-penalty", type=float, default=None, help="[blt] repeat_penalty")
     ap.add_argument("--no-repeat-ngram", type=int, default=None, help="[blt] no_repeat_ngram")
+    ap.add_argument("--top-only", action="store_true", help="only the top retrieved answer's row (no model)")
+    ap.add_argument("--mode", default=None, help="[retrieval] mode (dense | hybrid | lexical) [the default]")
     args = ap.parse_args()
     blt_section: dict = {"checkpoint": args.checkpoint}
     if args.repeat_penalty is not None:
@@ -83,20 +111,37 @@ def main() -> None:
 
     from rag.api import Shvayambhu
     from rag.config import load_settings
-    from rag.eval.generation import generation_command
+    from rag.eval.generation import _Scorer, generation_command
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         store, prompts = validation_files(folder) if args.prompts == "validation" else (SEED, None)
-        settings = load_settings(overrides={"store": {"data_dir": tmp}, "blt": blt_section}, environ={})
+        overrides = {"store": {"data_dir": tmp}, "blt": blt_section}
+        if args.mode:
+            overrides["retrieval"] = {"mode": args.mode}
+        settings = load_settings(overrides=overrides, environ={})
         weights = [float(w) for w in args.copy_weights.split(",")] if args.copy_weights else [None]
-        Shvayambhu(settings).ingest([store], progress=False)
+        app = Shvayambhu(settings)
+        app.ingest([store], progress=False)
         b = settings.blt
         print(
             f"{args.prompts} prompts; checkpoint: {args.checkpoint or 'shipped default'}; k={args.k}, greedy, "
-            f"repeat_penalty {b.repeat_penalty}, no_repeat_ngram {b.no_repeat_ngram}",
+            f"repeat_penalty {b.repeat_penalty}, no_repeat_ngram {b.no_repeat_ngram}; retrieval "
+            f"{settings.retrieval.mode}",
             flush=True,
         )
+        if prompts:
+            records = [json.loads(line) for line in prompts.open(encoding="utf-8") if line.strip()]
+        else:
+            records = [json.loads(line) for line in SEED.open(encoding="utf-8") if line.strip()]
+            records = [r for r in records if r.get("split") == "heldout"]
+        chrf_metric = _Scorer()._chrf
+        top = top_retrieved(app, records[: args.limit], args.k)
+        for row in top:
+            row["metrics"] = {"chrf": chrf_metric.sentence_score(row["answer"], [row["reference"]]).score}
+        report("top retrieved answer", top, None)
+        if args.top_only:
+            return
         chrf: dict[str, float] = {}
         examples: dict[str, dict] = {}
         for i, w in enumerate(weights):

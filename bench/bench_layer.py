@@ -2,10 +2,11 @@
 
 That window holds the question's embedding, exemplar retrieval, memory recall, confidence, the workspace
 competition and the prompt. It is measured warm at 10,000 corpus records and 1,000 memories (synthesised
-here, embedded with the real model) against bare retrieval - the query embedding plus a Chroma top-k - in
-the same run, interleaved, on the same questions. Target: layer p50 <= 2 x bare p50.
+here, embedded with the real model) against bare retrieval in the same retrieval mode (`--mode`, both sides:
+dense is the query embedding plus a Chroma top-k, hybrid adds BM25 and the fusion, as `shvayambhu search`
+does) in the same run, interleaved, on the same questions. Target: layer p50 <= 2 x bare p50.
 
-    python bench/bench_layer.py [--records 10000] [--memories 1000] [--queries 200] [--keep DIR]
+    python bench/bench_layer.py [--records 10000] [--memories 1000] [--queries 200] [--mode dense|hybrid] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -223,13 +224,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--records", type=int, default=10_000)
     ap.add_argument("--memories", type=int, default=1_000)
     ap.add_argument("--queries", type=int, default=200, help="measured questions (after 20 warm-up ones)")
-    ap.add_argument("--mode", default=None, help="[retrieval] mode for the layer (default: the setting's, hybrid)")
+    ap.add_argument(
+        "--mode", default=None, help="[retrieval] mode of the layer and of bare retrieval alike [the setting's: hybrid]"
+    )
     ap.add_argument("--keep", type=Path, default=None, help="build the store here (reused when it exists)")
     args = ap.parse_args(argv)
 
     home = args.keep or Path(tempfile.mkdtemp(prefix="bench_layer_"))
     exists = (home / "chroma").exists()
-    settings = load_settings(overrides={"store": {"data_dir": str(home)}, "memory": {"reflect_every": 0}}, environ={})
+    overrides = {"store": {"data_dir": str(home)}, "memory": {"reflect_every": 0}}
+    if args.mode:
+        overrides["retrieval"] = {"mode": args.mode}
+    settings = load_settings(overrides=overrides, environ={})
     a = Shvayambhu(settings)
     rng = random.Random(0)
     try:
@@ -247,9 +253,12 @@ def main(argv: list[str] | None = None) -> None:
             f"memory recall_k={m.recall_k} min_relevance={m.min_relevance}; workspace budget_bytes={w.budget_bytes}"
         )
 
+        mode = settings.retrieval.mode
+        lexical = a.lexical(corpus) if mode != "dense" else None
+
         def bare(q: str) -> float:
             t = time.perf_counter()
-            search(corpus, a.embedder, q, k=k)
+            search(corpus, a.embedder, q, k=k, mode=mode, lexical=lexical, fusion=a.fusion())
             return (time.perf_counter() - t) * 1000
 
         def layer(q: str) -> tuple[float, dict[str, float]]:
@@ -278,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
             t = time.perf_counter()
             v = a.embedder.embed_query(q)
             t1 = time.perf_counter()
-            exemplars(corpus, v, settings.retrieval, k, text=q, lexical=a.lexical(corpus), fusion=a.fusion())
+            exemplars(corpus, v, settings.retrieval, k, text=q, lexical=lexical, fusion=a.fusion())
             t2 = time.perf_counter()
             mem.recall(vector=v)
             t3 = time.perf_counter()
@@ -288,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"\nwarm, {args.queries} questions each, interleaved (ms):")
         for name, xs in (
-            (f"bare retrieval (embed + Chroma top-{k})", b_ms),
+            (f"bare {mode} retrieval (embed + top-{k})", b_ms),
             ("layer, question -> backend call", l_ms),
         ):
             print(f"  {name:38} p50 {pct(xs, 50):7.2f}  p95 {pct(xs, 95):7.2f}")
