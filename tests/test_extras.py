@@ -129,3 +129,19 @@ def test_the_extras_table_matches_pyproject_and_this_environment() -> None:
         assert missing_modules(extra) == [], f"[{extra}] is installed here (make setup), so none is missing"
     line = missing_extra_line("serve", "serve")
     assert line == "shvayambhu serve: needs the [serve] extra: pip install 'shvayambhu[serve]'"
+
+
+@pytest.mark.slow  # loads the embedding model in a fresh process: ~10 s
+def test_ingest_and_search_run_on_the_core(bare: dict[str, str], tmp_path: Path) -> None:
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(
+        '{"prompt": "When is the recycling collected?", "response": "Recycling goes out every second Thursday."}\n'
+        '{"prompt": "Where is the spare key?", "response": "The spare key hangs inside the garden shed door."}\n',
+        encoding="utf-8",
+    )
+    env = {**bare, "SHVAYAMBHU_HOME": str(tmp_path / "home")}
+    out = cli(env, "ingest", str(notes))
+    assert out.returncode == 0, out.stderr
+    out = cli(env, "search", "spare key", "-k", "1", "--no-server")
+    assert out.returncode == 0, out.stderr
+    assert "garden shed" in out.stdout
