@@ -46,6 +46,7 @@ class Source:
     page: int | None = None
     start: int | None = None
     end: int | None = None
+    quote: str | None = None  # the sentence an extractive answer was taken from
 
     @classmethod
     def place_fields(cls, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +84,8 @@ class Source:
         }
         if self.category:
             d["category"] = self.category
+        if self.quote:
+            d["quote"] = self.quote
         return d
 
 

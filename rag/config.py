@@ -126,6 +126,9 @@ class WorkspaceSettings:
     budget_bytes: int = 6000  # prompt budget for byte-level backends, and the default for Ollama
     budget_tokens: int = 0  # >0: budget Ollama prompts in (estimated) tokens instead of bytes
     recent_turns: int = 4
+    # A factoid question (who, when, how many...) whose answer is a phrase of a retrieved document passage is
+    # answered with that phrase, quoted from its sentence, whatever the backend; false: the model always writes.
+    extractive: bool = True
 
 
 @dataclass

@@ -22,6 +22,7 @@ from rag.config import ConfigError, Settings
 from rag.consciousness import metacognition as meta
 from rag.consciousness.calibration import SUPPORTED, Reference, Weights, support
 from rag.consciousness.candidates import candidates, focus_exemplars, normalise_history, preface
+from rag.consciousness.extract import Extract, extract_answer
 from rag.consciousness.memory import Memory, MemoryStream, exchange_text, importance
 from rag.consciousness.prompt import (
     base_messages,
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
 PROMPT_STYLES = ("full", "compact")
 UNVERIFIED = "(not kept: no source in the documents supported that answer)"
+EXTRACTED = "extract"  # the done_reason of an answer taken from a passage's sentence, not generated
 
 
 @dataclass
@@ -61,6 +63,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
     preface: str = ""  # the layer's own opening words (nothing in the documents answers this), before the model's
     weights: Weights | None = None  # the store's calibrated confidence weights (None: the shipped defaults)
+    extract: Extract | None = None  # the phrase of a retrieved passage that answers a factoid question
 
 
 def budget_for(settings: Settings, backend: Any) -> tuple[int, str]:
@@ -152,8 +155,12 @@ def prepare(
         cands = compact_candidates(cands, conf.low)
         if use_retrieval and not any(c.kind == "exemplar" for c in cands):  # nothing passed the gate: say so
             opening = preface(hits, collection is not None)
+    many = (lambda parts: np.stack([embed(p) for p in parts])) if embed is not None and vector is not None else None
     if compact or getattr(backend, "retells_only", False):  # a model that copies copies what answers
         focus_exemplars(cands, question, vector, embed)
+    found = None
+    if settings.workspace.extractive and use_retrieval and not conf.low:
+        found = extract_answer(question, hits, query_vector=vector, embed=many)
     render_fn = getattr(backend, "render", render_compact if compact else render)
     base_fn = getattr(backend, "base_messages", base_messages_compact if compact else base_messages)
     budget, unit = budget_for(settings, backend)
@@ -196,6 +203,7 @@ def prepare(
         started=started,
         preface=opening,
         weights=weights,
+        extract=found,
     )
 
 
@@ -229,6 +237,37 @@ def sources_for(prep: Prepared, text: str, cited: list[int]) -> list[Source]:
     return out
 
 
+def quoted_sources(found: Extract, sources: list[Source]) -> list[Source]:
+    """An extractive answer's sources: the passage it was taken from first (used, with the quoted sentence),
+    then the prompt's others, renumbered."""
+    h = found.hit
+    first = next((s for s in sources if s.id == h.id), None) or Source(
+        id=h.id,
+        score=h.score,
+        prompt=h.prompt,
+        response=h.response,
+        category=str(h.metadata.get("category", "")),
+        dense_rank=h.dense_rank,
+        lexical_rank=h.lexical_rank,
+        fused_score=h.fused_score,
+        **Source.place_fields(h.metadata),
+    )
+    first.used, first.quote = True, found.sentence
+    out = [first] + [s for s in sources if s.id != h.id]
+    for number, s in enumerate(out, 1):
+        s.number = number
+        if s is not first:
+            s.used = False
+    return out
+
+
+def extracted(prep: Prepared, backend: Backend) -> Generation | None:
+    """The extractive answer as the backend's generation (no model call), when the layer found one."""
+    if prep.extract is None:
+        return None
+    return Generation(text=prep.extract.text, model=backend.model, backend=backend.name, done_reason=EXTRACTED)
+
+
 def finish(
     prep: Prepared,
     generation: Generation,
@@ -244,19 +283,26 @@ def finish(
     """Sources, confidence, memory write (and reflection when due) after the text is final."""
     text = cleaner.text
     abstained = generation.done_reason == "abstain"
+    found = prep.extract if generation.done_reason == EXTRACTED else None
     # How far the sources in the prompt hold the answer: the generator's agreement with what it was given.
     held = max((support(text, source_text(h)) for h in prep.hits), default=0.0) if text and not abstained else 0.0
+    if found is not None:  # a phrase of its sentence: held whole; how well it answers is the question's words in it
+        held = support(text, found.sentence)
     conf = meta.update(
         prep.confidence,
         generation.probs,
         generation.entropies,
         settings.metacognition.low_confidence,
-        support=None if abstained else held,
+        support=None if abstained else (found.cover if found is not None else held),
         weights=prep.weights,
+        generator=found.fit if found is not None else None,
     )
+    sources = sources_for(prep, text, cleaner.used)
+    if found is not None:
+        sources = quoted_sources(found, sources)
     answer = Answer(
         answer=text,
-        sources=sources_for(prep, text, cleaner.used),
+        sources=sources,
         confidence=conf.value,
         low_confidence=conf.low,
         backend=generation.backend,
@@ -339,9 +385,9 @@ def run(
     opts = options(prep, backend, settings)
     cleaner = Cleaner(n_sources=len(prep.hits), name=settings.self_model.name)
     t = time.perf_counter()
-    gen = abstention(prep, backend, settings) or backend.generate(prep.messages, opts)
+    gen = abstention(prep, backend, settings) or extracted(prep, backend) or backend.generate(prep.messages, opts)
     ms = (time.perf_counter() - t) * 1000
-    if gen.done_reason != "abstain":
+    if gen.done_reason not in ("abstain", EXTRACTED):
         cleaner.feed(prep.preface)
     cleaner.feed(gen.text)
     cleaner.finish(gen.done_reason)
@@ -390,7 +436,7 @@ class AnswerStream:
         opts = options(self.prep, self.backend, self.settings)
         cleaner = Cleaner(n_sources=len(self.prep.hits), name=self.settings.self_model.name)
         t = time.perf_counter()
-        gen = abstention(self.prep, self.backend, self.settings)
+        gen = abstention(self.prep, self.backend, self.settings) or extracted(self.prep, self.backend)
         chunks = (
             [Chunk(gen.text), Chunk("", done=True, generation=gen)]
             if gen

@@ -70,6 +70,8 @@ def _source_line(s: Any) -> str:
     """One source: its number, score, whether the answer used it, where it is (file, page, heading) and its text."""
     where = f"{clip(s.where, 70)} - " if s.where else ""
     text = s.response if s.start is not None and s.response else s.prompt  # a passage's prompt repeats its place
+    if s.quote:  # an extractive answer's sentence, whole: what the user checks the answer against
+        return f"  [{s.number}] {s.score:.2f} quoted {where}\u201c{s.quote}\u201d"
     return f"  [{s.number}] {s.score:.2f} {'used ' if s.used else 'shown'} {where}{clip(text, 90)}"
 
 

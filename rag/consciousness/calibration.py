@@ -46,10 +46,11 @@ def content_words(text: str) -> set[str]:
     """Lower-cased words of `text` that carry content (no stopwords), lightly stemmed: a plural or past-tense
     ending dropped, then the first six letters ("opened" and "open", "collected" and "collection" meet)."""
     words = (t.lower() for t in _WORD.findall(text))
-    return {_stem(w)[:6] for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())}
+    return {stem(w)[:6] for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())}
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """A plural or past-tense ending dropped (a light stemmer for matching words across texts)."""
     for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
             return word[: -len(suffix)]

@@ -17,7 +17,9 @@ import numpy as np
 
 from rag.consciousness.calibration import content_words
 
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"'”’)\]]*|\n+|$)")
+# A sentence ends at . ! ? (and closing quotes or brackets) before a space or the end, or at a line break; a
+# full stop inside a number ("7.30 pm", "1.2-metre") or a word ("e.g") does not end one.
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?![\"'”’)\]]*(?:\s|$)))+(?:[.!?]+[\"'”’)\]]*|\n+|$)")
 RUNNER_UP = 0.75  # a second sentence is kept only when it scores at least this share of the best one
 MIN_SENTENCE_WORDS = 6  # a best sentence shorter than this brings its neighbour along
 

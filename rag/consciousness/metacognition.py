@@ -164,11 +164,13 @@ def update(
     *,
     support: float | None = None,
     weights: Weights | None = None,
+    generator: float | None = None,
 ) -> Confidence:
     """The final confidence: the retrieval evidence with the generator's own probabilities and the answer's
-    support in its sources. With neither (an abstention) it stays the retrieval confidence."""
+    support in its sources. With neither (an abstention) it stays the retrieval confidence. `generator`, when
+    given, stands in for the probabilities (an extractive answer's fit to the question)."""
     w = weights or DEFAULT_WEIGHTS
-    g = generator_confidence(probs, entropies)
+    g = generator_confidence(probs, entropies) if generator is None else generator
     features = dict(conf.features)
     features["generator"] = NO_GENERATOR if g is None else g
     features["support"] = 0.0 if support is None else support
