@@ -67,7 +67,7 @@ class BLTBackend:
             render=self.render,
             base_messages=self.base_messages,
             workspace_kinds=self.workspace_kinds,
-            exemplar_bytes=self.exemplar_bytes,
+            exemplar_bytes=self.exemplar_bytes or None,
             options=self.defaults,
             retells_only=True,
             abstain_when_unsure=abstain,
