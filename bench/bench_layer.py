@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from index.retrieve import search  # noqa: E402
 from index.store import get_collection  # noqa: E402
 from rag.api import Shvayambhu  # noqa: E402
-from rag.backends.base import Chunk, Generation, GenerationOptions  # noqa: E402
+from rag.backends.base import Chunk, Generation, GenerationOptions, PromptProfile  # noqa: E402
 from rag.config import load_settings  # noqa: E402
 from rag.exemplars import exemplars  # noqa: E402
 
@@ -152,6 +152,7 @@ class StubBackend:
 
     name = "stub"
     model = "stub"
+    profile = PromptProfile()  # the layer's full prompt within the [workspace] budget
 
     def __init__(self) -> None:
         self.first_call: float | None = None

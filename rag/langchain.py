@@ -8,6 +8,7 @@ the whole ask path as a Runnable (invoke, stream, batch), for plain LCEL composi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +30,6 @@ from rag.config import Settings
 from rag.consciousness.prompt import INSTRUCTIONS, block, exemplar_text, reference_block
 from rag.consciousness.selfmodel import SelfModel
 from rag.consciousness.workspace import Candidate
-from rag.options import options_for
 
 
 class ShvayambhuRetriever(BaseRetriever):
@@ -194,7 +194,7 @@ class ShvayambhuChatModel(BaseChatModel):
         return self._backend_cache
 
     def _options(self, stop: list[str] | None) -> GenerationOptions:
-        opts = options_for(self.settings or Settings(), self._backend().name)
+        opts = dataclasses.replace(self._backend().profile.options)  # the backend's settings section's
         for name in ("temperature", "top_k", "top_p", "seed", "max_tokens"):
             if getattr(self, name) is not None:
                 setattr(opts, name, getattr(self, name))

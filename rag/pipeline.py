@@ -17,8 +17,9 @@ import numpy as np
 from index.fusion import FusionOptions
 from index.retrieve import Hit
 from rag.answer import Answer, Source
-from rag.backends.base import Backend, BackendError, Chunk, Generation, GenerationOptions
-from rag.config import ConfigError, Settings
+from rag.backends.base import Backend, BackendError, Chunk, Generation, GenerationOptions, PromptProfile
+from rag.backends.options import for_confidence
+from rag.config import Settings
 from rag.consciousness import metacognition as meta
 from rag.consciousness.calibration import SUPPORTED, Reference, Weights, support
 from rag.consciousness.candidates import candidates, focus_exemplars, normalise_history, preface
@@ -37,12 +38,10 @@ from rag.consciousness.prompt import (
 from rag.consciousness.selfmodel import SelfModel
 from rag.consciousness.workspace import BudgetError, Workspace, evict, measurer, pack
 from rag.exemplars import exemplars
-from rag.options import options_for
 from rag.postprocess import Cleaner, attribute
 
 log = logging.getLogger(__name__)
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
-PROMPT_STYLES = ("full", "compact")
 UNVERIFIED = "(not kept: no source in the documents supported that answer)"
 EXTRACTED = "extract"  # the done_reason of an answer taken from a passage's sentence, not generated
 
@@ -66,36 +65,21 @@ class Prepared:
     extract: Extract | None = None  # the phrase of a retrieved passage that answers a factoid question
 
 
-def budget_for(settings: Settings, backend: Any) -> tuple[int, str]:
-    """(budget, unit): real tokens for a backend with its own tokenizer (MLX: [mlx] prompt_tokens, within its
-    context after the answer's max_tokens); tokens for Ollama when [workspace] budget_tokens is set; else bytes,
-    which a backend may cap with a `budget_bytes` attribute (the BLT's context)."""
+def budget_for(settings: Settings, profile: PromptProfile) -> tuple[int, str]:
+    """(budget, unit) of a backend's prompt: its profile's own budget in its own unit when it has one (the MLX
+    model: real tokens), else [workspace] budget_tokens when the unit is tokens (or the profile leaves the unit
+    to the layer and budget_tokens is set), else [workspace] budget_bytes; capped by what its context holds."""
     w = settings.workspace
-    if hasattr(backend, "count_tokens") and hasattr(backend, "context_tokens"):
-        room = int(backend.context_tokens) - settings.mlx.max_tokens
-        return max(64, min(settings.mlx.prompt_tokens, room)), "tokens"
-    if getattr(backend, "name", "") == "ollama" and w.budget_tokens > 0:
-        return w.budget_tokens, "tokens"
-    cap = getattr(backend, "budget_bytes", None)
-    return (min(w.budget_bytes, int(cap)) if cap else w.budget_bytes), "bytes"
-
-
-def prompt_style(settings: Settings, backend: Any) -> str:
-    """The prompt layout a backend reads: "compact" for the MLX model when [mlx] prompt_style says so, else
-    "full" (a backend with its own `render`, the BLT, ignores it)."""
-    if getattr(backend, "name", "") != "mlx":
-        return "full"
-    style = settings.mlx.prompt_style
-    if style not in PROMPT_STYLES:
-        raise ConfigError(f"[mlx] prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
-    return style
+    unit = profile.unit or ("tokens" if w.budget_tokens > 0 else "bytes")
+    size = profile.budget if profile.budget is not None else (w.budget_tokens if unit == "tokens" else w.budget_bytes)
+    return (min(size, profile.budget_cap) if profile.budget_cap else size), unit
 
 
 def prepare(
     question: str,
     *,
     settings: Settings,
-    backend: Any,
+    backend: Backend,
     embed: Callable[[str], np.ndarray] | None,
     collection: Any | None,
     memory: MemoryStream | None,
@@ -142,31 +126,30 @@ def prepare(
         for answer in (v["content"], UNVERIFIED)  # an unverified answer was remembered without its words
     }
     memories = [m for m in memories if m.text not in in_turns]  # already in the prompt as a recent turn
+    profile = backend.profile
     # A backend trained on clipped exemplars (the BLT) gets them clipped here too, so several fit its context.
-    clip = getattr(backend, "exemplar_bytes", None)
+    clip = profile.exemplar_bytes
     cands = candidates(SelfModel.from_settings(settings.self_model), hits, memories, turns, now, clip)
     # A backend with its own trained prompt layout (the BLT) says which kinds it can read and renders them.
-    kinds = getattr(backend, "workspace_kinds", None)
-    if kinds:
-        cands = [c for c in cands if c.kind in kinds]
-    compact = prompt_style(settings, backend) == "compact"
+    if profile.workspace_kinds is not None:
+        cands = [c for c in cands if c.kind in profile.workspace_kinds]
+    compact = profile.style == "compact"
     opening = ""
     if compact:
         cands = compact_candidates(cands, conf.low)
         if use_retrieval and not any(c.kind == "exemplar" for c in cands):  # nothing passed the gate: say so
             opening = preface(hits, collection is not None)
-    many = (lambda parts: np.stack([embed(p) for p in parts])) if embed is not None and vector is not None else None
-    if compact or getattr(backend, "retells_only", False):  # a model that copies copies what answers
+    if compact or profile.retells_only:  # a model that copies copies what answers
         focus_exemplars(cands, question, vector, embed)
     found = None
     if settings.workspace.extractive and use_retrieval and not conf.low:
+        many = (lambda parts: np.stack([embed(p) for p in parts])) if embed is not None and vector is not None else None
         found = extract_answer(question, hits, query_vector=vector, embed=many)
-    render_fn = getattr(backend, "render", render_compact if compact else render)
-    base_fn = getattr(backend, "base_messages", base_messages_compact if compact else base_messages)
-    budget, unit = budget_for(settings, backend)
-    counts = getattr(backend, "count_tokens", None)  # the backend's own tokenizer, chat template included
-    tokenizer = getattr(backend, "tokenizer", None)
-    measure = (lambda text: len(tokenizer.encode(text))) if counts and tokenizer else measurer(unit)
+    render_fn = profile.render or (render_compact if compact else render)
+    base_fn = profile.base_messages or (base_messages_compact if compact else base_messages)
+    budget, unit = budget_for(settings, profile)
+    measure = profile.measure or measurer(unit)
+    counts = profile.count  # the backend's own tokenizer, chat template included
 
     def cost(messages: list[dict[str, str]]) -> int:
         return counts(messages) if counts else size(messages, measure)
@@ -275,7 +258,7 @@ def finish(
     *,
     settings: Settings,
     memory: MemoryStream | None,
-    backend: Any,
+    backend: Backend,
     options: GenerationOptions,
     generate_ms: float,
     show_prompt: bool = False,
@@ -327,7 +310,9 @@ def finish(
     return answer
 
 
-def remember(answer: Answer, prep: Prepared, memory: MemoryStream, backend: Any, options: GenerationOptions) -> None:
+def remember(
+    answer: Answer, prep: Prepared, memory: MemoryStream, backend: Backend, options: GenerationOptions
+) -> None:
     """Store the exchange, refresh the recalled memories' recency and reflect when it is due. Only an answer that
     a source supports, given at confidence above the low mark, is kept in the assistant's words; otherwise only
     what the user said is kept (who they are, what they asked), so a guess never comes back as context."""
@@ -352,19 +337,20 @@ def remember(answer: Answer, prep: Prepared, memory: MemoryStream, backend: Any,
         log.warning("reflection skipped: %s", e)
 
 
-def options(prep: Prepared, backend: Backend, settings: Settings) -> GenerationOptions:
+def options(prep: Prepared, backend: Backend) -> GenerationOptions:
     """The backend's sampling options for this question, with the retrieved answers to copy from when it copies."""
-    opts = options_for(settings, backend.name, prep.confidence.low)
+    opts = for_confidence(backend.profile.options, prep.confidence.low)
     if opts.copy_weight:
         focused = {c.meta["hit"].id: c.meta.get("focus") for c in prep.workspace.of_kind("exemplar")}
         opts.copy_sources = [focused.get(h.id) or h.response for h in reversed(prep.hits)]  # most relevant last
     return opts
 
 
-def abstention(prep: Prepared, backend: Backend, settings: Settings) -> Generation | None:
-    """For a backend that can only re-tell its exemplars (it declares `retells_only`), a plain "the corpus has
-    nothing on this" when the evidence is weak, naming the nearest things the corpus holds; else None."""
-    if not (getattr(backend, "retells_only", False) and settings.blt.abstain and prep.confidence.low):
+def abstention(prep: Prepared, backend: Backend) -> Generation | None:
+    """For a backend whose profile abstains when unsure (the BLT, which can only re-tell its exemplars), a plain
+    "the corpus has nothing on this" when the evidence is weak, naming the nearest things the corpus holds;
+    else None."""
+    if not (backend.profile.abstain_when_unsure and prep.confidence.low):
         return None
     nearest = "; ".join(f"\u201c{' '.join(h.prompt.split())}\u201d" for h in prep.hits[:3])
     text = f"My corpus has nothing on this (confidence {prep.confidence.value:.2f}), and I would only be guessing. " + (
@@ -382,10 +368,10 @@ def run(
     show_prompt: bool = False,
 ) -> Answer:
     """Generate in one call and finish."""
-    opts = options(prep, backend, settings)
+    opts = options(prep, backend)
     cleaner = Cleaner(n_sources=len(prep.hits), name=settings.self_model.name)
     t = time.perf_counter()
-    gen = abstention(prep, backend, settings) or extracted(prep, backend) or backend.generate(prep.messages, opts)
+    gen = abstention(prep, backend) or extracted(prep, backend) or backend.generate(prep.messages, opts)
     ms = (time.perf_counter() - t) * 1000
     if gen.done_reason not in ("abstain", EXTRACTED):
         cleaner.feed(prep.preface)
@@ -433,10 +419,10 @@ class AnswerStream:
         return next(self._iter)
 
     def _run(self) -> Iterator[str]:
-        opts = options(self.prep, self.backend, self.settings)
+        opts = options(self.prep, self.backend)
         cleaner = Cleaner(n_sources=len(self.prep.hits), name=self.settings.self_model.name)
         t = time.perf_counter()
-        gen = abstention(self.prep, self.backend, self.settings) or extracted(self.prep, self.backend)
+        gen = abstention(self.prep, self.backend) or extracted(self.prep, self.backend)
         chunks = (
             [Chunk(gen.text), Chunk("", done=True, generation=gen)]
             if gen

@@ -160,8 +160,8 @@ def test_backend_copies_from_the_most_relevant_exemplar(tiny_checkpoint: Path) -
 
 
 def test_weak_evidence_turns_copying_off() -> None:
+    from rag.backends.options import options_for
     from rag.config import load_settings
-    from rag.options import options_for
 
     settings = load_settings(overrides={"blt": {"copy_weight": 0.7}}, environ={})
     assert options_for(settings, "blt").copy_weight == 0.7

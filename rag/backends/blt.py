@@ -16,8 +16,8 @@ from blt.data import EVAL_FORMAT, exemplar_block, exemplar_responses, trim_block
 from blt.errors import CheckpointError
 from blt.generate import generate
 from blt.tokens import BOS, EOS, SEP, encode
-from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
-from rag.options import options_for
+from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions, PromptProfile
+from rag.backends.options import options_for
 
 OVERHEAD = 3  # BOS, SEP, SEP
 DEFAULT_ANSWER_BYTES = 384  # for a checkpoint that does not record the length of its training responses
@@ -28,11 +28,12 @@ class BLTBackend:
 
     Answers are up to `max_bytes` long (0: as long as the checkpoint's training responses); `copy_weight`
     mixes a copy of the retrieved answers into the model's next-byte distribution where the answer matches
-    them (blt.copying.ExemplarCopier; 0 leaves the model alone)."""
+    them (blt.copying.ExemplarCopier; 0 leaves the model alone). It writes well only where it can re-tell a
+    retrieved answer, so with `abstain` ([blt] abstain) the layer says the corpus has nothing on a question
+    whose evidence is weak instead of calling it."""
 
     name = "blt"
-    workspace_kinds = ("exemplar",)
-    retells_only = True  # it writes well only where it can re-tell a retrieved answer: abstain when they are far
+    workspace_kinds = ("exemplar",)  # the model never saw self-model text or memories in training
 
     def __init__(
         self,
@@ -42,6 +43,7 @@ class BLTBackend:
         defaults: GenerationOptions | None = None,
         no_repeat_ngram: int = 0,
         copy_weight: float = 0.0,
+        abstain: bool = True,
     ):
         if not 0.0 <= copy_weight <= 1.0:
             raise BackendError(f"[blt] copy_weight must be between 0 and 1 (0 turns copying off), got {copy_weight}")
@@ -59,6 +61,17 @@ class BLTBackend:
         self.defaults = defaults or GenerationOptions()
         self.context_bytes = int(self.ckpt.config.max_bytes)
         self.budget_bytes = max(64, self.context_bytes - self.max_bytes - OVERHEAD)
+        self.profile = PromptProfile(
+            unit="bytes",
+            budget_cap=self.budget_bytes,
+            render=self.render,
+            base_messages=self.base_messages,
+            workspace_kinds=self.workspace_kinds,
+            exemplar_bytes=self.exemplar_bytes or None,
+            options=self.defaults,
+            retells_only=True,
+            abstain_when_unsure=abstain,
+        )
 
     @property
     def ckpt(self) -> Checkpoint:
@@ -173,4 +186,5 @@ def load_backend(settings: Any, model: str | None = None) -> BLTBackend:
         defaults=options_for(settings, "blt"),
         no_repeat_ngram=b.no_repeat_ngram,
         copy_weight=b.copy_weight,
+        abstain=b.abstain,
     )

@@ -21,14 +21,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
+from rag.backends.base import PROMPT_STYLES, BackendError, Chunk, Generation, GenerationOptions, PromptProfile
 from rag.backends.chat_tokenizer import ChatTokenizer, StreamDecoder, tokenizer_from_folder
 from rag.backends.gguf import BUNDLED_FILE, INSTALL_HINT, bundled_model_path, load_gguf
 from rag.backends.mlx_light import light_mlx_lm
 from rag.backends.weight_cache import cache_path
+from rag.config import ConfigError
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "quantized")
 DEFAULT_MAX_TOKENS = 256
+DEFAULT_PROMPT_TOKENS = 1024  # as [mlx] prompt_tokens: a small model is derailed by a long prompt
+MIN_PROMPT_TOKENS = 64
 COPY_MIN_MATCH = 2  # tokens of the answer that must match a source before its continuation is proposed
 MAX_BATCH = 256  # rows per generate_batch call; more would only grow the cache past memory
 
@@ -131,7 +134,7 @@ def _saying(message: str) -> Iterator[None]:
 
 def load_mlx_backend(model: str | None = None, *, dtype: str = "auto", **kwargs: Any) -> MLXBackend:
     """The MLX backend for ``model`` (None: the bundled SmolLM2-135M-Instruct); keyword arguments go to
-    MLXBackend (max_tokens, defaults, copy_weight)."""
+    MLXBackend (max_tokens, defaults, copy_weight, prompt_tokens, prompt_style)."""
     return MLXBackend(model, dtype=dtype, **kwargs)
 
 
@@ -149,7 +152,8 @@ def mlx_status() -> tuple[bool, str]:
 
 class MLXBackend:
     """Chat generation with a pretrained model in MLX: streaming, batches, per-token probabilities and
-    entropies, and optional copy mixing of retrieved answers."""
+    entropies, and optional copy mixing of retrieved answers. Its prompt is budgeted in its own tokens
+    (`prompt_tokens`, within its context after the answer's `max_tokens`) and laid out in `prompt_style`."""
 
     name = "mlx"
 
@@ -161,7 +165,11 @@ class MLXBackend:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         defaults: GenerationOptions | None = None,
         copy_weight: float = 0.0,
+        prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
+        prompt_style: str = "compact",
     ):
+        if prompt_style not in PROMPT_STYLES:
+            raise ConfigError(f"[mlx] prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {prompt_style!r}")
         if dtype not in DTYPES:
             raise BackendError(f"[mlx] dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if not 0.0 <= copy_weight <= 1.0:
@@ -177,6 +185,19 @@ class MLXBackend:
         self.max_tokens = max_tokens
         self.defaults = defaults or GenerationOptions()
         self.copy_weight = copy_weight
+        room = self.context_tokens - max_tokens
+        self.profile = PromptProfile(
+            unit="tokens",
+            budget=max(MIN_PROMPT_TOKENS, min(prompt_tokens, room)),
+            measure=self.text_tokens,
+            count=self.count_tokens,
+            style=prompt_style,
+            options=self.defaults,
+        )
+
+    def text_tokens(self, text: str) -> int:
+        """Tokens the model reads for ``text`` alone (no chat template)."""
+        return len(self.tokenizer.encode(text))
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
         """Tokens the model reads for ``messages`` through its chat template (the assistant header included)."""

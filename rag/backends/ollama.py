@@ -17,7 +17,7 @@ import httpx
 import ollama
 from pydantic import ValidationError
 
-from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions
+from rag.backends.base import BackendError, Chunk, Generation, GenerationOptions, PromptProfile
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_PORT = 11434
@@ -250,7 +250,10 @@ class _Collector:
 
 
 class OllamaBackend:
-    """Generation through an Ollama server (local or remote) with the official client, sync and async."""
+    """Generation through an Ollama server (local or remote) with the official client, sync and async.
+
+    Its profile is the layer's full prompt budgeted as [workspace] says, asked with `defaults` (the
+    [ollama] sampling options)."""
 
     name = "ollama"
 
@@ -264,7 +267,9 @@ class OllamaBackend:
         options: dict[str, Any] | None = None,
         logprobs: bool = True,
         top_logprobs: int = 0,
+        defaults: GenerationOptions | None = None,
     ) -> None:
+        self.profile = PromptProfile(options=defaults or GenerationOptions())
         self.host = resolve_host(host)
         self.model = model
         self.timeout = timeout

@@ -1,17 +1,22 @@
-"""Which backend answers: `ollama`, `mlx`, `blt`, or `auto`, and what each needs for `shvayambhu status`.
+"""Which backend answers: `ollama`, `mlx`, `blt`, one added with `register_backend`, or `auto`, and what the
+built-in ones need for `shvayambhu status`.
 
 Implementations are imported when chosen, so asking with one backend never loads another's libraries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from blt.blas import status as blas_status
+from index.errors import ShvayambhuError
 from rag.backends.base import Backend, BackendError
+from rag.backends.options import options_for
 from rag.config import Settings
-from rag.options import options_for
+
+Factory = Callable[[Settings, str | None], Backend]  # (settings, model or None) -> a backend
 
 
 def ollama_backend(settings: Settings, model: str | None = None) -> Backend:
@@ -19,7 +24,13 @@ def ollama_backend(settings: Settings, model: str | None = None) -> Backend:
     from rag.backends.ollama import OllamaBackend  # lazy: each backend loads only when chosen
 
     o = settings.ollama
-    return OllamaBackend(settings.ollama_host, model or o.model, timeout=o.timeout, keep_alive=o.keep_alive or None)
+    return OllamaBackend(
+        settings.ollama_host,
+        model or o.model,
+        timeout=o.timeout,
+        keep_alive=o.keep_alive or None,
+        defaults=options_for(settings, "ollama"),
+    )
 
 
 def blt_backend(settings: Settings, model: str | None = None) -> Backend:
@@ -40,6 +51,8 @@ def mlx_backend(settings: Settings, model: str | None = None) -> Backend:
         max_tokens=m.max_tokens,
         defaults=options_for(settings, "mlx"),
         copy_weight=m.copy_weight,
+        prompt_tokens=m.prompt_tokens,
+        prompt_style=m.prompt_style,
     )
 
 
@@ -54,16 +67,27 @@ def ollama_answers(settings: Settings, timeout: float = 2.0) -> tuple[bool, str]
     return True, ", ".join(models) or "no models pulled"
 
 
-BACKENDS = {"ollama": ollama_backend, "mlx": mlx_backend, "blt": blt_backend}
+BACKENDS: dict[str, Factory] = {"ollama": ollama_backend, "mlx": mlx_backend, "blt": blt_backend}
+
+
+def register_backend(name: str, factory: Factory) -> None:
+    """Make `factory(settings, model)` the backend called `name` (as `[backend]`, `--backend` in-process, or
+    `Shvayambhu.ask(backend=name)`); the backend states what it needs in its `profile`."""
+    if not name or name != name.strip() or name == "auto":
+        raise BackendError(f"a backend needs a name other than 'auto', without spaces around it: got {name!r}")
+    if name in BACKENDS:
+        raise BackendError(f"a backend called {name!r} is already registered: pick another name")
+    BACKENDS[name] = factory
 
 
 def select_backend(settings: Settings, name: str, model: str | None = None) -> Backend:
-    """`ollama`, `mlx`, `blt`, or `auto`: Ollama when its server answers, else the MLX model when it is
-    installed, else the BLT. In `auto`, `model` names an Ollama model; the fallbacks take it only as a path."""
+    """A registered backend by name (`ollama`, `mlx`, `blt`, ...) or `auto`: Ollama when its server answers,
+    else the MLX model when it is installed, else the BLT. In `auto`, `model` names an Ollama model; the
+    fallbacks take it only as a path."""
     if name in BACKENDS:
         return BACKENDS[name](settings, model)
     if name != "auto":
-        raise BackendError(f"unknown backend {name!r}: use auto, ollama, mlx or blt")
+        raise BackendError(f"unknown backend {name!r}: use auto, {', '.join(BACKENDS)}")
     up, why = ollama_answers(settings)
     if up:
         return ollama_backend(settings, model)
@@ -92,7 +116,7 @@ def backend_status(settings: Settings) -> dict[str, dict[str, Any]]:
         try:
             b = mlx_backend(settings)
             ready, detail = True, f"{b.model} ({b.context_tokens}-token context)"
-        except BackendError as e:
+        except ShvayambhuError as e:  # a missing model, or an [mlx] setting it cannot use
             ready, detail = False, str(e)
     out["mlx"] = {"ready": ready, "detail": detail}
     try:

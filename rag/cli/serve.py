@@ -32,19 +32,8 @@ def serve(
     """Serve the assistant over HTTP: OpenAI (/v1/chat/completions, /v1/models, /v1/embeddings) and Ollama
     (/api/chat, /api/generate, /api/tags, ...) protocols, search/ingest/memory routes, and a web page at /."""
     require_extra("serve", "serve")
-    from rag.serve.options import options_from  # lazy: FastAPI and uvicorn load only for this command
-    from rag.serve.runner import run
+    from rag.serve.command import section  # lazy: FastAPI and uvicorn load only for this command
+    from rag.serve.command import serve as serve_with
 
-    upload = int(max_upload_mb * 2**20) if max_upload_mb is not None else None
-    section = {
-        "host": host,
-        "port": port,
-        "queue_depth": queue_depth,
-        "max_upload_bytes": upload,
-        "cors_origins": cors_origin,
-    }
-    st = settings(backend=backend, serve=section)
-    from index.store import open_client  # a damaged, read-only or full store: one line, before uvicorn starts
-
-    open_client(st.data_dir, host=st.store.chroma_host or None, port=st.store.chroma_port)
-    run(st, st.serve.host, st.serve.port, api_key, options=options_from(st.serve), log_level=log_level)
+    st = settings(backend=backend, serve=section(host, port, queue_depth, max_upload_mb, cors_origin))
+    serve_with(st, api_key, log_level)

@@ -1,7 +1,7 @@
-"""`python -m rag.serve ...`: the same as `shvayambhu serve ...`."""
+"""`python -m rag.serve ...`: the same as `shvayambhu serve ...` (rag.serve.command), without the CLI."""
 
 import sys
 
-from rag.cli import main
+from rag.serve.command import main
 
-main(["serve", *sys.argv[1:]])
+sys.exit(main(sys.argv[1:]))

@@ -1,17 +1,29 @@
-"""Sampling options from settings: the one mapping that the pipeline and the backends share.
-
-It sits beside them, not in either, so a backend never imports the pipeline that calls it.
-"""
+"""Sampling options from a backend's settings section: what each backend's profile asks with."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from rag.backends.base import GenerationOptions
 from rag.config import Settings
 
 
 def options_for(settings: Settings, backend: str, low_confidence: bool = False) -> GenerationOptions:
-    """Sampling options for a backend from its settings section. When the layer judged its evidence weak
-    (`low_confidence`), no backend copies: it would re-tell an answer to another question."""
+    """Sampling options for a built-in backend (`blt`, `mlx`, `ollama`) from its settings section, as
+    `for_confidence` gives them when the layer judged its evidence weak (`low_confidence`)."""
+    return for_confidence(_from_section(settings, backend), low_confidence)
+
+
+def for_confidence(options: GenerationOptions, low_confidence: bool) -> GenerationOptions:
+    """A copy of `options` for one question. When the layer judged its evidence weak (`low_confidence`), no
+    backend copies: it would re-tell an answer to another question."""
+    out = dataclasses.replace(options)
+    if low_confidence and out.copy_weight:
+        out.copy_weight = 0.0
+    return out
+
+
+def _from_section(settings: Settings, backend: str) -> GenerationOptions:
     if backend == "blt":
         b = settings.blt
         return GenerationOptions(
@@ -21,7 +33,7 @@ def options_for(settings: Settings, backend: str, low_confidence: bool = False) 
             repeat_penalty=b.repeat_penalty,
             seed=b.seed,
             max_tokens=b.max_bytes or None,
-            copy_weight=0.0 if low_confidence else b.copy_weight,
+            copy_weight=b.copy_weight,
         )
     if backend == "mlx":
         m = settings.mlx
@@ -32,7 +44,7 @@ def options_for(settings: Settings, backend: str, low_confidence: bool = False) 
             repeat_penalty=m.repeat_penalty,
             seed=m.seed,
             max_tokens=m.max_tokens,
-            copy_weight=0.0 if low_confidence else m.copy_weight,
+            copy_weight=m.copy_weight,
         )
     o = settings.ollama
     return GenerationOptions(
