@@ -276,9 +276,9 @@ def finish(
         generation.probs,
         generation.entropies,
         settings.metacognition.low_confidence,
-        support=None if abstained else (found.cover if found is not None else held),
+        support=None if abstained else (found.match if found is not None else held),
         weights=prep.weights,
-        generator=found.fit if found is not None else None,
+        extract_fit=found.fit if found is not None else None,
     )
     sources = sources_for(prep, text, cleaner.used)
     if found is not None:

@@ -30,7 +30,7 @@ SAMPLE = 200  # records sampled for the reference
 WINDOW_WORDS = 12  # a query is at most this many words of a record's text (questions are short)
 REFRESH_SHARE = 0.2  # the reference is rebuilt when the collection's count has changed by more than this share
 SUPPORTED = 0.6  # share of an answer's content words a source must hold to support it ("grounded")
-VERSION = 1
+VERSION = 2  # 2: the answer logistic reads whether the answer was extracted
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -188,7 +188,7 @@ def build_reference(
 
 
 RETRIEVAL_FEATURES = ("top", "margin", "agreement", "lexical")
-ANSWER_FEATURES = ("retrieval_logit", "generator", "support")
+ANSWER_FEATURES = ("retrieval_logit", "generator", "support", "extracted")
 
 
 @dataclass
@@ -212,7 +212,7 @@ class Weights:
 
 
 # Fitted by bench/calibrate_confidence.py (see bench/RESULTS.md, confidence calibration); rounded.
-DEFAULT_WEIGHTS = Weights(retrieval=[-2.49, 0.25, 1.79, 0.5, 2.67], answer=[-1.23, 1.24, 0.45, 1.22])
+DEFAULT_WEIGHTS = Weights(retrieval=[-2.49, 0.25, 1.79, 0.5, 2.67], answer=[-1.23, 1.24, 0.45, 1.22, 0.0])
 
 
 def sigmoid(z: float) -> float:
@@ -262,7 +262,7 @@ def load(path: Path) -> tuple[Reference | None, Weights | None]:
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         ref = Reference.from_dict(d["reference"]) if d.get("reference") else None
-        w = Weights.from_dict(d["weights"]) if d.get("weights") else None
+        w = Weights.from_dict(d["weights"]) if d.get("weights") and d.get("version") == VERSION else None
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: unreadable calibration ({e}); delete the file to measure it again") from None
     return ref, w

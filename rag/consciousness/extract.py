@@ -214,14 +214,14 @@ def answer_span(question: str, sentence: str) -> Span | None:
 @dataclass(frozen=True)
 class Extract:
     """An extractive answer: the phrase, the sentence it comes from, the passage (a retrieved hit) holding the
-    sentence, how well the phrase fits the question (`fit`) and how much of the question the sentence says
-    (`cover`, the share of its content words, rarer words weighing more)."""
+    sentence, how well the phrase fits the question (`fit`) and how strongly the sentence was chosen (`match`:
+    the question's words it holds, its cosine to the question, its phrase's fit, less its passage's rank)."""
 
     text: str
     sentence: str
     hit: Hit
     fit: float
-    cover: float
+    match: float
 
 
 PASSAGES = 3  # sentences are chosen from the best this many retrieved passages (chosen on the dev set)
@@ -260,4 +260,4 @@ def extract_answer(
     span = spans[i]
     if span is None:
         return None
-    return Extract(text=span.text, sentence=texts[i], hit=parts[i][2], fit=span.fit, cover=float(lexical[i]))
+    return Extract(text=span.text, sentence=texts[i], hit=parts[i][2], fit=span.fit, match=float(score[i]))

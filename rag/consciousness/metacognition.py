@@ -153,7 +153,7 @@ def answer_features(conf: Confidence) -> list[float]:
     """The final logistic's inputs, in `calibration.ANSWER_FEATURES` order."""
     f = conf.features
     g = f.get("generator", NO_GENERATOR)
-    return [f.get("retrieval_logit", 0.0), g, f.get("support", 0.0)]
+    return [f.get("retrieval_logit", 0.0), g, f.get("support", 0.0), f.get("extracted", 0.0)]
 
 
 def update(
@@ -164,16 +164,18 @@ def update(
     *,
     support: float | None = None,
     weights: Weights | None = None,
-    generator: float | None = None,
+    extract_fit: float | None = None,
 ) -> Confidence:
     """The final confidence: the retrieval evidence with the generator's own probabilities and the answer's
-    support in its sources. With neither (an abstention) it stays the retrieval confidence. `generator`, when
-    given, stands in for the probabilities (an extractive answer's fit to the question)."""
+    support in its sources. With neither (an abstention) it stays the retrieval confidence. An extractive answer
+    (taken from a passage, no model call) gives `extract_fit`, its phrase's fit to the question, in place of the
+    probabilities, and its `support` is how strongly its sentence was chosen (`extract.Extract.match`)."""
     w = weights or DEFAULT_WEIGHTS
-    g = generator_confidence(probs, entropies) if generator is None else generator
+    g = generator_confidence(probs, entropies) if extract_fit is None else extract_fit
     features = dict(conf.features)
     features["generator"] = NO_GENERATOR if g is None else g
     features["support"] = 0.0 if support is None else support
+    features["extracted"] = 0.0 if extract_fit is None else 1.0
     out = Confidence(
         value=conf.retrieval,
         retrieval=conf.retrieval,
@@ -200,7 +202,7 @@ def fit(
 
     def answer_x(w: list[float], i: int) -> list[float]:
         f = confidences[i].features
-        return [logit(w, x[i]), f.get("generator", NO_GENERATOR), f.get("support", 0.0)]
+        return [logit(w, x[i]), f.get("generator", NO_GENERATOR), f.get("support", 0.0), f.get("extracted", 0.0)]
 
     answered = [i for i in range(len(x)) if not abstained[i]]
     answer = list(old.answer)

@@ -176,7 +176,7 @@ function source(s) {
   return el("details", { class: "source" },
     el("summary", {}, el("span", { class: "num" }, `[${s.number}]`),
       where ? el("span", { class: "where", title: s.file || "" }, where) : null,
-      el("span", { class: "q" }, s.start != null && s.response ? s.response : s.prompt),
+      el("span", { class: "q" }, s.quote ? `\u201c${s.quote}\u201d` : s.start != null && s.response ? s.response : s.prompt),
       s.used ? el("span", { class: "used" }, "cited") : null,
       el("span", { class: "score" }, Number(s.score).toFixed(3))),
     el("div", { class: "body" }, s.response || ""),
