@@ -69,9 +69,11 @@ def bundled_model_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _reader_class() -> type:
-    """The `gguf` package's GGUFReader, refusing a read past the end of the file and a header of more than
-    MAX_HEADER_READS values: its own loop over an array's items goes on for any count the file states, past its
-    end, holding a small array per item. (`_get` is the one method every read of the header goes through.)"""
+    """The `gguf` package's GGUFReader with its one read method (`_get`, which every read of the header goes
+    through) bounded: a read past the end of the file, or more than MAX_HEADER_READS reads, is an error (its own
+    loop over an array's items goes on for any count the file states, past the end, holding an array per item).
+    Reads slice a plain view of the file's mapping: numpy's memmap slicing is ~4x slower, and SmolLM2's header is
+    ~250,000 reads."""
     import numpy as np
     from gguf import GGUFReader  # imported when a header is read (~0.5 s)
 
@@ -80,12 +82,17 @@ def _reader_class() -> type:
 
     class BoundedReader(GGUFReader):
         def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
-            self._reads = getattr(self, "_reads", 0) + 1
+            if "_plain" not in vars(self):
+                self._plain, self._reads = self.data.view(np.ndarray), 0
+            self._reads += 1
             if self._reads > MAX_HEADER_READS:
                 raise EOFError(f"more than {MAX_HEADER_READS} values in the header")
-            if offset + np.dtype(dtype).itemsize * int(count) > self.data.size:
+            dtype = np.dtype(dtype)
+            end = offset + dtype.itemsize * int(count)
+            if end > self._plain.size:
                 raise EOFError("unexpected end of file")
-            return super()._get(offset, dtype, count, override_order)
+            arr = self._plain[offset:end].view(dtype)
+            return arr.view(arr.dtype.newbyteorder(override_order or self.byte_order))
 
     return BoundedReader
 
