@@ -5,8 +5,13 @@ generate_step / batch_generate on the same MLX model. Every row decodes exactly 
 stop); decode figures are the median of --repeats runs (a shared 2-core VM varies by +-10% run to run).
 Prints figures; not a test. Targets on a 2-core CPU: >= 20 tok/s at batch 1, >= 100 aggregate at 16.
 
+Spans: "decode" rows time the steps after the first token (no prefill), for our decoder and mlx-lm's
+generate_step alike; `MLXBackend.stream` (the path users hit: streaming detokenizer, stop/UTF-8 streamer) is timed
+over the same span from its own timings, with and without the default repetition penalty (1.1); the batch rows
+time prefill and decoding together for both, since mlx-lm's batch_generate cannot be timed without its prefill.
+
     python bench/bench_mlx_decode.py [--tokens 64] [--batch 16] [--repeats 3] [--model PATH] [--skip-torch]
-        [--skip-mlx-lm]
+        [--skip-mlx-lm] [--skip-long]
 
 (OpenBLAS is loaded by `import blt` when installed; SHVAYAMBHU_BLAS=reference keeps MLX's own BLAS.)
 """
@@ -85,6 +90,24 @@ def mlx_ours(backend, prompts: list[list[int]], tokens: int) -> tuple[float, int
     return time.perf_counter() - start, n
 
 
+def mlx_ours_with_prefill(backend, prompts: list[list[int]], tokens: int) -> tuple[float, int]:
+    """Seconds from the call to the last token (prefill included, as batch_generate), and tokens decoded."""
+    start = time.perf_counter()
+    steps = backend.loaded.decoder.decode(prompts, max_tokens=tokens, sampler=make_sampler(0.0), eos_ids=set())
+    n = sum(len(s) for s in steps)
+    return time.perf_counter() - start, n
+
+
+def stream_run(backend, question: str, tokens: int, penalty: float | None) -> tuple[float, int]:
+    """`MLXBackend.stream` to its end: seconds after the first token and tokens decoded in them (its timings)."""
+    from rag.backends.base import GenerationOptions
+
+    options = GenerationOptions(max_tokens=tokens, temperature=0.0, repeat_penalty=penalty)
+    gen = list(backend.stream([{"role": "user", "content": question}], options))[-1].generation
+    n = len(gen.probs) - 1
+    return n / gen.timings["tokens_per_s"], n
+
+
 def mlx_lm_peer(backend, prompts: list[list[int]], tokens: int) -> tuple[float, int]:
     from mlx_lm.generate import batch_generate, generate_step
 
@@ -97,7 +120,7 @@ def mlx_lm_peer(backend, prompts: list[list[int]], tokens: int) -> tuple[float, 
     tok = SimpleNamespace(eos_token_ids=[], decode=backend.tokenizer.decode)
     start = time.perf_counter()
     r = batch_generate(backend.loaded.model, tok, prompts, max_tokens=tokens)
-    return time.perf_counter() - start, r.stats.generation_tokens  # includes prefill: a flattering lower bound
+    return time.perf_counter() - start, r.stats.generation_tokens  # prefill included: compare with ours with prefill
 
 
 def torch_peer(model, prompts: list[list[int]], tokens: int) -> tuple[float, int]:
@@ -117,6 +140,22 @@ def torch_peer(model, prompts: list[list[int]], tokens: int) -> tuple[float, int
     return time.perf_counter() - start - one, len(prompts) * (tokens - 1)
 
 
+def long_rows(backend, long: list[int], args: argparse.Namespace, ours: dict[str, float]) -> None:
+    """Decoding after a 1,000-token prompt, its prefill, and the first token after it."""
+    dt, n, spread = median_run(lambda: mlx_ours(backend, [long], args.tokens), args.repeats)
+    ours["b1_long"] = n / dt
+    print(f"MLX backend   decode batch 1 after {len(long)} prompt tokens {rate(n, dt)} {spread}")
+    start = time.perf_counter()
+    backend.loaded.decoder.prefill([long], 1024 + 256)
+    dt = time.perf_counter() - start
+    ours["prefill"] = len(long) / dt
+    print(f"MLX backend   prefill            {rate(len(long), dt)}")
+    start = time.perf_counter()
+    next(backend.loaded.decoder.decode([long], max_tokens=2, sampler=make_sampler(0.0), eos_ids=set()))
+    ours["ttft"] = time.perf_counter() - start
+    print(f"MLX backend   first token after {len(long)} prompt tokens: {ours['ttft']:.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=64)
@@ -125,6 +164,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="a GGUF or mlx-lm folder (default: the bundled SmolLM2)")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-mlx-lm", action="store_true")
+    ap.add_argument("--skip-long", action="store_true", help="no 1,000-token-prompt rows (prefill, first token)")
     args = ap.parse_args()
 
     started = time.perf_counter()
@@ -140,6 +180,8 @@ def main() -> None:
     long = long_prompt(tok)
     mlx_ours(backend, singles, 4)  # compile the decode step for these shapes
     mlx_ours(backend, batch, 4)
+    tok.eos_ids = set()  # this process only: the stream rows decode exactly --tokens tokens too
+    stream_run(backend, QUESTIONS[0], 4, None)
 
     results: dict[str, dict[str, float]] = {}
     dt, n, spread = median_run(lambda: mlx_ours(backend, singles, args.tokens), args.repeats)
@@ -148,18 +190,17 @@ def main() -> None:
     dt, n, spread = median_run(lambda: mlx_ours(backend, batch, args.tokens), args.repeats)
     results["ours"]["b16"] = n / dt
     print(f"MLX backend   decode batch {args.batch:<3}   {rate(n, dt)} aggregate {spread}")
-    dt, n, spread = median_run(lambda: mlx_ours(backend, [long], args.tokens), args.repeats)
-    results["ours"]["b1_long"] = n / dt
-    print(f"MLX backend   decode batch 1 after {len(long)} prompt tokens {rate(n, dt)} {spread}")
-    start = time.perf_counter()
-    backend.loaded.decoder.prefill([long], 1024 + 256)
-    dt = time.perf_counter() - start
-    results["ours"]["prefill"] = len(long) / dt
-    print(f"MLX backend   prefill            {rate(len(long), dt)}")
-    start = time.perf_counter()
-    next(backend.loaded.decoder.decode([long], max_tokens=2, sampler=make_sampler(0.0), eos_ids=set()))
-    results["ours"]["ttft"] = time.perf_counter() - start
-    print(f"MLX backend   first token after {len(long)} prompt tokens: {results['ours']['ttft']:.2f} s")
+    for penalty in (None, 1.1):
+        dt, n, spread = median_run(lambda p=penalty: stream_run(backend, QUESTIONS[0], args.tokens, p), args.repeats)
+        key = "stream" if penalty is None else "stream_penalty"
+        results["ours"][key] = n / dt
+        label = "" if penalty is None else ", repeat_penalty 1.1"
+        print(f"MLXBackend.stream batch 1{label:<20} {rate(n, dt)} {spread}")
+    dt, n, spread = median_run(lambda: mlx_ours_with_prefill(backend, batch, args.tokens), args.repeats)
+    results["ours"]["b16_prefill"] = n / dt
+    print(f"MLX backend   batch {args.batch:<3} with prefill {rate(n, dt)} aggregate {spread}")
+    if not args.skip_long:
+        long_rows(backend, long, args, results["ours"])
 
     if not args.skip_mlx_lm:
         mlx_lm_peer(backend, singles, 4)
@@ -167,7 +208,7 @@ def main() -> None:
         results["mlx-lm"] = {"b1": n / dt}
         print(f"mlx-lm        decode batch 1     {rate(n, dt)} {spread}")
         dt, n, spread = median_run(lambda: mlx_lm_peer(backend, batch, args.tokens), args.repeats)
-        results["mlx-lm"]["b16"] = n / dt
+        results["mlx-lm"]["b16_prefill"] = n / dt
         print(f"mlx-lm        batch_generate {args.batch:<3} {rate(n, dt)} aggregate, prefill included {spread}")
 
     if not args.skip_torch and backend.path.is_file():
@@ -197,8 +238,8 @@ def main() -> None:
     for peer, r in results.items():
         if peer == "ours":
             continue
-        ratios = [f"{k} x{ours[k] / r[k]:.2f}" for k in ("b1", "b16", "prefill") if k in r]
-        if "ttft" in r:
+        ratios = [f"{k} x{ours[k] / r[k]:.2f}" for k in ("b1", "b16", "b16_prefill", "prefill") if k in r and k in ours]
+        if "ttft" in r and "ttft" in ours:
             ratios.append(f"first token x{r['ttft'] / ours['ttft']:.2f} sooner")
         print(f"ours / {peer}: " + ", ".join(ratios))
     print(

@@ -102,6 +102,21 @@ def test_batch_of_three_equals_three_single_greedy_generations(backend):
     assert np.allclose(together[0].probs, alone[0].probs, atol=1e-3)
 
 
+def test_repeat_penalty_goes_through_mlx_lm_processors_row_by_row(backend):
+    """mlx-lm's repetition penalty (a logits processor) sees each row's own tokens: a batch with rows of different
+    prompts, and a stop string, answers as each row alone; the penalty moves the probabilities."""
+    batch = [FRANCE, [{"role": "user", "content": "Repeat after me: la la la la la la"}]]
+    options = GenerationOptions(max_tokens=12, temperature=0.0, repeat_penalty=1.5, stop=["\n"])
+    together = backend.generate_batch(batch, options)
+    alone = [backend.generate(m, options) for m in batch]
+    assert [(g.text, g.done_reason) for g in together] == [(g.text, g.done_reason) for g in alone]
+    assert all("\n" not in g.text for g in together)
+    assert np.allclose(together[1].probs, alone[1].probs, atol=1e-3)
+    plain = backend.generate(batch[1], GenerationOptions(max_tokens=12, temperature=0.0, stop=["\n"]))
+    assert len(plain.probs) == len(alone[1].probs) == 12  # the same words here, at other probabilities
+    assert max(abs(x - y) for x, y in zip(plain.probs, alone[1].probs, strict=True)) > 0.02
+
+
 def test_cached_decoding_across_attention_spans_equals_a_full_forward(backend):
     """The static cache, its compiled steps and the attention spans (128 positions each) change nothing: greedy
     tokens decoded across a span boundary and their probabilities equal one uncached forward over the text."""

