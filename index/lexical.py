@@ -9,7 +9,6 @@ run killed at any moment leaves a dirty or stale index that the next ingest or s
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -18,14 +17,13 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from index.lock import locked_file
 from index.progress import progress_bar
 from index.store import StoreError
 
@@ -149,7 +147,7 @@ class LexicalIndex:
         version = uuid.uuid4().hex
         try:
             root.mkdir(parents=True, exist_ok=True)
-            with _locked(root, exclusive=True):
+            with locked_file(root / LOCK, exclusive=True):
                 target = root / version
                 target.mkdir()
                 if self.bm25 is not None:
@@ -178,7 +176,7 @@ class LexicalIndex:
         bm25s = _bm25s()
 
         try:
-            with _locked(root, exclusive=False):  # a save elsewhere never removes the version being read
+            with locked_file(root / LOCK, exclusive=False):  # a save elsewhere never removes the version being read
                 manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
                 if manifest.get("format") != FORMAT:
                     return None
@@ -198,15 +196,6 @@ class LexicalIndex:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return cls(ids, bm25, manifest.get("digest", ""), _stemmer(), tokens, vocab), manifest
-
-
-@contextmanager
-def _locked(root: Path, exclusive: bool) -> Iterator[None]:
-    """An flock on the index folder's lock file: saves exclusive, loads shared. Separate opens exclude each other,
-    so this orders threads of one process (a server's) as well as processes."""
-    with open(root / LOCK, "a+") as f:  # noqa: SIM115 - the lock lives as long as the open file
-        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from blt.blas import enable_openblas
+from index.chroma_compat import collection_names
 from index.doctor import check, repair
 from index.embed import Embedder, EmbeddingError, canonical_name, choose_precision, load_embedder
 from index.errors import UsageError
@@ -224,7 +225,7 @@ class Shvayambhu:
         """The corpus collection for answering, or None when nothing has been ingested yet."""
         if self._corpus is None:
             name = self.settings.store.collection
-            if name not in {c.name if hasattr(c, "name") else c for c in self.client.list_collections()}:
+            if name not in collection_names(self.client):
                 return None
             self._corpus = self.collection()
         return self._corpus
