@@ -100,10 +100,11 @@ def stop_embedded(folder: str) -> bool:
 
 
 def max_batch_size(client_or_collection: Any, default: int = 1000) -> int:
-    """The most records one add/upsert may carry (a Collection has no public accessor: ask its server API)."""
+    """The most records one add/upsert may carry (a Collection has no public accessor: ask its server API), or
+    `default` when the store cannot say (a lost server fails the write that follows, in its own words)."""
     try:
         return int(server_api(client_or_collection).get_max_batch_size())
-    except (AttributeError, TypeError, ValueError):
+    except Exception:
         return default
 
 
