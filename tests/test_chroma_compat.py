@@ -28,9 +28,9 @@ def contract(internal: str) -> Iterator[None]:
     except Exception as e:  # AssertionError included: whatever the installed release does differently
         detail = str(e).splitlines()[0] if str(e) else e.__class__.__name__
         pytest.fail(
-            f"Chroma internal {internal} (index/chroma_compat.py) behaves differently in chromadb "
-            f"{cc.installed_version()} than in {cc.TESTED_VERSION}, the release it was tested on: {detail}. "
-            "Adapt chroma_compat to the installed release, then set TESTED_VERSION to it.",
+            f"Chroma internal {internal} (index/chroma_compat.py) fails with chromadb {cc.installed_version()} "
+            f"(last tested on {cc.TESTED_VERSION}): {detail}. Adapt chroma_compat to the installed release, then "
+            "set TESTED_VERSION to it.",
             pytrace=False,
         )
 
