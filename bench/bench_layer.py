@@ -199,6 +199,7 @@ def build(home: Path, records: int, memories: int, a: Shvayambhu, rng: random.Ra
             metadatas=[{"prompt": p, "response": r, "category": "synthetic"} for p, r in batch],
         )
     print(f"corpus: {col.count()} records embedded and stored in {time.perf_counter() - t:.1f} s", flush=True)
+    a.lexical(col).sync(col)  # the keyword index, as an ingest builds it (a search would only start a rebuild)
     mem = a.memory("bench")
     now = time.time()
     texts = [f"The user said: {p}\nI answered: {r[:200]}" for p, r in synth_records(memories, random.Random(99))]

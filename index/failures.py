@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from index.chroma_compat import embedded_folder, server_address
 from index.errors import ShvayambhuError
 
 
@@ -142,11 +143,5 @@ def translating(client_or_collection: Any) -> Iterator[None]:
 
 def store_name(client_or_collection: Any) -> str:
     """The store a client or collection talks to, for messages: its folder or host:port."""
-    client = getattr(client_or_collection, "_client", client_or_collection)
-    try:
-        s = client.get_settings()
-    except AttributeError:
-        return "the store"
-    if getattr(s, "is_persistent", False) and s.persist_directory:
-        return str(s.persist_directory)
-    return f"{s.chroma_server_host}:{s.chroma_server_http_port}"
+    folder = embedded_folder(client_or_collection)
+    return str(folder) if folder is not None else server_address(client_or_collection)

@@ -9,7 +9,6 @@ run killed at any moment leaves a dirty or stale index that the next ingest or s
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -18,16 +17,18 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from index.errors import ShvayambhuError
+from index.lock import StoreBusy, locked_file, store_write_lock
 from index.progress import progress_bar
 from index.store import StoreError
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2
 LANGUAGE = "english"
@@ -149,7 +150,7 @@ class LexicalIndex:
         version = uuid.uuid4().hex
         try:
             root.mkdir(parents=True, exist_ok=True)
-            with _locked(root, exclusive=True):
+            with locked_file(root / LOCK, exclusive=True):
                 target = root / version
                 target.mkdir()
                 if self.bm25 is not None:
@@ -178,7 +179,7 @@ class LexicalIndex:
         bm25s = _bm25s()
 
         try:
-            with _locked(root, exclusive=False):  # a save elsewhere never removes the version being read
+            with locked_file(root / LOCK, exclusive=False):  # a save elsewhere never removes the version being read
                 manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
                 if manifest.get("format") != FORMAT:
                     return None
@@ -198,15 +199,6 @@ class LexicalIndex:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return cls(ids, bm25, manifest.get("digest", ""), _stemmer(), tokens, vocab), manifest
-
-
-@contextmanager
-def _locked(root: Path, exclusive: bool) -> Iterator[None]:
-    """An flock on the index folder's lock file: saves exclusive, loads shared. Separate opens exclude each other,
-    so this orders threads of one process (a server's) as well as processes."""
-    with open(root / LOCK, "a+") as f:  # noqa: SIM115 - the lock lives as long as the open file
-        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -246,16 +238,26 @@ def rebuild(collection: Any, *, show_progress: bool = False) -> LexicalIndex:
     return LexicalIndex.build(ids, texts)
 
 
+STALE_NOTE = "the keyword index is being rebuilt: these hits come from dense search alone"
+
+
 class LexicalStore:
-    """A collection's lexical index on disk, loaded once per process and rebuilt when missing or stale."""
+    """A collection's lexical index on disk, loaded once per process.
+
+    Writers, holding the store's write lock, update or rebuild it inline (`update`, `index`, `sync`). A search
+    never does: `current` gives None while the index is stale, and a background thread rebuilds it under the
+    write lock meanwhile."""
 
     def __init__(self, root: Path | str, show_progress: bool = False):
         self.root = Path(root)
         self.show_progress = show_progress
         self._index: LexicalIndex | None = None
         self._version: str | None = None
-        self._unsaved: LexicalIndex | None = None  # rebuilt by a reader but not saved (a full disk)
-        self._mutex = threading.RLock()  # one rebuild at a time when a server's threads share the store
+        self._unsaved: LexicalIndex | None = None  # rebuilt but not saved (a full disk, a read-only store)
+        self._mutex = threading.RLock()  # the cached index: held briefly, never during a rebuild
+        self._building = threading.RLock()  # one rebuild or update at a time when a server's threads share it
+        self._rebuilder: threading.Thread | None = None
+        self.missed = False  # whether the last `current` found the index stale
 
     @classmethod
     def for_collection(cls, data_dir: Path | str, collection: Any, show_progress: bool = False) -> LexicalStore:
@@ -276,30 +278,99 @@ class LexicalStore:
         except (OSError, ValueError):
             return None
 
-    def index(self, collection: Any, *, verify: bool = False, count: int | None = None) -> LexicalIndex:
-        """The index in step with `collection`: reloaded when another process saved a new version, rebuilt when
-        missing, dirty, or holding another number of ids (`verify` also compares every id; `count` is the
-        collection's, when the caller already has it)."""
+    def _saved(self, count: int) -> LexicalIndex | None:
+        """The saved index (reloaded when another process saved a new version) if it is clean and holds `count`
+        ids, else None. Reads only."""
         with self._mutex:
             manifest = self._manifest()
-            dirty = (self.root / DIRTY).exists()
-            if manifest is None or dirty:
-                return self._read_sync(collection, count)
+            if manifest is None or (self.root / DIRTY).exists():
+                return None
             if self._index is None or self._version != manifest.get("version"):
                 loaded = LexicalIndex.load(self.root)
                 if loaded is None:
-                    return self._read_sync(collection, count)
+                    return None
                 self._index, self._version = loaded[0], loaded[1]["version"]
-            if len(self._index) != (collection.count() if count is None else count):
+            return self._index if len(self._index) == count else None
+
+    def current(self, collection: Any, count: int | None = None) -> LexicalIndex | None:
+        """For a search: the index in step with `collection` (`count` is the collection's, when the caller has
+        it), or None when it is missing, dirty, unreadable or holds another number of ids; then a rebuild starts
+        in the background (`rebuild_in_background`) and the caller searches the dense side meanwhile. Never
+        writes."""
+        n = collection.count() if count is None else count
+        idx = self._saved(n)
+        if idx is None:
+            with self._mutex:
+                unsaved = self._unsaved
+            if unsaved is not None and len(unsaved) == n:
+                idx = unsaved
+        if idx is None:
+            if not self.missed:  # once while it stays stale, not at every search
+                log.warning(
+                    "the keyword index of %r is stale: rebuilding it in the background; searching by dense only "
+                    "meanwhile",
+                    collection.name,
+                )
+            self.rebuild_in_background(collection)
+        self.missed = idx is None
+        return idx
+
+    def rebuild_in_background(self, collection: Any) -> None:
+        """Bring the index up to date in a thread that holds the store's write lock, unless one is at it already.
+        When another writer holds the lock, the thread gives up: that writer or the next search sees to it."""
+        with self._mutex:
+            if self._rebuilder is not None and self._rebuilder.is_alive():
+                return
+            self._rebuilder = threading.Thread(
+                target=self._rebuild, args=(collection,), name=f"keyword index {collection.name}"
+            )  # not a daemon: a one-shot command finishes the rebuild before it exits
+            self._rebuilder.start()
+            _rebuilders[:] = [t for t in _rebuilders if t.is_alive()] + [self._rebuilder]
+
+    def _rebuild(self, collection: Any) -> None:
+        held = False
+        try:
+            try:
+                with store_write_lock(collection, "keyword index rebuild", wait=False):
+                    held = True
+                    self.index(collection)
+            except StoreBusy:
+                log.info("keyword index of %r: another writer holds the store; rebuilt later", collection.name)
+            except (ShvayambhuError, OSError):
+                if held:
+                    raise
+                with self._building:  # no write lock to be had (a read-only store, a full disk): in memory alone
+                    idx = rebuild(collection)
+                with self._mutex:
+                    self._unsaved = idx
+        except Exception as e:  # a background thread has no caller to tell: the log does
+            log.warning("cannot rebuild the keyword index %s (%s); searches stay dense only", self.root, e)
+
+    def wait_rebuilt(self, timeout: float | None = None) -> bool:
+        """Wait for a background rebuild to end; False if it still runs after `timeout` seconds."""
+        t = self._rebuilder
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
+
+    def index(self, collection: Any, *, verify: bool = False, count: int | None = None) -> LexicalIndex:
+        """For a writer holding the store's write lock: the index in step with `collection`, rebuilt and saved
+        when missing, dirty or holding another number of ids (`verify` also compares every id; `count` is the
+        collection's, when the caller already has it)."""
+        with self._building:
+            n = collection.count() if count is None else count
+            idx = self._saved(n)
+            if idx is None:
+                return self._rebuild_and_save(collection)
+            if verify and idx.digest != ids_digest(collection_ids(collection)):
                 return self.sync(collection)
-            if verify and self._index.digest != ids_digest(collection_ids(collection)):
-                return self.sync(collection)
-            return self._index
+            return idx
 
     def update(self, collection: Any, removed: set[str], added: list[tuple[str, str]]) -> LexicalIndex:
         """After a writer changed the collection by exactly these records: update the stored index (when it was
         in step before) and keep it only if it now holds exactly the collection's ids; else rebuild."""
-        with self._mutex:
+        with self._building:
             loaded = LexicalIndex.load(self.root) if self._manifest() is not None else None
             if loaded is not None:
                 idx = loaded[0].updated(removed, added)
@@ -308,28 +379,39 @@ class LexicalStore:
             if idx.digest != ids_digest(collection_ids(collection)):
                 return self.sync(collection)
             idx.save(self.root)
-            self._index, self._version = idx, (self._manifest() or {}).get("version")
+            self._keep(idx)
             return idx
 
-    def _read_sync(self, collection: Any, count: int | None) -> LexicalIndex:
-        """`sync` for a reader: when the rebuilt index cannot be saved (a full disk), search with it from memory
-        (kept while the collection's count matches) instead of failing the read."""
-        unsaved = self._unsaved
-        if unsaved is not None and len(unsaved) == (collection.count() if count is None else count):
-            return unsaved
+    def _rebuild_and_save(self, collection: Any) -> LexicalIndex:
+        """`sync`, except that an index that cannot be saved (a full disk) is kept in memory for searches (while
+        the collection's count matches) instead of failing."""
         idx = rebuild(collection, show_progress=self.show_progress)
         try:
             idx.save(self.root)
         except LexicalError:
-            self._unsaved = idx
+            with self._mutex:
+                self._unsaved = idx
             return idx
-        self._index, self._version, self._unsaved = idx, (self._manifest() or {}).get("version"), None
+        self._keep(idx)
         return idx
+
+    def _keep(self, idx: LexicalIndex) -> None:
+        with self._mutex:
+            self._index, self._version, self._unsaved = idx, (self._manifest() or {}).get("version"), None
 
     def sync(self, collection: Any) -> LexicalIndex:
         """Rebuild from the collection and save; clears `dirty`."""
-        with self._mutex:
+        with self._building:
             idx = rebuild(collection, show_progress=self.show_progress)
             idx.save(self.root)
-            self._index, self._version = idx, (self._manifest() or {}).get("version")
+            self._keep(idx)
             return idx
+
+
+_rebuilders: list[threading.Thread] = []  # background rebuilds started by this process
+
+
+def wait_for_rebuilds(timeout: float = 60.0) -> None:
+    """Wait for this process's background rebuilds of keyword indexes to end (before its stores close)."""
+    while _rebuilders:
+        _rebuilders.pop().join(timeout)

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from index.chroma_compat import embedded_folder, is_stale_view, reload_view
 from index.errors import ShvayambhuError
 
 LOCK_NAME = "write.lock"
@@ -44,31 +45,37 @@ class StoreInUse(StoreBusy):
     """Another process has the store open, so it cannot be replaced (restore)."""
 
 
+def flock(f: Any, *, exclusive: bool = True, wait: bool = True) -> bool:
+    """Take an advisory flock on the open file (or descriptor) `f`, exclusive or shared; it is freed when the file
+    closes, also when the process is killed. Without `wait`, False at once when another open file holds it."""
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    try:
+        fcntl.flock(f, mode if wait else mode | fcntl.LOCK_NB)
+    except OSError as e:
+        if wait or e.errno not in BUSY:
+            raise
+        return False
+    return True
+
+
+@contextmanager
+def locked_file(path: Path, *, exclusive: bool = True) -> Iterator[None]:
+    """Hold a flock on the lock file `path` (created if missing) for the block, waiting for it. Each open is its
+    own holder, so this orders threads of one process as well as processes."""
+    with open(path, "a+") as f:  # "a+" never truncates what a holder wrote into it
+        flock(f, exclusive=exclusive)
+        yield
+
+
 def lock_path(data_dir: Path | str) -> Path:
     """The lock file of the store under `data_dir`."""
     return Path(data_dir) / LOCK_NAME
 
 
-def _api(client_or_collection: Any) -> Any:
-    """The Chroma server API object behind a client (`_server`) or a collection (`_client`): one per store and
-    process, so the view's generation is remembered in one place whichever handle a caller holds."""
-    for attr in ("_client", "_server"):
-        inner = getattr(client_or_collection, attr, None)
-        if inner is not None:
-            return inner
-    return client_or_collection
-
-
 def data_dir_of(client_or_collection: Any) -> Path | None:
     """The data directory of an embedded store (the folder holding `chroma/`), or None for a server store."""
-    client = _api(client_or_collection)
-    try:
-        settings = client.get_settings()
-    except AttributeError:
-        return None
-    if not getattr(settings, "is_persistent", False) or "fastapi" in str(settings.chroma_api_impl).lower():
-        return None
-    return Path(settings.persist_directory).parent
+    folder = embedded_folder(client_or_collection)
+    return None if folder is None else folder.parent
 
 
 def refresh(client_or_collection: Any) -> None:
@@ -76,10 +83,7 @@ def refresh(client_or_collection: Any) -> None:
 
     Call it holding the write lock: a writer whose index was loaded before another process wrote would
     otherwise persist its stale copy over the other's vectors. Collections opened before stay usable."""
-    api = _api(client_or_collection)
-    if data_dir_of(api) is None or not hasattr(api, "bindings"):
-        return
-    api.start()  # builds new bindings and swaps them in; a call still running finishes on the old ones
+    reload_view(client_or_collection)
 
 
 def _generation(data_dir: Path) -> int:
@@ -93,7 +97,7 @@ def ensure_fresh(client_or_collection: Any) -> None:
     """Reload this process's cached vector indexes if another process has written since they were loaded.
 
     A stat per call. Without it a filtered query of a long-running reader (ask, serve) fails with Chroma's
-    "Error finding id" once writers in other processes have moved on."""
+    stale-view error (`chroma_compat.is_stale_view`) once writers in other processes have moved on."""
     data_dir = data_dir_of(client_or_collection)
     if data_dir is None or _held.get(_key(lock_path(data_dir))):
         return
@@ -105,7 +109,7 @@ def ensure_fresh(client_or_collection: Any) -> None:
 
 def query_fresh(collection: Any, **kwargs: Any) -> Any:
     """`collection.query(**kwargs)` on an up-to-date view, retried once on a fresh one if a writer in another
-    process moved on during the call (Chroma: "Error finding id")."""
+    process moved on during the call (`chroma_compat.is_stale_view`)."""
     from index.failures import translating
 
     with translating(collection):
@@ -113,7 +117,7 @@ def query_fresh(collection: Any, **kwargs: Any) -> Any:
         try:
             return collection.query(**kwargs)
         except Exception as e:  # chromadb.errors.InternalError
-            if "Error finding id" not in str(e) or data_dir_of(collection) is None:
+            if not is_stale_view(e) or data_dir_of(collection) is None:
                 raise
             refresh(collection)
             return collection.query(**kwargs)
@@ -151,13 +155,12 @@ def hold_open(data_dir: Path | str) -> None:
     except OSError:
         return  # a read-only data directory: nothing can restore into it either
     try:
-        fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as e:
-        if e.errno not in BUSY:
-            f.close()
-            raise
-        print(f"waiting for a restore of the store in {data_dir} to finish...", file=sys.stderr, flush=True)
-        fcntl.flock(f, fcntl.LOCK_SH)
+        if not flock(f, exclusive=False, wait=False):
+            print(f"waiting for a restore of the store in {data_dir} to finish...", file=sys.stderr, flush=True)
+            flock(f, exclusive=False)
+    except OSError:
+        f.close()
+        raise
     _open_holds[key] = f
 
 
@@ -179,11 +182,7 @@ def sole_user(data_dir: Path | str, what: str) -> Iterator[None]:
     try:
         f = _open_lock_file(path)
         try:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno not in BUSY:
-                    raise
+            if not flock(f, wait=False):
                 raise StoreInUse(
                     f"cannot {what} the store in {data_dir} while {users(path)} has it open: stop "
                     f"{'them' if len(holders(path)) > 1 else 'it'} (Ctrl-C, or `kill PID` for a server), then "
@@ -259,7 +258,7 @@ def _bump(data_dir: Path, ok: bool = True, keep: bool = False) -> None:
         if ok and (current or not keep):
             _seen[str(data_dir)] = _generation(data_dir)
     except OSError:
-        pass  # readers then refresh only on "Error finding id"
+        pass  # readers then refresh only on a stale-view error
 
 
 def _holder(f: Any) -> str:
@@ -339,11 +338,7 @@ def _flock(path: Path, data_dir: Path | str, what: str, wait: bool) -> Iterator[
     """The inter-process half of `write_lock`: an exclusive flock on the lock file, with the holder's note."""
     f = _open_lock_file(path)
     try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in BUSY:
-                raise
+        if not flock(f, wait=False):
             holder = _holder(f)
             if not wait:
                 raise StoreBusy(
@@ -351,7 +346,7 @@ def _flock(path: Path, data_dir: Path | str, what: str, wait: bool) -> Iterator[
                     "wait for it to finish, or run again without --no-wait to wait for it"
                 ) from None
             print(f"waiting for another writer ({holder}) to finish...", file=sys.stderr, flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
+            flock(f)
         f.seek(0)
         f.truncate()
         f.write(json.dumps({"pid": os.getpid(), "what": what}))

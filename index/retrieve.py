@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,7 @@ import numpy as np
 from index.embed import Embedder
 from index.errors import UsageError
 from index.fusion import FusionOptions, fuse, minmax
-from index.lexical import LexicalIndex, LexicalStore
+from index.lexical import STALE_NOTE, LexicalIndex, LexicalStore
 from index.lock import fresh_count, query_fresh
 
 MODES = ("dense", "hybrid", "lexical")
@@ -51,6 +52,14 @@ class Hit:
         }
 
 
+class Hits(list[Hit]):
+    """Hits, best first, with `notes` on how they were found (e.g. that the keyword side was being rebuilt)."""
+
+    def __init__(self, hits: Iterable[Hit] = (), notes: list[str] | None = None):
+        super().__init__(hits)
+        self.notes = list(notes or [])
+
+
 def where_clause(filters: dict[str, Any] | None) -> dict[str, Any] | None:
     """Chroma wants `$and` around more than one condition; a single `key: value` stays as it is."""
     if not filters:
@@ -75,19 +84,23 @@ def query_vector(
     fusion: FusionOptions | None = None,
 ) -> list[Hit]:
     """Search with a ready query vector (normalised); the same options as `search`. Lexical and hybrid modes
-    also need the query `text` and the collection's `lexical` index."""
+    also need the query `text` and the collection's `lexical` index; while a `LexicalStore` is stale (being
+    rebuilt in the background) they return dense hits, with a note saying so."""
     if mode not in MODES:
         raise UsageError(f"retrieval mode must be one of {', '.join(MODES)}, not {mode!r}")
     if k <= 0:
-        return []
+        return Hits()
     if mode == "dense":  # Chroma returns fewer hits when it holds fewer: no count needed (it costs a round trip)
-        return _dense(collection, vector, k, where, min_score, mmr, fetch_k, mmr_lambda)
+        return Hits(_dense(collection, vector, k, where, min_score, mmr, fetch_k, mmr_lambda))
     total = fresh_count(collection)
     if total == 0:
-        return []
+        return Hits()
     if text is None or lexical is None:
         raise UsageError(f"{mode} retrieval needs the query text and the collection's lexical index")
-    index = lexical.index(collection, count=total) if isinstance(lexical, LexicalStore) else lexical
+    index = lexical.current(collection, count=total) if isinstance(lexical, LexicalStore) else lexical
+    if index is None:  # the keyword index is stale and being rebuilt: the dense side alone meanwhile
+        hits = _dense(collection, vector, k, where, min_score, mmr, fetch_k, mmr_lambda)
+        return Hits(hits, notes=[STALE_NOTE])
     want = min(max(fetch_k, k) if mmr else k, total)
     q = np.asarray(vector, dtype=np.float32)
     depth = min(max(HYBRID_DEPTH, want), total)
@@ -107,7 +120,7 @@ def query_vector(
     if mmr:
         norm = minmax({h.id: float(h.fused_score or 0.0) for h in hits})
         hits = mmr_select(q, hits, k, mmr_lambda, np.array([norm[h.id] for h in hits]))
-    return hits[:k]
+    return Hits(hits[:k])
 
 
 def _dense(

@@ -10,6 +10,7 @@ from typing import Any
 
 import chromadb
 
+from index.chroma_compat import COSINE_CONFIGURATION, collection_names, stop_embedded
 from index.errors import ShvayambhuError
 from index.failures import (  # noqa: F401 - the store's errors are imported from here too
     LOW_SPACE,
@@ -90,15 +91,9 @@ def close_stores(keep: set[str] | frozenset[str] = frozenset()) -> None:
     """Stop the embedded stores this process opened, except the folders in `keep`: their database connections,
     index files and threads are let go, and the process no longer holds them open. A client or collection of a
     closed store must not be used again. For processes that open many stores in turn (a test run)."""
-    from chromadb.api.shared_system_client import SharedSystemClient  # Chroma's per-folder system cache
-
     for path in sorted(_opened - set(keep)):
         _opened.discard(path)
-        for ident, system in list(SharedSystemClient._identifier_to_system.items()):
-            if getattr(system.settings, "persist_directory", None) == path:
-                SharedSystemClient._identifier_to_system.pop(ident, None)
-                SharedSystemClient._identifier_to_refcount.pop(ident, None)
-                system.stop()
+        stop_embedded(path)
         release_open(Path(path).parent)
 
 
@@ -237,8 +232,7 @@ def get_collection(
 ) -> Any:
     """Open (or create) a cosine collection and refuse one built with another embedding model or field."""
     check_name(name)
-    existing = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
-    if name not in existing:
+    if name not in collection_names(client):
         if not create or dim is None:
             raise StoreError(f"collection {name!r} does not exist yet: run `shvayambhu ingest PATH` first")
         meta: dict[str, Any] = {"embedding_model": model, "embedding_dim": dim, **(extra or {})}
@@ -250,7 +244,7 @@ def get_collection(
             name,
             embedding_function=None,
             metadata=meta,
-            configuration={"hnsw": {"space": "cosine", "ef_search": 100, "ef_construction": 100}},
+            configuration=COSINE_CONFIGURATION,
         )
     col = client.get_collection(name, embedding_function=None)
     meta = col.metadata or {}
@@ -272,10 +266,7 @@ def collection_info(client: Any) -> list[dict[str, Any]]:
     """Name, record count and recorded embedding model (and precision, where recorded) of every collection."""
     out = []
     with translating(client):
-        cols = [
-            client.get_collection(c.name if hasattr(c, "name") else c, embedding_function=None)
-            for c in client.list_collections()
-        ]
+        cols = [client.get_collection(name, embedding_function=None) for name in collection_names(client)]
     for col in cols:
         meta = col.metadata or {}
         with translating(client):

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from index.chroma_compat import max_batch_size
 from index.embed import Embedder
 from index.embed_process import MIN_TEXTS, EmbedProcess
 from index.errors import ShvayambhuError
@@ -236,7 +237,7 @@ def ingest_records(
         raise IngestError(f"embed field must be one of {', '.join(EMBED_FIELDS)}, not {embed_field!r}")
     start = time.perf_counter()
     summary = summary or IngestSummary()
-    batch = max(1, min(collection.get_max_batch_size() if hasattr(collection, "get_max_batch_size") else 1000, 1000))
+    batch = max(1, min(max_batch_size(collection), 1000))
     sources = sources if sources is not None else {r.source for r in records}
     new_ids = {r.id for r in records}
     present = _existing(collection, list(new_ids), batch)

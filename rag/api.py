@@ -5,16 +5,16 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterable
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from blt.blas import enable_openblas
+from index.chroma_compat import collection_names
 from index.doctor import check, repair
 from index.embed import Embedder, EmbeddingError, canonical_name, choose_precision, load_embedder
 from index.errors import UsageError
 from index.fusion import FusionOptions
-from index.lexical import LexicalStore
+from index.lexical import STALE_NOTE, LexicalStore
 from index.lock import store_write_lock
 from index.retrieve import Hit, search
 from index.store import StoreError, collection_info, collection_precision, get_collection, open_client
@@ -47,14 +47,31 @@ class Shvayambhu:
         self._lexical: dict[str, LexicalStore] = {}
         self._calibration: dict[str, tuple[cal.Reference | None, cal.Weights | None]] = {}
         self._lock = threading.RLock()  # a server shares one assistant between threads
+        self._client: Any | None = None
+        self._embedder: Embedder | None = None
+        self._client_lock = threading.Lock()
+        self._embedder_lock = threading.Lock()
 
-    @cached_property
+    @property
     def client(self) -> Any:
-        s = self.settings.store
-        return open_client(self.settings.data_dir, host=s.chroma_host or None, port=s.chroma_port)
+        """The store's Chroma client, opened on first use: once, whichever of a server's threads comes first."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    s = self.settings.store
+                    self._client = open_client(self.settings.data_dir, host=s.chroma_host or None, port=s.chroma_port)
+        return self._client
 
-    @cached_property
+    @property
     def embedder(self) -> Embedder:
+        """The embedding model, loaded on first use: once, whichever of a server's threads comes first."""
+        if self._embedder is None:
+            with self._embedder_lock:  # takes the client's lock inside (precision reads the corpus), never around
+                if self._embedder is None:
+                    self._embedder = self._load_embedder()
+        return self._embedder
+
+    def _load_embedder(self) -> Embedder:
         emb = self.settings.embedding
         precision = self.precision()
         try:
@@ -224,7 +241,7 @@ class Shvayambhu:
         """The corpus collection for answering, or None when nothing has been ingested yet."""
         if self._corpus is None:
             name = self.settings.store.collection
-            if name not in {c.name if hasattr(c, "name") else c for c in self.client.list_collections()}:
+            if name not in collection_names(self.client):
                 return None
             self._corpus = self.collection()
         return self._corpus
@@ -241,17 +258,30 @@ class Shvayambhu:
         history: list[Any] | None = None,
     ) -> Prepared:
         """Everything before the backend call: retrieval, recall, confidence, workspace and prompt."""
+        memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
+        return self._prepare(question, backend, k, memory, use_retrieval, history)
+
+    def _prepare(
+        self,
+        question: str,
+        backend: Backend | None,
+        k: int | None,
+        memory: MemoryStream | None,
+        use_retrieval: bool,
+        history: list[Any] | None,
+    ) -> Prepared:
+        """`prepare` with the session's memory stream already looked up (None: no memory)."""
         if not question or not question.strip():
             raise BackendError("the question is empty")
         corpus = self.corpus() if use_retrieval else None
-        memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
+        lexical = self.lexical(corpus) if corpus is not None and self.settings.retrieval.mode != "dense" else None
         prep = prepare(
             question,
             settings=self.settings,
             backend=backend if backend is not None else self.backend(),
             embed=self.embedder.embed_query,
             collection=corpus,
-            lexical=self.lexical(corpus) if corpus is not None and self.settings.retrieval.mode != "dense" else None,
+            lexical=lexical,
             fusion=self.fusion(),
             memory=memory,
             k=k,
@@ -259,6 +289,8 @@ class Shvayambhu:
             use_retrieval=use_retrieval,
             **self._calibrated(corpus),
         )
+        if lexical is not None and lexical.missed:
+            prep.warnings.append(STALE_NOTE)
         if use_retrieval and corpus is None:
             prep.warnings.append(
                 f"no corpus collection {self.settings.store.collection!r} yet: answering without exemplars "
@@ -314,16 +346,7 @@ class Shvayambhu:
         """What ask and stream share: the backend, the session's memory, and everything before generation."""
         be = backend if backend is not None and not isinstance(backend, str) else self.backend(backend, model)
         memory = self.memory(session) if use_memory and self.settings.memory.enabled else None
-        prep = self.prepare(
-            question,
-            backend=be,
-            k=k,
-            session=session,
-            use_retrieval=use_retrieval,
-            use_memory=use_memory,
-            history=history,
-        )
-        return prep, be, memory
+        return self._prepare(question, be, k, memory, use_retrieval, history), be, memory
 
     # -- confidence calibrated on this store ----------------------------------------------------------------
     def calibration(self, corpus: Any | None = None) -> tuple[cal.Reference | None, cal.Weights | None]:

@@ -30,10 +30,12 @@ def seed_paths() -> list[Path]:
 def _close_test_stores():
     """Each test's own stores are closed after it (their files and threads), so a run of hundreds of tests does
     not run out of file descriptors; stores opened before it (the session's seed store) stay open."""
+    from index.lexical import wait_for_rebuilds
     from index.store import close_stores, opened_stores
 
     before = opened_stores()
     yield
+    wait_for_rebuilds()  # a search's background rebuild of a keyword index ends before its store closes
     close_stores(keep=before)
 
 
@@ -69,14 +71,16 @@ def make_collection(data_dir: Path, embedder):
 
 @pytest.fixture(scope="session")
 def seed_store(tmp_path_factory: pytest.TempPathFactory, embedder):
-    """A store holding the seed corpus, ingested once per session: (data_dir, collection). Read-only."""
+    """A store holding the seed corpus and its keyword index, ingested once per session: (data_dir, collection).
+    Read-only."""
+    from index.lexical import LexicalStore
     from index.store import get_collection, open_client
     from ingest.pipeline import ingest_paths
 
     d = tmp_path_factory.mktemp("seed_store")
     client = open_client(d)
     col = get_collection(client, "corpus", model=embedder.name, dim=embedder.dim, embed_field="prompt")
-    ingest_paths(seed_paths(), col, embedder, progress=False)
+    ingest_paths(seed_paths(), col, embedder, progress=False, lexical=LexicalStore.for_collection(d, col))
     return d, col
 
 

@@ -420,7 +420,8 @@ def test_exemplars_skip_the_heldout_split_exactly_as_a_chroma_filter_would(seed_
 
     _, col = seed_store
     r = RetrievalSettings(mmr=mmr, mode=mode)
-    lexical = LexicalStore(tmp_path / "lexical")  # built from the collection on first use
+    lexical = LexicalStore(tmp_path / "lexical")
+    lexical.sync(col)  # a writer's job (a search only starts a rebuild in the background)
     held = [rec.prompt for rec in read_records(seed_paths()) if rec.split == "heldout"][:6]
     for q in [*held, "How do I keep basil alive on a windowsill?", "What is a black hole?"]:
         v = embedder.embed_query(q)

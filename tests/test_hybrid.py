@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pytest
 
 import index.lexical as lexical_mod
 from index.errors import UsageError
-from index.lexical import DIRTY, MANIFEST, LexicalStore, collection_ids, lexical_dir
+from index.lexical import DIRTY, MANIFEST, STALE_NOTE, LexicalStore, collection_ids, lexical_dir
+from index.lock import write_lock
 from index.retrieve import search
 from index.store import get_collection, open_client
 from ingest.pipeline import ingest_paths
@@ -208,17 +210,41 @@ def test_kill_9_at_any_point_then_rerun_leaves_both_in_step(rare_store, embedder
     assert "changed 76" in hit.document
 
 
-def test_missing_corrupt_or_stale_lexical_index_is_rebuilt(rare_store, embedder, data_dir: Path):
+def test_a_search_on_a_stale_lexical_index_returns_dense_hits_without_writing(
+    rare_store, embedder, data_dir: Path, monkeypatch, caplog
+):
+    """A search never rebuilds the keyword index inline: it answers from the dense side, says so, and a thread
+    rebuilds the index under the store's write lock (giving up while another writer holds it)."""
     col, lex, prompts, _ = rare_store
-    text, doc = queries()["q-err52"]
+    text, doc = queries()["q-err52"]  # BM25 ranks it first, dense does not
+    dense = [h.id for h in search(col, embedder, text, k=3, mode="dense")]
+    builders: list[str] = []
+    real = lexical_mod.rebuild
+    monkeypatch.setattr(
+        lexical_mod, "rebuild", lambda *a, **k: builders.append(threading.current_thread().name) or real(*a, **k)
+    )
     shutil.rmtree(lex.root)
     fresh = LexicalStore.for_collection(data_dir, col)  # a new process: nothing cached
-    assert search(col, embedder, text, k=1, mode="hybrid", lexical=fresh)[0].prompt == prompts[doc]
-    assert (lex.root / MANIFEST).exists() and in_step(col, fresh)
+    with write_lock(data_dir, "another writer"):
+        hits = search(col, embedder, text, k=3, mode="hybrid", lexical=fresh)
+        assert fresh.wait_rebuilt(60)  # it found the store busy and gave up
+    assert hits.notes == [STALE_NOTE] and fresh.missed and [h.id for h in hits] == dense
+    assert all(h.lexical_rank is None and h.dense_rank for h in hits)
+    assert not lex.root.exists() and builders == []  # nothing was written or rebuilt
+    assert "the keyword index of 'rare' is stale: rebuilding it in the background" in caplog.text
+    lexical = search(col, embedder, text, k=3, mode="lexical", lexical=fresh)  # the store is free: a rebuild starts
+    assert lexical.notes == [STALE_NOTE] and [h.id for h in lexical] == dense
+    assert fresh.wait_rebuilt(60) and builders and "MainThread" not in builders and in_step(col, fresh)
+    hit = search(col, embedder, text, k=1, mode="hybrid", lexical=fresh)[0]
+    assert hit.prompt == prompts[doc] and hit.lexical_rank == 1 and not fresh.missed
     (lex.root / MANIFEST).write_text("{not json")
     again = LexicalStore.for_collection(data_dir, col)
-    assert search(col, embedder, text, k=1, mode="hybrid", lexical=again)[0].prompt == prompts[doc]
-    # the collection changed behind the index's back (e.g. an older version ingested): counts differ
+    assert search(col, embedder, text, k=1, mode="hybrid", lexical=again).notes == [STALE_NOTE]
+    assert (
+        again.wait_rebuilt(60)
+        and search(col, embedder, text, k=1, mode="hybrid", lexical=again)[0].prompt == (prompts[doc])
+    )
+    # the collection changed behind the index's back (e.g. an older version ingested): a writer rebuilds it
     col.delete(ids=[collection_ids(col)[0]])
     assert len(again.index(col)) == col.count() and in_step(col, again)
     assert lexical_dir(data_dir, col) == lex.root
@@ -260,6 +286,8 @@ def test_lexical_index_of_a_chroma_server_collection_is_rebuilt(tmp_path: Path, 
         ingest_paths([corpus], col, embedder, embed_field="both", progress=False)  # no lexical index yet
         lex = LexicalStore.for_collection(home, col)
         text, doc = queries()["q-err52"]
+        assert search(col, embedder, text, k=1, mode="hybrid", lexical=lex).notes == [STALE_NOTE]
+        assert lex.wait_rebuilt(60)  # no write lock for a server store: the background rebuild goes ahead
         assert search(col, embedder, text, k=1, mode="hybrid", lexical=lex)[0].prompt == prompts[doc]
         assert in_step(col, lex) and not (tmp_path / "srv" / "lexical").exists()
     finally:

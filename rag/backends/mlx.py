@@ -216,12 +216,12 @@ class MLXBackend:
 
     def _plan(self, batch: list[list[dict[str, str]]], options: GenerationOptions | None) -> dict[str, Any]:
         """Prompts, limits, sampler and copiers for one call."""
-        import mlx.core as mx  # heavy: already imported by the loaded model
 
         light_mlx_lm()
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
         from blt.copying import ExemplarCopier
+        from rag.backends.seeded import seeded_sampler
 
         max_tokens = int(self._pick(options, "max_tokens") or self.max_tokens)
         if max_tokens < 1:
@@ -237,11 +237,11 @@ class MLXBackend:
             )
         temperature = float(self._pick(options, "temperature") or 0.0)
         seed = self._pick(options, "seed")
-        if seed is not None and temperature > 0:
-            mx.random.seed(int(seed))
-        sampler = make_sampler(
-            temperature, top_p=float(self._pick(options, "top_p") or 0.0), top_k=int(self._pick(options, "top_k") or 0)
-        )
+        top_p, top_k = float(self._pick(options, "top_p") or 0.0), int(self._pick(options, "top_k") or 0)
+        if seed is not None and temperature > 0:  # the request's own key: MLX's global generator is shared
+            sampler = seeded_sampler(temperature, int(seed), top_p, top_k)
+        else:
+            sampler = make_sampler(temperature, top_p=top_p, top_k=top_k)
         weight = self._pick(options, "copy_weight")
         weight = self.copy_weight if weight is None else float(weight)
         sources = (options.copy_sources if options is not None else None) or []

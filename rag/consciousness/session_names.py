@@ -12,6 +12,7 @@ import hashlib
 import re
 from typing import Any
 
+from index.chroma_compat import collection_names
 from index.store import StoreError
 
 PREFIX = "memory."
@@ -45,7 +46,7 @@ def owner(client: Any, name: str) -> str:
 
 def find_collection(client: Any, session: str) -> str | None:
     """The name of the existing collection that holds `session`'s memories (new name first), or None."""
-    names = {c.name if hasattr(c, "name") else c for c in client.list_collections()}
+    names = set(collection_names(client))
     for name in dict.fromkeys((collection_name(session), legacy_name(session))):
         if name in names and owner(client, name) == session:
             return name
@@ -56,7 +57,7 @@ def new_collection_name(client: Any, session: str) -> str:
     """The name to create `session`'s collection under; an error when a collection of another session holds it
     (only a store written before could hold one, under a session named like a hash)."""
     name = collection_name(session)
-    if name in {c.name if hasattr(c, "name") else c for c in client.list_collections()}:
+    if name in collection_names(client):
         raise SessionNameError(
             f"collection {name} belongs to session {owner(client, name)!r}, not {session!r}: "
             "rename that session's memories (`shvayambhu memory` commands) or use another session name"
@@ -67,8 +68,7 @@ def new_collection_name(client: Any, session: str) -> str:
 def sessions(client: Any) -> list[str]:
     """Names of the sessions that have a memory collection in this store."""
     out = set()
-    for c in client.list_collections():
-        name = c.name if hasattr(c, "name") else c
+    for name in collection_names(client):
         if name.startswith(PREFIX):
             out.add(owner(client, name))
     return sorted(out)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from index.chroma_compat import ephemeral_client
 from index.embed import load_embedder
 from index.errors import UsageError
 from index.fusion import FusionOptions, fuse
@@ -97,13 +98,7 @@ def _embed_all(embedder: Any, texts: list[str], batch_size: int, label: str, pro
 
 def throwaway_client() -> Any:
     """An in-memory Chroma client: nothing an evaluation indexes can reach the user's store."""
-    import chromadb
-    from chromadb.config import Settings  # lazy: loads chromadb
-
-    try:
-        return chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False, allow_reset=False))
-    except ValueError:  # another part of the process made the ephemeral client with other settings
-        return chromadb.EphemeralClient()
+    return ephemeral_client()
 
 
 def exact_search(queries: np.ndarray, docs: np.ndarray, n: int, block: int = 256) -> list[list[tuple[int, float]]]:

@@ -143,14 +143,13 @@ class JsonlAppender:
 def _try_lock(fd: int) -> bool:
     """Lock `fd` exclusively (advisory; freed when it closes, even on kill -9); True if unsupported."""
     try:
-        import fcntl
-    except ImportError:  # Windows
+        from index.lock import flock
+    except ImportError:  # Windows: no fcntl
         return True
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        return flock(fd, wait=False)
+    except OSError:  # a file system without flock
         return False
-    return True
 
 
 def _fsync_dir(directory: Path) -> None:
