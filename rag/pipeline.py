@@ -276,9 +276,9 @@ def finish(
         generation.probs,
         generation.entropies,
         settings.metacognition.low_confidence,
-        support=None if abstained else (found.match if found is not None else held),
+        support=None if abstained or found is not None else held,
         weights=prep.weights,
-        extract_fit=found.fit if found is not None else None,
+        extract=(found.fit, found.match) if found is not None else None,
     )
     sources = sources_for(prep, text, cleaner.used)
     if found is not None:

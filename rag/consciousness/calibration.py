@@ -30,7 +30,7 @@ SAMPLE = 200  # records sampled for the reference
 WINDOW_WORDS = 12  # a query is at most this many words of a record's text (questions are short)
 REFRESH_SHARE = 0.2  # the reference is rebuilt when the collection's count has changed by more than this share
 SUPPORTED = 0.6  # share of an answer's content words a source must hold to support it ("grounded")
-VERSION = 2  # 2: the answer logistic reads whether the answer was extracted
+VERSION = 1
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 STOPWORDS = frozenset(
@@ -188,16 +188,19 @@ def build_reference(
 
 
 RETRIEVAL_FEATURES = ("top", "margin", "agreement", "lexical")
-ANSWER_FEATURES = ("retrieval_logit", "generator", "support", "extracted")
+ANSWER_FEATURES = ("retrieval_logit", "generator", "support")
+EXTRACT_FEATURES = ("retrieval_logit", "fit", "match")  # an extractive answer's (rag.consciousness.extract)
 
 
 @dataclass
 class Weights:
     """Logistic weights: `retrieval` = [bias, *RETRIEVAL_FEATURES] decides before generation; `answer` = [bias,
-    *ANSWER_FEATURES] gives the final confidence. `fitted` summarises the fit that made them, if any."""
+    *ANSWER_FEATURES] gives a generated answer's final confidence, `extract` = [bias, *EXTRACT_FEATURES] an
+    extractive answer's. `fitted` summarises the fit that made them, if any."""
 
     retrieval: list[float]
     answer: list[float]
+    extract: list[float] = field(default_factory=lambda: list(DEFAULT_EXTRACT))
     fitted: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -205,14 +208,25 @@ class Weights:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Weights:
-        w = cls(retrieval=list(d["retrieval"]), answer=list(d["answer"]), fitted=dict(d.get("fitted") or {}))
-        if len(w.retrieval) != 1 + len(RETRIEVAL_FEATURES) or len(w.answer) != 1 + len(ANSWER_FEATURES):
+        w = cls(
+            retrieval=list(d["retrieval"]),
+            answer=list(d["answer"]),
+            extract=list(d.get("extract") or DEFAULT_EXTRACT),  # saved before extractive answers: the default
+            fitted=dict(d.get("fitted") or {}),
+        )
+        if (
+            len(w.retrieval) != 1 + len(RETRIEVAL_FEATURES)
+            or len(w.answer) != 1 + len(ANSWER_FEATURES)
+            or len(w.extract) != 1 + len(EXTRACT_FEATURES)
+        ):
             raise ValueError("calibration weights have the wrong length: re-fit them (eval answers --fit-calibration)")
         return w
 
 
-# Fitted by bench/calibrate_confidence.py (see bench/RESULTS.md, confidence calibration); rounded.
-DEFAULT_WEIGHTS = Weights(retrieval=[-2.49, 0.25, 1.79, 0.5, 2.67], answer=[-1.23, 1.24, 0.45, 1.22, 0.0])
+# Fitted by bench/calibrate_confidence.py (see bench/RESULTS.md, confidence calibration); rounded. The extractive
+# answers' on the development set of the answer benchmark (bench/RESULTS.md, answers end to end).
+DEFAULT_EXTRACT = [-2.13, -0.02, 1.18, 1.26]
+DEFAULT_WEIGHTS = Weights(retrieval=[-2.49, 0.25, 1.79, 0.5, 2.67], answer=[-1.23, 1.24, 0.45, 1.22])
 
 
 def sigmoid(z: float) -> float:
@@ -262,7 +276,7 @@ def load(path: Path) -> tuple[Reference | None, Weights | None]:
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         ref = Reference.from_dict(d["reference"]) if d.get("reference") else None
-        w = Weights.from_dict(d["weights"]) if d.get("weights") and d.get("version") == VERSION else None
+        w = Weights.from_dict(d["weights"]) if d.get("weights") else None
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: unreadable calibration ({e}); delete the file to measure it again") from None
     return ref, w

@@ -153,7 +153,13 @@ def answer_features(conf: Confidence) -> list[float]:
     """The final logistic's inputs, in `calibration.ANSWER_FEATURES` order."""
     f = conf.features
     g = f.get("generator", NO_GENERATOR)
-    return [f.get("retrieval_logit", 0.0), g, f.get("support", 0.0), f.get("extracted", 0.0)]
+    return [f.get("retrieval_logit", 0.0), g, f.get("support", 0.0)]
+
+
+def extract_features(conf: Confidence) -> list[float]:
+    """An extractive answer's logistic inputs, in `calibration.EXTRACT_FEATURES` order."""
+    f = conf.features
+    return [f.get("retrieval_logit", 0.0), f.get("fit", 0.0), f.get("match", 0.0)]
 
 
 def update(
@@ -164,18 +170,17 @@ def update(
     *,
     support: float | None = None,
     weights: Weights | None = None,
-    extract_fit: float | None = None,
+    extract: tuple[float, float] | None = None,
 ) -> Confidence:
     """The final confidence: the retrieval evidence with the generator's own probabilities and the answer's
     support in its sources. With neither (an abstention) it stays the retrieval confidence. An extractive answer
-    (taken from a passage, no model call) gives `extract_fit`, its phrase's fit to the question, in place of the
-    probabilities, and its `support` is how strongly its sentence was chosen (`extract.Extract.match`)."""
+    (taken from a passage, no model call) gives `extract` = (its phrase's fit to the question, how strongly its
+    sentence was chosen) and is scored by its own logistic (`Weights.extract`)."""
     w = weights or DEFAULT_WEIGHTS
-    g = generator_confidence(probs, entropies) if extract_fit is None else extract_fit
+    g = generator_confidence(probs, entropies)
     features = dict(conf.features)
     features["generator"] = NO_GENERATOR if g is None else g
     features["support"] = 0.0 if support is None else support
-    features["extracted"] = 0.0 if extract_fit is None else 1.0
     out = Confidence(
         value=conf.retrieval,
         retrieval=conf.retrieval,
@@ -184,7 +189,10 @@ def update(
         evidence=conf.evidence,
         features=features,
     )
-    if g is not None or support is not None:
+    if extract is not None:
+        features["fit"], features["match"] = extract
+        out.value = sigmoid(logit(w.extract, extract_features(out)))
+    elif g is not None or support is not None:
         out.value = sigmoid(logit(w.answer, answer_features(out)))
     out.low = out.value < threshold
     return out
@@ -193,34 +201,46 @@ def update(
 def fit(
     confidences: list[Confidence], correct: list[bool], abstained: list[bool], old: Weights | None = None
 ) -> tuple[Weights, dict[str, Any]]:
-    """Re-fit both logistics on answers' confidence features and whether each answer was right: the retrieval
-    one on all, the final one on those not abstained (an abstention's confidence is its retrieval one). Returns
-    the weights and a summary: n, how many were right, AUROC of the confidence before and after (in sample)."""
+    """Re-fit the logistics on answers' confidence features and whether each answer was right: the retrieval one
+    on all, the generated answers' one on those generated, the extractive answers' one on those extracted (each
+    only with 10 or more of them, right and wrong; else it is kept). An abstention's confidence is its retrieval
+    one. Returns the weights and a summary: n, how many were right, AUROC before and after (in sample)."""
     old = old or DEFAULT_WEIGHTS
     x = [[c.features.get(f, 0.0) for f in RETRIEVAL_FEATURES] for c in confidences]
     retrieval = fit_logistic(np.array(x), np.array(correct, dtype=float))
+    extracted = ["fit" in c.features for c in confidences]
 
     def answer_x(w: list[float], i: int) -> list[float]:
         f = confidences[i].features
-        return [logit(w, x[i]), f.get("generator", NO_GENERATOR), f.get("support", 0.0), f.get("extracted", 0.0)]
+        if extracted[i]:
+            return [logit(w, x[i]), f.get("fit", 0.0), f.get("match", 0.0)]
+        return [logit(w, x[i]), f.get("generator", NO_GENERATOR), f.get("support", 0.0)]
+
+    def refit(kept: list[float], rows: list[int]) -> list[float]:
+        if len(rows) < 10 or len({correct[i] for i in rows}) < 2:
+            return list(kept)
+        xs = np.array([answer_x(retrieval, i) for i in rows])
+        return fit_logistic(xs, np.array([correct[i] for i in rows], dtype=float))
 
     answered = [i for i in range(len(x)) if not abstained[i]]
-    answer = list(old.answer)
-    if len(answered) >= 10 and len({correct[i] for i in answered}) == 2:
-        rows = np.array([answer_x(retrieval, i) for i in answered])
-        answer = fit_logistic(rows, np.array([correct[i] for i in answered], dtype=float))
+    answer = refit(old.answer, [i for i in answered if not extracted[i]])
+    extract = refit(old.extract, [i for i in answered if extracted[i]])
 
     def scores(w: Weights) -> list[float]:
         out = []
         for i in range(len(x)):
-            z = logit(w.retrieval, x[i]) if abstained[i] else logit(w.answer, answer_x(w.retrieval, i))
+            if abstained[i]:
+                z = logit(w.retrieval, x[i])
+            else:
+                z = logit(w.extract if extracted[i] else w.answer, answer_x(w.retrieval, i))
             out.append(sigmoid(z))
         return out
 
-    new = Weights(retrieval=retrieval, answer=answer)
+    new = Weights(retrieval=retrieval, answer=answer, extract=extract)
     summary = {
         "n": len(x),
         "correct": int(sum(correct)),
+        "extracted": int(sum(extracted)),
         "auroc_before": auroc(scores(old), correct),
         "auroc_after": auroc(scores(new), correct),
     }
