@@ -19,7 +19,7 @@ import anyio
 from rag.serve.generation import MODEL, Engine, Target
 
 log = logging.getLogger(__name__)
-QUESTION = "What is this about?"  # any short question: only the fixed parts of its prompt are reused
+QUESTION = "What is this about?"  # when the store has no corpus yet: any question shares the template head
 
 
 async def warm(engine: Engine) -> None:
@@ -37,9 +37,27 @@ async def warm(engine: Engine) -> None:
 
 
 def first_piece(assistant: Any, backend: Any) -> None:
-    """Answer QUESTION through `backend` as far as its first text piece, then stop without remembering it."""
-    stream = assistant.stream(QUESTION, backend=backend, use_memory=False)
+    """Answer a question through `backend` as far as the first text the model writes (after any words of the
+    layer's own), then stop without remembering it."""
+    stream = assistant.stream(question(assistant), backend=backend, use_memory=False)
     try:
-        next(stream, None)
+        text = ""
+        for piece in stream:
+            text += piece
+            if len(text) > len(stream.prep.preface):
+                break
     finally:
         stream.close()
+
+
+def question(assistant: Any) -> str:
+    """A question the corpus answers, so the prompt has the layout of an answered one (a passage quoted):
+    the first stored record's own question; QUESTION when there is none."""
+    try:
+        corpus = assistant.corpus()
+        got = corpus.get(limit=1, include=["metadatas"]) if corpus is not None else None
+        meta = (got or {}).get("metadatas") or [{}]
+        prompt = str((meta[0] or {}).get("prompt") or "").strip()
+    except Exception:  # noqa: BLE001 - a store that cannot say: any question will do
+        prompt = ""
+    return prompt[:200] or QUESTION
