@@ -13,7 +13,6 @@ from index.errors import ShvayambhuError
 from index.onnx_encoder import PRECISIONS, OnnxEncoder, OnnxUnavailable
 
 
-
 class EmbeddingError(ShvayambhuError, RuntimeError):
     """The embedding model could not be found or loaded."""
 
