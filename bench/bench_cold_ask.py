@@ -6,6 +6,8 @@ may build the float32 weight cache (reported apart), the rest read it. Through t
 question asked again (its prompt's keys and values are kept: rag.backends.prompt_cache), and a new question
 each time (a different retrieved passage; only the system prompt and template head are shared with earlier
 prompts). The server is measured once /healthz says it is warm (older servers without that field at once).
+CPU seconds are printed beside the wall times: on a machine others load they are the steadier comparison (the
+client's whole run; the server's from the question's start to the first byte).
 Targets (issue 23): <= 1.5 s through the server, <= 4 s in-process cold, on a 2-core machine.
 
     python bench/bench_cold_ask.py                       # a temporary store with the seed corpus
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -50,15 +53,32 @@ def env_for(home: Path, max_tokens: int = 0) -> dict[str, str]:
     return env
 
 
-def first_token(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(seconds to the first answer byte on stdout, seconds to exit) of one `ask --stream` process."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, list[float]] = {}  # row -> CPU seconds: the client process's whole run, the server's to first byte
+
+
+def first_token(args: list[str], env: dict[str, str], server: int | None = None) -> tuple[float, float]:
+    """(seconds to the first answer byte on stdout, seconds to exit) of one `ask --stream` process. CPU seconds
+    (machine load does not stretch them as it does wall time) go to CPU["client"] and, given the server's pid,
+    CPU["server"] (its CPU from the start of the process to the first byte)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    served = cpu_seconds(server) if server else 0.0
     start = time.perf_counter()
     proc = subprocess.Popen(CLI + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     byte = proc.stdout.read(1)
     ttft = time.perf_counter() - start
+    if server:
+        CPU.setdefault("server", []).append(cpu_seconds(server) - served)
     rest, err = proc.communicate(timeout=600)
     total = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.setdefault("client", []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if proc.returncode != 0 or not byte:
         raise SystemExit(f"`{' '.join(args)}` failed ({proc.returncode}): {err.decode()[-2000:]}")
     return ttft, total
@@ -123,25 +143,36 @@ def main() -> None:
             f.unlink()
 
     rows: list[tuple[str, list[float], list[float]]] = []
+    cpu: list[tuple[list[float], list[float]]] = []  # per row: client CPU (whole run), server CPU to first byte
+
+    def measured(runs: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+        cpu.append((CPU.pop("client", [])[-len(runs) :], CPU.pop("server", [])[-len(runs) :]))
+        return [r[0] for r in runs], [r[1] for r in runs]
+
     first = first_token([*ask, "--no-server"], env)
-    rows.append(("in-process, first run (may build the weight cache)", [first[0]], [first[1]]))
+    rows.append(("in-process, first run (may build the weight cache)", *measured([first])))
     cold = [first_token([*ask, "--no-server"], env) for _ in range(a.repeat)]
-    rows.append(("in-process cold (weight cache read)", [c[0] for c in cold], [c[1] for c in cold]))
+    rows.append(("in-process cold (weight cache read)", *measured(cold)))
     server = start_server(env, home, a.backend)
     try:
-        new = [first_token(["ask", q, *ask[2:]], env) for q in fresh[: a.repeat]]
+        new = [first_token(["ask", q, *ask[2:]], env, server.pid) for q in fresh[: a.repeat]]
+        rows.append(("through a running serve, a new question each time", *measured(new)))
         first_token(ask, env)  # asked once: the row below asks it again
-        warm = [first_token(ask, env) for _ in range(a.repeat)]
+        CPU.clear()
+        warm = [first_token(ask, env, server.pid) for _ in range(a.repeat)]
+        rows.append(("through a running serve, the same question again", *measured(warm)))
     finally:
         server.terminate()
         server.wait(timeout=30)
-    rows.append(("through a running serve, a new question each time", [w[0] for w in new], [w[1] for w in new]))
-    rows.append(("through a running serve, the same question again", [w[0] for w in warm], [w[1] for w in warm]))
 
-    print(f"\n{'':54} {'first token (median, min-max)':>32} {'whole answer':>14}")
-    for name, ttfts, totals in rows:
+    print(f"\n{'':54} {'first token (median, min-max)':>32} {'whole answer':>14} {'CPU s: client, server':>22}")
+    for (name, ttfts, totals), (client, served) in zip(rows, cpu, strict=True):
         spread = f"{min(ttfts):.2f}-{max(ttfts):.2f}" if len(ttfts) > 1 else ""
-        print(f"{name:54} {statistics.median(ttfts):>14.2f} s {spread:>15} {statistics.median(totals):>12.2f} s")
+        cpus = f"{statistics.median(client):.2f}" + (f", {statistics.median(served):.2f}" if served else "")
+        print(
+            f"{name:54} {statistics.median(ttfts):>14.2f} s {spread:>15} {statistics.median(totals):>12.2f} s "
+            f"{cpus:>22}"
+        )
     print(
         f"\nbackend {a.backend}, {a.repeat} runs each, answers of at most {a.max_tokens or 'the configured'} tokens, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; question {a.question!r}"
