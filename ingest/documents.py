@@ -21,7 +21,7 @@ DOCUMENT_EXTENSIONS = (".pdf", ".docx", ".pptx", ".html", ".htm", ".epub")
 CHROME = ("nav", "aside", "form", "noscript", "script", "style", "template", "iframe", "button")
 PAGE_CHROME = ("header", "footer")  # a site's banner and footer; an article's own header (its title) is kept
 CHROME_ROLES = ("navigation", "banner", "contentinfo", "search", "complementary")
-PDF_GROUP = 8  # PDF pages converted together: their passages can be embedded while the next pages convert
+PDF_GROUP = 4  # PDF pages converted together: their passages can be embedded while the next pages convert
 _SLIDE = "<!-- Slide number: "
 
 
