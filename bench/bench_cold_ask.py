@@ -2,8 +2,13 @@
 
 Each measurement is a fresh `shvayambhu ask --stream` process (interpreter start, imports, everything), timed
 from its start to the first byte of the answer on stdout. In-process runs use `--no-server`; the first one
-may build the float32 weight cache (reported apart), the rest read it. Targets (issue 23): <= 1.5 s through the
-server, <= 4 s in-process cold, on a 2-core machine.
+may build the float32 weight cache (reported apart), the rest read it. Through the server two rows: the same
+question asked again (its prompt's keys and values are kept: rag.backends.prompt_cache), and a new question
+each time (a different retrieved passage; only the system prompt and template head are shared with earlier
+prompts). The server is measured once /healthz says it is warm (older servers without that field at once).
+CPU seconds are printed beside the wall times: on a machine others load they are the steadier comparison (the
+client's whole run; the server's from the question's start to the first byte).
+Targets (issue 23): <= 1.5 s through the server, <= 4 s in-process cold, on a 2-core machine.
 
     python bench/bench_cold_ask.py                       # a temporary store with the seed corpus
     python bench/bench_cold_ask.py --home DIR --repeat 5 --backend mlx
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +35,13 @@ from rag.backends import weight_cache  # noqa: E402
 from rag.serve import discovery  # noqa: E402
 
 CLI = [sys.executable, "-m", "rag.cli"]
+NEW_QUESTIONS = (
+    "Why is the sky blue?",
+    "How do I make bread rise better?",
+    "How can I save money on groceries?",
+    "How do vaccines work?",
+    "What is the best way to learn a new language?",
+)
 
 
 def env_for(home: Path, max_tokens: int = 0) -> dict[str, str]:
@@ -40,15 +53,32 @@ def env_for(home: Path, max_tokens: int = 0) -> dict[str, str]:
     return env
 
 
-def first_token(args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(seconds to the first answer byte on stdout, seconds to exit) of one `ask --stream` process."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, list[float]] = {}  # row -> CPU seconds: the client process's whole run, the server's to first byte
+
+
+def first_token(args: list[str], env: dict[str, str], server: int | None = None) -> tuple[float, float]:
+    """(seconds to the first answer byte on stdout, seconds to exit) of one `ask --stream` process. CPU seconds
+    (machine load does not stretch them as it does wall time) go to CPU["client"] and, given the server's pid,
+    CPU["server"] (its CPU from the start of the process to the first byte)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    served = cpu_seconds(server) if server else 0.0
     start = time.perf_counter()
     proc = subprocess.Popen(CLI + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     byte = proc.stdout.read(1)
     ttft = time.perf_counter() - start
+    if server:
+        CPU.setdefault("server", []).append(cpu_seconds(server) - served)
     rest, err = proc.communicate(timeout=600)
     total = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.setdefault("client", []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if proc.returncode != 0 or not byte:
         raise SystemExit(f"`{' '.join(args)}` failed ({proc.returncode}): {err.decode()[-2000:]}")
     return ttft, total
@@ -68,7 +98,12 @@ def start_server(env: dict[str, str], home: Path, backend: str) -> subprocess.Po
                 headers={"Content-Type": "application/json"},
             )
             urllib.request.urlopen(req, timeout=300).read()  # returns once the model is loaded
-            return proc
+            while time.monotonic() < deadline:  # and the warm-up question has run
+                with urllib.request.urlopen(f"http://{info['host']}:{info['port']}/healthz", timeout=30) as r:
+                    if json.loads(r.read()).get("warm", True):
+                        return proc
+                time.sleep(0.2)
+            break
         if proc.poll() is not None:
             raise SystemExit("the server exited before it listened")
         time.sleep(0.2)
@@ -82,6 +117,11 @@ def main() -> None:
     ap.add_argument("--backend", default="mlx")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--question", default="How can I fall asleep faster?")
+    ap.add_argument(
+        "--new-questions",
+        default=";".join(NEW_QUESTIONS),
+        help="';'-separated questions for the 'new question each time' row (one per run, none asked before)",
+    )
     ap.add_argument("--max-tokens", type=int, default=32, help="answer length (0: the configured one)")
     ap.add_argument("--fresh-cache", action="store_true", help="remove the float32 weight cache first")
     a = ap.parse_args()
@@ -95,27 +135,44 @@ def main() -> None:
         subprocess.run(CLI + ["ingest", str(REPO / "ingest/data/seed.jsonl")], env=env_for(home), check=True)
     env = env_for(home, a.max_tokens)
     ask = ["ask", a.question, "--stream", "--no-memory", "--backend", a.backend]
+    fresh = [q for q in a.new_questions.split(";") if q.strip()]
+    if len(fresh) < a.repeat:
+        raise SystemExit(f"--new-questions gives {len(fresh)} questions for --repeat {a.repeat}: give more")
     if a.fresh_cache:
         for f in weight_cache.cache_dir().glob("*.safetensors"):
             f.unlink()
 
     rows: list[tuple[str, list[float], list[float]]] = []
+    cpu: list[tuple[list[float], list[float]]] = []  # per row: client CPU (whole run), server CPU to first byte
+
+    def measured(runs: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+        cpu.append((CPU.pop("client", [])[-len(runs) :], CPU.pop("server", [])[-len(runs) :]))
+        return [r[0] for r in runs], [r[1] for r in runs]
+
     first = first_token([*ask, "--no-server"], env)
-    rows.append(("in-process, first run (may build the weight cache)", [first[0]], [first[1]]))
+    rows.append(("in-process, first run (may build the weight cache)", *measured([first])))
     cold = [first_token([*ask, "--no-server"], env) for _ in range(a.repeat)]
-    rows.append(("in-process cold (weight cache read)", [c[0] for c in cold], [c[1] for c in cold]))
+    rows.append(("in-process cold (weight cache read)", *measured(cold)))
     server = start_server(env, home, a.backend)
     try:
-        warm = [first_token(ask, env) for _ in range(a.repeat)]
+        new = [first_token(["ask", q, *ask[2:]], env, server.pid) for q in fresh[: a.repeat]]
+        rows.append(("through a running serve, a new question each time", *measured(new)))
+        first_token(ask, env)  # asked once: the row below asks it again
+        CPU.clear()
+        warm = [first_token(ask, env, server.pid) for _ in range(a.repeat)]
+        rows.append(("through a running serve, the same question again", *measured(warm)))
     finally:
         server.terminate()
         server.wait(timeout=30)
-    rows.append(("through a running serve (warm model)", [w[0] for w in warm], [w[1] for w in warm]))
 
-    print(f"\n{'':54} {'first token (median, min-max)':>32} {'whole answer':>14}")
-    for name, ttfts, totals in rows:
+    print(f"\n{'':54} {'first token (median, min-max)':>32} {'whole answer':>14} {'CPU s: client, server':>22}")
+    for (name, ttfts, totals), (client, served) in zip(rows, cpu, strict=True):
         spread = f"{min(ttfts):.2f}-{max(ttfts):.2f}" if len(ttfts) > 1 else ""
-        print(f"{name:54} {statistics.median(ttfts):>14.2f} s {spread:>15} {statistics.median(totals):>12.2f} s")
+        cpus = f"{statistics.median(client):.2f}" + (f", {statistics.median(served):.2f}" if served else "")
+        print(
+            f"{name:54} {statistics.median(ttfts):>14.2f} s {spread:>15} {statistics.median(totals):>12.2f} s "
+            f"{cpus:>22}"
+        )
     print(
         f"\nbackend {a.backend}, {a.repeat} runs each, answers of at most {a.max_tokens or 'the configured'} tokens, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; question {a.question!r}"

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from index.defaults import DEFAULT_MODEL
 from index.errors import ShvayambhuError
 from index.onnx_encoder import PRECISIONS, OnnxEncoder, OnnxUnavailable
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 
 class EmbeddingError(ShvayambhuError, RuntimeError):

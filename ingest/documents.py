@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ DOCUMENT_EXTENSIONS = (".pdf", ".docx", ".pptx", ".html", ".htm", ".epub")
 CHROME = ("nav", "aside", "form", "noscript", "script", "style", "template", "iframe", "button")
 PAGE_CHROME = ("header", "footer")  # a site's banner and footer; an article's own header (its title) is kept
 CHROME_ROLES = ("navigation", "banner", "contentinfo", "search", "complementary")
+PDF_GROUP = 4  # PDF pages converted together: their passages can be embedded while the next pages convert
 _SLIDE = "<!-- Slide number: "
 DOCUMENTS_EXTRA = "needs the [documents] extra: pip install 'shvayambhu[documents]'"  # markitdown is optional
 
@@ -52,14 +54,25 @@ def file_hash(path: Path) -> str:
 
 
 def convert(path: Path) -> list[Page]:
-    """`path` as Markdown pages; raises Unreadable for an encrypted, damaged or text-less document."""
+    """`path` as Markdown pages in page order; raises Unreadable for an encrypted, damaged or text-less document."""
+    return sorted(convert_pages(path), key=lambda p: p.number or 0)
+
+
+def convert_pages(path: Path) -> Iterator[Page]:
+    """`path` as Markdown pages: a PDF's pages without a text layer first, then its pages a few at a time as they
+    are converted (so the caller can work on them meanwhile). Raises Unreadable for an encrypted or text-less
+    document before any page, and for one that cannot be converted when it is met."""
+    if path.suffix.lower() == ".pdf":
+        return _pdf(path, path.read_bytes())
+    return iter(_convert_whole(path))
+
+
+def _convert_whole(path: Path) -> list[Page]:
     suffix = path.suffix.lower()
     if not _converters_installed():
         raise Unreadable(path, DOCUMENTS_EXTRA)
     data = path.read_bytes()
     try:
-        if suffix == ".pdf":
-            return _pdf(path, data)
         if suffix in (".html", ".htm"):
             return [Page(None, _html(data))]
         markdown = _converter(suffix).convert(io.BytesIO(data), _info(suffix)).markdown
@@ -98,8 +111,9 @@ def _converter(suffix: str) -> Any:
     }[suffix]()
 
 
-def _pdf(path: Path, data: bytes) -> list[Page]:
-    """PDF pages: encryption and a missing text layer found first (pdfium, fast), then markitdown's text."""
+def _pdf(path: Path, data: bytes) -> Iterator[Page]:
+    """PDF pages: encryption and a missing text layer found first (pdfium, fast), then markitdown's text,
+    PDF_GROUP pages at a time (pdfminer reads each page on its own, so the text is the whole file's)."""
     import pypdfium2 as pdfium
 
     try:
@@ -112,17 +126,36 @@ def _pdf(path: Path, data: bytes) -> list[Page]:
         counts = [_char_count(doc[i]) for i in range(len(doc))]
         if not any(chars for chars, _ in counts):
             raise Unreadable(path, "no text layer: OCR it first", "e.g. `ocrmypdf in.pdf out.pdf`")
-        converter, info = _converter(".pdf"), _info(".pdf")
-        markdown = converter.convert(io.BytesIO(data), info).markdown
-        parts = markdown.split("\f")
-        if len(parts) >= len(doc) and not any(p.strip() for p in parts[len(doc) :]):
-            pages = parts[: len(doc)]
-        else:  # markitdown read some page as a table and joined pages without marks: convert page by page
-            pages = [converter.convert(io.BytesIO(_one_page(pdfium, doc, i)), info).markdown for i in range(len(doc))]
+    except BaseException:
+        doc.close()
+        raise
+    return _pdf_groups(path, pdfium, doc, data, counts)
+
+
+def _pdf_groups(path: Path, pdfium: Any, doc: Any, data: bytes, counts: list[tuple[int, bool]]) -> Iterator[Page]:
+    converter, info = _converter(".pdf"), _info(".pdf")
+    try:
+        for n, (chars, drawn) in enumerate(counts, 1):
+            if not chars and drawn:
+                yield Page(n, "", no_text=True)
+        for first in range(0, len(doc), PDF_GROUP):
+            group = list(range(first, min(len(doc), first + PDF_GROUP)))
+            whole = len(group) == len(doc)
+            markdown = converter.convert(io.BytesIO(data if whole else _pages(pdfium, doc, group)), info).markdown
+            parts = markdown.split("\f")
+            if len(parts) >= len(group) and not any(p.strip() for p in parts[len(group) :]):
+                texts = parts[: len(group)]
+            else:  # markitdown read some page as a table and joined pages without marks: convert page by page
+                texts = [converter.convert(io.BytesIO(_pages(pdfium, doc, [i])), info).markdown for i in group]
+            for i, text in zip(group, texts, strict=True):
+                if text.strip() and not (not counts[i][0] and counts[i][1]):
+                    yield Page(i + 1, text)
+    except Unreadable:
+        raise
+    except Exception as e:  # pdfminer raises anything on a damaged page
+        raise Unreadable(path, f"cannot convert it ({type(e).__name__}: {str(e)[:120]})") from e
     finally:
         doc.close()
-    scanned = [Page(n, "", no_text=True) for n, (chars, drawn) in enumerate(counts, 1) if not chars and drawn]
-    return sorted([Page(n, t) for n, t in enumerate(pages, 1) if t.strip()] + scanned, key=lambda p: p.number or 0)
 
 
 def _char_count(page: Any) -> tuple[int, bool]:
@@ -135,10 +168,11 @@ def _char_count(page: Any) -> tuple[int, bool]:
         page.close()
 
 
-def _one_page(pdfium: Any, doc: Any, index: int) -> bytes:
+def _pages(pdfium: Any, doc: Any, indices: list[int]) -> bytes:
+    """A new PDF of `doc`'s pages at `indices`."""
     single = pdfium.PdfDocument.new()
     try:
-        single.import_pages(doc, [index])
+        single.import_pages(doc, indices)
         buf = io.BytesIO()
         single.save(buf)
         return buf.getvalue()

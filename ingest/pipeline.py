@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from index.chroma_compat import max_batch_size
 from index.embed import Embedder
 from index.embed_process import MIN_TEXTS, EmbedProcess
@@ -20,6 +22,7 @@ from index.lock import store_write_lock
 from index.progress import progress_bar
 from index.store import check_write_precision, translating
 from ingest.documents import DOCUMENT_EXTENSIONS, Unreadable, file_hash
+from ingest.embed_ahead import EmbedAhead
 from ingest.readers import CHUNK_BYTES, PASSAGE, Skipped, iter_files, read_file, scanned_pages
 from ingest.records import Record, content_hash
 from ingest.sources import canonical, relative_sources, spellings
@@ -118,35 +121,42 @@ def collect(
     warnings: list[str] | None = None,
     skipped: list[Skipped] | None = None,
     stored: Any | None = None,
+    ahead: Callable[[Record], None] | None = None,
     **limits: int,
 ) -> tuple[list[Record], list[Rejection]]:
     """Read and validate every path; duplicates (same content id) are kept once, the first one seen.
 
     A file that holds no records at all adds a line to `warnings` when given; files found but not read
     (an unsupported type, an encrypted or text-less document) go to `skipped` when given, else raise. A document
-    whose every passage in the `stored` collection came from the same bytes is taken from there, not converted."""
+    whose every passage in the `stored` collection came from the same bytes is taken from there, not converted;
+    the passages of each document converted are given to `ahead` as they come (ingest.embed_ahead)."""
     records: dict[str, Record] = {}
     rejections: list[Rejection] = []
     for f in iter_files(paths, skipped):
-        seen = 0
+        seen, found, refused = 0, [], []  # a file's records count once all of it is read
         try:
             known = stored_passages(stored, f) if stored is not None else []
-            items = known or list(read_file(f, chunk_bytes))
+            converted = not known and f.suffix.lower() in DOCUMENT_EXTENSIONS
+            for item in known or read_file(f, chunk_bytes):
+                seen += 1
+                if isinstance(item, Rejection):
+                    refused.append(item)
+                    continue
+                reason = check_record(item, **limits)
+                if reason:
+                    refused.append(Rejection(str(f), item.line, reason))
+                    continue
+                found.append(item)
+                if ahead is not None and converted:
+                    ahead(item)
         except Unreadable as e:
             if skipped is None:
                 raise
             skipped.append(Skipped(str(f), e.reason))
             continue
-        for item in items:
-            seen += 1
-            if isinstance(item, Rejection):
-                rejections.append(item)
-                continue
-            reason = check_record(item, **limits)
-            if reason:
-                rejections.append(Rejection(str(f), item.line, reason))
-            else:
-                records.setdefault(item.id, item)
+        rejections.extend(refused)
+        for item in found:
+            records.setdefault(item.id, item)
         if not seen and warnings is not None:
             warnings.append(f"{f}: held no records (an empty file)")
     return list(records.values()), rejections
@@ -226,8 +236,10 @@ def ingest_records(
     embed_batch: int = 64,
     summary: IngestSummary | None = None,
     lexical: LexicalStore | None = None,
+    ahead: EmbedAhead | None = None,
 ) -> IngestSummary:
     """Write `records` into `collection`: new ones embedded and added, edited ones replaced, stale ones pruned.
+    Vectors `ahead` embedded while the documents were converted are written as they are.
 
     New vectors are written before any old one is deleted, so a run killed at any point leaves every record
     either in its old or its new version, and the next run finishes the job. A `lexical` index is marked stale
@@ -258,12 +270,26 @@ def ingest_records(
 
     if lexical is not None and (todo or stale or pruned):
         lexical.mark_dirty()
+    ready = ahead.finish() if ahead is not None else {}
     if todo:
-        model = embedder if isinstance(embedder, Embedder) else embedder()
+        model = ahead.model if ahead is not None and ahead.model is not None else embedder
+        model = model if isinstance(model, Embedder) else model()
         check_write_precision(collection, getattr(model, "precision", "fp32"))
-        todo.sort(key=lambda r: len(r.embed_text(embed_field)))  # similar lengths pad less
+        done = [r for r in todo if r.embed_text(embed_field) in ready]
+        for i in range(0, len(done), batch):
+            part = done[i : i + batch]
+            texts = [r.embed_text(embed_field) for r in part]
+            collection.upsert(
+                ids=[r.id for r in part],
+                embeddings=np.stack([ready[t] for t in texts]),
+                documents=texts,
+                metadatas=[flatten_meta(r, embed_field) for r in part],
+            )
+        rest = [r for r in todo if r.embed_text(embed_field) not in ready]
+        rest.sort(key=lambda r: len(r.embed_text(embed_field)))  # similar lengths pad less
         show = sys.stderr.isatty() if progress is None else progress
-        _write(collection, model, todo, embed_field, batch, embed_batch, show)
+        if rest:
+            _write(collection, model, rest, embed_field, batch, embed_batch, show)
     doomed = sorted(stale | pruned)
     for i in range(0, len(doomed), batch):
         collection.delete(ids=doomed[i : i + batch])
@@ -374,7 +400,15 @@ def ingest_paths(
     if not strict:  # a strict run opens (so creates) the collection only once its input passed
         with translating(collection):
             stored = collection = collection if hasattr(collection, "upsert") else collection()
-    records, rejections = collect(paths, chunk_bytes, warnings=summary.warnings, skipped=summary.skipped, stored=stored)
+    ahead = EmbedAhead(stored, embedder, embed_field) if stored is not None else None
+    records, rejections = collect(
+        paths,
+        chunk_bytes,
+        warnings=summary.warnings,
+        skipped=summary.skipped,
+        stored=stored,
+        ahead=ahead.offer if ahead is not None else None,
+    )
     summary.rejected, summary.rejections = len(rejections), rejections
     if strict and rejections:
         shown = "\n".join(f"  {r}" for r in rejections[:20])
@@ -402,6 +436,7 @@ def ingest_paths(
             progress=progress,
             summary=summary,
             lexical=lexical(col) if callable(lexical) else lexical,
+            ahead=ahead,
         )
         if verify:
             summary.repaired = _repair_lost(col, records, embedder)

@@ -262,19 +262,26 @@ def read_document(
 ) -> Iterator[Record | Rejection]:
     """Passages of a PDF, DOCX, PPTX, HTML or EPUB file converted to Markdown; raises Unreadable when it holds no
     text (encrypted, damaged, a scan without a text layer). A scanned page in a PDF with text is a rejection."""
-    from ingest.documents import convert, file_hash  # markitdown loads only when a document is read
+    from ingest.documents import convert_pages, file_hash  # markitdown loads only when a document is read
 
     title, source, digest = title_of(path), source or canonical(path), file_hash(path)
-    pages = convert(path)
-    scanned = ",".join(str(p.number) for p in pages if p.no_text)
-    yield from scanned_pages(str(path), scanned)
-    for page in pages:
+    no_text: list[str] = []
+    scanned = None  # known once the first page with text comes: pages without a text layer come before it
+    for page in convert_pages(path):
+        if page.no_text:
+            no_text.append(str(page.number))
+            continue
+        if scanned is None:
+            scanned = ",".join(no_text)
+            yield from scanned_pages(str(path), scanned)
         found = split_passages(page.markdown, markdown=True, limit=chunk_bytes)
         for rec in passage_records(found, title, source, page.number):
             rec.meta[PASSAGE]["file_hash"] = digest
             if scanned:  # kept with the passages, so a re-ingest that does not convert still names them
                 rec.meta[PASSAGE]["no_text_pages"] = scanned
             yield rec
+    if scanned is None:  # no page with text came
+        yield from scanned_pages(str(path), ",".join(no_text))
 
 
 def scanned_pages(file: str, pages: str) -> Iterator[Rejection]:

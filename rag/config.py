@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from index.embed import DEFAULT_MODEL
+from index.defaults import DEFAULT_MODEL  # not index.embed: settings load without numpy
 from index.errors import UsageError
 
 

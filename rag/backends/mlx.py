@@ -82,6 +82,7 @@ def _load(path: str, dtype: str) -> LoadedModel:
     import mlx.core as mx  # heavy: imported when a model is loaded
 
     from rag.backends.mlx_decode import Decoder
+    from rag.backends.prompt_cache import PromptCache
 
     p = Path(path)
     if dtype == "auto":
@@ -94,7 +95,9 @@ def _load(path: str, dtype: str) -> LoadedModel:
         else:
             model, tokenizer, name, context = _load_folder(p, dtype)
         mx.eval(model.parameters())
-    return LoadedModel(model, tokenizer, Decoder(model), name, context, dtype)
+    decoder = Decoder(model)
+    decoder.prompt_cache = PromptCache()  # one prompt's prefill reuses what it shares with recent prompts
+    return LoadedModel(model, tokenizer, decoder, name, context, dtype)
 
 
 def _load_folder(p: Path, dtype: str) -> tuple[Any, ChatTokenizer, str, int]:

@@ -87,6 +87,7 @@ class Decoder:
     def __init__(self, model):
         self.model = model
         self._step = mx.compile(self._forward)
+        self.prompt_cache = None  # a PromptCache (rag.backends.prompt_cache): batch-1 prefill goes through it
 
     def _forward(self, tokens, keys, values, offset, left_pad, span):
         size = keys[0].shape[2]
@@ -97,6 +98,8 @@ class Decoder:
 
     def prefill(self, prompts: Sequence[Sequence[int]], size: int, pad: int = 0):
         """Fill a new cache with left-padded ``prompts``: (next-token log-probs [B, V], caches, left padding)."""
+        if self.prompt_cache is not None and len(prompts) == 1:
+            return self.prompt_cache.prefill(self.model, prompts[0], size)
         length = max(len(p) for p in prompts)
         left_pad = mx.array([length - len(p) for p in prompts], dtype=mx.int32)
         tokens = mx.array([[pad] * (length - len(p)) + list(p) for p in prompts], dtype=mx.int32)

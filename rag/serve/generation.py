@@ -213,6 +213,7 @@ class Engine:
         self.assistant = assistant
         self.queue = queue
         self._load_lock = threading.Lock()
+        self.warm = False  # set once rag.serve.warmup has run (or given up)
 
     def _backend(self, target: Target) -> Any:
         with self._load_lock:  # loading a model twice at once wastes seconds and memory

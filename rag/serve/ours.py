@@ -31,8 +31,9 @@ STATUS_TTL = 30.0  # seconds a backend-readiness check is reused (it loads a che
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz(request: Request) -> dict[str, Any]:
+    """`{"status": "ok", "warm": bool}`: warm once the server's first question has run (rag.serve.warmup)."""
+    return {"status": "ok", "warm": bool(getattr(request.app.state.engine, "warm", False))}
 
 
 @router.post("/v1/search")

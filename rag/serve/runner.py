@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import socket
@@ -14,7 +15,7 @@ from typing import Any
 import uvicorn
 
 from index.errors import ShvayambhuError, UsageError
-from rag.serve import discovery
+from rag.serve import discovery, warmup
 from rag.serve.options import ServeOptions, check_bind, key_from_env
 
 
@@ -43,9 +44,8 @@ def run(
     check_bind(host, key or opts.secured)
     sock = bind(host, port)
     app = build(settings, opts)
-    assistant = app.state.engine.assistant
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
-    server = _Announcing(config, assistant, auth=key is not None or opts.secured)
+    server = _Announcing(config, app.state.engine, auth=key is not None or opts.secured)
     try:
         server.run(sockets=[sock])
     finally:
@@ -74,22 +74,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _warm(assistant: Any) -> None:
-    """Load the configured backend now (the first request waits for it instead of loading it again)."""
-    try:
-        assistant.backend()
-    except Exception:  # noqa: BLE001 - no backend is reported by the request that needs one
-        pass
-
-
 class _Announcing(uvicorn.Server):
     """uvicorn's server that, once it listens, writes the discovery file and warms the backend."""
 
-    def __init__(self, config: Any, assistant: Any, auth: bool) -> None:
+    def __init__(self, config: Any, engine: Any, auth: bool) -> None:
         super().__init__(config)
-        self.assistant = assistant
+        self.engine = engine
+        self.assistant = engine.assistant
         self.auth = auth
         self.announced = False
+        self.warming: asyncio.Task | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
@@ -98,7 +92,7 @@ class _Announcing(uvicorn.Server):
         port = sockets[0].getsockname()[1]
         discovery.write(self.assistant.settings, self.config.host, port, self.auth)
         self.announced = True
-        threading.Thread(target=_warm, args=(self.assistant,), name="shvayambhu-warm", daemon=True).start()
+        self.warming = asyncio.get_running_loop().create_task(warmup.warm(self.engine))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # uvicorn re-raises SIGINT/SIGTERM once it has shut down, so `run`'s own cleanup may never run
