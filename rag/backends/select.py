@@ -40,6 +40,7 @@ def mlx_backend(settings: Settings, model: str | None = None) -> Backend:
         max_tokens=m.max_tokens,
         defaults=options_for(settings, "mlx"),
         copy_weight=m.copy_weight,
+        adapter=m.adapter or None,
     )
 
 
