@@ -231,6 +231,11 @@ def write_examples(path: Any, examples: Sequence[Example]) -> str:
 def read_examples(path: Any) -> tuple[list[Example], str]:
     """Examples written by `write_examples`, and their data hash."""
     text = path.read_text(encoding="utf-8")
-    return [Example(**json.loads(line)) for line in text.splitlines() if line.strip()], hashlib.sha256(
-        text.encode()
-    ).hexdigest()
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            out.append(Example(**json.loads(line)))
+        except (ValueError, TypeError) as e:
+            msg = f"{path}:{n}: not an example of this version ({e}); delete it or use --no-resume"
+            raise TrainingError(msg) from None
+    return out, hashlib.sha256(text.encode()).hexdigest()

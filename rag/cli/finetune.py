@@ -59,8 +59,9 @@ def prepare_data(
     a = Shvayambhu(store_settings(settings, out / "store"))
     backend = a.backend("mlx")
     if path.is_file():
-        examples, _ = read_examples(path)
-        return examples, json.loads((data_dir / "info.json").read_text()), backend
+        examples, digest = read_examples(path)
+        info = json.loads((data_dir / "info.json").read_text())
+        return examples, {**info, "sha256": digest}, backend
     plan = plan_items(records, **plan_options)
     items = plan.items[:limit] if limit else plan.items
     data_dir.mkdir(parents=True, exist_ok=True)
