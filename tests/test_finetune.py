@@ -189,3 +189,20 @@ def test_the_mlx_backend_loads_the_adapter_setting(tmp_path):
 def test_finetune_command_is_wired(run_cli):
     code, out, _ = run_cli("finetune", "--help")
     assert code == 0 and "--abstain-share" in out and "--resume" in out
+
+
+def test_paraphrases_are_held_out_and_withheld_together():
+    """A record whose question is near a held-out one is dropped with it; near-duplicates share their role."""
+    import numpy as np
+
+    recs = _records(40)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(recs), 64))
+    vectors[10] = vectors[0] + 0.01  # id10 paraphrases the held-out id0
+    for i in range(12, 40, 2):
+        vectors[i + 1] = vectors[i] + 0.01  # twins
+    plan = plan_items(recs, embeddings=vectors, abstain_share=0.5, generated=0)
+    assert plan.info["near_heldout_dropped"] >= 1 and "id10" not in {i.record for i in plan.items}
+    role = {i.record: (i.role, i.split) for i in plan.items if i.kind == "pair"}
+    assert all(role[f"id{i}"] == role[f"id{i + 1}"] for i in range(12, 40, 2))
+    assert {r for r, _ in role.values()} == {"answer", "abstain"}

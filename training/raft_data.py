@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ingest.records import HELDOUT_FRACTION, heldout_flags
 from training.data import CorpusRecord, TrainingError
 
@@ -128,6 +130,25 @@ def _fraction(seed: int, tag: str, key: str) -> float:
     return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{tag}\x1f{key}".encode(), digest_size=8).digest()) / 2**64
 
 
+def groups(embeddings: np.ndarray | None, n: int, threshold: float) -> list[int]:
+    """A group number per record: records whose (prompt) embeddings are closer than `threshold`, directly or
+    through others, share one (the same question asked twice, in other words); each record alone without them."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if embeddings is not None and n:
+        e = np.asarray(embeddings, dtype=np.float32)
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        for i, j in zip(*np.nonzero(np.triu(e @ e.T > threshold, 1)), strict=True):
+            parent[root(int(i))] = root(int(j))
+    return [root(i) for i in range(n)]
+
+
 def plan_items(
     records: Sequence[CorpusRecord],
     *,
@@ -136,23 +157,35 @@ def plan_items(
     heldout_fraction: float = HELDOUT_FRACTION,
     generated: int = 4,
     seed: int = 0,
+    embeddings: np.ndarray | None = None,
+    group_threshold: float = 0.7,
 ) -> Plan:
-    """Which records the store holds and which questions are asked, train and validation split by record."""
+    """Which records the store holds and which questions are asked, train and validation split by record.
+    With `embeddings` (one row per record), paraphrased records go together: a record near a held-out one is
+    dropped with it, and near-duplicates are withheld (and validated) together, so an "abstain" question never
+    meets its own answer in other words."""
     if not 0.0 <= abstain_share < 1.0:
         raise TrainingError(f"abstain_share must be from 0 to below 1, got {abstain_share}")
     recs = list(records)
     held, rule = heldout_flags(recs, heldout_fraction, seed)
+    group = groups(embeddings, len(recs), group_threshold)
+    first: dict[int, str] = {}
+    for r, g in zip(recs, group, strict=True):
+        first[g] = min(first.get(g, r.id), r.id)
+    held_groups = {g for g, h in zip(group, held, strict=True) if h}
+    near_held = sum(g in held_groups and not h for g, h in zip(group, held, strict=True))
+    held = [g in held_groups for g in group]
     held_q = {norm(r.prompt) for r, h in zip(recs, held, strict=True) if h}
     held_text = [norm(r.response) for r, h in zip(recs, held, strict=True) if h]
     store: list[CorpusRecord] = []
     items: list[Item] = []
     seen: set[str] = set()
     dropped = duplicates = 0
-    for r, h in zip(recs, held, strict=True):
+    for r, h, g in zip(recs, held, group, strict=True):
         if h:
             continue
-        withheld = _fraction(seed, "abstain", r.id) < abstain_share
-        split = "val" if _fraction(seed, "val", r.id) < val_fraction else "train"
+        withheld = _fraction(seed, "abstain", first[g]) < abstain_share
+        split = "val" if _fraction(seed, "val", first[g]) < val_fraction else "train"
         if not withheld:
             store.append(r)
         role = "abstain" if withheld else "answer"
@@ -171,10 +204,11 @@ def plan_items(
         raise TrainingError("no training questions: the corpus has no records outside the held-out split")
     info = {
         "records": len(recs),
-        "heldout": sum(held),
+        "heldout": sum(held) - near_held,
         "heldout_rule": rule,
+        "near_heldout_dropped": near_held,
         "store": len(store),
-        "withheld": len(recs) - sum(held) - len(store),
+        "withheld": len(recs) - sum(held) - len(store),  # held counts the near-held-out records too
         "questions": len(items),
         "generated": sum(i.kind == "generated" for i in items),
         "dropped_as_heldout": dropped,

@@ -8,6 +8,7 @@ tokenized examples and a fresh copy of the model to `training.finetune` (mlx-lm'
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -62,8 +63,9 @@ def prepare_data(
         examples, digest = read_examples(path)
         info = json.loads((data_dir / "info.json").read_text())
         return examples, {**info, "sha256": digest}, backend
-    plan = plan_items(records, **plan_options)
-    items = plan.items[:limit] if limit else plan.items
+    vectors = a.embedder.embed([r.prompt for r in records])  # paraphrases are withheld and held out together
+    plan = plan_items(records, embeddings=vectors, **plan_options)
+    items = sorted(plan.items, key=lambda i: _spread(i.question))[:limit] if limit else plan.items
     data_dir.mkdir(parents=True, exist_ok=True)
     docs = data_dir / "store.jsonl"
     docs.write_text(
@@ -79,6 +81,11 @@ def prepare_data(
     info["sha256"] = write_examples(path, examples)
     (data_dir / "info.json").write_text(json.dumps(info, indent=2))
     return examples, info, backend
+
+
+def _spread(text: str) -> bytes:
+    """A stable pseudo-random order, so `--limit` samples every category rather than the corpus's first."""
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
 
 
 def _progress(total: int) -> Any:
