@@ -195,5 +195,6 @@ def train_examples(examples: list[Any], info: dict[str, Any], backend: Any, cfg:
             "dtype": backend.loaded.dtype,
         },
         "data": {**info, "train": len(train), "val": len(val), "too_long": long_train + long_val},
+        "command": "shvayambhu " + " ".join(sys.argv[1:]),
     }
     return run_finetune(model, train, val, cfg, data_hash=info["sha256"], manifest=manifest)
