@@ -50,14 +50,18 @@ def quality(args: argparse.Namespace) -> None:
     base.mlx.adapter = ""
     tuned = copy.deepcopy(base)
     tuned.mlx.adapter = str(args.adapter)
-    rows = {}
+    rows, answers = {}, {}
     for name, settings in (("base", base), ("tuned", tuned)):
         t0 = time.perf_counter()
         report = run_answers(qset, settings, backends=["mlx"], kinds=["ours"], limit=args.limit, resamples=200)
         metrics = report["configs"]["ours-mlx"]["metrics"]
         rows[name] = {m: (metrics.get(m) or {}).get("mean") for m in METRICS}
         rows[name]["seconds"] = time.perf_counter() - t0
+        answers[name] = [(r["question"], r["kind"], " ".join(str(r.get("answer", r.get("error"))).split())[:100])
+                         for r in report["rows"] if r["config"] == "ours-mlx"]  # fmt: skip
         print(f"{name}: {report['questions']} in {rows[name]['seconds']:.0f} s", file=sys.stderr)
+    for (question, kind, was), (_, _, now) in zip(answers["base"], answers["tuned"], strict=True):
+        print(f"{kind}: {question}\n  base:  {was}\n  tuned: {now}", file=sys.stderr)
     print(f"| through the layer ({Path(args.data).name}, limit {args.limit}) | " + " | ".join(METRICS) + " |")
     print("|---|" + "---|" * len(METRICS))
     for name, r in rows.items():
