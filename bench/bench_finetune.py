@@ -48,6 +48,8 @@ def quality(args: argparse.Namespace) -> None:
     qset = load_questions(args.data)
     base = load_settings()
     base.mlx.adapter = ""
+    if args.copy_weight is not None:  # copy mixing can make both copy the same sentence: 0 shows the model alone
+        base.mlx.copy_weight = args.copy_weight
     tuned = copy.deepcopy(base)
     tuned.mlx.adapter = str(args.adapter)
     rows, answers = {}, {}
@@ -62,7 +64,8 @@ def quality(args: argparse.Namespace) -> None:
         print(f"{name}: {report['questions']} in {rows[name]['seconds']:.0f} s", file=sys.stderr)
     for (question, kind, was), (_, _, now) in zip(answers["base"], answers["tuned"], strict=True):
         print(f"{kind}: {question}\n  base:  {was}\n  tuned: {now}", file=sys.stderr)
-    print(f"| through the layer ({Path(args.data).name}, limit {args.limit}) | " + " | ".join(METRICS) + " |")
+    title = f"through the layer ({Path(args.data).name}, limit {args.limit}, copy_weight {base.mlx.copy_weight})"
+    print(f"| {title} | " + " | ".join(METRICS) + " |")
     print("|---|" + "---|" * len(METRICS))
     for name, r in rows.items():
         print(f"| ours-mlx {name} | " + " | ".join("-" if r[m] is None else f"{r[m]:.3f}" for m in METRICS) + " |")
@@ -137,6 +140,7 @@ def main() -> None:
     q.add_argument("--adapter", required=True, help="the `shvayambhu finetune --out` folder")
     q.add_argument("--data", default=str(REPO / "bench" / "data" / "answers" / "dev.json"))
     q.add_argument("--limit", type=int, default=8, help="at most N questions of each kind")
+    q.add_argument("--copy-weight", type=float, default=None, help="[mlx] copy_weight for both (default: settings)")
     t = sub.add_parser("throughput", help="tokens/s of our run and of mlx_lm lora on the same examples")
     t.add_argument("--run", required=True, help="a `shvayambhu finetune --out` folder (its data/examples.jsonl)")
     t.add_argument("--steps", type=int, default=5)
