@@ -103,6 +103,9 @@ class MLXSettings:
     # validation prompts (bench/bench_answer_quality.py --sets validation): 0.3 38.6 chrF, 0.5 and 0.7 45.9
     copy_weight: float = 0.5
     prompt_style: str = "compact"  # compact: one close exemplar (none when confidence is low), short instructions; full
+    # a LoRA/DoRA adapter folder written by `shvayambhu finetune` (or mlx-lm's `lora`), applied when the model
+    # loads; empty: none
+    adapter: str = ""
 
 
 @dataclass

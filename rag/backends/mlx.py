@@ -77,8 +77,9 @@ def _resolve(model: str | None) -> tuple[Path, str]:
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, dtype: str) -> LoadedModel:
-    """Load once per (path, dtype): the model, its tokenizer, and a decoder (its steps compile on first use)."""
+def _load(path: str, dtype: str, adapter: str = "") -> LoadedModel:
+    """Load once per (path, dtype, adapter): the model (with its adapter applied), its tokenizer, and a decoder
+    (its steps compile on first use)."""
     import mlx.core as mx  # heavy: imported when a model is loaded
 
     from rag.backends.mlx_decode import Decoder
@@ -94,6 +95,8 @@ def _load(path: str, dtype: str) -> LoadedModel:
             model, tokenizer, name, context = g.model, g.tokenizer, g.name, g.context_tokens
         else:
             model, tokenizer, name, context = _load_folder(p, dtype)
+        if adapter:
+            _apply_adapter(model, Path(adapter), p)
         mx.eval(model.parameters())
     decoder = Decoder(model)
     decoder.prompt_cache = PromptCache()  # one prompt's prefill reuses what it shares with recent prompts
@@ -116,6 +119,38 @@ def _load_folder(p: Path, dtype: str) -> tuple[Any, ChatTokenizer, str, int]:
         model.set_dtype(getattr(mx, dtype))
     context = int(config.get("max_position_embeddings") or config.get("max_seq_len") or 2048)
     return model, tokenizer_from_folder(p), p.name, context
+
+
+def adapter_folder(adapter: str, base: Path) -> Path:
+    """The adapter folder `[mlx] adapter` names, checked: mlx-lm's adapter_config.json and adapters.safetensors,
+    and (when it has a `finetune` manifest) trained on a model file of `base`'s size."""
+    import json
+
+    folder = Path(adapter).expanduser().resolve()
+    for name in ("adapter_config.json", "adapters.safetensors"):
+        if not (folder / name).is_file():
+            raise BackendError(
+                f"[mlx] adapter = {adapter!r}: no {name} in {folder}; give a folder written by `shvayambhu "
+                'finetune` (or mlx-lm\'s lora), or set it to "" for none'
+            )
+    manifest = folder / "manifest.json"
+    trained = json.loads(manifest.read_text()).get("base_model", {}) if manifest.is_file() else {}
+    if trained.get("bytes") and base.is_file() and trained["bytes"] != base.stat().st_size:
+        raise BackendError(
+            f"[mlx] adapter {folder} was trained on {trained.get('name') or 'another model'}, not {base.name}: "
+            "use it with that model, or train one for this model with `shvayambhu finetune`"
+        )
+    return folder
+
+
+def _apply_adapter(model: Any, folder: Path, base: Path) -> None:
+    """Give `model` the LoRA/DoRA layers of `folder` (mlx-lm's layout)."""
+    from mlx_lm.tuner.utils import load_adapters  # heavy (transformers): only with an adapter
+
+    try:
+        load_adapters(model, str(folder))
+    except (ValueError, KeyError, TypeError) as e:
+        raise BackendError(f"[mlx] adapter {folder} does not fit {base.name}: {e}") from None
 
 
 def _display(p: Path) -> str:
@@ -172,6 +207,7 @@ class MLXBackend:
         copy_weight: float = 0.0,
         prompt_tokens: int = DEFAULT_PROMPT_TOKENS,
         prompt_style: str = "compact",
+        adapter: str | None = None,
     ):
         if prompt_style not in PROMPT_STYLES:
             raise ConfigError(f"[mlx] prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {prompt_style!r}")
@@ -182,7 +218,8 @@ class MLXBackend:
         if max_tokens < 1:
             raise BackendError(f"[mlx] max_tokens must be at least 1, got {max_tokens}")
         path, display = _resolve(model)
-        self.loaded = _load(str(path), dtype)
+        self.adapter = adapter_folder(adapter, path) if adapter else None
+        self.loaded = _load(str(path), dtype, str(self.adapter or ""))
         self.model = self.loaded.name if model is None else display
         self.path = path
         self.context_tokens = self.loaded.context_tokens

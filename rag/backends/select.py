@@ -53,6 +53,7 @@ def mlx_backend(settings: Settings, model: str | None = None) -> Backend:
         copy_weight=m.copy_weight,
         prompt_tokens=m.prompt_tokens,
         prompt_style=m.prompt_style,
+        adapter=m.adapter or None,
     )
 
 

@@ -1,0 +1,154 @@
+"""The base MLX model and the one with a `shvayambhu finetune` adapter, side by side through the layer on the answer
+benchmark (token F1, abstention, AUROC), and fine-tuning throughput against mlx-lm's own `lora` command on the
+same examples. The store is a throwaway one; nothing the user stored is touched. Run:
+
+    python bench/bench_finetune.py quality --adapter runs/finetune --limit 8
+    python bench/bench_finetune.py throughput --run runs/finetune --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from blt.blas import enable_openblas  # noqa: E402
+
+enable_openblas(verbose=False)  # before anything imports mlx
+
+METRICS = (
+    "f1",
+    "em",
+    "abstain_out_of_corpus",
+    "declines_out_of_corpus",
+    "abstain_adversarial",
+    "false_abstention",
+    "auroc",
+)
+
+
+def quality(args: argparse.Namespace) -> None:
+    """Ours-mlx with and without the adapter on the same questions, store and retrieval."""
+    from rag.config import load_settings
+    from rag.eval.answers import run_answers
+    from rag.eval.squad import load_questions
+
+    qset = load_questions(args.data)
+    base = load_settings()
+    base.mlx.adapter = ""
+    if args.copy_weight is not None:  # copy mixing can make both copy the same sentence: 0 shows the model alone
+        base.mlx.copy_weight = args.copy_weight
+    tuned = copy.deepcopy(base)
+    tuned.mlx.adapter = str(args.adapter)
+    rows, answers = {}, {}
+    for name, settings in (("base", base), ("tuned", tuned)):
+        t0 = time.perf_counter()
+        report = run_answers(qset, settings, backends=["mlx"], kinds=["ours"], limit=args.limit, resamples=200)
+        metrics = report["configs"]["ours-mlx"]["metrics"]
+        rows[name] = {m: (metrics.get(m) or {}).get("mean") for m in METRICS}
+        rows[name]["seconds"] = time.perf_counter() - t0
+        answers[name] = [(r["question"], r["kind"], " ".join(str(r.get("answer", r.get("error"))).split())[:100])
+                         for r in report["rows"] if r["config"] == "ours-mlx"]  # fmt: skip
+        print(f"{name}: {report['questions']} in {rows[name]['seconds']:.0f} s", file=sys.stderr)
+    for (question, kind, was), (_, _, now) in zip(answers["base"], answers["tuned"], strict=True):
+        print(f"{kind}: {question}\n  base:  {was}\n  tuned: {now}", file=sys.stderr)
+    title = f"through the layer ({Path(args.data).name}, limit {args.limit}, copy_weight {base.mlx.copy_weight})"
+    print(f"| {title} | " + " | ".join(METRICS) + " |")
+    print("|---|" + "---|" * len(METRICS))
+    for name, r in rows.items():
+        print(f"| ours-mlx {name} | " + " | ".join("-" if r[m] is None else f"{r[m]:.3f}" for m in METRICS) + " |")
+    f1b, f1t = rows["base"]["f1"], rows["tuned"]["f1"]
+    if f1b and f1t is not None:
+        print(f"\ntoken F1 tuned / base: {f1t / f1b:.2f}x (target >= 1.3x)")
+
+
+def _mlx_lm_folder(folder: Path) -> None:
+    """The bundled model, dequantized to float32, as an mlx-lm folder (what `mlx_lm lora --model` reads)."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from rag.backends.gguf import bundled_model_path, load_gguf
+
+    g = load_gguf(bundled_model_path(), "float32")
+    folder.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(g.model.parameters())))
+    (folder / "config.json").write_text(json.dumps(dataclasses.asdict(g.model.args)))
+    g.tokenizer.tokenizer.save(str(folder / "tokenizer.json"))
+    tok = {"chat_template": g.tokenizer.template_source, "eos_token": "<|im_end|>", "bos_token": None}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok))
+
+
+def throughput(args: argparse.Namespace) -> None:
+    """Tokens read per second: `training.finetune` (mlx-lm's train loop under our checkpoints and validation) and
+    `python -m mlx_lm lora` on the same examples, the same LoRA shape, batch and step count, one after the other."""
+    from rag.backends.mlx import load_mlx_backend
+    from rag.cli.finetune import train_examples
+    from training.finetune import FinetuneConfig
+    from training.raft_data import read_examples
+
+    examples, digest = read_examples(Path(args.run) / "data" / "examples.jsonl")
+    examples = [e for e in examples if e.split == "train"][: args.steps * args.batch_size * 2]
+    shape = {"rank": 8, "layers": args.layers, "batch_size": args.batch_size, "max_seq": 512}
+    with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
+        t = Path(tmp)
+        backend = load_mlx_backend()
+        cfg = FinetuneConfig(t / "ours", steps=args.steps, eval_every=10**6, resume=False, **shape)
+        info = {"sha256": digest, "examples": len(examples)}
+        ours = train_examples(examples, info, backend, cfg)
+        data = t / "data"
+        data.mkdir()
+        chats = [{"messages": e.messages + [{"role": "assistant", "content": e.target}]} for e in examples]
+        for name in ("train", "valid"):
+            (data / f"{name}.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
+        _mlx_lm_folder(t / "model")
+        command = [
+            sys.executable, "-m", "mlx_lm", "lora", "--model", str(t / "model"), "--train", "--data", str(data),
+            "--iters", str(args.steps), "--batch-size", str(args.batch_size), "--num-layers", str(args.layers),
+            "--max-seq-length", "512", "--steps-per-report", str(args.steps), "--steps-per-eval", str(10**6),
+            "--val-batches", "1", "--adapter-path", str(t / "theirs"),
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+        wall = time.perf_counter() - t0
+        found = re.findall(r"Tokens/sec\s*[:=]?\s*([\d.]+)|([\d.]+)\s*tok/s", done.stdout + done.stderr)
+        theirs = next((float(a or b) for a, b in reversed(found)), None)
+    print(f"| {args.steps} steps, batch {args.batch_size}, {args.layers} layers, rank 8 | tokens/s |")
+    print("|---|---|")
+    print(f"| shvayambhu finetune (training.finetune) | {ours['tokens_per_s']:.1f} |")
+    shown = f"{theirs:.1f}" if theirs is not None else f"- (exit {done.returncode}, {wall:.0f} s)"
+    print(f"| python -m mlx_lm lora | {shown} |")
+    if theirs is None:
+        print((done.stdout + done.stderr)[-2000:], file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    q = sub.add_parser("quality", help="base vs tuned through the layer on the answer benchmark")
+    q.add_argument("--adapter", required=True, help="the `shvayambhu finetune --out` folder")
+    q.add_argument("--data", default=str(REPO / "bench" / "data" / "answers" / "dev.json"))
+    q.add_argument("--limit", type=int, default=8, help="at most N questions of each kind")
+    q.add_argument("--copy-weight", type=float, default=None, help="[mlx] copy_weight for both (default: settings)")
+    t = sub.add_parser("throughput", help="tokens/s of our run and of mlx_lm lora on the same examples")
+    t.add_argument("--run", required=True, help="a `shvayambhu finetune --out` folder (its data/examples.jsonl)")
+    t.add_argument("--steps", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--layers", type=int, default=8)
+    args = ap.parse_args()
+    quality(args) if args.what == "quality" else throughput(args)
+
+
+if __name__ == "__main__":
+    main()

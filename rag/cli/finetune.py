@@ -1,0 +1,200 @@
+"""`shvayambhu finetune`: retrieval-aware LoRA fine-tuning of the MLX model on prompts built by the answering layer.
+
+This module is the wiring: it builds the fine-tuning store, asks every training question through the layer
+(`Shvayambhu.prepare`, the same call `ask` makes) to get the exact messages the model will read, and hands the
+tokenized examples and a fresh copy of the model to `training.finetune` (mlx-lm's tuner underneath).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rag.cli.common import assistant, emit_json
+
+
+def layer_prompts(a: Any, backend: Any) -> Any:
+    """question -> (messages, {record id: text the prompt shows of it}) through the layer, or None when the layer
+    puts no reference in the prompt. Memory is off: a training prompt holds documents only."""
+
+    def layer(question: str) -> tuple[list[dict[str, str]], dict[str, str]] | None:
+        prep = a.prepare(question, backend=backend, use_memory=False)
+        shown = {
+            c.meta["hit"].id: c.meta.get("focus") or c.meta["hit"].response
+            for c in prep.workspace.winners
+            if c.kind == "exemplar"
+        }
+        return (prep.messages, shown) if shown else None
+
+    return layer
+
+
+def store_settings(settings: Any, folder: Path) -> Any:
+    """A copy of `settings` on a fresh embedded store in `folder` (never the user's store)."""
+    s = copy.deepcopy(settings)
+    s.store.data_dir = str(folder)
+    s.store.chroma_host = ""
+    s.store.collection = "finetune"
+    s.memory.enabled = False
+    s.mlx.adapter = ""  # the prompts are built for the base model; the tokenizer is the same either way
+    return s
+
+
+def prepare_data(
+    records: list[Any], out: Path, settings: Any, *, plan_options: dict[str, Any], limit: int | None = None
+) -> tuple[list[Any], dict[str, Any], Any]:
+    """Plan the questions, ingest the store, ask each question through the layer; (examples, info, backend).
+    Examples are written to out/data/examples.jsonl and read back from there when it exists (a resumed run)."""
+    from rag.api import Shvayambhu
+    from rag.consciousness.prompt import NOT_FOUND
+    from training.raft_data import build_examples, plan_items, read_examples, write_examples
+
+    data_dir = out / "data"
+    path = data_dir / "examples.jsonl"
+    a = Shvayambhu(store_settings(settings, out / "store"))
+    backend = a.backend("mlx")
+    if path.is_file():
+        examples, digest = read_examples(path)
+        info = json.loads((data_dir / "info.json").read_text())
+        return examples, {**info, "sha256": digest}, backend
+    vectors = a.embedder.embed([r.prompt for r in records])  # paraphrases are withheld and held out together
+    plan = plan_items(records, embeddings=vectors, **plan_options)
+    items = sorted(plan.items, key=lambda i: _spread(i.question))[:limit] if limit else plan.items
+    data_dir.mkdir(parents=True, exist_ok=True)
+    docs = data_dir / "store.jsonl"
+    docs.write_text(
+        "".join(
+            json.dumps({"prompt": r.prompt, "response": r.response, "category": r.category}, ensure_ascii=False) + "\n"
+            for r in plan.store
+        ),
+        encoding="utf-8",
+    )
+    a.ingest([docs], progress=False)
+    examples, skipped = build_examples(items, layer_prompts(a, backend), NOT_FOUND, progress=_progress(len(items)))
+    info = {**plan.info, "asked": len(items), "skipped": skipped, "examples": len(examples)}
+    info["sha256"] = write_examples(path, examples)
+    (data_dir / "info.json").write_text(json.dumps(info, indent=2))
+    return examples, info, backend
+
+
+def _spread(text: str) -> bytes:
+    """A stable pseudo-random order, so `--limit` samples every category rather than the corpus's first."""
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
+
+
+def _progress(total: int) -> Any:
+    tty = sys.stderr.isatty()
+
+    def show(n: int) -> None:
+        if tty and (n % 20 == 0 or n == total):
+            sys.stderr.write(f"\rbuilding examples through the layer: {n}/{total}")
+            sys.stderr.write("\n" if n == total else "")
+            sys.stderr.flush()
+
+    return show
+
+
+def finetune(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Corpus files/folders [default: the bundled seed corpus].")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Run folder: the adapter, manifest.json, checkpoint/, data/.")] = Path(
+        "runs/finetune"
+    ),
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    layers: Annotated[int, typer.Option(help="Adapters on the last N transformer blocks.")] = 8,
+    max_seq: Annotated[int, typer.Option(help="Longest example in tokens (longer ones are left out).")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 4,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 300,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 1e-4,
+    eval_every: Annotated[int, typer.Option(help="Validate (and checkpoint) every N steps.")] = 50,
+    patience: Annotated[int, typer.Option(help="Validations without improvement before stopping (0: never).")] = 3,
+    abstain_share: Annotated[
+        float, typer.Option(help="Share of records withheld from the store: their questions learn 'not found'.")
+    ] = 0.25,
+    val_fraction: Annotated[float, typer.Option(help="Share of records whose questions validate.")] = 0.05,
+    questions_per_passage: Annotated[int, typer.Option(help="Template questions written from each passage.")] = 4,
+    limit: Annotated[int | None, typer.Option(help="Ask at most N questions (a quick run).")] = None,
+    dora: Annotated[bool, typer.Option(help="DoRA instead of LoRA.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for the splits, data order and init.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from out/checkpoint.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Fine-tune the MLX model (LoRA through mlx-lm) on questions asked through this layer: the right passage in
+    the prompt -> a brief answer from it; the passage withheld -> the layer's "not found". Held-out records are
+    never trained on. Load the result with `[mlx] adapter = OUT`."""
+    import shutil
+
+    from ingest.bundled import seed_corpus
+    from training.data import records_from_files
+    from training.finetune import FinetuneConfig
+
+    cfg = FinetuneConfig(
+        out_dir=out,
+        rank=rank,
+        layers=layers,
+        max_seq=max_seq,
+        batch_size=batch_size,
+        steps=steps,
+        lr=lr,
+        eval_every=eval_every,
+        patience=patience,
+        seed=seed,
+        resume=resume,
+        tune_type="dora" if dora else "lora",
+    )
+    if not resume:
+        for sub in ("checkpoint", "data", "store"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    records = records_from_files(paths or seed_corpus())
+    plan_options = {
+        "abstain_share": abstain_share,
+        "val_fraction": val_fraction,
+        "generated": questions_per_passage,
+        "seed": seed,
+    }
+    settings = assistant().settings
+    examples, info, backend = prepare_data(records, out, settings, plan_options=plan_options, limit=limit)
+    result = train_examples(examples, info, backend, cfg)
+    result["command"] = "shvayambhu " + " ".join(sys.argv[1:])
+    if as_json:
+        emit_json({"data": info, **result})
+        return
+    typer.echo(
+        f"{info['examples']} examples ({info['questions']} questions, {info['generated']} written from passages); "
+        f"{result['steps']} steps, best validation loss {result['best_val_loss']}, "
+        f'{result["tokens_per_s"]:.0f} tokens/s; adapter in {out} (set [mlx] adapter = "{out}")'
+    )
+
+
+def train_examples(examples: list[Any], info: dict[str, Any], backend: Any, cfg: Any) -> dict[str, Any]:
+    """Tokenize with the backend's chat template and train a fresh copy of its model (the cached one, which
+    answers, is never given adapters); returns the run summary."""
+    from rag.backends.mlx import _load
+    from training.finetune import file_hash, run_finetune, tokenize
+
+    tok = backend.tokenizer
+    end = tok.encode(tok.eos, special=True)[-1] if tok.eos else min(tok.eos_ids)
+    parts = {s: [e for e in examples if e.split == s] for s in ("train", "val")}
+    train, long_train = tokenize(parts["train"], tok.chat_ids, tok.encode, end, cfg.max_seq)
+    val, long_val = tokenize(parts["val"], tok.chat_ids, tok.encode, end, cfg.max_seq)
+    model = _load.__wrapped__(str(backend.path), backend.loaded.dtype).model  # uncached: adapters go on this copy
+    path = Path(backend.path)
+    manifest = {
+        "base_model": {
+            "name": backend.model,
+            "path": str(path),
+            "sha256": file_hash(path),
+            "bytes": path.stat().st_size if path.is_file() else None,
+            "dtype": backend.loaded.dtype,
+        },
+        "data": {**info, "train": len(train), "val": len(val), "too_long": long_train + long_val},
+        "command": "shvayambhu " + " ".join(sys.argv[1:]),
+    }
+    return run_finetune(model, train, val, cfg, data_hash=info["sha256"], manifest=manifest)

@@ -1,0 +1,275 @@
+"""Retrieval-aware fine-tuning data (RAFT, Zhang et al., 2024) for the MLX chat model, in the layer's own prompt.
+
+From a corpus: the held-out records (the one held-out rule, any letter case) are dropped, and so is any question
+that repeats one of theirs. Every other record gives its own question (prompt -> a brief answer from its
+response) and questions written from its passage by templates (`passage_questions`: the answer is a sentence of
+the passage, checked). A share of the records (`abstain_share`, by a stable hash) is *withheld* from the store
+the examples are retrieved from: their questions meet only distractors and the target is the layer's own
+"not found" sentence. The prompt of an example is whatever the answering layer builds for the question against
+that store (`Layer`, given by the caller: `rag` builds it; training imports nothing of the assistant).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ingest.records import HELDOUT_FRACTION, heldout_flags
+from training.data import CorpusRecord, TrainingError
+
+# question -> (chat messages as the model reads them, {record id: the text of it the prompt shows}),
+# or None when the layer puts no reference in the prompt (then it answers without the documents).
+Layer = Callable[[str], "tuple[list[dict[str, str]], dict[str, str]] | None"]
+
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?![\s\"'”’)]|$))+[.!?]+(?=[\s\"'”’)]|$)")
+_PRONOUN = set("it this that these those they he she there you we i what which what's everyone someone one".split())
+_COPULA = re.compile(r"^(?:(the|a|an) )?([a-z][\w'-]*(?: [\w'-]+){0,3}?) (is|are|was|were) (?!not\b)(.{12,})$", re.I)
+_TO = re.compile(r"^To ([^,]{6,70}), (.{12,})$")
+_IF = re.compile(r"^If ([^,]{6,70}), (.{12,})$")
+_BECAUSE = re.compile(r"^(.{12,90}?),? because (.{8,})$")
+BRIEF_WORDS = 40  # a target answers in a sentence or two: at most this many words, whole sentences
+
+
+@dataclass
+class Item:
+    """One training question before the layer sees it: answer it (`answer` is the brief target, or None for a
+    corpus pair, whose target is the brief start of what the prompt shows) or abstain (`role` = "abstain")."""
+
+    question: str
+    answer: str | None
+    record: str  # the id of the record whose passage answers it
+    kind: str  # "pair" (the record's own prompt) or "generated" (a question written from its passage)
+    role: str  # "answer" or "abstain"
+    split: str  # "train" or "val"
+
+
+@dataclass
+class Plan:
+    """The records the fine-tuning store holds and the questions asked against it."""
+
+    store: list[CorpusRecord]
+    items: list[Item]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Example:
+    """A training example: the layer's messages, the assistant's target, and where it came from."""
+
+    question: str
+    messages: list[dict[str, str]]
+    target: str
+    role: str
+    kind: str
+    record: str
+    split: str
+
+
+def norm(text: str) -> str:
+    """Lower-case, single-spaced text without trailing punctuation (for dedupe and span checks)."""
+    return " ".join(text.lower().split()).strip(" .?!")
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of a passage, list bullets stripped."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip().lstrip("-*• ").strip()
+        out += [m.group(0).strip() for m in _SENTENCE.finditer(line)]
+    return [s for s in out if len(s.split()) >= 5]
+
+
+def brief(text: str, max_words: int = BRIEF_WORDS) -> str:
+    """The opening sentences of `text`, as many as fit `max_words` (at least one, cut at a word if it is long)."""
+    out: list[str] = []
+    for s in sentences(text) or [text.strip()]:
+        if out and len(" ".join(out + [s]).split()) > max_words:
+            break
+        out.append(s)
+    words = " ".join(out).split()
+    return " ".join(words[:max_words]) + ("…" if len(words) > max_words else "")
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[1:2].islower() or len(text) == 1 else text
+
+
+def passage_questions(passage: str, limit: int = 4) -> list[tuple[str, str]]:
+    """(question, answer sentence) pairs written from the sentences of `passage` by templates; every answer is
+    a sentence found verbatim in the passage. Deterministic: no model is asked (a 135M model writes ~5 tokens/s
+    here)."""
+    out: list[tuple[str, str]] = []
+    for s in sentences(passage):
+        body = s.rstrip(".!?")
+        q = None
+        if m := _TO.match(body):
+            q = f"How do you {m.group(1)}?"
+        elif m := _IF.match(body):
+            q = f"What should you do if {m.group(1)}?"
+        elif m := _BECAUSE.match(body):
+            q = f"Why is it that {_lower_first(m.group(1))}?"
+        elif (m := _COPULA.match(body)) and m.group(2).split()[0].lower() not in _PRONOUN:
+            article = f"{m.group(1).lower()} " if m.group(1) else ""
+            subject = m.group(2) if article else _lower_first(m.group(2))  # after an article it is as written
+            q = f"What {m.group(3).lower()} {article}{subject}?"
+        if q and s in passage and norm(q) != norm(s):
+            out.append((q, s))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _fraction(seed: int, tag: str, key: str) -> float:
+    """A stable number in [0, 1) for `key` (so a record's role never changes between runs)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{tag}\x1f{key}".encode(), digest_size=8).digest()) / 2**64
+
+
+def groups(embeddings: np.ndarray | None, n: int, threshold: float) -> list[int]:
+    """A group number per record: records whose (prompt) embeddings are closer than `threshold`, directly or
+    through others, share one (the same question asked twice, in other words); each record alone without them."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if embeddings is not None and n:
+        e = np.asarray(embeddings, dtype=np.float32)
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+        for i, j in zip(*np.nonzero(np.triu(e @ e.T > threshold, 1)), strict=True):
+            parent[root(int(i))] = root(int(j))
+    return [root(i) for i in range(n)]
+
+
+def plan_items(
+    records: Sequence[CorpusRecord],
+    *,
+    abstain_share: float = 0.25,
+    val_fraction: float = 0.05,
+    heldout_fraction: float = HELDOUT_FRACTION,
+    generated: int = 4,
+    seed: int = 0,
+    embeddings: np.ndarray | None = None,
+    group_threshold: float = 0.7,
+) -> Plan:
+    """Which records the store holds and which questions are asked, train and validation split by record.
+    With `embeddings` (one row per record), paraphrased records go together: a record near a held-out one is
+    dropped with it, and near-duplicates are withheld (and validated) together, so an "abstain" question never
+    meets its own answer in other words."""
+    if not 0.0 <= abstain_share < 1.0:
+        raise TrainingError(f"abstain_share must be from 0 to below 1, got {abstain_share}")
+    recs = list(records)
+    held, rule = heldout_flags(recs, heldout_fraction, seed)
+    group = groups(embeddings, len(recs), group_threshold)
+    first: dict[int, str] = {}
+    for r, g in zip(recs, group, strict=True):
+        first[g] = min(first.get(g, r.id), r.id)
+    held_groups = {g for g, h in zip(group, held, strict=True) if h}
+    near_held = sum(g in held_groups and not h for g, h in zip(group, held, strict=True))
+    held = [g in held_groups for g in group]
+    held_q = {norm(r.prompt) for r, h in zip(recs, held, strict=True) if h}
+    held_text = [norm(r.response) for r, h in zip(recs, held, strict=True) if h]
+    store: list[CorpusRecord] = []
+    items: list[Item] = []
+    seen: set[str] = set()
+    dropped = duplicates = 0
+    for r, h, g in zip(recs, held, group, strict=True):
+        if h:
+            continue
+        withheld = _fraction(seed, "abstain", first[g]) < abstain_share
+        split = "val" if _fraction(seed, "val", first[g]) < val_fraction else "train"
+        if not withheld:
+            store.append(r)
+        role = "abstain" if withheld else "answer"
+        asked = [(r.prompt, None, "pair")] + [(q, a, "generated") for q, a in passage_questions(r.response, generated)]
+        for q, a, kind in asked:
+            key = norm(q)
+            if key in held_q or (a is not None and any(norm(a) in t for t in held_text)):
+                dropped += 1
+                continue
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            items.append(Item(" ".join(q.split()), a, r.id, kind, role, split))
+    if not items:
+        raise TrainingError("no training questions: the corpus has no records outside the held-out split")
+    info = {
+        "records": len(recs),
+        "heldout": sum(held) - near_held,
+        "heldout_rule": rule,
+        "near_heldout_dropped": near_held,
+        "store": len(store),
+        "withheld": len(recs) - sum(held) - len(store),  # held counts the near-held-out records too
+        "questions": len(items),
+        "generated": sum(i.kind == "generated" for i in items),
+        "dropped_as_heldout": dropped,
+        "duplicates": duplicates,
+        "abstain_share": abstain_share,
+    }
+    return Plan(store, items, info)
+
+
+def build_examples(
+    items: Iterable[Item],
+    layer: Layer,
+    not_found: str,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Example], dict[str, int]]:
+    """Each item asked through `layer`; the target answers from the prompt's reference or, when the record is
+    withheld from the store, says `not_found` (the layer's own words). Skipped, and counted: questions the layer
+    gives no reference for, answerable ones whose passage (or answer sentence) the prompt does not show, and
+    withheld ones whose answer another record in the prompt holds."""
+    out: list[Example] = []
+    skipped = {"no_reference": 0, "gold_not_shown": 0, "answer_elsewhere": 0}
+    for n, it in enumerate(items, 1):
+        got = layer(it.question)
+        if progress is not None:
+            progress(n)
+        if got is None:
+            skipped["no_reference"] += 1
+            continue
+        messages, shown = got
+        if it.role == "abstain":
+            gold = norm(it.answer) if it.answer else ""
+            if it.record in shown or (gold and any(gold in norm(t) for t in shown.values())):
+                skipped["answer_elsewhere"] += 1
+                continue
+            target = not_found
+        else:
+            text = shown.get(it.record)
+            if text is None or (it.answer is not None and norm(it.answer) not in norm(text)):
+                skipped["gold_not_shown"] += 1
+                continue
+            target = it.answer if it.answer is not None else brief(text)
+        out.append(Example(it.question, messages, target, it.role, it.kind, it.record, it.split))
+    return out, skipped
+
+
+def write_examples(path: Any, examples: Sequence[Example]) -> str:
+    """Write examples as JSONL (one a line) and return the sha256 of what was written (the data hash)."""
+    text = "".join(json.dumps(asdict(e), ensure_ascii=False, sort_keys=True) + "\n" for e in examples)
+    path.write_text(text, encoding="utf-8")
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_examples(path: Any) -> tuple[list[Example], str]:
+    """Examples written by `write_examples`, and their data hash."""
+    text = path.read_text(encoding="utf-8")
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            out.append(Example(**json.loads(line)))
+        except (ValueError, TypeError) as e:
+            msg = f"{path}:{n}: not an example of this version ({e}); delete it or use --no-resume"
+            raise TrainingError(msg) from None
+    return out, hashlib.sha256(text.encode()).hexdigest()
