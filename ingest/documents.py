@@ -63,6 +63,8 @@ def convert_pages(path: Path) -> Iterator[Page]:
     are converted (so the caller can work on them meanwhile). Raises Unreadable for an encrypted or text-less
     document before any page, and for one that cannot be converted when it is met."""
     if path.suffix.lower() == ".pdf":
+        if not _converters_installed():
+            raise Unreadable(path, DOCUMENTS_EXTRA)
         return _pdf(path, path.read_bytes())
     return iter(_convert_whole(path))
 

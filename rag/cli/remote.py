@@ -49,7 +49,7 @@ def answer_of(data: dict[str, Any]) -> Record:
     """An `Answer`-like record of `Answer.to_dict()`: sources as records, warnings always a list."""
     return Record(
         data,
-        sources=[Record(s) for s in data.get("sources", [])],
+        sources=[Record(s, quote=s.get("quote")) for s in data.get("sources", [])],  # quote: extractive only
         warnings=list(data.get("warnings", [])),
     )
 
