@@ -87,6 +87,15 @@ def opened_stores() -> set[str]:
     return set(_opened)
 
 
+def reopen_after_failure(data_dir: Path | str) -> None:
+    """Drop Chroma's embedded system of the store in `data_dir`, so the next client opens it afresh. After a write
+    failed on a full disk, Chroma's running system can hang the next write for ever (seen with chromadb 1.5.9: an
+    upsert that never returns once space is back); the data on disk is intact and a fresh system reads it."""
+    path = str(Path(data_dir) / "chroma")
+    if path in _opened:
+        stop_embedded(path)
+
+
 def close_stores(keep: set[str] | frozenset[str] = frozenset()) -> None:
     """Stop the embedded stores this process opened, except the folders in `keep`: their database connections,
     index files and threads are let go, and the process no longer holds them open. A client or collection of a

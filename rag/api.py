@@ -17,7 +17,16 @@ from index.fusion import FusionOptions
 from index.lexical import STALE_NOTE, LexicalStore
 from index.lock import store_write_lock
 from index.retrieve import Hit, search
-from index.store import StoreError, collection_info, collection_precision, get_collection, open_client
+from index.store import (
+    DiskFull,
+    StoreError,
+    collection_info,
+    collection_precision,
+    explain,
+    get_collection,
+    open_client,
+    reopen_after_failure,
+)
 from ingest.pipeline import IngestSummary, ingest_paths
 from ingest.readers import iter_files
 from rag.answer import Answer
@@ -141,6 +150,26 @@ class Shvayambhu:
         See `ingest.pipeline.ingest_paths`."""
         paths = list(paths)
         list(iter_files(paths))  # a missing path fails before anything is created
+        try:
+            return self._ingest(paths, prune=prune, strict=strict, progress=progress, wait=wait, verify=verify)
+        except Exception as e:
+            if isinstance(e, DiskFull) or isinstance(explain(e), DiskFull):
+                self._reopen_store()
+            raise
+
+    def _reopen_store(self) -> None:
+        """Open the embedded store afresh on next use (see `index.store.reopen_after_failure`)."""
+        if self.settings.store.chroma_host:
+            return
+        with self._client_lock, self._lock:
+            reopen_after_failure(self.settings.data_dir)
+            self._client, self._corpus = None, None
+            self._memories.clear()
+            self._lexical.clear()
+
+    def _ingest(
+        self, paths: list[str | Path], *, prune: bool, strict: bool, progress: bool | None, wait: bool, verify: bool
+    ) -> IngestSummary:
         return ingest_paths(
             paths,
             lambda: self.collection(create=True),  # created only once the input is known to be good
