@@ -59,6 +59,7 @@ class Shvayambhu:
         self._client: Any | None = None
         self._embedder: Embedder | None = None
         self._client_lock = threading.Lock()
+        self._failed_on_full_disk = False  # Chroma's system may hang the next write: reopen before it
         self._embedder_lock = threading.Lock()
 
     @property
@@ -150,15 +151,18 @@ class Shvayambhu:
         See `ingest.pipeline.ingest_paths`."""
         paths = list(paths)
         list(iter_files(paths))  # a missing path fails before anything is created
+        if self._failed_on_full_disk:  # reads went on with the old system; the next write gets a fresh one
+            self._reopen_store()
         try:
             return self._ingest(paths, prune=prune, strict=strict, progress=progress, wait=wait, verify=verify)
         except Exception as e:
             if isinstance(e, DiskFull) or isinstance(explain(e), DiskFull):
-                self._reopen_store()
+                self._failed_on_full_disk = True
             raise
 
     def _reopen_store(self) -> None:
         """Open the embedded store afresh on next use (see `index.store.reopen_after_failure`)."""
+        self._failed_on_full_disk = False
         if self.settings.store.chroma_host:
             return
         with self._client_lock, self._lock:
