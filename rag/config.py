@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -373,3 +374,13 @@ def load_settings(
     if overrides:
         _apply(settings, {k: v for k, v in overrides.items() if v is not None and v != {}}, "command line")
     return settings
+
+
+def on_fresh_store(settings: Settings, data_dir: str | Path, collection: str) -> Settings:
+    """A copy of `settings` on a fresh embedded store in `data_dir` (never the user's store or server), for runs
+    that build a throwaway store of their own (the answer benchmark, fine-tuning data)."""
+    s = copy.deepcopy(settings)
+    s.store.data_dir = str(data_dir)
+    s.store.chroma_host = ""
+    s.store.collection = collection
+    return s

@@ -7,7 +7,6 @@ tokenized examples and a fresh copy of the model to `training.finetune` (mlx-lm'
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import sys
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from rag.cli.common import assistant, emit_json
+from rag.config import on_fresh_store
 
 
 def layer_prompts(a: Any, backend: Any) -> Any:
@@ -37,10 +37,7 @@ def layer_prompts(a: Any, backend: Any) -> Any:
 
 def store_settings(settings: Any, folder: Path) -> Any:
     """A copy of `settings` on a fresh embedded store in `folder` (never the user's store)."""
-    s = copy.deepcopy(settings)
-    s.store.data_dir = str(folder)
-    s.store.chroma_host = ""
-    s.store.collection = "finetune"
+    s = on_fresh_store(settings, folder, "finetune")
     s.memory.enabled = False
     s.mlx.adapter = ""  # the prompts are built for the base model; the tokenizer is the same either way
     return s

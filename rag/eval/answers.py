@@ -17,7 +17,6 @@ over answerable questions, an answer being correct when its F1 >= 0.5.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from index.errors import ShvayambhuError
+from rag.config import on_fresh_store
 from rag.eval import qa_metrics as qm
 from rag.eval.metrics import bootstrap_ci
 from rag.eval.squad import ADVERSARIAL, ANSWERABLE, KINDS, OUT_OF_CORPUS, Question, QuestionSet
@@ -240,10 +240,7 @@ def summarize(rows: list[dict[str, Any]], names: Sequence[str], *, resamples: in
 
 def eval_settings(settings: Any, data_dir: Path) -> Any:
     """A copy of `settings` on a fresh embedded store in `data_dir` (never the user's store or server)."""
-    s = copy.deepcopy(settings)
-    s.store.data_dir = str(data_dir)
-    s.store.chroma_host = ""
-    s.store.collection = "answers_eval"
+    s = on_fresh_store(settings, data_dir, "answers_eval")
     s.retrieval.exclude_split = ""
     return s
 
