@@ -1,12 +1,12 @@
 """The words of a sentence that answer a factoid question: an answer is at most what the question needs.
 
-A question asking who, when, where, how many, how long, which or what is answered from the sentence that the
-focus step chose by the phrase the question does not already say: the sentence is cut into chunks at clause
-punctuation and at the question's own words, and each chunk is scored by whether its words fit the kind of
-answer asked for (a number for "how many", a name for "who", a date for "when"), by how close it sits to the
-question's words in the sentence, and by its length. The answer is always a span of the cited sentence, so it
-is faithful by construction; a question of another kind (how to, why, explain) gets no span and the model
-answers from the sentence.
+A question asking who, when, where, how many, how long, which or what is answered by the phrase the question
+does not already say, from the best sentence of the top retrieved document passages (`extract_answer`). The
+sentence is cut into chunks at clause punctuation and at the question's own words, and each chunk is scored by
+whether its words fit the kind of answer asked for (a number for "how many", a name for "who", a date for
+"when"), by how close it sits to the question's words, and by its length (`answer_span`). The answer is always
+a span of the cited sentence, so it is faithful by construction; a question of another kind (how to, why,
+explain) gets no span and the backend answers it.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ class Span:
 
 
 def kind_of(question: str) -> str | None:
-    """The kind of answer a question asks for: number, date, person, place, thing; None when it asks for an
-    explanation or a procedure (no phrase answers it)."""
+    """The kind of answer a question asks for: number, time, date, person, place, thing; None when it asks for
+    an explanation or a procedure (no phrase answers it)."""
     q = " ".join(question.lower().split())
     q = re.sub(
         r"^(for|into|in|at|on|to|by|from|since|until|of|with|between|after|before) (?=how|what|which|when)", "", q
@@ -180,8 +180,8 @@ def answer_span(question: str, sentence: str) -> Span | None:
         if not chunk:
             continue
         whole = chunk  # where the chunk sits: its distance to the question's words counts, not its narrowed part's
-        a, b = _narrow(kind, [toks[i][0] for i in chunk])
-        chunk = chunk[a:b]
+        lo, hi = _narrow(kind, [toks[i][0] for i in chunk])
+        chunk = chunk[lo:hi]
         while len(chunk) > 1 and toks[chunk[0]][0].lower() in LEADING | {"the", "a", "an"}:
             chunk = chunk[1:]
         while chunk and toks[chunk[-1]][0].lower() in STOPWORDS - {"am", "pm"}:
@@ -194,7 +194,7 @@ def answer_span(question: str, sentence: str) -> Span | None:
         fit = _type_fit(kind, words)
         if fit <= 0:
             continue
-        distance = min((min(abs(i - a) for i in whole) for a in anchors), default=len(toks))
+        distance = min((min(abs(i - q) for i in whole) for q in anchors), default=len(toks))
         near = 1.0 / (1.0 + 0.3 * max(0, distance - 1))
         if anchors and whole[-1] < anchors[0]:
             near *= 0.7  # an answer usually follows what the question names ("the choir rehearses in ...")
