@@ -147,6 +147,11 @@ def is_hot(journal: Path) -> bool:
         return False
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default disposition, so that Python turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def kill_mid_write(proc: subprocess.Popen, home: Path, sig: int, timeout: float = 240) -> bool:
     """Send `sig` to `proc` once it holds the write lock for an ingest and is inside a transaction whose journal
     is synced (the database file may already hold changed pages); returns whether a hot journal was left."""
@@ -304,7 +309,14 @@ def test_cli_ingest_interrupted_and_run_again_gives_the_same_collection(
     home = tmp_path / "home"
     base_store(home, tmp_path / "c.jsonl", embedder)
     cmd = [sys.executable, "-m", "rag.cli", "ingest", str(path)]
-    proc = subprocess.Popen(cmd, env=shv_env(home), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd,
+        env=shv_env(home),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,  # as at a terminal: a run started in the background inherits SIGINT ignored
+    )
     hot = kill_mid_write(proc, home, sig)
     err = proc.stderr.read() if proc.stderr else ""
     assert proc.returncode in (-sig, 130), (proc.returncode, err[-2000:])
