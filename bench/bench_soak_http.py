@@ -144,6 +144,17 @@ def acked_chat(run: Run, session: str, question: str, evidence: dict | None) -> 
             run.remembered.setdefault(session, Counter())[question] += 1
 
 
+def note_chat(run: Run, kind: str, session: str, question: str, got: dict | None) -> None:
+    """Check an answered chat (`acked_chat`; nothing when it was refused) and count a failed check as an error."""
+    if got is None:
+        return
+    try:
+        acked_chat(run, session, question, got)
+    except RuntimeError as e:
+        with run.lock:
+            run.tally[kind].errors.append(str(e)[:400])
+
+
 def openai_chatter(run: Run, who: int) -> None:
     """The real OpenAI client, its own retries off (a 503 is counted here); every other chat streams."""
     session = SESSION.format(kind="openai", who=who)
@@ -174,13 +185,7 @@ def openai_chatter(run: Run, who: int) -> None:
                     raise Busy() from None
                 raise RuntimeError(f"POST /v1/chat/completions -> {e.status_code}: {e.response.text[:300]}") from None
 
-        got = attempt(run, "openai", send)
-        if got is not None:
-            try:
-                acked_chat(run, session, question, got)
-            except RuntimeError as e:
-                with run.lock:
-                    run.tally["openai"].errors.append(str(e)[:400])
+        note_chat(run, "openai", session, question, attempt(run, "openai", send))
         n += 1
 
 
@@ -200,13 +205,7 @@ def ollama_chatter(run: Run, who: int) -> None:
                     raise failure(r)
                 return r.json().get("shvayambhu") or {}
 
-            got = attempt(run, "ollama", send)
-            if got is not None:
-                try:
-                    acked_chat(run, session, question, got)
-                except RuntimeError as e:
-                    with run.lock:
-                        run.tally["ollama"].errors.append(str(e)[:400])
+            note_chat(run, "ollama", session, question, attempt(run, "ollama", send))
 
 
 def searcher(run: Run, who: int) -> None:

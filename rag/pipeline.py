@@ -5,6 +5,7 @@ same text.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -139,11 +140,14 @@ def prepare(
         cands = compact_candidates(cands, conf.low)
         if use_retrieval and not any(c.kind == "exemplar" for c in cands):  # nothing passed the gate: say so
             opening = preface(hits, collection is not None)
+    # Focus and extraction both read the top passage's sentences: each sentence is embedded once.
+    sentence_vector = functools.lru_cache(maxsize=512)(embed) if embed is not None else None
     if compact or profile.retells_only:  # a model that copies copies what answers
-        focus_exemplars(cands, question, vector, embed)
+        focus_exemplars(cands, question, vector, sentence_vector)
     found = None
     if settings.workspace.extractive and use_retrieval and not conf.low:
-        many = (lambda parts: np.stack([embed(p) for p in parts])) if embed is not None and vector is not None else None
+        ready = sentence_vector is not None and vector is not None
+        many = (lambda parts: np.stack([sentence_vector(p) for p in parts])) if ready else None
         found = extract_answer(question, hits, query_vector=vector, embed=many)
     render_fn = profile.render or (render_compact if compact else render)
     base_fn = profile.base_messages or (base_messages_compact if compact else base_messages)

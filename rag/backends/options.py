@@ -24,27 +24,17 @@ def for_confidence(options: GenerationOptions, low_confidence: bool) -> Generati
 
 
 def _from_section(settings: Settings, backend: str) -> GenerationOptions:
-    if backend == "blt":
-        b = settings.blt
+    if backend in ("blt", "mlx"):  # the same sampling fields; the BLT's limit is in bytes
+        local = settings.blt if backend == "blt" else settings.mlx
+        limit = settings.blt.max_bytes or None if backend == "blt" else settings.mlx.max_tokens
         return GenerationOptions(
-            temperature=b.temperature,
-            top_p=b.top_p,
-            top_k=b.top_k or None,
-            repeat_penalty=b.repeat_penalty,
-            seed=b.seed,
-            max_tokens=b.max_bytes or None,
-            copy_weight=b.copy_weight,
-        )
-    if backend == "mlx":
-        m = settings.mlx
-        return GenerationOptions(
-            temperature=m.temperature,
-            top_p=m.top_p,
-            top_k=m.top_k or None,
-            repeat_penalty=m.repeat_penalty,
-            seed=m.seed,
-            max_tokens=m.max_tokens,
-            copy_weight=m.copy_weight,
+            temperature=local.temperature,
+            top_p=local.top_p,
+            top_k=local.top_k or None,
+            repeat_penalty=local.repeat_penalty,
+            seed=local.seed,
+            max_tokens=limit,
+            copy_weight=local.copy_weight,
         )
     o = settings.ollama
     return GenerationOptions(
