@@ -282,7 +282,7 @@ def finish(
         settings.metacognition.low_confidence,
         support=None if abstained or found is not None else held,
         weights=prep.weights,
-        extract=(found.fit, found.match) if found is not None else None,
+        extract=(found.fit, found.match, found.agree) if found is not None else None,
     )
     sources = sources_for(prep, text, cleaner.used)
     if found is not None:

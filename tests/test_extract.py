@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from rag.consciousness.extract import answer_span, kind_of
+from index.retrieve import Hit
+from rag.consciousness.extract import answer_span, extract_answer, kind_of
 from rag.consciousness.focus import sentences
 from tests.test_honest_prompts import assistant, notes_home
 
+CURRY = "Stir in 250 grams of red lentils and 500 millilitres of water, and simmer for 25 minutes."
 CASES = [
     ("How long does a worker bee live in summer?", "In summer a worker lives about six weeks.", "about six weeks"),
     (
@@ -30,6 +32,36 @@ CASES = [
     ),
     ("How many stamps were on a sheet?", "Each sheet held 240 stamps in 20 rows of 12.", "240"),
     ("Where should the jug be kept in warm weather?", "In warm weather, keep the jug in the fridge.", "in the fridge"),
+    # a quantity is the one measuring what was asked, beside the question's words, not the sentence's first
+    ("How many grams of lentils are used?", CURRY, "250 grams"),
+    ("How long does the curry simmer?", CURRY, "25 minutes"),
+    ("When does the school day end?", "The school day starts at 8.45 am and ends at 3.15 pm.", "3.15 pm"),
+    ("How long is each side cooked?", "Cook it in a very hot pan for about a minute on each side.", "about a minute"),
+    ("How large is the main telescope?", "Its main mirror is a 1.2-metre reflector from 1968.", "1.2-metre"),
+    (  # an ordinal or a name is no count
+        "How many flights were cancelled?",
+        "Around 100,000 flights were cancelled, the worst disruption since the Second World War.",
+        "Around 100,000",
+    ),
+    ("What colour is the school jumper?", "Pupils wear a green jumper with the school's heron badge.", "green"),
+    ("What replaced the Penny Black?", "In 1841 the Penny Black was replaced by the Penny Red.", "Penny Red"),
+    # a why-question's reason and a how-question's means, when the sentence states them
+    (
+        "Why is the summit road closed in winter?",
+        "The summit road is closed in winter because of snow.",
+        "because of snow",
+    ),
+    (
+        "Why was the Penny Black replaced?",
+        "Cancellations were made in red ink, but red marks were hard to see on a black stamp, so in 1841 the Penny "
+        "Black was replaced.",
+        "red marks were hard to see on a black stamp",
+    ),
+    (
+        "How do workers reduce the water content of nectar?",
+        "Other workers reduce its water content by fanning it with their wings.",
+        "by fanning it with their wings",
+    ),
 ]
 
 
@@ -43,10 +75,32 @@ def test_the_phrase_that_answers_is_a_span_of_the_sentence(question: str, senten
 
 def test_questions_that_need_an_explanation_get_no_phrase():
     assert kind_of("How do I reset the router?") is None
-    assert kind_of("Why was European airspace closed?") is None
     assert answer_span("Explain the waggle dance.", "The waggle dance tells bees where food is.") is None
+    assert kind_of("Why was European airspace closed?") == "reason"  # a phrase only where a reason is stated
+    assert answer_span("Why was European airspace closed?", "European airspace was closed for six days.") is None
+    assert answer_span("How do bees find food?", "Bees find food in spring.") is None
     assert kind_of("In which year did the railway reach Brackenford?") == "date"
     assert kind_of("For how long was the airspace closed?") == "number"
+
+
+def test_a_quantity_says_whether_it_measures_what_was_asked():
+    """The agreement is a confidence feature: a unit of another measure is all a sentence offers here."""
+    assert answer_span("How many grams of lentils are used?", CURRY).agree == 1.0
+    other = answer_span("How many grams of sugar are used?", "Add 500 millilitres of water.")
+    assert other is not None and other.text == "500 millilitres" and other.agree == -1.0
+    assert answer_span("How many stamps were on a sheet?", "Each sheet held 240 stamps.").agree == 1.0
+    assert answer_span("How many stamps were on a sheet?", "Each sheet held 240.").agree == 0.0
+
+
+def test_a_sentence_opening_on_a_pronoun_is_read_with_the_one_before():
+    """ "It was issued on 1 May 1840" answers when the Penny Black was issued: "it" is the sentence before's."""
+    passage = (
+        "The Penny Black was the world's first adhesive postage stamp. It was issued on 1 May 1840. Cancellations "
+        "were made in red ink, so in 1841 the Penny Black was replaced by the Penny Red."
+    )
+    hit = Hit(id="p", score=0.7, prompt="Penny Black", response=passage, metadata={"kind": "text"})
+    found = extract_answer("When was the Penny Black issued?", [hit])
+    assert found is not None and found.text == "1 May 1840" and found.sentence == "It was issued on 1 May 1840."
 
 
 def test_a_full_stop_inside_a_number_does_not_end_a_sentence():

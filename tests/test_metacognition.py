@@ -223,21 +223,26 @@ def test_fit_calibration_refits_saves_and_is_read_back(notes_assistant, fake_oll
 
 
 def test_an_extractive_answer_is_scored_by_its_own_logistic_and_refit_on_its_own():
-    """An answer taken from a passage (no model call) reads its phrase's fit and how strongly its sentence was
-    chosen, through `Weights.extract`; fitting moves those weights only from extracted answers, and a file saved
-    before extractive answers reads back with the default ones."""
+    """An answer taken from a passage (no model call) reads its phrase's fit, how strongly its sentence was
+    chosen and whether its unit measures what was asked, through `Weights.extract`; fitting moves those weights
+    only from extracted answers, and a file saved before extractive answers (or before their features changed)
+    reads back with the default ones."""
     ev = meta.Evidence(top_pos=1.0, margin_pos=0.5, agreement_pos=0.2, lexical=1.0)
     before = meta.assess(ev, 0.45)
-    good = meta.update(before, None, None, 0.45, extract=(1.0, 1.6))
-    poor = meta.update(before, None, None, 0.45, extract=(0.1, 0.6))
+    good = meta.update(before, None, None, 0.45, extract=(1.0, 1.6, 1.0))
+    poor = meta.update(before, None, None, 0.45, extract=(0.1, 0.6, 0.0))
     assert good.value > poor.value and good.features["fit"] == 1.0
+    other_unit = meta.update(before, None, None, 0.45, extract=(1.0, 1.6, -1.0))  # "500 ml" for "how many grams"
+    assert other_unit.value < good.value
     z = cal.logit(cal.DEFAULT_WEIGHTS.extract, meta.extract_features(good))
     assert good.value == pytest.approx(cal.sigmoid(z))
     generated = [meta.update(before, [0.9, 0.8], None, 0.45, support=1.0) for _ in range(12)]
-    extracted = [meta.update(before, None, None, 0.45, extract=(f, 1.0)) for f in [0.1, 0.9] * 6]
+    extracted = [meta.update(before, None, None, 0.45, extract=(f, 1.0, 0.0)) for f in [0.1, 0.9] * 6]
     right = [True, False] * 6 + [False, True] * 6
     w, summary = meta.fit(generated + extracted, right, [False] * 24)
     assert summary["extracted"] == 12
     assert w.extract != cal.DEFAULT_WEIGHTS.extract and w.extract[2] > 0  # fit: a better phrase is right here
     old = cal.Weights.from_dict({"retrieval": w.retrieval, "answer": w.answer})
     assert old.extract == cal.DEFAULT_EXTRACT
+    three = cal.Weights.from_dict({"retrieval": w.retrieval, "answer": w.answer, "extract": [0.1, 0.2, 0.3, 0.4]})
+    assert three.extract == cal.DEFAULT_EXTRACT  # saved with the features before `agree`: the default

@@ -4,9 +4,11 @@ A question asking who, when, where, how many, how long, which or what is answere
 does not already say, from the best sentence of the top retrieved document passages (`extract_answer`). The
 sentence is cut into chunks at clause punctuation and at the question's own words, and each chunk is scored by
 whether its words fit the kind of answer asked for (a number for "how many", a name for "who", a date for
-"when"), by how close it sits to the question's words, and by its length (`answer_span`). The answer is always
-a span of the cited sentence, so it is faithful by construction; a question of another kind (how to, why,
-explain) gets no span and the backend answers it.
+"when"; a quantity whose unit measures what was asked: minutes for "how long", grams for "how much flour"), by
+how close it sits to the question's words, and by its length (`answer_span`). A why-question is answered by a
+stated reason ("because of snow"), a how-question by a stated means ("by fanning it"). The answer is always a
+span of the cited sentence, so it is faithful by construction; any other question (how to, explain, or a why
+with no stated reason) gets no span and the backend answers it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ UNITS = frozenset(
     "minutes minute hours hour days day weeks week months month years year seconds metres meters miles "
     "kilometres grams kilograms litres degrees percent centimetres millimetres pm am celsius times".split()
 )
+COLOURS = frozenset(
+    "red orange yellow green blue purple violet pink brown black white grey gray silver gold golden navy maroon "
+    "turquoise cream beige crimson scarlet".split()
+)
 MONTHS = frozenset(
     "january february march april may june july august september october november december monday tuesday "
     "wednesday thursday friday saturday sunday spring summer autumn winter".split()
@@ -44,12 +50,14 @@ MAX_WORDS = 10  # a factoid answer longer than this is a clause, not a phrase: n
 
 @dataclass(frozen=True)
 class Span:
-    """The answering phrase, where it sits in the sentence, and how well it fits the question (0..1)."""
+    """The answering phrase, where it sits in the sentence, how well it fits the question (0..1), and whether a
+    quantity measures what was asked (`measure_agreement`)."""
 
     text: str
     start: int
     end: int
     fit: float
+    agree: float = 0.0
 
 
 def kind_of(question: str) -> str | None:
@@ -63,6 +71,8 @@ def kind_of(question: str) -> str | None:
         return "number"
     if re.match(r"^what (size|altitude|height|temperature|length|distance|age|price|weight|speed|percentage)\b", q):
         return "number"
+    if re.match(r"^(what|which) colou?rs?\b", q):
+        return "colour"
     if re.match(r"^(what|which) (time|hour)\b", q):
         return "time"
     if re.match(r"^(when|(what|which) (year|date|day|month|century|season))\b", q):
@@ -73,6 +83,10 @@ def kind_of(question: str) -> str | None:
         r"^(where|(what|which) (city|town|country|place|mountain|river|street|station|stations|room|hall))\b", q
     ):
         return "place"
+    if re.match(r"^why\b", q):
+        return "reason"
+    if re.match(r"^how (do|does|did|is|are|was|were|can|could) (?!i |you |we )", q):
+        return "manner"
     if re.match(r"^(how|why|explain|describe|summari[sz]e|tell me|can|could|should|is|are|do|does)\b", q):
         return None
     if re.match(r"^(what|which|name|at what|to what|from what|for what|in what|on what|with what)\b", q):
@@ -81,12 +95,15 @@ def kind_of(question: str) -> str | None:
 
 
 def _key(word: str) -> str:
-    return stem(word.lower().strip(".'’")).rstrip("e")[:6]
+    w = stem(word.lower().strip(".'’"))
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        w = w[:-1]
+    return w.rstrip("e")[:6]
 
 
 def _is_number(w: str) -> bool:
     lw = w.lower().strip(".")
-    return bool(_NUMBER.match(lw)) or lw in NUMBER_WORDS
+    return bool(_NUMBER.match(lw) or _NUMBER.match(lw.split("-", 1)[0])) or lw in NUMBER_WORDS
 
 
 def _type_fit(kind: str, words: list[str]) -> float:
@@ -94,9 +111,16 @@ def _type_fit(kind: str, words: list[str]) -> float:
     numbers = sum(_is_number(w) for w in words)
     caps = sum(w[:1].isupper() for w in words)
     if kind in ("number", "time"):
-        return 1.0 if numbers else 0.0
+        pairs = zip(lower, lower[1:], strict=False)
+        counted = any(w in ("a", "an") and MEASURE_OF.get(n) == "duration" for w, n in pairs)
+        return 1.0 if numbers or counted else 0.0  # "about a minute"
+    if kind == "colour":
+        return 1.0 if any(w in COLOURS for w in lower) else 0.0
     if kind == "date":
-        return 1.0 if any(_NUMBER.match(w) or w in MONTHS for w in lower) else 0.2 if numbers else 0.0
+        if any(_NUMBER.match(w) or w in MONTHS for w in lower):
+            return 1.0
+        relative = any(MEASURE_OF.get(w) == "duration" for w in lower) and any(w in TIME_WORDS for w in lower)
+        return 0.6 if relative else 0.2 if numbers else 0.0  # "ten minutes before the start"
     if kind in ("person", "place"):
         return min(1.0, caps / max(1, len(words)) + 0.5) if caps else 0.1
     return 0.6 if any(w not in STOPWORDS for w in lower) else 0.0
@@ -105,33 +129,117 @@ def _type_fit(kind: str, words: list[str]) -> float:
 MODIFIERS = frozenset(
     {"about", "around", "up", "to", "over", "under", "nearly", "almost", "more", "less", "than", "only"}
 )
-TIME_WORDS = frozenset({"before", "after", "since", "until", "from"})
+TIME_WORDS = frozenset({"before", "after", "since", "until", "from", "ahead", "later", "earlier"})
 PREPOSITIONS = frozenset({"in", "on", "at", "for", "from", "since", "during", "with", "after", "before"})
 LOCATIVE = frozenset({"in", "on", "at", "near", "inside", "under", "beside", "behind"})
 NAME_GLUE = frozenset({"von", "van", "de", "der", "of", "the", "da", "le", "la", "'s"})
+ORDINALS = frozenset({"first", "second", "third"})
+
+# What a quantity measures, by its unit word: a question asking how long wants a duration or a length, not a mass.
+MEASURES = {
+    "duration": "second seconds minute minutes hour hours day days night nights week weeks fortnight month months "
+    "year years decade decades century centuries",
+    "length": "metre metres meter meters kilometre kilometres km centimetre centimetres cm millimetre millimetres mm "
+    "mile miles foot feet inch inches yard yards",
+    "mass": "gram grams g kilogram kilograms kg ounce ounces oz tonne tonnes",
+    "volume": "litre litres liter liters millilitre millilitres ml cup cups tablespoon tablespoons teaspoon "
+    "teaspoons pint pints gallon gallons",
+    "temperature": "degree degrees celsius fahrenheit",
+    "money": "dollar dollars euro euros pound pounds pence penny cent cents",
+    "percent": "percent",
+}
+MEASURE_OF = {w: m for m, words in MEASURES.items() for w in words.split()}
+ASKS_MEASURE = [  # (question pattern, the measures that answer it)
+    (r"^how (long|soon|late)\b", {"duration", "length"}),
+    (r"^how far ahead\b|^how far in advance\b", {"duration"}),
+    (r"^how far\b", {"length", "duration"}),
+    (r"^how old\b|^what age\b", {"duration"}),
+    (r"^how often\b", {"duration"}),
+    (r"^how (big|tall|high|wide|deep|large)\b|^what (size|altitude|height|length|distance)\b", {"length"}),
+    (r"^how heavy\b|^what weight\b", {"mass"}),
+    (r"^what temperature\b", {"temperature"}),
+    (r"^what price\b|^how much (does|do|did|is|are|was|were) .*\b(cost|charge|pay|fee|price|subscription)", {"money"}),
+    (r"^how much\b.*\b(cost|costs|charge|charged|pay|paid|fee|price)\b", {"money"}),
+    (r"^what percentage\b", {"percent"}),
+    (r"^how much\b", {"mass", "volume", "money"}),
+]
 
 
-def _narrow(kind: str, words: list[str]) -> tuple[int, int]:
-    """The part of a chunk that names what `kind` asks for: the quantity with its unit, the date, the run of
+def asked_measure(question: str) -> tuple[set[str] | None, str | None, str | None]:
+    """What a number question measures (durations, lengths, ...), for "how many N" the counted noun N's key, and
+    the unit it names ("how many grams"); None for what the question does not say."""
+    q = " ".join(question.lower().split())
+    q = re.sub(r"^(for|into|in|at|on|to|by|from|of|with|after|before) (?=how|what)", "", q)
+    m = re.match(r"^(?:how many|what number of) ([a-z]+)", q)
+    if m:
+        unit = MEASURE_OF.get(m.group(1))
+        return ({unit}, None, m.group(1)) if unit else (None, _key(m.group(1)), None)
+    for pattern, wanted in ASKS_MEASURE:
+        if re.match(pattern, q):
+            return set(wanted), None, None
+    return None, None, None
+
+
+def measure_agreement(words: list[str], after: list[str], wanted: set[str] | None, noun: str | None) -> float:
+    """+1 when a quantity measures what the question asks (its unit, or the counted noun right after it), -1 when
+    its unit measures something else, 0 when it cannot be told."""
+    lower = [w.lower().strip(".") for w in words]
+    units = set()
+    for w in lower:
+        units.add(MEASURE_OF.get(w))
+        if "-" in w:
+            units.add(MEASURE_OF.get(w.split("-", 1)[1]))
+    units.discard(None)
+    if noun is not None:
+        near = [_key(w) for w in (lower + [a.lower() for a in after[:3]])]
+        return 1.0 if noun in near else (-1.0 if units else 0.0)
+    if wanted is None:
+        return 0.0
+    if units & wanted:
+        return 1.0
+    return -1.0 if units else 0.0
+
+
+def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
+    """The parts of a chunk that name what `kind` asks for: each quantity with its unit, each date, the runs of
     capitalised words; the whole chunk for a thing (or when nothing narrower is there)."""
     lower = [w.lower().strip(".") for w in words]
     if kind in ("number", "date", "time"):
-        marks = [i for i, w in enumerate(words) if _is_number(w) or (kind == "date" and lower[i] in MONTHS)]
+
+        def mark(i: int) -> bool:
+            if kind == "date" and lower[i] in MONTHS:
+                return True
+            if lower[i] in ("a", "an") and i + 1 < len(words) and MEASURE_OF.get(lower[i + 1]) == "duration":
+                return True  # "a minute", "a week ahead"
+            if not _is_number(words[i]):
+                return False
+            # "Second World War", "the first two jugs": an ordinal or a capitalised word is no count
+            return not (kind == "number" and (lower[i] in ORDINALS or (words[i][:1].isupper() and i > 0)))
+
+        marks = [i for i in range(len(words)) if mark(i)]
         if not marks:
-            return 0, len(words)
-        a = marks[0]
-        b = a + 1
-        while b < len(words) and (b in marks or (lower[b] in ("to", "and", "or") and b + 1 in marks)):
-            b += 1
-        extra = 0
-        while b < len(words) and extra < 2 and lower[b] not in STOPWORDS:
-            if kind != "number" and lower[b] not in UNITS | MONTHS and not _is_number(words[b]):
-                break
-            b, extra = b + 1, extra + 1
-        keep = MODIFIERS if kind == "number" else TIME_WORDS
-        while a > 0 and lower[a - 1] in keep:
-            a -= 1
-        return a, b
+            return [(0, len(words))]
+        out = []
+        i = 0
+        while i < len(marks):
+            a = marks[i]
+            b = a + 1
+            while b < len(words) and (b in marks or (lower[b] in ("to", "and", "or") and b + 1 in marks)):
+                b += 1
+            extra = 2 if "-" in lower[b - 1] else 0  # "1.2-metre": the unit is in the word
+            while b < len(words) and extra < 2 and lower[b] not in STOPWORDS:
+                if kind != "number" and lower[b] not in UNITS | MONTHS and not _is_number(words[b]):
+                    break
+                b, extra = b + 1, extra + 1
+            keep = MODIFIERS if kind == "number" else TIME_WORDS
+            while a > 0 and lower[a - 1] in keep:
+                a -= 1
+            out.append((a, b))
+            while i < len(marks) and marks[i] < b:
+                i += 1
+        return out
+    if kind == "colour":
+        return [(i, i + 1) for i, w in enumerate(lower) if w in COLOURS] or [(0, len(words))]
     if kind in ("person", "place"):
         runs, i = [], 0
         while i < len(words):
@@ -147,11 +255,42 @@ def _narrow(kind: str, words: list[str]) -> tuple[int, int]:
             else:
                 i += 1
         if runs:
-            return max(runs, key=lambda r: (r[1] - r[0], r[0]))
+            return [max(runs, key=lambda r: (r[1] - r[0], r[0]))]
         if kind == "person":  # "by volunteers in 1979": the doer, not where or when
             cut = next((i for i, w in enumerate(lower) if i > 0 and w in PREPOSITIONS), len(words))
-            return 0, cut
-    return 0, len(words)
+            return [(0, cut)]
+    return [(0, len(words))]
+
+
+AGREEMENT_FACTOR = {1.0: 1.0, 0.0: 0.7, -1.0: 0.2}
+
+
+REASON = re.compile(r"\b(?:because(?: of)?|due to|so that|in order to)\s[^,;:.]+", re.IGNORECASE)
+MANNER = re.compile(r"\bby [a-z]+ing\b[^,;:.]*", re.IGNORECASE)
+CONSEQUENCE = re.compile(r"(?:^|[,;:]\s*(?:but\s+|and\s+)?)([^,;:]+?),?\s+so\s+(?!that\b)(.+)$", re.IGNORECASE)
+
+
+def _clause_span(kind: str, question: str, sentence: str) -> Span | None:
+    """A why-question's reason ("because of snow"; the clause before ", so ...") or a how-question's means ("by
+    fanning it"), when the sentence states one beside the question's words."""
+    asked = {_key(w) for w in re.findall(r"\w+", question) if w.lower() not in STOPWORDS}
+    found = [(m.start(), m.end()) for m in (REASON if kind == "reason" else MANNER).finditer(sentence)]
+    if kind == "reason":
+        m = CONSEQUENCE.search(sentence)
+        if m and {_key(w) for w in re.findall(r"\w+", m.group(2))} & asked:
+            found.append((m.start(1), m.end(1)))
+    if not found:
+        return None
+    spans = []
+    for a, b in found:
+        before = {_key(w) for w in re.findall(r"\w+", sentence[:a])[-8:]}
+        after = {_key(w) for w in re.findall(r"\w+", sentence[b:])[:8]}
+        near = len((before | after) & asked) / max(1, len(asked))
+        text = sentence[a:b].strip()
+        if len(text.split()) > 2 * MAX_WORDS:
+            continue
+        spans.append(Span(text, a, a + len(text), 0.5 + 0.5 * near, 0.0))
+    return max(spans, key=lambda s: s.fit, default=None)
 
 
 def answer_span(question: str, sentence: str) -> Span | None:
@@ -160,6 +299,11 @@ def answer_span(question: str, sentence: str) -> Span | None:
     kind = kind_of(question)
     if kind is None:
         return None
+    if kind in ("reason", "manner"):
+        return _clause_span(kind, question, sentence)
+    wanted, noun, unit = asked_measure(question) if kind == "number" else (None, None, None)
+    head = re.match(r"^\W*(?:\w+ )?(?:which|what) (\w+)", question.lower())
+    focus = _key(head.group(1)) if head and head.group(1) not in STOPWORDS else None
     asked = {_key(w) for w in re.findall(r"\w+", question) if w.lower() not in STOPWORDS}
     toks = [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(sentence)]
     if not toks:
@@ -168,46 +312,65 @@ def answer_span(question: str, sentence: str) -> Span | None:
     if first[:1].isupper() and (len(toks) < 2 or not toks[1][0][:1].isupper()):
         toks[0] = (first.lower(), toks[0][1], toks[0][2])  # a capital that only opens the sentence names nothing
     in_q = [t[0].lower() not in STOPWORDS and _key(t[0]) in asked for t in toks]
+    for i in range(len(toks) - 1):  # "the Penny Red" beside "the Penny Black": a name that only starts like asked
+        if in_q[i] and toks[i][0][:1].isupper() and toks[i + 1][0][:1].isupper() and not in_q[i + 1]:
+            in_q[i] = False
     anchors = [i for i, hit in enumerate(in_q) if hit]
     chunks: list[list[int]] = [[]]
     for i, (w, _, _) in enumerate(toks):
-        if in_q[i] or w.lower() in SPLITTERS:
+        if (in_q[i] and w.lower() != unit) or w.lower() in SPLITTERS:  # "250 grams" stays whole
             chunks.append([])
         else:
             chunks[-1].append(i)
     best: Span | None = None
-    for chunk in chunks:
-        if not chunk:
+    for whole in chunks:
+        if not whole:
             continue
-        whole = chunk  # where the chunk sits: its distance to the question's words counts, not its narrowed part's
-        lo, hi = _narrow(kind, [toks[i][0] for i in chunk])
-        chunk = chunk[lo:hi]
-        while len(chunk) > 1 and toks[chunk[0]][0].lower() in LEADING | {"the", "a", "an"}:
-            chunk = chunk[1:]
-        while chunk and toks[chunk[-1]][0].lower() in STOPWORDS - {"am", "pm"}:
-            chunk = chunk[:-1]
-        if not chunk or len(chunk) > MAX_WORDS:
-            continue
-        words = [toks[i][0] for i in chunk]
-        if all(w.lower() in STOPWORDS for w in words):
-            continue
-        fit = _type_fit(kind, words)
-        if fit <= 0:
-            continue
-        distance = min((min(abs(i - q) for i in whole) for q in anchors), default=len(toks))
-        near = 1.0 / (1.0 + 0.3 * max(0, distance - 1))
-        if anchors and whole[-1] < anchors[0]:
-            near *= 0.7  # an answer usually follows what the question names ("the choir rehearses in ...")
-        before = toks[chunk[0] - 1][0].lower() if chunk[0] > 0 else ""
-        if kind == "place" and (before in LOCATIVE or words[0].lower() in LOCATIVE):
-            fit = min(1.0, fit + 0.3)
-        brevity = 1.0 / (1.0 + 0.08 * max(0, len(chunk) - 3))
-        score = fit * near * brevity
-        if best is None or score > best.fit:
-            start, end = toks[chunk[0]][1], toks[chunk[-1]][2]
-            if kind == "place" and before in LOCATIVE and not words[0][:1].isupper():
-                start = toks[chunk[0] - 1][1]  # "in the fridge", not "the fridge"
-            best = Span(sentence[start:end], start, end, score)
+        for lo, hi in _runs(kind, [toks[i][0] for i in whole]):
+            chunk = whole[lo:hi]
+            while len(chunk) > 1 and toks[chunk[0]][0].lower() in LEADING | {"the", "a", "an"}:
+                chunk = chunk[1:]
+            while chunk and toks[chunk[-1]][0].lower() in STOPWORDS - {"am", "pm"}:
+                chunk = chunk[:-1]
+            if not chunk or len(chunk) > MAX_WORDS:
+                continue
+            words = [toks[i][0] for i in chunk]
+            if all(w.lower() in STOPWORDS for w in words):
+                continue
+            fit = _type_fit(kind, words)
+            if fit <= 0:
+                continue
+            agree = 0.0
+            if kind == "number":
+                after = [toks[i][0] for i in range(chunk[-1] + 1, min(len(toks), chunk[-1] + 4))]
+                agree = measure_agreement(words, after, wanted, noun)
+                fit *= AGREEMENT_FACTOR[agree]
+            own = min((min(abs(i - q) for i in chunk) for q in anchors), default=len(toks))
+            distance = min((min(abs(i - q) for i in whole) for q in anchors), default=len(toks))
+            if kind in ("number", "date", "time"):  # several quantities in one chunk: the one by the question's words
+                distance = (distance + own) / 2
+            nearest = min(anchors, key=lambda q: min(abs(i - q) for i in chunk), default=-1)
+            if kind in ("number", "date", "time") and nearest > chunk[-1]:
+                distance += 0.5  # an answer usually follows what the question names
+            near = 1.0 / (1.0 + 0.3 * max(0, distance - 1))
+            if anchors and whole[-1] < anchors[0]:
+                near *= 0.7  # an answer usually follows what the question names ("the choir rehearses in ...")
+            before = toks[chunk[0] - 1][0].lower() if chunk[0] > 0 else ""
+            if kind == "place" and (before in LOCATIVE or words[0].lower() in LOCATIVE):
+                fit = min(1.0, fit + 0.3)
+            if kind == "person" and (before == "by" or words[0].lower() == "by"):
+                fit = min(1.0, fit + 0.3)  # "reopened by volunteers": the doer of a passive
+            if focus is not None and nearest >= 0 and _key(toks[nearest][0]) == focus and distance <= 2:
+                fit = min(1.0, fit * 1.3)  # beside the noun the question asks about ("which metals": "metals such as")
+            if kind == "thing" and before in ("is", "are", "was", "were") and chunk[0] - 2 in anchors:
+                fit = min(1.0, fit * 1.3)  # "their one task is to mate ...": what the question's noun is
+            brevity = 1.0 / (1.0 + 0.08 * max(0, len(chunk) - 3))
+            score = fit * near * brevity
+            if best is None or score > best.fit:
+                start, end = toks[chunk[0]][1], toks[chunk[-1]][2]
+                if kind == "place" and before in LOCATIVE and not words[0][:1].isupper():
+                    start = toks[chunk[0] - 1][1]  # "in the fridge", not "the fridge"
+                best = Span(sentence[start:end], start, end, score, agree)
     return best
 
 
@@ -222,10 +385,12 @@ class Extract:
     hit: Hit
     fit: float
     match: float
+    agree: float = 0.0  # +1: its unit measures what was asked; -1: something else; 0: cannot be told
 
 
+PRONOUN = re.compile(r"^(it|its|they|their|he|his|she|her|this|these|there)\b", re.IGNORECASE)
 PASSAGES = 3  # sentences are chosen from the best this many retrieved passages (chosen on the dev set)
-FIT_WEIGHT = 0.3  # how much a sentence holding a phrase of the asked kind counts, beside its lexical and cosine
+FIT_WEIGHT = 0.5  # how much a sentence holding a phrase of the asked kind counts, beside its lexical and cosine
 RANK_PENALTY = 0.1  # per place a passage sits below the first in retrieval
 
 
@@ -250,7 +415,13 @@ def extract_answer(
     if not parts:
         return None
     texts = [p[0] for p in parts]
-    lexical = np.asarray(lexical_scores(question, texts), dtype=np.float32)
+    # "It was issued on 1 May 1840": a sentence opening on a pronoun is read with the one before it for the
+    # question's words (what "it" names), not for its cosine or its phrase
+    read: list[str] = []
+    for k, t in enumerate(texts):
+        same = k > 0 and parts[k - 1][2] is parts[k][2]
+        read.append(read[-1] + " " + t if same and PRONOUN.match(t) else t)
+    lexical = np.asarray(lexical_scores(question, read), dtype=np.float32)
     spans = [answer_span(question, t) for t in texts]
     score = lexical + FIT_WEIGHT * np.asarray([s.fit if s else 0.0 for s in spans], dtype=np.float32)
     score -= RANK_PENALTY * np.asarray([p[1] for p in parts], dtype=np.float32)
@@ -260,4 +431,6 @@ def extract_answer(
     span = spans[i]
     if span is None:
         return None
-    return Extract(text=span.text, sentence=texts[i], hit=parts[i][2], fit=span.fit, match=float(score[i]))
+    return Extract(
+        text=span.text, sentence=texts[i], hit=parts[i][2], fit=span.fit, match=float(score[i]), agree=span.agree
+    )

@@ -23,6 +23,7 @@ import numpy as np
 from rag.consciousness.calibration import (
     DEFAULT_REFERENCE,
     DEFAULT_WEIGHTS,
+    EXTRACT_FEATURES,
     RETRIEVAL_FEATURES,
     Reference,
     Weights,
@@ -159,7 +160,7 @@ def answer_features(conf: Confidence) -> list[float]:
 def extract_features(conf: Confidence) -> list[float]:
     """An extractive answer's logistic inputs, in `calibration.EXTRACT_FEATURES` order."""
     f = conf.features
-    return [f.get("retrieval_logit", 0.0), f.get("fit", 0.0), f.get("match", 0.0)]
+    return [f.get(k, 0.0) for k in EXTRACT_FEATURES]
 
 
 def update(
@@ -170,12 +171,13 @@ def update(
     *,
     support: float | None = None,
     weights: Weights | None = None,
-    extract: tuple[float, float] | None = None,
+    extract: tuple[float, float, float] | None = None,
 ) -> Confidence:
     """The final confidence: the retrieval evidence with the generator's own probabilities and the answer's
     support in its sources. With neither (an abstention) it stays the retrieval confidence. An extractive answer
     (taken from a passage, no model call) gives `extract` = (its phrase's fit to the question, how strongly its
-    sentence was chosen) and is scored by its own logistic (`Weights.extract`)."""
+    sentence was chosen, whether its unit measures what was asked) and is scored by its own logistic
+    (`Weights.extract`)."""
     w = weights or DEFAULT_WEIGHTS
     g = generator_confidence(probs, entropies)
     features = dict(conf.features)
@@ -190,7 +192,7 @@ def update(
         features=features,
     )
     if extract is not None:
-        features["fit"], features["match"] = extract
+        features["fit"], features["match"], features["agree"] = extract
         out.value = sigmoid(logit(w.extract, extract_features(out)))
     elif g is not None or support is not None:
         out.value = sigmoid(logit(w.answer, answer_features(out)))
@@ -213,7 +215,7 @@ def fit(
     def answer_x(w: list[float], i: int) -> list[float]:
         f = confidences[i].features
         if extracted[i]:
-            return [logit(w, x[i]), f.get("fit", 0.0), f.get("match", 0.0)]
+            return [logit(w, x[i]), *(f.get(k, 0.0) for k in EXTRACT_FEATURES[1:])]
         return [logit(w, x[i]), f.get("generator", NO_GENERATOR), f.get("support", 0.0)]
 
     def refit(kept: list[float], rows: list[int]) -> list[float]:
