@@ -103,6 +103,21 @@ def test_a_sentence_opening_on_a_pronoun_is_read_with_the_one_before():
     assert found is not None and found.text == "1 May 1840" and found.sentence == "It was issued on 1 May 1840."
 
 
+def test_a_passage_that_never_says_the_name_asked_about_gives_no_phrase():
+    """An adversarial question: the railway's ticket price is no answer to what the museum charges."""
+    railway = Hit(
+        id="r",
+        score=0.6,
+        prompt="Kestrel Valley Railway",
+        response="An adult return ticket costs 18 pounds.",
+        metadata={"kind": "text"},
+    )
+    assert extract_answer("How much does a ticket to the Brackenford Museum cost?", [railway]) is None
+    assert extract_answer("How much does an adult return ticket cost?", [railway]).text == "18 pounds"
+    fast = answer_span("How fast do the trains travel?", "The line is nine miles long.")
+    assert fast is not None and fast.agree == -1.0  # a length is no speed
+
+
 def test_a_full_stop_inside_a_number_does_not_end_a_sentence():
     text = "The choir rehearses from 7.30 to 9.30 pm. The main mirror is 1.2-metre wide! Is it? Yes."
     assert [text[a:b] for a, b in sentences(text)] == [

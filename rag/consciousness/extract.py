@@ -147,6 +147,8 @@ MEASURES = {
     "temperature": "degree degrees celsius fahrenheit",
     "money": "dollar dollars euro euros pound pounds pence penny cent cents",
     "percent": "percent",
+    "speed": "mph kph knots",
+    "clock": "am pm",
 }
 MEASURE_OF = {w: m for m, words in MEASURES.items() for w in words.split()}
 ASKS_MEASURE = [  # (question pattern, the measures that answer it)
@@ -157,9 +159,10 @@ ASKS_MEASURE = [  # (question pattern, the measures that answer it)
     (r"^how often\b", {"duration"}),
     (r"^how (big|tall|high|wide|deep|large)\b|^what (size|altitude|height|length|distance)\b", {"length"}),
     (r"^how heavy\b|^what weight\b", {"mass"}),
+    (r"^how fast\b|^what speed\b|^how quickly\b", {"speed"}),
     (r"^what temperature\b", {"temperature"}),
     (r"^what price\b|^how much (does|do|did|is|are|was|were) .*\b(cost|charge|pay|fee|price|subscription)", {"money"}),
-    (r"^how much\b.*\b(cost|costs|charge|charged|pay|paid|fee|price)\b", {"money"}),
+    (r"^how much\b.*\b(cost|costs|charge|charged|pay|paid|fee|price|worth|money)\b", {"money"}),
     (r"^what percentage\b", {"percent"}),
     (r"^how much\b", {"mass", "volume", "money"}),
 ]
@@ -195,8 +198,8 @@ def measure_agreement(words: list[str], after: list[str], wanted: set[str] | Non
         return 1.0 if noun in near else (-1.0 if units else 0.0)
     if wanted is None:
         return 0.0
-    if units & wanted:
-        return 1.0
+    if units & wanted or ("speed" in wanted and units == {"length"} and {"hour", "per"} & {a.lower() for a in after}):
+        return 1.0  # "60 miles an hour"
     return -1.0 if units else 0.0
 
 
@@ -388,6 +391,12 @@ class Extract:
     agree: float = 0.0  # +1: its unit measures what was asked; -1: something else; 0: cannot be told
 
 
+def asked_names(question: str) -> list[str]:
+    """The names a question asks about (its capitalised words after the first), lower-cased, without "'s"."""
+    words = re.findall(r"[A-Za-z0-9][\w'’.-]*", question)[1:]
+    return [re.sub(r"['’]s?$", "", w).rstrip(".").lower() for w in words if w[:1].isupper()]
+
+
 PRONOUN = re.compile(r"^(it|its|they|their|he|his|she|her|this|these|there)\b", re.IGNORECASE)
 PASSAGES = 3  # sentences are chosen from the best this many retrieved passages (chosen on the dev set)
 FIT_WEIGHT = 0.5  # how much a sentence holding a phrase of the asked kind counts, beside its lexical and cosine
@@ -408,9 +417,13 @@ def extract_answer(
     if kind_of(question) is None:
         return None
     parts: list[tuple[str, int, Hit]] = []
+    names = asked_names(question)
     for rank, h in enumerate(hits[:PASSAGES]):
         if h.metadata.get("kind") != "text":
             continue
+        held = f"{h.prompt}\n{h.response}".lower()
+        if any(n not in held for n in names):
+            continue  # the question is about a name this passage never says: not this passage's fact
         parts += [(h.response[a:b], rank, h) for a, b in sentences(h.response)]
     if not parts:
         return None
