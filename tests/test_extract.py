@@ -43,6 +43,7 @@ CASES = [
         "Around 100,000 flights were cancelled, the worst disruption since the Second World War.",
         "Around 100,000",
     ),
+    ("What tyre pressure do I use on gravel?", "Run at 80 psi on the road and 65 psi on gravel.", "65 psi"),
     ("What colour is the school jumper?", "Pupils wear a green jumper with the school's heron badge.", "green"),
     ("What replaced the Penny Black?", "In 1841 the Penny Black was replaced by the Penny Red.", "Penny Red"),
     # a why-question's reason and a how-question's means, when the sentence states them

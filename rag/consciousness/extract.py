@@ -69,7 +69,10 @@ def kind_of(question: str) -> str | None:
     )
     if re.match(r"^(how (many|much|long|far|old|often|big|tall|high|wide|deep|heavy|fast|large|soon|late))\b", q):
         return "number"
-    if re.match(r"^what (size|altitude|height|temperature|length|distance|age|price|weight|speed|percentage)\b", q):
+    if re.match(
+        r"^what (\w+ )?(size|altitude|height|temperature|length|distance|age|price|weight|speed|percentage|pressure)\b",
+        q,
+    ):
         return "number"
     if re.match(r"^(what|which) colou?rs?\b", q):
         return "colour"
@@ -148,6 +151,7 @@ MEASURES = {
     "money": "dollar dollars euro euros pound pounds pence penny cent cents",
     "percent": "percent",
     "speed": "mph kph knots",
+    "pressure": "psi bar bars kpa",
     "clock": "am pm",
 }
 MEASURE_OF = {w: m for m, words in MEASURES.items() for w in words.split()}
@@ -161,6 +165,7 @@ ASKS_MEASURE = [  # (question pattern, the measures that answer it)
     (r"^how heavy\b|^what weight\b", {"mass"}),
     (r"^how fast\b|^what speed\b|^how quickly\b", {"speed"}),
     (r"^what temperature\b", {"temperature"}),
+    (r"^what (\w+ )?pressure\b", {"pressure"}),
     (r"^what price\b|^how much (does|do|did|is|are|was|were) .*\b(cost|charge|pay|fee|price|subscription)", {"money"}),
     (r"^how much\b.*\b(cost|costs|charge|charged|pay|paid|fee|price|worth|money)\b", {"money"}),
     (r"^what percentage\b", {"percent"}),
