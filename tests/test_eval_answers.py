@@ -356,3 +356,23 @@ def test_fit_calibration_gets_our_layers_answers_with_their_correctness(run_cli,
     assert len(pairs) == 3 and all(isinstance(a, Answer) and isinstance(ok, bool) for a, ok in pairs)
     assert json.loads(out)["calibration"] == {"examples": 3}
     assert sum(ok for _, ok in pairs) <= 1  # one answerable question; an unanswerable one is never answered right
+
+
+def test_the_benchmark_reports_calibration_cross_validated_over_our_answers():
+    """`AUROC, 5-fold CV` comes from weights re-fitted without each question; too few answers give no figure."""
+    from types import SimpleNamespace
+
+    from rag.consciousness import metacognition as meta
+    from rag.eval.answers import cross_validated_calibration
+
+    before = meta.assess(meta.Evidence(top_pos=1.0, margin_pos=0.5, agreement_pos=0.2, lexical=1.0), 0.45)
+    answers = [
+        (
+            SimpleNamespace(details=meta.update(before, None, None, 0.45, extract=(f, 1.0, 0.0)), done_reason="x"),
+            {"correct": f > 0.5},
+        )
+        for f in [i / 20 for i in range(20)]
+    ]
+    got = cross_validated_calibration(answers, resamples=50)
+    assert got["auroc_cv"]["mean"] > 0.9 and 0.0 <= got["wrong_confident_cv"]["mean"] <= 1.0
+    assert cross_validated_calibration(answers[:8], resamples=50) == {}

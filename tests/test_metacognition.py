@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rag.consciousness import calibration as cal
@@ -246,3 +247,22 @@ def test_an_extractive_answer_is_scored_by_its_own_logistic_and_refit_on_its_own
     assert old.extract == cal.DEFAULT_EXTRACT
     three = cal.Weights.from_dict({"retrieval": w.retrieval, "answer": w.answer, "extract": [0.1, 0.2, 0.3, 0.4]})
     assert three.extract == cal.DEFAULT_EXTRACT  # saved with the features before `agree`: the default
+
+
+def test_cross_validated_confidence_is_scored_by_weights_fitted_without_the_answer():
+    """A feature that tells right from wrong survives cross-validation; labels that are noise do not (the
+    in-sample AUROC of a re-fit flatters them, the cross-validated one does not)."""
+    rng = np.random.default_rng(3)
+    ev = meta.Evidence(top_pos=1.0, margin_pos=0.5, agreement_pos=0.2, lexical=1.0)
+    before = meta.assess(ev, 0.45)
+    fits = rng.uniform(0, 1, 40)
+    confs = [meta.update(before, None, None, 0.45, extract=(float(f), 1.0, 0.0)) for f in fits]
+    right = [bool(f > 0.5) for f in fits]
+    cv = meta.cross_validated(confs, right, [False] * 40, repeats=2)
+    assert len(cv) == 40 and cal.auroc(cv, right) > 0.9
+    assert cv[0] == pytest.approx(meta.rescore(confs[0], False, meta.fit(confs, right, [False] * 40)[0]), abs=0.2)
+    noise = [bool(x) for x in rng.integers(0, 2, 40)]
+    _, summary = meta.fit(confs, noise, [False] * 40)
+    assert cal.auroc(meta.cross_validated(confs, noise, [False] * 40, repeats=2), noise) < summary["auroc_after"]
+    with pytest.raises(ValueError, match="at least 10"):
+        meta.cross_validated(confs[:6], right[:6], [False] * 6)

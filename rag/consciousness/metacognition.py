@@ -212,16 +212,10 @@ def fit(
     retrieval = fit_logistic(np.array(x), np.array(correct, dtype=float))
     extracted = ["fit" in c.features for c in confidences]
 
-    def answer_x(w: list[float], i: int) -> list[float]:
-        f = confidences[i].features
-        if extracted[i]:
-            return [logit(w, x[i]), *(f.get(k, 0.0) for k in EXTRACT_FEATURES[1:])]
-        return [logit(w, x[i]), f.get("generator", NO_GENERATOR), f.get("support", 0.0)]
-
     def refit(kept: list[float], rows: list[int]) -> list[float]:
         if len(rows) < 10 or len({correct[i] for i in rows}) < 2:
             return list(kept)
-        xs = np.array([answer_x(retrieval, i) for i in rows])
+        xs = np.array([_answer_x(confidences[i], retrieval) for i in rows])
         return fit_logistic(xs, np.array([correct[i] for i in rows], dtype=float))
 
     answered = [i for i in range(len(x)) if not abstained[i]]
@@ -229,14 +223,7 @@ def fit(
     extract = refit(old.extract, [i for i in answered if extracted[i]])
 
     def scores(w: Weights) -> list[float]:
-        out = []
-        for i in range(len(x)):
-            if abstained[i]:
-                z = logit(w.retrieval, x[i])
-            else:
-                z = logit(w.extract if extracted[i] else w.answer, answer_x(w.retrieval, i))
-            out.append(sigmoid(z))
-        return out
+        return [rescore(c, ab, w) for c, ab in zip(confidences, abstained, strict=True)]
 
     new = Weights(retrieval=retrieval, answer=answer, extract=extract)
     summary = {
@@ -248,3 +235,41 @@ def fit(
     }
     new.fitted = dict(summary)
     return new, summary
+
+
+def _answer_x(conf: Confidence, retrieval: list[float]) -> list[float]:
+    """An answer's inputs to its final logistic, with the retrieval logit under `retrieval` weights."""
+    f = conf.features
+    z = logit(retrieval, [f.get(k, 0.0) for k in RETRIEVAL_FEATURES])
+    if "fit" in f:  # extracted from a passage
+        return [z, *(f.get(k, 0.0) for k in EXTRACT_FEATURES[1:])]
+    return [z, f.get("generator", NO_GENERATOR), f.get("support", 0.0)]
+
+
+def rescore(conf: Confidence, abstained: bool, w: Weights) -> float:
+    """The final confidence `update` would have given this answer under weights `w`: an abstention keeps its
+    retrieval confidence, an extracted answer goes through `w.extract`, a generated one through `w.answer`."""
+    if abstained:
+        return sigmoid(logit(w.retrieval, [conf.features.get(k, 0.0) for k in RETRIEVAL_FEATURES]))
+    return sigmoid(logit(w.extract if "fit" in conf.features else w.answer, _answer_x(conf, w.retrieval)))
+
+
+def cross_validated(
+    confidences: list[Confidence], correct: list[bool], abstained: list[bool], *, folds: int = 5, repeats: int = 5
+) -> list[float]:
+    """Each answer's confidence from weights fitted (`fit`) on the other folds, averaged over seeded repeats: what
+    a re-fit on a store's own questions gives on questions it was not fitted on (the honest calibration figure
+    beside the in-sample one)."""
+    n = len(confidences)
+    if n < 2 * folds:
+        raise ValueError(f"cross-validation needs at least {2 * folds} answers, got {n}")
+    rng = np.random.default_rng(0)
+    total = np.zeros(n)
+    for _ in range(repeats):
+        for test in np.array_split(rng.permutation(n), folds):
+            train = sorted(set(range(n)) - set(test.tolist()))
+            pick = [confidences[i] for i in train]
+            w, _ = fit(pick, [correct[i] for i in train], [abstained[i] for i in train])
+            for i in test:
+                total[i] += rescore(confidences[i], abstained[i], w)
+    return (total / repeats).tolist()

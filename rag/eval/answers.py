@@ -28,6 +28,7 @@ from typing import Any
 
 from index.errors import ShvayambhuError
 from rag.config import on_fresh_store
+from rag.consciousness import metacognition as meta
 from rag.eval import qa_metrics as qm
 from rag.eval.metrics import bootstrap_ci
 from rag.eval.squad import ADVERSARIAL, ANSWERABLE, KINDS, OUT_OF_CORPUS, Question, QuestionSet
@@ -192,6 +193,11 @@ def score(q: Question, reply: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
+def _over(fn: Callable[..., float | None]) -> Callable[[Sequence[tuple[float, bool]]], float | None]:
+    """A metric of (scores, labels) as one of (score, label) pairs, for the bootstrap."""
+    return lambda ps: fn([p[0] for p in ps], [p[1] for p in ps]) if ps else None
+
+
 def summarize(rows: list[dict[str, Any]], names: Sequence[str], *, resamples: int = 1000) -> dict[str, Any]:
     """Per configuration: means with seeded bootstrap 95% intervals, calibration, and the risk-coverage curve."""
     out: dict[str, Any] = {}
@@ -214,13 +220,10 @@ def summarize(rows: list[dict[str, Any]], names: Sequence[str], *, resamples: in
         m["faithfulness"] = ci([r["metrics"]["faithfulness"] for r in mine])
         pairs = [(r["metrics"]["confidence"], r["metrics"]["correct"]) for r in ans]
 
-        def over(fn: Callable[..., float | None]) -> Callable[[Sequence[tuple[float, bool]]], float | None]:
-            return lambda ps: fn([p[0] for p in ps], [p[1] for p in ps]) if ps else None
-
-        m["auroc"] = qm.bootstrap_stat(pairs, over(qm.auroc), resamples=resamples)
-        m["ece"] = qm.bootstrap_stat(pairs, over(qm.ece), resamples=resamples)
-        m["wrong_confident"] = qm.bootstrap_stat(pairs, over(qm.wrong_when_confident), resamples=resamples)
-        m["aurc"] = qm.bootstrap_stat(pairs, over(qm.aurc), resamples=resamples)
+        m["auroc"] = qm.bootstrap_stat(pairs, _over(qm.auroc), resamples=resamples)
+        m["ece"] = qm.bootstrap_stat(pairs, _over(qm.ece), resamples=resamples)
+        m["wrong_confident"] = qm.bootstrap_stat(pairs, _over(qm.wrong_when_confident), resamples=resamples)
+        m["aurc"] = qm.bootstrap_stat(pairs, _over(qm.aurc), resamples=resamples)
         coverage, risk = qm.risk_coverage([p[0] for p in pairs], [p[1] for p in pairs])
         confident = sum(p[0] >= CONFIDENT for p in pairs)
         out[name] = {
@@ -233,6 +236,22 @@ def summarize(rows: list[dict[str, Any]], names: Sequence[str], *, resamples: in
             "risk_coverage": {"coverage": coverage, "risk": risk},
         }
     return out
+
+
+def cross_validated_calibration(answered: list[tuple[Any, dict[str, Any]]], *, resamples: int = 1000) -> dict:
+    """AUROC and "wrong at >= 0.8" of confidences re-fitted on 4/5 of these answerable questions and scored on the
+    fifth (`metacognition.cross_validated`): the calibration a store's own re-fit gives on questions it was not
+    fitted on. Empty with fewer than 10 answers with details, or without right and wrong ones."""
+    kept = [(a.details, bool(m["correct"]), a.done_reason == "abstain") for a, m in answered if a.details is not None]
+    labels = [ok for _, ok, _ in kept]
+    if len(kept) < 10 or len(set(labels)) < 2:
+        return {}
+    scores = meta.cross_validated([d for d, _, _ in kept], labels, [ab for _, _, ab in kept])
+    pairs = list(zip(scores, labels, strict=True))
+    return {
+        "auroc_cv": qm.bootstrap_stat(pairs, _over(qm.auroc), resamples=resamples),
+        "wrong_confident_cv": qm.bootstrap_stat(pairs, _over(qm.wrong_when_confident), resamples=resamples),
+    }
 
 
 # ---- the run ------------------------------------------------------------------------------------------
@@ -296,6 +315,7 @@ def run_answers(
     questions = pick_questions(qset, limit)
     rows: list[dict[str, Any]] = []
     pairs: list[tuple[Any, bool]] = []
+    answered: dict[str, list[tuple[Any, dict[str, Any]]]] = {}  # ours, answerable: for cross-validated calibration
     with tempfile.TemporaryDirectory(prefix="shvayambhu-answers-") as tmp:
         a = Shvayambhu(eval_settings(settings, Path(tmp) / "store"))
         summary = ingest_documents(a, qset, Path(tmp))
@@ -318,19 +338,24 @@ def run_answers(
                     row["sources"] = [{k: s.get(k) for k in ("id", "score")} for s in reply["sources"]]
                     if cfg.kind == "ours" and "object" in reply:
                         pairs.append((reply["object"], bool(row["metrics"].get("correct", False))))
+                        if q.kind == ANSWERABLE:
+                            answered.setdefault(cfg.name, []).append((reply["object"], row["metrics"]))
                 rows.append(row)
                 if progress:
                     shown = row.get("error") or " ".join(str(row.get("answer", "")).split())[:60]
                     progress(f"[{cfg.name}] {i}/{len(questions)} {q.kind}: {shown}")
         fitted = calibrate.fit_calibration(pairs) if calibrate is not None else None
     names = [c.name for c in configs]
+    configs_summary = summarize(rows, names, resamples=resamples)
+    for name, got in answered.items():
+        configs_summary[name]["metrics"].update(cross_validated_calibration(got, resamples=resamples))
     report = {
         "input": qset.path,
         "questions": {k: sum(q.kind == k for q in questions) for k in KINDS},
         "articles": {"ingested": len(qset.ingested), "held_back": qset.held_back},
         "limit": limit,
         "backends": list(backends),
-        "configs": summarize(rows, names, resamples=resamples),
+        "configs": configs_summary,
         "notes": notes,
         "calibration": fitted,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

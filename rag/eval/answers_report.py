@@ -16,8 +16,10 @@ COLUMNS = (
     ("abstain_out_of_corpus", "abstain: out-of-corpus", 2),
     ("abstain_adversarial", "abstain: adversarial", 2),
     ("auroc", "AUROC", 2),
+    ("auroc_cv", "AUROC, 5-fold CV", 2),
     ("ece", "ECE", 2),
     ("wrong_confident", "wrong at conf>=0.8", 2),
+    ("wrong_confident_cv", "wrong at conf>=0.8, CV", 2),
     ("faithfulness", "faithfulness", 2),
     ("citation_precision", "citation precision", 2),
 )
