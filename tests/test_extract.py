@@ -13,6 +13,7 @@ from rag.consciousness.focus import sentences
 from tests.test_honest_prompts import assistant, notes_home
 
 CURRY = "Stir in 250 grams of red lentils and 500 millilitres of water, and simmer for 25 minutes."
+TYRES = "I run the gravel bike at 80 psi on the road and 65 psi on gravel."
 CASES = [
     ("How long does a worker bee live in summer?", "In summer a worker lives about six weeks.", "about six weeks"),
     (
@@ -43,7 +44,9 @@ CASES = [
         "Around 100,000 flights were cancelled, the worst disruption since the Second World War.",
         "Around 100,000",
     ),
-    ("What tyre pressure do I use on gravel?", "Run at 80 psi on the road and 65 psi on gravel.", "65 psi"),
+    # a qualifier the question repeats ("on gravel") binds the quantity just before it
+    ("What tyre pressure do I use on gravel?", TYRES, "65 psi"),
+    ("What tyre pressure do I use on the road?", TYRES, "80 psi"),
     ("What colour is the school jumper?", "Pupils wear a green jumper with the school's heron badge.", "green"),
     ("What replaced the Penny Black?", "In 1841 the Penny Black was replaced by the Penny Red.", "Penny Red"),
     # a why-question's reason and a how-question's means, when the sentence states them

@@ -301,6 +301,20 @@ def _clause_span(kind: str, question: str, sentence: str) -> Span | None:
     return max(spans, key=lambda s: s.fit, default=None)
 
 
+def _preposition_at(toks: list[tuple[str, int, int]], i: int) -> int:
+    """How many tokens before token `i` its preposition stands ("on gravel": 1, "on the road": 2), 0 for none."""
+    back = 2 if i > 1 and toks[i - 1][0].lower() in ("the", "a") else 1
+    return back if i >= back and toks[i - back][0].lower() in ("on", "in", "at", "for", "during") else 0
+
+
+def _gap(chunk: list[int], anchor: int, back: int) -> int:
+    """Tokens between a candidate and a question word; a qualifier ("80 psi on the road") is measured from its
+    preposition, so it binds the quantity just before it."""
+    if back and chunk[-1] < anchor:
+        return max(0, anchor - back - chunk[-1])
+    return min(abs(i - anchor) for i in chunk)
+
+
 def answer_span(question: str, sentence: str) -> Span | None:
     """The phrase of `sentence` that answers `question`, or None when the question is not a factoid one or no
     chunk of the sentence fits it."""
@@ -324,6 +338,9 @@ def answer_span(question: str, sentence: str) -> Span | None:
         if in_q[i] and toks[i][0][:1].isupper() and toks[i + 1][0][:1].isupper() and not in_q[i + 1]:
             in_q[i] = False
     anchors = [i for i, hit in enumerate(in_q) if hit]
+    # "on gravel" in the question and the sentence: a qualifier the answer sits beside, before or after it
+    qualified = {_key(w) for w in re.findall(r"\b(?:on|in|at|for|during) (?:the |a )?(\w+)", question.lower())}
+    phrase = {q: _preposition_at(toks, q) if _key(toks[q][0]) in qualified else 0 for q in anchors}
     chunks: list[list[int]] = [[]]
     for i, (w, _, _) in enumerate(toks):
         if (in_q[i] and w.lower() != unit) or w.lower() in SPLITTERS:  # "250 grams" stays whole
@@ -353,15 +370,15 @@ def answer_span(question: str, sentence: str) -> Span | None:
                 after = [toks[i][0] for i in range(chunk[-1] + 1, min(len(toks), chunk[-1] + 4))]
                 agree = measure_agreement(words, after, wanted, noun)
                 fit *= AGREEMENT_FACTOR[agree]
-            own = min((min(abs(i - q) for i in chunk) for q in anchors), default=len(toks))
+            own = min((_gap(chunk, q, phrase[q]) for q in anchors), default=len(toks))
             distance = min((min(abs(i - q) for i in whole) for q in anchors), default=len(toks))
             if kind in ("number", "date", "time"):  # several quantities in one chunk: the one by the question's words
                 distance = (distance + own) / 2
             nearest = min(anchors, key=lambda q: min(abs(i - q) for i in chunk), default=-1)
-            if kind in ("number", "date", "time") and nearest > chunk[-1]:
+            if kind in ("number", "date", "time") and nearest > chunk[-1] and not phrase.get(nearest):
                 distance += 0.5  # an answer usually follows what the question names
             near = 1.0 / (1.0 + 0.3 * max(0, distance - 1))
-            if anchors and whole[-1] < anchors[0]:
+            if anchors and whole[-1] < anchors[0] and not phrase[anchors[0]]:
                 near *= 0.7  # an answer usually follows what the question names ("the choir rehearses in ...")
             before = toks[chunk[0] - 1][0].lower() if chunk[0] > 0 else ""
             if kind == "place" and (before in LOCATIVE or words[0].lower() in LOCATIVE):
