@@ -201,15 +201,21 @@ def update(
 
 
 def fit(
-    confidences: list[Confidence], correct: list[bool], abstained: list[bool], old: Weights | None = None
+    confidences: list[Confidence],
+    correct: list[bool],
+    abstained: list[bool],
+    old: Weights | None = None,
+    *,
+    refit_retrieval: bool = True,
 ) -> tuple[Weights, dict[str, Any]]:
     """Re-fit the logistics on answers' confidence features and whether each answer was right: the retrieval one
-    on all, the generated answers' one on those generated, the extractive answers' one on those extracted (each
-    only with 10 or more of them, right and wrong; else it is kept). An abstention's confidence is its retrieval
-    one. Returns the weights and a summary: n, how many were right, AUROC before and after (in sample)."""
+    on all (kept with `refit_retrieval=False`), the generated answers' one on those generated, the extractive
+    answers' one on those extracted (each only with 10 or more of them, right and wrong; else it is kept). An
+    abstention's confidence is its retrieval one. Returns the weights and a summary: n, how many were right, AUROC
+    before and after (in sample)."""
     old = old or DEFAULT_WEIGHTS
     x = [[c.features.get(f, 0.0) for f in RETRIEVAL_FEATURES] for c in confidences]
-    retrieval = fit_logistic(np.array(x), np.array(correct, dtype=float))
+    retrieval = fit_logistic(np.array(x), np.array(correct, dtype=float)) if refit_retrieval else list(old.retrieval)
     extracted = ["fit" in c.features for c in confidences]
 
     def refit(kept: list[float], rows: list[int]) -> list[float]:
@@ -257,9 +263,10 @@ def rescore(conf: Confidence, abstained: bool, w: Weights) -> float:
 def cross_validated(
     confidences: list[Confidence], correct: list[bool], abstained: list[bool], *, folds: int = 5, repeats: int = 5
 ) -> list[float]:
-    """Each answer's confidence from weights fitted (`fit`) on the other folds, averaged over seeded repeats: what
-    a re-fit on a store's own questions gives on questions it was not fitted on (the honest calibration figure
-    beside the in-sample one)."""
+    """Each answer's confidence from weights fitted (`fit`) on the other folds, averaged over seeded repeats: how
+    the answer logistics fitted on some questions (as the shipped ones were, on the development set) do on
+    questions they were not fitted on, the honest figure beside the in-sample one. The retrieval logistic stays
+    as given (the shipped one was fitted on another corpus)."""
     n = len(confidences)
     if n < 2 * folds:
         raise ValueError(f"cross-validation needs at least {2 * folds} answers, got {n}")
@@ -269,7 +276,7 @@ def cross_validated(
         for test in np.array_split(rng.permutation(n), folds):
             train = sorted(set(range(n)) - set(test.tolist()))
             pick = [confidences[i] for i in train]
-            w, _ = fit(pick, [correct[i] for i in train], [abstained[i] for i in train])
+            w, _ = fit(pick, [correct[i] for i in train], [abstained[i] for i in train], refit_retrieval=False)
             for i in test:
                 total[i] += rescore(confidences[i], abstained[i], w)
     return (total / repeats).tolist()

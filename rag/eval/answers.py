@@ -338,6 +338,8 @@ def run_answers(
                     row["sources"] = [{k: s.get(k) for k in ("id", "score")} for s in reply["sources"]]
                     if cfg.kind == "ours" and "object" in reply:
                         pairs.append((reply["object"], bool(row["metrics"].get("correct", False))))
+                        details = reply["object"].details
+                        row["features"] = dict(details.features) if details is not None else None
                         if q.kind == ANSWERABLE:
                             answered.setdefault(cfg.name, []).append((reply["object"], row["metrics"]))
                 rows.append(row)
