@@ -59,7 +59,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-CPU: dict[str, list[float]] = {}  # row -> CPU seconds: the client process's whole run, the server's to first byte
+# CPU seconds: the client process's whole run and to its first byte, the server's to the client's first byte
+CPU: dict[str, list[float]] = {}
 
 
 def first_token(args: list[str], env: dict[str, str], server: int | None = None) -> tuple[float, float]:
@@ -73,6 +74,10 @@ def first_token(args: list[str], env: dict[str, str], server: int | None = None)
     assert proc.stdout is not None
     byte = proc.stdout.read(1)
     ttft = time.perf_counter() - start
+    try:
+        CPU.setdefault("client_first", []).append(cpu_seconds(proc.pid))
+    except (OSError, IndexError):  # it ended already
+        CPU.setdefault("client_first", []).append(float("nan"))
     if server:
         CPU.setdefault("server", []).append(cpu_seconds(server) - served)
     rest, err = proc.communicate(timeout=600)
@@ -143,10 +148,11 @@ def main() -> None:
             f.unlink()
 
     rows: list[tuple[str, list[float], list[float]]] = []
-    cpu: list[tuple[list[float], list[float]]] = []  # per row: client CPU (whole run), server CPU to first byte
+    cpu: list[tuple[list[float], list[float], list[float]]] = []  # per row: client (whole run, to first byte), server
 
     def measured(runs: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
-        cpu.append((CPU.pop("client", [])[-len(runs) :], CPU.pop("server", [])[-len(runs) :]))
+        n = len(runs)
+        cpu.append((CPU.pop("client", [])[-n:], CPU.pop("client_first", [])[-n:], CPU.pop("server", [])[-n:]))
         return [r[0] for r in runs], [r[1] for r in runs]
 
     first = first_token([*ask, "--no-server"], env)
@@ -165,13 +171,15 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
 
-    print(f"\n{'':54} {'first token (median, min-max)':>32} {'whole answer':>14} {'CPU s: client, server':>22}")
-    for (name, ttfts, totals), (client, served) in zip(rows, cpu, strict=True):
+    head = "CPU s: client (run, to 1st byte), server"
+    print(f"\n{'':54} {'first token (median, min-max)':>32} {'whole answer':>14} {head:>42}")
+    for (name, ttfts, totals), (client, first, served) in zip(rows, cpu, strict=True):
         spread = f"{min(ttfts):.2f}-{max(ttfts):.2f}" if len(ttfts) > 1 else ""
-        cpus = f"{statistics.median(client):.2f}" + (f", {statistics.median(served):.2f}" if served else "")
+        cpus = f"{statistics.median(client):.2f}, {statistics.median(first):.2f}"
+        cpus += f", {statistics.median(served):.2f}" if served else ""
         print(
             f"{name:54} {statistics.median(ttfts):>14.2f} s {spread:>15} {statistics.median(totals):>12.2f} s "
-            f"{cpus:>22}"
+            f"{cpus:>42}"
         )
     print(
         f"\nbackend {a.backend}, {a.repeat} runs each, answers of at most {a.max_tokens or 'the configured'} tokens, "

@@ -270,6 +270,12 @@ class Shvayambhu:
                 self._backends[key] = select_backend(self.settings, key[0], model)
         return self._backends[key]
 
+    def adopt_backend(self, backend: Backend, model: str | None = None) -> None:
+        """Answer with `backend` (loaded elsewhere, e.g. in a thread while this store opened) where `backend()`
+        would load the configured backend for `model`."""
+        with self._lock:
+            self._backends[(self.settings.backend, model)] = backend
+
     def corpus(self) -> Any | None:
         """The corpus collection for answering, or None when nothing has been ingested yet."""
         if self._corpus is None:

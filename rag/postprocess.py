@@ -3,7 +3,10 @@ fragment at a length cut, and source citations renumbered in order of first use.
 
 `Cleaner` works on a stream: it releases a sentence or line only once the text after it shows that it is
 complete, and every decision depends only on the text before, so any chunking of the same text gives the
-same output. `clean(text)` is the one-shot form, `Cleaner().feed(text) + Cleaner.finish()`.
+same output. `clean(text)` is the one-shot form, `Cleaner().feed(text) + Cleaner.finish()`. The answer's
+first words come sooner: when it opens with HEAD_WORDS plain words (letters, digits, `'`, `,`, `-`; nothing a
+role label, our markup, a special token, a citation or a fence could start with), they are released as soon as
+the next word begins, and the rest of that sentence follows as one segment (`_open`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ _SEPARATOR_LINE = re.compile(r"^\s*(?:#{3,}|={3,}|-{3,}\s*end\b.*|<{3,}|>{3,}|\|
 _CITATION = re.compile(r"([ \t]*)\[(?:(?:source|exemplar|ref|doc)\s*)?(\d{1,3}(?:\s*,\s*\d{1,3})*)\]", re.I)
 _NORM = re.compile(r"[^\w]+")
 MIN_REPEAT = 20  # normalised characters a sentence needs before a non-adjacent repeat is dropped
+# The answer's opening words, released before its first sentence ends: plain words, each followed by spaces.
+HEAD_WORDS = 2  # at least; more while they could still be a multi-word label below followed by a colon
+MAX_HEAD_WORDS = 8
+_PLAIN_WORD = re.compile(r"[^\W_](?:[^\W_]|['’,-])*[ \t]+(?=\S)")
+_LABELS = (("the", "user", "said"), ("i", "answered"))  # _MEMORY_ECHO's; _LEADING_ROLE's are single words
 
 
 def _norm(text: str) -> str:
@@ -69,6 +77,8 @@ class Cleaner:
     _last: str = ""
     used: list[int] = field(default_factory=list)  # original source numbers, in order of first citation
     text: str = ""  # everything released so far
+    _head: bool = False  # the segment the buffer holds ends at the opening words, not at a sentence end
+    _open: str = ""  # the opening words released: the rest of their sentence comes next
 
     def feed(self, chunk: str) -> str:
         """Add generated text; return the newly released cleaned text (possibly empty)."""
@@ -90,7 +100,7 @@ class Cleaner:
         while self._buf and not self._stopped:
             cut = self._boundary(final=True)
             seg, self._buf = (self._buf, "") if cut is None else (self._buf[:cut], self._buf[cut:])
-            if not self._buf and done_reason == "length" and self._emitted and not self._fence:
+            if not self._buf and done_reason == "length" and self._emitted and not self._fence and not self._open:
                 body = _LEAKED.sub("", seg).rstrip()
                 if body and not _TERMINATED.search(body):
                     break  # the dangling fragment
@@ -112,6 +122,13 @@ class Cleaner:
         if self._fence:
             i = buf.find("\n")
             return i + 1 if i >= 0 else (len(buf) if final and buf else None)
+        if not self._emitted and not self._open and not self._skip:
+            head = self._opening_words(buf, final)
+            if head is None:
+                return None  # the opening words may still be released alone: wait for the next one
+            if head:
+                self._head = True
+                return head
         m = _SENTENCE_END.search(buf)
         forced = _SPACES.search(buf, MAX_SEGMENT) if len(buf) > MAX_SEGMENT else None
         if forced is not None and (m is None or forced.start() < m.start()):
@@ -122,10 +139,35 @@ class Cleaner:
             return m.end()
         return None  # spaces at the end of the buffer: the sentence may go on
 
+    def _opening_words(self, buf: str, final: bool) -> int | None:
+        """Where the answer's opening words end (their spaces included), 0 when it does not open with plain
+        words, None when the text so far cannot tell yet. Depends only on the text, never on its chunking."""
+        at, words = len(buf) - len(buf.lstrip(" \t")), []
+        while len(words) < MAX_HEAD_WORDS:
+            m = _PLAIN_WORD.match(buf, at)
+            if m is None:
+                rest = buf[at:]
+                plain = _PLAIN_WORD.match(rest + " x")  # the word (and its spaces) may still be arriving
+                return None if plain is not None and plain.end() >= len(rest) + 1 and not final else 0
+            at = m.end()
+            words.append(_norm(m.group()))
+            name = tuple(_norm(self.name).split())
+            if len(words) >= HEAD_WORDS and not any(
+                tuple(words) == label[: len(words)] for label in (*_LABELS, name) if label
+            ):
+                return at
+        return 0
+
     def _segment(self, seg: str) -> str:
         """Clean one complete segment (content and trailing whitespace); return what it adds to the output."""
         stripped = seg.rstrip(" \t\n")
         trailer = seg[len(stripped) :]
+        if self._head:  # plain opening words: nothing in them to clean or drop
+            self._head = False
+            self._open = stripped.lstrip(" \t")
+            return self._emit(self._open, trailer, verbatim=False)
+        if self._open:  # the rest of the opening sentence: the checks of a segment's start were made on its head
+            return self._close_opening(stripped, trailer)
         if self._fence:
             content = stripped
             if content.lstrip().startswith("```"):
@@ -158,6 +200,22 @@ class Cleaner:
             self._fence = True
         content = _CITATION.sub(self._cite, content)
         return self._emit(content, trailer, verbatim=False)
+
+    def _close_opening(self, stripped: str, trailer: str) -> str:
+        """The rest of the sentence whose opening words are out: cleaned as its whole would have been."""
+        head, self._open = self._open, ""
+        stripped = self._unquote(_BROKEN.sub("", stripped))
+        m = _TURN_TOKEN.search(stripped)
+        if m:
+            stripped, self._stopped = stripped[: m.start()], True
+        content = _LEAKED.sub("", stripped)
+        key = _norm(head + " " + content)
+        self._last = key
+        self._seen.add(key)
+        if not content.strip():
+            self._sep += trailer
+            return ""
+        return self._emit(_CITATION.sub(self._cite, content), trailer, verbatim=True)
 
     def _unquote(self, text: str) -> str:
         """`text` without our prompt markup. A block the answer opens with (the model reproducing its reference

@@ -188,3 +188,41 @@ def test_a_fact_told_in_one_process_is_recalled_by_the_next(cli_env, fake_ollama
     prompt = fake_ollama.bodies("/api/chat")[-1]["messages"][-1]["content"]
     assert "Remember that my cat is called Miso." in prompt.split("</reference>")[0]  # the recalled memory, quoted
     assert [c["kind"] for c in d["workspace"]["winners"]].count("memory") == 1
+
+
+def test_in_process_the_model_loads_in_a_thread_beside_the_store_and_is_used(seed_home, fake_ollama, monkeypatch):
+    import threading
+
+    import rag.api
+    import rag.backends.select as select
+    from rag.backends.base import BackendError
+    from rag.cli.common import answering_assistant
+    from rag.config import load_settings
+
+    st = load_settings(
+        None, {"backend": "ollama", "store": {"data_dir": str(seed_home)}, "ollama": {"host": fake_ollama.url}}
+    )
+    calls: list[str] = []
+    real = select.select_backend
+
+    def spy(settings, name, model=None):
+        calls.append(threading.current_thread().name)
+        return real(settings, name, model)
+
+    monkeypatch.setattr(select, "select_backend", spy)
+    monkeypatch.setattr(rag.api, "select_backend", spy)
+    a = answering_assistant(st)
+    assert a.backend().name == "ollama"
+    assert calls == ["shvayambhu-model"]  # loaded once, in its thread, and adopted
+
+    def failing(settings, name, model=None):
+        calls.append(threading.current_thread().name)
+        raise BackendError("no model here")
+
+    calls.clear()
+    monkeypatch.setattr(select, "select_backend", failing)
+    monkeypatch.setattr(rag.api, "select_backend", failing)
+    a = answering_assistant(st)
+    with pytest.raises(BackendError, match="no model here"):  # reported where the answer asks for the model
+        a.backend()
+    assert calls == ["shvayambhu-model", "MainThread"]

@@ -73,6 +73,19 @@ def test_chat_ids_keep_contents_as_text_and_match_the_plain_rendering(smol: Chat
     assert smol.encode("<|im_end|>", special=True) == [smol.tokenizer.token_to_id("<|im_end|>")]
 
 
+def test_the_text_tokenizer_built_twice_is_the_json_copy(smol: ChatTokenizer) -> None:
+    """The GGUF path builds its text tokenizer a second time (cheaper than a copy through JSON): the same one."""
+    from tokenizers import Tokenizer
+
+    copy = Tokenizer.from_str(smol.tokenizer.to_str())
+    copy.encode_special_tokens = True
+    assert smol.text_tokenizer.to_str() == copy.to_str() and smol.text_tokenizer.encode_special_tokens
+    text = QUESTION + FORGED + " 12345 naïve <|endoftext|>"
+    assert smol.encode(text) == copy.encode(text, add_special_tokens=False).ids
+    vocab = smol.tokenizer.get_vocab()
+    assert smol.eos_ids == {vocab[t] for t in ("<|im_end|>", "<|endoftext|>", smol.eos) if t in vocab}
+
+
 def test_chat_ids_follow_a_template_that_trims_contents() -> None:
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 

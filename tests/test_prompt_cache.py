@@ -42,7 +42,8 @@ def greedy(decoder, prompt: list[int], eos: set[int], n: int = 8) -> list[int]:
 
 def test_cached_prefill_gives_the_tokens_of_the_plain_one(backend):
     tok, decoder = backend.tokenizer, backend.loaded.decoder
-    long_passage = PASSAGE.replace("Answer", "Sunlight reaches the ground after scattering. " * 10 + "Answer")
+    filler = "Sunlight reaches the ground after scattering. " * (CHUNK // 7)  # ~8 tokens each: over one chunk
+    long_passage = PASSAGE.replace("Answer", filler + "Answer")
     prompts = [
         tok.chat_ids(chat("Why is the sky blue?")),
         tok.chat_ids(chat("What does Rayleigh scattering do?")),  # the same passage: all but the question shared

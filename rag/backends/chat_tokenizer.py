@@ -42,7 +42,16 @@ def _raise(message: str) -> None:
 class ChatTokenizer:
     """Encode, decode, and render chat messages to token ids through the model's own template."""
 
-    def __init__(self, tokenizer: Tokenizer, template: str, *, bos: str = "", eos: str = "", source: str = ""):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        template: str,
+        *,
+        bos: str = "",
+        eos: str = "",
+        source: str = "",
+        text_tokenizer: Tokenizer | None = None,
+    ):
         self.tokenizer = tokenizer
         self.source = source
         self.bos, self.eos, self.template_source = bos, eos, template
@@ -55,10 +64,11 @@ class ChatTokenizer:
             raise BackendError(f"{source}: the chat template does not parse: {e}") from None
         # A copy that reads special-token text as plain text: message contents go through it, so only the template
         # itself can produce special tokens (a separate object, since the switch is not per call).
-        self.text_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+        # (`text_tokenizer`: a second one built like `tokenizer`, cheaper than this copy through JSON)
+        self.text_tokenizer = text_tokenizer or Tokenizer.from_str(tokenizer.to_str())
         self.text_tokenizer.encode_special_tokens = True
-        vocab = tokenizer.get_vocab()
-        self.eos_ids = {vocab[t] for t in (eos, *END_OF_TURN) if t and t in vocab}
+        ids = (tokenizer.token_to_id(t) for t in (eos, *END_OF_TURN) if t)
+        self.eos_ids = {i for i in ids if i is not None}
         if not self.eos_ids:
             raise BackendError(f"{source}: no end-of-turn token (eos) in the tokenizer")
 
@@ -132,24 +142,25 @@ def tokenizer_from_gguf(meta: dict[str, Any], source: Path) -> ChatTokenizer:
         raise BackendError(f"{source}: no chat template (tokenizer.chat_template) in the GGUF metadata")
     tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
     merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
-    tok = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, merges, ignore_merges=pre.startswith("llama")))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre in ("default", "gpt2", "smollm"))
-    if pre == "smollm":
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    elif pre.startswith("llama"):
-        split = pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated")
-        tok.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
-    else:
-        tok.pre_tokenizer = byte_level
-    tok.decoder = decoders.ByteLevel()
+    vocab = {t: i for i, t in enumerate(tokens)}
     types = [int(t) for t in meta["tokenizer.ggml.token_type"].tolist()] if "tokenizer.ggml.token_type" in meta else []
-    tok.add_special_tokens(
-        [
-            AddedToken(tokens[i], special=True, normalized=False)
-            for i, t in enumerate(types)
-            if t in (CONTROL, USER_DEFINED)
-        ]
-    )
+
+    def build() -> Tokenizer:
+        tok = Tokenizer(models.BPE(vocab, merges, ignore_merges=pre.startswith("llama")))
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre in ("default", "gpt2", "smollm"))
+        if pre == "smollm":
+            tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        elif pre.startswith("llama"):
+            split = pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated")
+            tok.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
+        else:
+            tok.pre_tokenizer = byte_level
+        tok.decoder = decoders.ByteLevel()
+        special = [i for i, t in enumerate(types) if t in (CONTROL, USER_DEFINED)]
+        tok.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False) for i in special])
+        return tok
+
+    tok = build()
 
     def special(key: str) -> str:
         i = meta_value(meta, key)
@@ -161,6 +172,7 @@ def tokenizer_from_gguf(meta: dict[str, Any], source: Path) -> ChatTokenizer:
         bos=special("tokenizer.ggml.bos_token_id"),
         eos=special("tokenizer.ggml.eos_token_id"),
         source=str(source),
+        text_tokenizer=build(),
     )
 
 

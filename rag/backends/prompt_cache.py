@@ -22,10 +22,11 @@ from typing import Any
 
 import mlx.core as mx
 
+from rag.backends.cpu_kernels import numpy_kernels
 from rag.backends.mlx_decode import StaticKVCache
 
 MAX_BYTES = 128 << 20  # keys and values kept at most (SmolLM2-135M: 46 KB a token, ~2,900 tokens)
-CHUNK = 128  # prompt tokens per forward pass: each chunk attends only to the positions filled so far
+CHUNK = 512  # prompt tokens per forward pass: each chunk attends only to the positions filled so far
 LAST_ONLY_TYPES = ("llama",)  # mlx-lm model types whose logits are lm_head(model.model(x)) and nothing more
 
 
@@ -113,12 +114,13 @@ class PromptCache:
                 c.update_and_fetch(k[:, :, :reuse], v[:, :, :reuse])
         tokens = mx.array([list(prompt)], dtype=mx.int32)
         logits = None
-        for start in range(reuse, len(prompt), CHUNK):
-            end = min(len(prompt), start + CHUNK)
-            for c in caches:
-                c.span = end  # eager: no compiled shape to keep, so attention reads exactly what is filled
-            logits = _forward(model, tokens[:, start:end], caches, last=end == len(prompt))
-            mx.eval(logits if logits is not None else [], [c.state for c in caches])
+        with numpy_kernels():  # eager, so a CPU's exps can go to NumPy (rag.backends.cpu_kernels)
+            for start in range(reuse, len(prompt), CHUNK):
+                end = min(len(prompt), start + CHUNK)
+                for c in caches:
+                    c.span = end  # eager: no compiled shape to keep, so attention reads exactly what is filled
+                logits = _forward(model, tokens[:, start:end], caches, last=end == len(prompt))
+                mx.eval(logits if logits is not None else [], [c.state for c in caches])
         with self._lock:
             self.hits += reuse
             self.computed += len(prompt) - reuse

@@ -120,7 +120,7 @@ def ask(
     """Answer QUESTION from the corpus (and, with --session, that session's memory), with its sources and a
     confidence. Without --session nothing is recalled or remembered."""
     st = _ask_settings(backend, session, ollama_host, timeout, temperature, seed, mode)
-    a = connect(st, no_server or (show_prompt and not as_json)) or answering_assistant(st)  # a `serve` is warm
+    a = connect(st, no_server or (show_prompt and not as_json)) or answering_assistant(st, model)  # `serve`: warm
     remember = session is not None and not no_memory
     if remember:
         typer.echo(f"session: {session} (recalled from and remembered in)", err=True)
@@ -165,7 +165,7 @@ def chat(
     session unless --session names one to go on with."""
     session = session or _conversation_name()
     st = _ask_settings(backend, session, ollama_host, timeout)
-    a = connect(st, no_server) or answering_assistant(st)  # a running `serve` answers with a warm model
+    a = connect(st, no_server) or answering_assistant(st, model)  # a running `serve` answers with a warm model
     be = a.backend(None, model)  # fails here, once, when no backend is reachable
     conv = a.chat(session, backend=be, k=k)
     name = a.self_model().name

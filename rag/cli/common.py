@@ -37,14 +37,33 @@ def assistant(**section_overrides: Any) -> Shvayambhu:
     return Shvayambhu(settings(**section_overrides))
 
 
-def answering_assistant(st: Settings) -> Shvayambhu:
-    """The assistant for `ask`/`chat` in this process, its store, embedder and lexical index loading in a
-    background thread while the caller loads the model (the two overlap instead of adding up)."""
+def answering_assistant(st: Settings, model: str | None = None) -> Shvayambhu:
+    """The assistant for `ask`/`chat` in this process: the model (`st.backend`, `model`) loads in a thread from
+    the start, while chromadb and the rest of the API import here (reading its weights lets go of the GIL), and
+    the store, embedder and lexical index load in another while the caller waits for the model."""
+    loaded: dict[str, Any] = {}
+    loader = threading.Thread(target=_load_backend, args=(st, model, loaded), name="shvayambhu-model", daemon=True)
+    loader.start()
     from rag.api import Shvayambhu  # lazy: chromadb and the embedding stack load only for commands that use them
 
     a = Shvayambhu(st)
     threading.Thread(target=_prepare_retrieval, args=(a,), name="shvayambhu-warm", daemon=True).start()
-    return a
+    loader.join()
+    if "backend" in loaded:
+        a.adopt_backend(loaded["backend"], model)
+    return a  # a model that failed to load fails again, and is reported, where the answer asks for it
+
+
+def _load_backend(st: Settings, model: str | None, out: dict[str, Any]) -> None:
+    try:
+        from blt.blas import enable_openblas
+
+        enable_openblas(verbose=False)  # before this thread imports mlx
+        from rag.backends.select import select_backend
+
+        out["backend"] = select_backend(st, st.backend, model)
+    except Exception:  # noqa: BLE001 - the answer path loads it again and reports what went wrong
+        pass
 
 
 def _prepare_retrieval(a: Shvayambhu) -> None:
