@@ -15,7 +15,8 @@ time prefill and decoding together for both, since mlx-lm's batch_generate canno
 
 The prefill and first-token rows empty the prompt cache (rag/backends/prompt_cache.py) first, as a new prompt
 finds it; a repeat of the same prompt (a cache hit) is a row of its own. `--ab N` runs only an interleaved A/B
-of N rounds against mlx-lm (order swapped every round), the per-round ratio's median and range printed.
+of N rounds against mlx-lm (order swapped every round), the per-round ratio's median and range printed
+(with --skip-long: the batch-1 and batch rows only).
 
 (OpenBLAS is loaded by `import blt` when installed; SHVAYAMBHU_BLAS=reference keeps MLX's own BLAS.)
 """
@@ -206,6 +207,8 @@ def ab_rounds(backend, singles: list[list[int]], batch: list[list[int]], long: l
             lambda: first_token_mlx_lm(backend, long),
         ),
     }
+    if args.skip_long:
+        pairs = {k: v for k, v in pairs.items() if "after" not in k}
     for ours, peer in pairs.values():  # warm both (compiles, caches) before any timing
         ours(), peer()
     figures: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in pairs}
@@ -215,7 +218,8 @@ def ab_rounds(backend, singles: list[list[int]], batch: list[list[int]], long: l
                 side = i if r % 2 == 0 else 1 - i
                 out = run()
                 figures[label][side].append(out[1] / out[0] if isinstance(out, tuple) else out)
-        print(f"  round {r + 1}/{args.ab} done, load average {os.getloadavg()[0]:.1f}", flush=True)
+        done = ", ".join(f"{a[-1]:.2f}/{b[-1]:.2f}" for a, b in figures.values())
+        print(f"  round {r + 1}/{args.ab} (ours/mlx-lm: {done}), load average {os.getloadavg()[0]:.1f}", flush=True)
     for label, (a, b) in figures.items():
         ratios = sorted(x / y for x, y in zip(a, b, strict=True))
         print(
