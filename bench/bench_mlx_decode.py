@@ -11,7 +11,12 @@ over the same span from its own timings, with and without the default repetition
 time prefill and decoding together for both, since mlx-lm's batch_generate cannot be timed without its prefill.
 
     python bench/bench_mlx_decode.py [--tokens 64] [--batch 16] [--repeats 3] [--model PATH] [--skip-torch]
-        [--skip-mlx-lm] [--skip-long]
+        [--skip-mlx-lm] [--skip-long] [--ab ROUNDS]
+
+The prefill and first-token rows empty the prompt cache (rag/backends/prompt_cache.py) first, as a new prompt
+finds it; a repeat of the same prompt (a cache hit) is a row of its own. `--ab N` runs only an interleaved A/B
+of N rounds against mlx-lm (order swapped every round), the per-round ratio's median and range printed
+(with --skip-long: the batch-1 and batch rows only).
 
 (OpenBLAS is loaded by `import blt` when installed; SHVAYAMBHU_BLAS=reference keeps MLX's own BLAS.)
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -140,20 +146,87 @@ def torch_peer(model, prompts: list[list[int]], tokens: int) -> tuple[float, int
     return time.perf_counter() - start - one, len(prompts) * (tokens - 1)
 
 
+def first_token_ours(backend, prompt: list[int], fresh: bool = True) -> float:
+    """Seconds from the call to the first token; ``fresh``: the prompt cache emptied first (no prefix reused)."""
+    if fresh:
+        backend.loaded.decoder.prompt_cache.clear()
+    start = time.perf_counter()
+    steps = backend.loaded.decoder.decode([prompt], max_tokens=2, sampler=make_sampler(0.0), eos_ids=set())
+    next(steps)
+    dt = time.perf_counter() - start
+    steps.close()
+    return dt
+
+
+def first_token_mlx_lm(backend, prompt: list[int]) -> float:
+    """Seconds from the call to mlx-lm generate_step's first token (a new KV cache: nothing reused)."""
+    from mlx_lm.generate import generate_step
+
+    start = time.perf_counter()
+    gen = generate_step(mx.array(prompt), backend.loaded.model, max_tokens=2)
+    next(gen)
+    dt = time.perf_counter() - start
+    gen.close()
+    return dt
+
+
 def long_rows(backend, long: list[int], args: argparse.Namespace, ours: dict[str, float]) -> None:
-    """Decoding after a 1,000-token prompt, its prefill, and the first token after it."""
+    """Decoding after a 1,000-token prompt, its prefill, and the first token after it: fresh (the prompt cache
+    emptied first: every row before ran this prompt) and on a repeat of the same prompt (a prompt-cache hit)."""
     dt, n, spread = median_run(lambda: mlx_ours(backend, [long], args.tokens), args.repeats)
     ours["b1_long"] = n / dt
     print(f"MLX backend   decode batch 1 after {len(long)} prompt tokens {rate(n, dt)} {spread}")
+    backend.loaded.decoder.prompt_cache.clear()
     start = time.perf_counter()
     backend.loaded.decoder.prefill([long], 1024 + 256)
     dt = time.perf_counter() - start
     ours["prefill"] = len(long) / dt
-    print(f"MLX backend   prefill            {rate(len(long), dt)}")
-    start = time.perf_counter()
-    next(backend.loaded.decoder.decode([long], max_tokens=2, sampler=make_sampler(0.0), eos_ids=set()))
-    ours["ttft"] = time.perf_counter() - start
-    print(f"MLX backend   first token after {len(long)} prompt tokens: {ours['ttft']:.2f} s")
+    print(f"MLX backend   prefill (fresh)    {rate(len(long), dt)}")
+    ours["ttft"] = sorted(first_token_ours(backend, long) for _ in range(args.repeats))[args.repeats // 2]
+    print(f"MLX backend   first token after {len(long)} prompt tokens (fresh): {ours['ttft']:.2f} s")
+    hit = sorted(first_token_ours(backend, long, fresh=False) for _ in range(args.repeats))[args.repeats // 2]
+    print(f"MLX backend   first token after the same {len(long)} tokens again (prompt-cache hit): {hit:.2f} s")
+
+
+def ab_rounds(backend, singles: list[list[int]], batch: list[list[int]], long: list[int], args) -> None:
+    """Interleaved A/B, ours against mlx-lm on the same work, the order swapped every round (the VM's speed
+    drifts between runs): decode at batch 1 (short and 1,000-token prompt), batch with prefill, first token."""
+    t = args.tokens
+    pairs = {
+        "decode batch 1 (tok/s)": (lambda: mlx_ours(backend, singles, t), lambda: mlx_lm_peer(backend, singles, t)),
+        f"decode batch 1 after {len(long)} tokens (tok/s)": (
+            lambda: mlx_ours(backend, [long], t),
+            lambda: mlx_lm_peer(backend, [long], t),
+        ),
+        f"batch {len(batch)} with prefill (tok/s)": (
+            lambda: mlx_ours_with_prefill(backend, batch, t),
+            lambda: mlx_lm_peer(backend, batch, t),
+        ),
+        f"first token after {len(long)} tokens, fresh (s)": (
+            lambda: first_token_ours(backend, long),
+            lambda: first_token_mlx_lm(backend, long),
+        ),
+    }
+    if args.skip_long:
+        pairs = {k: v for k, v in pairs.items() if "after" not in k}
+    for ours, peer in pairs.values():  # warm both (compiles, caches) before any timing
+        ours(), peer()
+    figures: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in pairs}
+    for r in range(args.ab):
+        for label, (ours, peer) in pairs.items():
+            for i, run in enumerate((ours, peer) if r % 2 == 0 else (peer, ours)):
+                side = i if r % 2 == 0 else 1 - i
+                out = run()
+                figures[label][side].append(out[1] / out[0] if isinstance(out, tuple) else out)
+        done = ", ".join(f"{a[-1]:.2f}/{b[-1]:.2f}" for a, b in figures.values())
+        print(f"  round {r + 1}/{args.ab} (ours/mlx-lm: {done}), load average {os.getloadavg()[0]:.1f}", flush=True)
+    for label, (a, b) in figures.items():
+        ratios = sorted(x / y for x, y in zip(a, b, strict=True))
+        print(
+            f"A/B {label:<40} ours {statistics.median(a):7.2f} [{min(a):.2f}-{max(a):.2f}]   mlx-lm "
+            f"{statistics.median(b):7.2f} [{min(b):.2f}-{max(b):.2f}]   ours/mlx-lm per round: median "
+            f"{statistics.median(ratios):.2f} [{ratios[0]:.2f}-{ratios[-1]:.2f}]"
+        )
 
 
 def main() -> None:
@@ -165,6 +238,7 @@ def main() -> None:
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-mlx-lm", action="store_true")
     ap.add_argument("--skip-long", action="store_true", help="no 1,000-token-prompt rows (prefill, first token)")
+    ap.add_argument("--ab", type=int, default=0, metavar="ROUNDS", help="only an interleaved A/B against mlx-lm")
     args = ap.parse_args()
 
     started = time.perf_counter()
@@ -182,6 +256,9 @@ def main() -> None:
     mlx_ours(backend, batch, 4)
     tok.eos_ids = set()  # this process only: the stream rows decode exactly --tokens tokens too
     stream_run(backend, QUESTIONS[0], 4, None)
+    if args.ab:
+        ab_rounds(backend, singles, batch, long, args)
+        return
 
     results: dict[str, dict[str, float]] = {}
     dt, n, spread = median_run(lambda: mlx_ours(backend, singles, args.tokens), args.repeats)

@@ -1,6 +1,8 @@
 """Generated text out as it comes: stop sequences cut, a possible stop's start and a partial UTF-8 character held
-back. One streamer for every decoder: the BLT (bytes in, blt.generate), the MLX backend (text pieces from the
-tokenizer's streaming decoder) and the answer cleaner (rag.postprocess).
+back. One streamer for every decoder that cuts stop strings itself: the BLT (bytes in, blt.generate) and the MLX
+backend (text pieces from the tokenizer's streaming decoder); Ollama cuts them in its server. The answer cleaner
+(rag.postprocess) downstream holds text back by whole sentences and stops at role markers it matches by pattern,
+on text that is already whole characters: a different job, not a second copy of this one.
 
 Stops are matched on the UTF-8 bytes, so a stop split across chunks, or across a character's bytes, is found;
 for valid text that is the same as matching characters. The stop that completes first wins; the text before it

@@ -12,7 +12,7 @@ import pytest
 from rag.backends.base import BackendError
 from rag.backends.gguf import check_tensor_types, gguf_tensor_types
 
-ARRAY, UINT8, STRING = 9, 0, 8
+ARRAY, UINT8, INT32, STRING = 9, 0, 5, 8
 
 
 def _string(s: str) -> bytes:
@@ -41,6 +41,25 @@ def test_tensor_types_are_read_and_an_unsupported_one_is_named(tmp_path):
         check_tensor_types(_gguf(tmp_path / "q5k.gguf", type_id=13))
 
 
+def test_a_large_vocabulary_is_stepped_over_quickly_and_the_tensors_after_it_are_right(tmp_path):
+    """A 200,000-string array (SmolLM2 has ~98,000) and a 200,000-number array before the tensor infos: the
+    stock reader takes seconds here (numpy views per item); ours steps over them at once, to the right place."""
+    from rag.backends.gguf import _reader_class
+
+    words = [f"w{i}" * (1 + i % 3) for i in range(200_000)]
+    kv = _string("tokenizer.ggml.tokens") + struct.pack("<IIQ", ARRAY, STRING, len(words))
+    kv += b"".join(_string(w) for w in words)
+    kv += _string("tokenizer.ggml.token_type") + struct.pack("<IIQ", ARRAY, INT32, 200_000)
+    kv += struct.pack("<200000i", *range(200_000))
+    path = _gguf(tmp_path / "vocab.gguf", kv=kv, n_kv=2, tensors=3, type_id=1, data=3 * 512)
+    started = time.perf_counter()
+    ours = _reader_class()(path)
+    assert time.perf_counter() - started < 3  # the stock reader: ~15 s on this CPU, ours ~0.1 s
+    assert [(t.name, t.tensor_type.name) for t in ours.tensors] == [(f"blk.{i}.attn_q.weight", "F16") for i in range(3)]
+    assert {t.data_offset for t in ours.tensors} == {path.stat().st_size - 3 * 512}  # where the data starts
+    assert ours.fields["tokenizer.ggml.token_type"].contents() == list(range(200_000))
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -53,6 +72,23 @@ def test_tensor_types_are_read_and_an_unsupported_one_is_named(tmp_path):
         # an array that states 2**40 items in a small file: the reader would loop on past its end
         (
             lambda p: _gguf(p, kv=_string("x") + struct.pack("<IIQ", ARRAY, UINT8, 2**40) + b"\1\2\3"),
+            "truncated or corrupt GGUF header",
+        ),
+        # an array of 2**40 strings in a small file, and one whose last string runs past the end
+        (
+            lambda p: _gguf(p, kv=_string("x") + struct.pack("<IIQ", ARRAY, STRING, 2**40) + _string("a")),
+            "truncated or corrupt GGUF header",
+        ),
+        (
+            lambda p: p.write_bytes(
+                b"GGUF"
+                + struct.pack("<IQQ", 3, 0, 1)
+                + _string("x")
+                + struct.pack("<IIQ", ARRAY, STRING, 2)
+                + _string("a")
+                + struct.pack("<Q", 5)
+                + b"bc"
+            ),
             "truncated or corrupt GGUF header",
         ),
         # tensor data past the end of the file (a truncated download)

@@ -69,16 +69,21 @@ def bundled_model_path() -> Path:
 
 @lru_cache(maxsize=1)
 def _reader_class() -> type:
-    """The `gguf` package's GGUFReader with its one read method (`_get`, which every read of the header goes
-    through) bounded: a read past the end of the file, or more than MAX_HEADER_READS reads, is an error (its own
-    loop over an array's items goes on for any count the file states, past the end, holding an array per item).
-    Reads slice a plain view of the file's mapping: numpy's memmap slicing is ~4x slower, and SmolLM2's header is
-    ~250,000 reads."""
-    import numpy as np
-    from gguf import GGUFReader  # imported when a header is read (~0.5 s)
+    """The `gguf` package's GGUFReader, bounded and made quick for what we ask of it (the tensor infos).
 
-    if "_get" not in vars(GGUFReader):  # the bounds below would silently not apply
-        raise BackendError("the installed gguf package reads GGUF headers differently: install gguf>=0.10,<=0.19")
+    Every read of the header goes through its `_get`: here a read past the end of the file, or more than
+    MAX_HEADER_READS reads, is an error (its own loop over an array's items goes on for any count the file
+    states, past the end, holding an array per item), and reads slice a plain view of the mapping (numpy's
+    memmap slicing is ~4x slower). Its `_get_field_parts` walks an array item by item (numpy views per item:
+    SmolLM2's vocabulary and merges are ~250,000 reads, 3-4 s); here an array of numbers is one read and an
+    array of strings is stepped over by its length prefixes (0.06 s in all), its field keeping the bytes as one
+    part with no items split out (nothing reads metadata through this reader: `mx.load` does)."""
+    import numpy as np
+    from gguf import GGUFReader, GGUFValueType  # imported when a header is read (~0.5 s)
+
+    for method in ("_get", "_get_field_parts"):
+        if method not in vars(GGUFReader):  # the bounds below would silently not apply
+            raise BackendError("the installed gguf package reads GGUF headers differently: install gguf>=0.10,<=0.19")
 
     class BoundedReader(GGUFReader):
         def _get(self, offset: int, dtype: Any, count: int = 1, override_order: Any = None) -> Any:
@@ -93,6 +98,40 @@ def _reader_class() -> type:
                 raise EOFError("unexpected end of file")
             arr = self._plain[offset:end].view(dtype)
             return arr.view(arr.dtype.newbyteorder(override_order or self.byte_order))
+
+        def _get_field_parts(self, orig_offs: int, raw_type: int) -> Any:
+            if raw_type != GGUFValueType.ARRAY:
+                return super()._get_field_parts(orig_offs, raw_type)
+            raw_itype = self._get(orig_offs, np.uint32)
+            alen = self._get(orig_offs + 4, np.uint64)
+            itype, count, start = GGUFValueType(raw_itype[0]), int(alen[0]), orig_offs + 12
+            scalar = self.gguf_scalar_to_np.get(itype)
+            if scalar is not None:
+                items = self._get(start, scalar, count)
+                return 12 + int(items.nbytes), [raw_itype, alen, items], [2], [GGUFValueType.ARRAY, itype]
+            if itype != GGUFValueType.STRING:
+                return super()._get_field_parts(orig_offs, raw_type)  # nested arrays: rare, item by item
+            end = self._skip_strings(start, count)
+            block = self._get(start, np.uint8, end - start)
+            return end - orig_offs, [raw_itype, alen, block], [], [GGUFValueType.ARRAY, itype]
+
+        def _skip_strings(self, offs: int, count: int) -> int:
+            """The offset after ``count`` length-prefixed strings starting at ``offs``."""
+            plain = self._plain
+            size = plain.size
+            if count > (size - offs) // 8:
+                raise EOFError(f"{count} strings cannot fit in the file")
+            self._reads += count
+            if self._reads > MAX_HEADER_READS:
+                raise EOFError(f"more than {MAX_HEADER_READS} values in the header")
+            unpack = struct.Struct(np.dtype(np.uint64).newbyteorder(self.byte_order).str[0] + "Q").unpack_from
+            for _ in range(count):
+                if offs + 8 > size:
+                    raise EOFError("unexpected end of file")
+                offs += 8 + unpack(plain, offs)[0]
+            if offs > size:
+                raise EOFError("unexpected end of file")
+            return offs
 
     return BoundedReader
 

@@ -103,12 +103,16 @@ class Decoder:
         length = max(len(p) for p in prompts)
         left_pad = mx.array([length - len(p) for p in prompts], dtype=mx.int32)
         tokens = mx.array([[pad] * (length - len(p)) + list(p) for p in prompts], dtype=mx.int32)
+        from rag.backends.prompt_cache import _forward as forward  # the vocabulary projection of the last only
+
         caches = [StaticKVCache(size, mx.array(0, dtype=mx.int32), left_pad) for _ in self.model.layers]
         for start in range(0, length, PREFILL_STEP):
+            end = min(length, start + PREFILL_STEP)
             for c in caches:
-                c.span = attend_span(min(length, start + PREFILL_STEP), size)
-            logits = self.model(tokens[:, start : start + PREFILL_STEP], cache=caches)
-            mx.eval(logits, [c.state for c in caches])
+                c.span = attend_span(end, size)
+            logits = forward(self.model, tokens[:, start:end], caches, last=end == length)
+            mx.eval(logits if logits is not None else [], [c.state for c in caches])
+        assert logits is not None  # the last chunk always computes them
         logits = logits[:, -1, :].astype(mx.float32)
         return logits - mx.logsumexp(logits, axis=-1, keepdims=True), caches, left_pad
 
