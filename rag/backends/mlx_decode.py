@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -103,14 +104,12 @@ class Decoder:
         length = max(len(p) for p in prompts)
         left_pad = mx.array([length - len(p) for p in prompts], dtype=mx.int32)
         tokens = mx.array([[pad] * (length - len(p)) + list(p) for p in prompts], dtype=mx.int32)
-        from rag.backends.prompt_cache import _forward as forward  # the vocabulary projection of the last only
-
         caches = [StaticKVCache(size, mx.array(0, dtype=mx.int32), left_pad) for _ in self.model.layers]
         for start in range(0, length, PREFILL_STEP):
             end = min(length, start + PREFILL_STEP)
             for c in caches:
                 c.span = attend_span(end, size)
-            logits = forward(self.model, tokens[:, start:end], caches, last=end == length)
+            logits = forward_last(self.model, tokens[:, start:end], caches, last=end == length)
             mx.eval(logits if logits is not None else [], [c.state for c in caches])
         assert logits is not None  # the last chunk always computes them
         logits = logits[:, -1, :].astype(mx.float32)
@@ -189,3 +188,20 @@ class Decoder:
                 return
             if not last:
                 y, prob, entropy = nxt if not copiers else choose(logprobs)
+
+
+LAST_ONLY_TYPES = ("llama",)  # mlx-lm model types whose logits are lm_head(model.model(x)) and nothing more
+
+
+def forward_last(model: Any, tokens: mx.array, caches: list[StaticKVCache], last: bool) -> mx.array | None:
+    """Run `tokens` through `model` into `caches`: the logits of the last position when `last`, else None.
+    For a plain llama-family model only the positions needed are projected onto the vocabulary."""
+    inner = getattr(model, "model", None)
+    args = getattr(model, "args", None)
+    if inner is None or args is None or getattr(model, "model_type", None) not in LAST_ONLY_TYPES:
+        return model(tokens, cache=caches)[:, -1:, :]
+    h = inner(tokens, cache=caches)
+    if not last:
+        return None
+    h = h[:, -1:, :]
+    return inner.embed_tokens.as_linear(h) if args.tie_word_embeddings else model.lm_head(h)

@@ -23,11 +23,10 @@ from typing import Any
 import mlx.core as mx
 
 from rag.backends.cpu_kernels import numpy_kernels
-from rag.backends.mlx_decode import StaticKVCache
+from rag.backends.mlx_decode import StaticKVCache, forward_last
 
 MAX_BYTES = 128 << 20  # keys and values kept at most (SmolLM2-135M: 46 KB a token, ~2,900 tokens)
 CHUNK = 512  # prompt tokens per forward pass: each chunk attends only to the positions filled so far
-LAST_ONLY_TYPES = ("llama",)  # mlx-lm model types whose logits are lm_head(model.model(x)) and nothing more
 
 
 @dataclass
@@ -119,7 +118,7 @@ class PromptCache:
                 end = min(len(prompt), start + CHUNK)
                 for c in caches:
                     c.span = end  # eager: no compiled shape to keep, so attention reads exactly what is filled
-                logits = _forward(model, tokens[:, start:end], caches, last=end == len(prompt))
+                logits = forward_last(model, tokens[:, start:end], caches, last=end == len(prompt))
                 mx.eval(logits if logits is not None else [], [c.state for c in caches])
         with self._lock:
             self.hits += reuse
@@ -128,17 +127,3 @@ class PromptCache:
         assert logits is not None  # the last chunk always computes them
         logits = logits[:, -1, :].astype(mx.float32)
         return logits - mx.logsumexp(logits, axis=-1, keepdims=True), caches, left_pad
-
-
-def _forward(model: Any, tokens: mx.array, caches: list[StaticKVCache], last: bool) -> mx.array | None:
-    """Run `tokens` through `model` into `caches`: the logits of the last position when `last`, else None.
-    For a plain llama-family model only the positions needed are projected onto the vocabulary."""
-    inner = getattr(model, "model", None)
-    args = getattr(model, "args", None)
-    if inner is None or args is None or getattr(model, "model_type", None) not in LAST_ONLY_TYPES:
-        return model(tokens, cache=caches)[:, -1:, :]
-    h = inner(tokens, cache=caches)
-    if not last:
-        return None
-    h = h[:, -1:, :]
-    return inner.embed_tokens.as_linear(h) if args.tie_word_embeddings else model.lm_head(h)
