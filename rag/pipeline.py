@@ -24,7 +24,7 @@ from rag.config import Settings
 from rag.consciousness import metacognition as meta
 from rag.consciousness.calibration import SUPPORTED, Reference, Weights, support
 from rag.consciousness.candidates import candidates, focus_exemplars, normalise_history, preface
-from rag.consciousness.extract import Extract, extract_answer
+from rag.consciousness.extract import Extract, asked_names, extract_answer
 from rag.consciousness.memory import Memory, MemoryStream, exchange_text, importance
 from rag.consciousness.prompt import (
     base_messages,
@@ -354,10 +354,19 @@ def abstention(prep: Prepared, backend: Backend) -> Generation | None:
     """For a backend whose profile abstains when unsure (the BLT, which can only re-tell its exemplars), a plain
     "the corpus has nothing on this" when the evidence is weak, naming the nearest things the corpus holds;
     else None."""
-    if not (backend.profile.abstain_when_unsure and prep.confidence.low):
+    if not backend.profile.abstain_when_unsure:
+        return None
+    # a re-telling of passages that never say the name asked about ("the S3's filter") answers another question
+    unsaid = [n for n in asked_names(prep.question) if not any(n in source_text(h).lower() for h in prep.hits)]
+    if not (prep.confidence.low or unsaid):
         return None
     nearest = "; ".join(f"\u201c{' '.join(h.prompt.split())}\u201d" for h in prep.hits[:3])
-    text = f"My corpus has nothing on this (confidence {prep.confidence.value:.2f}), and I would only be guessing. " + (
+    why = (
+        f"My corpus never mentions {', '.join(unsaid)}"
+        if unsaid and not prep.confidence.low
+        else f"My corpus has nothing on this (confidence {prep.confidence.value:.2f})"
+    )
+    text = f"{why}, and I would only be guessing. " + (
         f"The nearest things it holds are: {nearest}." if nearest else "It holds nothing close to it."
     )
     return Generation(text=text, model=backend.model, backend=backend.name, done_reason="abstain")

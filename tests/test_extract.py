@@ -150,3 +150,13 @@ def test_a_factoid_question_is_answered_with_the_phrase_and_its_quoted_sentence(
     assert off.ask("What time does the chess club meet?", use_memory=False).done_reason != "extract"
     weak = a.ask("Who wrote the Iliad?", use_memory=False)  # nothing in the notes: no phrase is taken from them
     assert weak.low_confidence and weak.done_reason != "extract"
+
+
+@pytest.mark.slow
+def test_the_blt_will_not_retell_passages_that_never_say_the_name_asked_about(tmp_path: Path):
+    """The BLT can only re-tell: asked about a name none of its passages holds, it abstains and says which."""
+    a = assistant(notes_home(tmp_path), backend="blt")
+    ans = a.ask("How often is food waste collected in Zorbleton?", use_memory=False)
+    assert ans.done_reason == "abstain" and "never mentions zorbleton" in ans.answer, ans.answer
+    kept = a.ask("How often is food waste collected in Marlow?", use_memory=False)
+    assert "never mentions" not in kept.answer
