@@ -51,7 +51,9 @@ def quality(args: argparse.Namespace) -> None:
     from rag.eval.squad import load_questions
 
     qset = load_questions(args.data)
-    rows, answers = {}, {}
+    if args.kinds:  # a share of the question kinds (runs in parallel; `merge` scores them together)
+        qset.questions = [q for q in qset.questions if q.kind in args.kinds.split(",")]
+    rows, answers, scored = {}, {}, {}
     for name, settings in configs(args):
         t0 = time.perf_counter()
         report = run_answers(qset, settings, backends=["mlx"], kinds=["ours"], limit=args.limit, resamples=200)
@@ -61,8 +63,10 @@ def quality(args: argparse.Namespace) -> None:
         answers[name] = [(r["question"], r["kind"], " ".join(str(r.get("answer", r.get("error"))).split())[:100])
                          for r in report["rows"] if r["config"] == "ours-mlx"]  # fmt: skip
         print(f"{name}: {report['questions']} in {rows[name]['seconds']:.0f} s", file=sys.stderr)
+        scored[name] = [{k: v for k, v in r.items() if k != "object"} for r in report["rows"]]
         if args.save:
-            Path(args.save).write_text(json.dumps({"rows": rows, "answers": answers}, indent=1))
+            doc = {"rows": rows, "answers": answers, "scored": scored}
+            Path(args.save).write_text(json.dumps(doc, indent=1, default=str))
     if len(answers) == 2:
         for (question, kind, was), (_, _, now) in zip(answers["base"], answers["tuned"], strict=True):
             print(f"{kind}: {question}\n  base:  {was}\n  tuned: {now}", file=sys.stderr)
@@ -78,6 +82,26 @@ def quality(args: argparse.Namespace) -> None:
     f1b, f1t = rows.get("base", {}).get("f1"), rows.get("tuned", {}).get("f1")
     if f1b and f1t is not None:
         print(f"\ntoken F1 tuned / base: {f1t / f1b:.2f}x (target >= 1.3x)")
+
+
+def merge(args: argparse.Namespace) -> None:
+    """The metrics of `quality --save` files run on shares of the question kinds, scored together."""
+    from rag.eval.answers import summarize
+
+    scored: dict[str, list] = {}
+    for path in args.saved:
+        for name, rows in json.loads(Path(path).read_text()).get("scored", {}).items():
+            scored.setdefault(name, []).extend(rows)
+    print("| merged | " + " | ".join(METRICS) + " |")
+    print("|---|" + "---|" * len(METRICS))
+    for name, rows in scored.items():
+        metrics = summarize(rows, ["ours-mlx"], resamples=200)["ours-mlx"]["metrics"]
+        r = {m: (metrics.get(m) or {}).get("mean") for m in METRICS}
+        print(
+            f"| ours-mlx {name} ({len(rows)}) | "
+            + " | ".join("-" if r[m] is None else f"{r[m]:.3f}" for m in METRICS)
+            + " |"
+        )
 
 
 def configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
@@ -235,6 +259,9 @@ def main() -> None:
     q = sub.add_parser("quality", help="base vs tuned through the layer on the answer benchmark")
     q.add_argument("--data", default=str(REPO / "bench" / "data" / "answers" / "dev.json"))
     q.add_argument("--limit", type=int, default=8, help="at most N questions of each kind")
+    q.add_argument("--kinds", default=None, help="only these question kinds (comma-separated)")
+    g = sub.add_parser("merge", help="score `quality --save` files of shares of the question kinds together")
+    g.add_argument("saved", nargs="+")
     o = sub.add_parser("offcorpus", help="base vs tuned on general questions with no retrieval (forgetting)")
     o.add_argument("--data", default=str(REPO / "bench" / "data" / "off_corpus.jsonl"))
     o.add_argument("--limit", type=int, default=None, help="the first N questions")
@@ -251,7 +278,7 @@ def main() -> None:
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--layers", type=int, default=8)
     args = ap.parse_args()
-    {"quality": quality, "offcorpus": offcorpus, "throughput": throughput}[args.what](args)
+    {"quality": quality, "offcorpus": offcorpus, "throughput": throughput, "merge": merge}[args.what](args)
 
 
 if __name__ == "__main__":
