@@ -97,11 +97,9 @@ def merge(args: argparse.Namespace) -> None:
     for name, rows in scored.items():
         metrics = summarize(rows, ["ours-mlx"], resamples=200)["ours-mlx"]["metrics"]
         r = {m: (metrics.get(m) or {}).get("mean") for m in METRICS}
-        print(
-            f"| ours-mlx {name} ({len(rows)}) | "
-            + " | ".join("-" if r[m] is None else f"{r[m]:.3f}" for m in METRICS)
-            + " |"
-        )
+        cells = " | ".join("-" if r[m] is None else f"{r[m]:.3f}" for m in METRICS)
+        n = sum(row["config"] == "ours-mlx" for row in rows)
+        print(f"| ours-mlx {name} ({n} questions) | {cells} |")
 
 
 def configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
