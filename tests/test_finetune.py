@@ -109,7 +109,9 @@ def test_lora_run_saves_reloads_resumes_and_writes_the_manifest(tmp_path):
 
     from training.finetune import FinetuneConfig, run_finetune
 
-    cfg = FinetuneConfig(tmp_path, rank=2, layers=1, max_seq=32, batch_size=2, steps=2, lr=3e-2, eval_every=1)
+    cfg = FinetuneConfig(
+        tmp_path, rank=2, layers=1, max_seq=32, batch_size=2, steps=2, lr=3e-2, eval_every=1, report_every=1
+    )
     train, val = _tiny_data(8, 0), _tiny_data(4, 1)
     r = run_finetune(_tiny_model(), train, val, cfg, data_hash="abc", manifest={"base_model": {"name": "tiny"}})
     assert r["steps"] == 2 and r["resumed_from"] == 0 and r["tokens"] > 0 and r["best_val_loss"] is not None
@@ -117,6 +119,9 @@ def test_lora_run_saves_reloads_resumes_and_writes_the_manifest(tmp_path):
     assert man["format"] == "shvayambhu-lora/1" and man["base_model"]["name"] == "tiny"
     assert man["data"]["sha256"] == "abc" and man["settings"]["rank"] == 2 and man["adapter"]["num_layers"] == 1
     assert any("val_loss" in row for row in man["log"])
+    reports = [row for row in man["log"] if "train_loss" in row]  # each step timed, with the tokens read so far
+    assert [row["step"] for row in reports] == [1, 2] and 0 < reports[0]["seconds"] <= reports[1]["seconds"]
+    assert 0 < reports[0]["read"] < reports[1]["read"] == r["tokens"]
     x = mx.array([train[0][0]])
     base = _tiny_model()(x)
     last = load_adapters(_tiny_model(), str(tmp_path / "checkpoint"))(x)

@@ -37,6 +37,7 @@ class CorpusRecord:
     response: str
     category: str | None = None
     split: str | None = None
+    kind: str = "pair"  # "pair" (a prompt and its answer) or "text" (a titled passage)
 
 
 @dataclass
@@ -61,7 +62,9 @@ def records_from_files(paths: Iterable[str | Path], validate: bool = True) -> li
         for rec in read_path(p):
             if not isinstance(rec, Record) or (check is not None and check(rec) is not None):
                 continue
-            out.setdefault(rec.id, CorpusRecord(rec.id, rec.prompt, rec.response, rec.category, split_name(rec.split)))
+            out.setdefault(
+                rec.id, CorpusRecord(rec.id, rec.prompt, rec.response, rec.category, split_name(rec.split), rec.kind)
+            )
     return list(out.values())
 
 

@@ -47,11 +47,12 @@ class FinetuneConfig:
     patience: int = 3  # validations without improvement before stopping (0: never stop early)
     seed: int = 0
     resume: bool = True
+    report_every: int = 10  # steps per training-loss report (each logged with its time since the start)
 
     def __post_init__(self) -> None:
         if self.tune_type not in TUNE_TYPES:
             raise TrainingError(f"tune type must be one of {', '.join(TUNE_TYPES)}, got {self.tune_type!r}")
-        for name in ("rank", "layers", "max_seq", "batch_size", "steps", "eval_every"):
+        for name in ("rank", "layers", "max_seq", "batch_size", "steps", "eval_every", "report_every"):
             if int(getattr(self, name)) < 1:
                 raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -213,7 +214,10 @@ def run_finetune(
                 raise _Stop
 
         def on_train_loss_report(self, info: dict[str, Any]) -> None:
-            log.append({"step": start + int(info["iteration"]), "train_loss": float(info["train_loss"])})
+            step = start + int(info["iteration"])
+            seconds = round(time.perf_counter() - t0, 3)
+            loss = float(info["train_loss"])
+            log.append({"step": step, "train_loss": loss, "seconds": seconds, "read": seen["tokens"]})
 
     stopped = False
     t0 = time.perf_counter()
@@ -223,7 +227,7 @@ def run_finetune(
             batch_size=cfg.batch_size,
             iters=remaining,
             val_batches=-1,
-            steps_per_report=min(10, remaining),
+            steps_per_report=min(cfg.report_every, remaining),
             steps_per_eval=cfg.eval_every,
             steps_per_save=10**9,  # checkpoints are ours (with the optimizer and step), at each validation
             max_seq_length=cfg.max_seq,

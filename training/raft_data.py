@@ -44,9 +44,10 @@ class Item:
     question: str
     answer: str | None
     record: str  # the id of the record whose passage answers it
-    kind: str  # "pair" (the record's own prompt) or "generated" (a question written from its passage)
+    kind: str  # "pair" (the record's own prompt), "generated" (a sentence template) or "span" (a short span)
     role: str  # "answer" or "abstain"
     split: str  # "train" or "val"
+    evidence: str | None = None  # the sentence of the passage that holds the answer (span questions)
 
 
 @dataclass
@@ -156,17 +157,27 @@ def plan_items(
     val_fraction: float = 0.05,
     heldout_fraction: float = HELDOUT_FRACTION,
     generated: int = 4,
+    spans: int = 0,
     seed: int = 0,
     embeddings: np.ndarray | None = None,
     group_threshold: float = 0.7,
+    exclude_questions: Iterable[str] = (),
+    exclude_texts: Iterable[str] = (),
 ) -> Plan:
     """Which records the store holds and which questions are asked, train and validation split by record.
     With `embeddings` (one row per record), paraphrased records go together: a record near a held-out one is
     dropped with it, and near-duplicates are withheld (and validated) together, so an "abstain" question never
-    meets its own answer in other words."""
+    meets its own answer in other words. `spans` questions per passage are written around short answer spans
+    (`span_questions`). An evaluation set is never trained on: records that share a sentence with
+    `exclude_texts` are dropped, and so are questions that repeat one of `exclude_questions`."""
+    from training.span_questions import span_questions
+
     if not 0.0 <= abstain_share < 1.0:
         raise TrainingError(f"abstain_share must be from 0 to below 1, got {abstain_share}")
+    banned = {norm(s) for text in exclude_texts for s in sentences(text)}
     recs = list(records)
+    evaluated = [r for r in recs if banned and any(norm(s) in banned for s in sentences(r.response))]
+    recs = [r for r in recs if r not in evaluated]
     held, rule = heldout_flags(recs, heldout_fraction, seed)
     group = groups(embeddings, len(recs), group_threshold)
     first: dict[int, str] = {}
@@ -175,7 +186,7 @@ def plan_items(
     held_groups = {g for g, h in zip(group, held, strict=True) if h}
     near_held = sum(g in held_groups and not h for g, h in zip(group, held, strict=True))
     held = [g in held_groups for g in group]
-    held_q = {norm(r.prompt) for r, h in zip(recs, held, strict=True) if h}
+    held_q = {norm(r.prompt) for r, h in zip(recs, held, strict=True) if h} | {norm(q) for q in exclude_questions}
     held_text = [norm(r.response) for r, h in zip(recs, held, strict=True) if h]
     store: list[CorpusRecord] = []
     items: list[Item] = []
@@ -189,28 +200,33 @@ def plan_items(
         if not withheld:
             store.append(r)
         role = "abstain" if withheld else "answer"
-        asked = [(r.prompt, None, "pair")] + [(q, a, "generated") for q, a in passage_questions(r.response, generated)]
-        for q, a, kind in asked:
+        asked = [(r.prompt, None, "pair", None)] if r.kind == "pair" else []
+        asked += [(q, a, "generated", a) for q, a in passage_questions(r.response, generated)]
+        title = r.prompt if r.kind == "text" else None
+        asked += [(s.question, s.answer, "span", s.sentence) for s in span_questions(r.response, title, spans)]
+        for q, a, kind, evidence in asked:
             key = norm(q)
-            if key in held_q or (a is not None and any(norm(a) in t for t in held_text)):
+            if key in held_q or (evidence is not None and any(norm(evidence) in t for t in held_text)):
                 dropped += 1
                 continue
             if key in seen:
                 duplicates += 1
                 continue
             seen.add(key)
-            items.append(Item(" ".join(q.split()), a, r.id, kind, role, split))
+            items.append(Item(" ".join(q.split()), a, r.id, kind, role, split, evidence))
     if not items:
         raise TrainingError("no training questions: the corpus has no records outside the held-out split")
     info = {
-        "records": len(recs),
+        "records": len(recs) + len(evaluated),
+        "evaluation_records_dropped": len(evaluated),
         "heldout": sum(held) - near_held,
         "heldout_rule": rule,
         "near_heldout_dropped": near_held,
         "store": len(store),
         "withheld": len(recs) - sum(held) - len(store),  # held counts the near-held-out records too
         "questions": len(items),
-        "generated": sum(i.kind == "generated" for i in items),
+        "generated": sum(i.kind != "pair" for i in items),
+        "span_questions": sum(i.kind == "span" for i in items),
         "dropped_as_heldout": dropped,
         "duplicates": duplicates,
         "abstain_share": abstain_share,
@@ -240,14 +256,15 @@ def build_examples(
             continue
         messages, shown = got
         if it.role == "abstain":
-            gold = norm(it.answer) if it.answer else ""
+            gold = norm(it.evidence or it.answer or "")
             if it.record in shown or (gold and any(gold in norm(t) for t in shown.values())):
                 skipped["answer_elsewhere"] += 1
                 continue
             target = not_found
         else:
             text = shown.get(it.record)
-            if text is None or (it.answer is not None and norm(it.answer) not in norm(text)):
+            needed = it.evidence or it.answer
+            if text is None or (needed is not None and norm(needed) not in norm(text)):
                 skipped["gold_not_shown"] += 1
                 continue
             target = it.answer if it.answer is not None else brief(text)

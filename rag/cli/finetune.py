@@ -67,7 +67,11 @@ def prepare_data(
     docs = data_dir / "store.jsonl"
     docs.write_text(
         "".join(
-            json.dumps({"prompt": r.prompt, "response": r.response, "category": r.category}, ensure_ascii=False) + "\n"
+            json.dumps(
+                {"prompt": r.prompt, "response": r.response, "category": r.category, "kind": r.kind},
+                ensure_ascii=False,
+            )
+            + "\n"
             for r in plan.store
         ),
         encoding="utf-8",
@@ -117,6 +121,13 @@ def finetune(
     ] = 0.25,
     val_fraction: Annotated[float, typer.Option(help="Share of records whose questions validate.")] = 0.05,
     questions_per_passage: Annotated[int, typer.Option(help="Template questions written from each passage.")] = 4,
+    span_questions: Annotated[
+        int, typer.Option(help="Questions per passage written around a short answer span (a number, date, name).")
+    ] = 8,
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option(help="An evaluation set (SQuAD-style JSON): its questions and passages are never trained on."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Ask at most N questions (a quick run).")] = None,
     dora: Annotated[bool, typer.Option(help="DoRA instead of LoRA.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the splits, data order and init.")] = 0,
@@ -154,7 +165,9 @@ def finetune(
         "abstain_share": abstain_share,
         "val_fraction": val_fraction,
         "generated": questions_per_passage,
+        "spans": span_questions,
         "seed": seed,
+        **excluded(exclude or []),
     }
     settings = assistant().settings
     examples, info, backend = prepare_data(records, out, settings, plan_options=plan_options, limit=limit)
@@ -168,6 +181,19 @@ def finetune(
         f"{result['steps']} steps, best validation loss {result['best_val_loss']}, "
         f'{result["tokens_per_s"]:.0f} tokens/s; adapter in {out} (set [mlx] adapter = "{out}")'
     )
+
+
+def excluded(paths: list[Path]) -> dict[str, list[str]]:
+    """The questions and passages of evaluation sets (`--exclude`), as `plan_items` takes them."""
+    from rag.eval.squad import load_questions
+
+    questions: list[str] = []
+    texts: list[str] = []
+    for p in paths:
+        qset = load_questions(p)
+        questions += [q.question for q in qset.questions]
+        texts += [text for a in qset.articles for text in a.paragraphs]
+    return {"exclude_questions": questions, "exclude_texts": texts}
 
 
 def train_examples(examples: list[Any], info: dict[str, Any], backend: Any, cfg: Any) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""Fine-tuning questions written around short answer spans, and an evaluation set kept out of the training data."""
+
+from __future__ import annotations
+
+import json
+
+from training.data import CorpusRecord
+from training.raft_data import Item, build_examples, plan_items
+from training.span_questions import span_questions
+
+PASSAGE = (
+    "The Harrow Bridge was opened in 1887 by Queen Victoria. The ferry company has 12 boats. About 40 percent of "
+    "visitors arrive by train, and tickets cost $15 for adults. The museum opens at 9 am on weekdays. Its "
+    "lighthouse was built in 1792. Tidemouth lies on the River Esk, and the harbour was dredged on 3 March 1921."
+)
+
+
+def test_span_questions_ask_for_a_span_of_their_sentence():
+    got = span_questions(PASSAGE, "Tidemouth", limit=20)
+    pairs = {(q.question, q.answer) for q in got}
+    assert {
+        ("How many boats does the ferry company have?", "12 boats"),
+        ("When was Tidemouth's lighthouse built?", "1792"),  # "Its" stands for the passage's title
+        ("When was the harbour dredged?", "3 March 1921"),
+        ("Who was the Harrow Bridge opened in 1887 by?", "Queen Victoria"),
+        ("About what percentage of visitors arrive by train?", "40 percent"),
+        ("Tickets cost how much for adults?", "$15"),
+        ("The museum opens at what time on weekdays?", "9 am"),
+    } <= pairs
+    for q in got:
+        assert q.sentence in PASSAGE and q.answer in q.sentence and q.answer not in q.question
+    assert span_questions(PASSAGE, "Tidemouth", limit=3) == got[:3]
+
+
+def test_span_questions_leave_out_what_they_cannot_ask_well():
+    assert span_questions("Its lighthouse was built in 1792 by the harbour board.") == []  # "its": of what?
+    listed = span_questions("Four chords in a loop are common, such as C, G, Am and F in many songs.")
+    assert not any(q.type == "name" for q in listed)  # list items
+    assert span_questions("Aim for a short nap of 10 to 20 minutes after lunch each day.") == []  # half a range
+    assert [q.answer for q in span_questions("Aim for a short nap of 20 minutes after lunch each day.")] == [
+        "20 minutes"
+    ]
+    assert span_questions("A much-cited 2014 study found that typed notes were worse.") == []  # a modifier
+
+
+def test_plan_keeps_the_evaluation_set_out():
+    evaluated = "The Wool Hall on Cross Street was finished in 1462 and is still the largest building."
+    recs = [
+        CorpusRecord(f"r{i}", f"What is the story of town {i}?", f"Town {i} has {i + 3} bridges over the river.")
+        for i in range(40)
+    ]
+    recs.append(CorpusRecord("dev", "Brackenford", f"Brackenford grew rich on wool. {evaluated}", kind="text"))
+    recs.append(CorpusRecord("asked", "When was the Wool Hall finished?", "It was finished long ago, people say."))
+    plan = plan_items(
+        recs,
+        spans=4,
+        abstain_share=0.0,
+        exclude_questions=["When was the Wool Hall finished?"],
+        exclude_texts=[f"Brackenford is a market town. {evaluated}"],
+    )
+    asked = {i.record for i in plan.items}
+    assert "dev" not in asked and "asked" not in asked and plan.info["evaluation_records_dropped"] == 1
+    spans = [i for i in plan.items if i.kind == "span"]
+    assert len(spans) == plan.info["span_questions"] == len({i.record for i in spans}) > 30  # one a town
+    assert all(i.answer in i.evidence and "has how many bridges" in i.question for i in spans)
+
+
+def test_a_span_example_needs_its_sentence_in_the_prompt():
+    item = Item("How many boats does the ferry company have?", "12 boats", "r1", "span", "answer", "train",
+                "The ferry company has 12 boats.")  # fmt: skip
+    messages = [{"role": "user", "content": "q"}]
+
+    def shows(text: str):
+        return lambda question: (messages, {"r1": text})
+
+    made, skipped = build_examples([item], shows("Ferries: the ferry company has 12 boats. More text."), "no")
+    assert [(e.target, e.kind) for e in made] == [("12 boats", "span")]
+    made, skipped = build_examples([item], shows("The rival line has 12 boats."), "no")  # the span, not its sentence
+    assert made == [] and skipped["gold_not_shown"] == 1
+
+
+def test_excluded_reads_an_evaluation_set(tmp_path):
+    from rag.cli.finetune import excluded
+
+    doc = {
+        "version": "v2.0",
+        "data": [
+            {
+                "title": "Harrow",
+                "paragraphs": [
+                    {
+                        "context": "Harrow has a bridge opened in 1887.",
+                        "qas": [
+                            {
+                                "id": "1",
+                                "question": "When was the bridge opened?",
+                                "answers": [{"text": "1887", "answer_start": 30}],
+                                "is_impossible": False,
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(doc))
+    got = excluded([path])
+    assert got["exclude_questions"] == ["When was the bridge opened?"]
+    assert got["exclude_texts"] == ["Harrow has a bridge opened in 1887."]
