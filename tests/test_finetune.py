@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from training.data import CorpusRecord, TrainingError
-from training.raft_data import norm, passage_questions, plan_items
+from training.raft_data import passage_questions, plan_items
+from training.text import norm
 
 PASSAGE = (
     "The Larnaca salt lake is a network of four lakes near the airport. To see the flamingos, visit between "

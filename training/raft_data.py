@@ -22,12 +22,13 @@ import numpy as np
 
 from ingest.records import HELDOUT_FRACTION, heldout_flags
 from training.data import CorpusRecord, TrainingError
+from training.span_questions import span_questions
+from training.text import norm, sentences
 
 # question -> (chat messages as the model reads them, {record id: the text of it the prompt shows}),
 # or None when the layer puts no reference in the prompt (then it answers without the documents).
 Layer = Callable[[str], "tuple[list[dict[str, str]], dict[str, str]] | None"]
 
-_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?](?![\s\"'”’)]|$))+[.!?]+(?=[\s\"'”’)]|$)")
 _PRONOUN = set("it this that these those they he she there you we i what which what's everyone someone one".split())
 _COPULA = re.compile(r"^(?:(the|a|an) )?([a-z][\w'-]*(?: [\w'-]+){0,3}?) (is|are|was|were) (?!not\b)(.{12,})$", re.I)
 _TO = re.compile(r"^To ([^,]{6,70}), (.{12,})$")
@@ -70,20 +71,6 @@ class Example:
     kind: str
     record: str
     split: str
-
-
-def norm(text: str) -> str:
-    """Lower-case, single-spaced text without trailing punctuation (for dedupe and span checks)."""
-    return " ".join(text.lower().split()).strip(" .?!")
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences of a passage, list bullets stripped."""
-    out = []
-    for line in text.splitlines():
-        line = line.strip().lstrip("-*• ").strip()
-        out += [m.group(0).strip() for m in _SENTENCE.finditer(line)]
-    return [s for s in out if len(s.split()) >= 5]
 
 
 def brief(text: str, max_words: int = BRIEF_WORDS) -> str:
@@ -170,7 +157,6 @@ def plan_items(
     meets its own answer in other words. `spans` questions per passage are written around short answer spans
     (`span_questions`). An evaluation set is never trained on: records that share a sentence with
     `exclude_texts` are dropped, and so are questions that repeat one of `exclude_questions`."""
-    from training.span_questions import span_questions
 
     if not 0.0 <= abstain_share < 1.0:
         raise TrainingError(f"abstain_share must be from 0 to below 1, got {abstain_share}")

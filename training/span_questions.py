@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from training.raft_data import norm, sentences
+from training.text import norm, sentences
 
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 _DAY_YEAR = r"\d{1,2}(?:, \d{4})?"
