@@ -44,6 +44,9 @@ from rag.postprocess import Cleaner, attribute
 log = logging.getLogger(__name__)
 BLOCK_OVERHEAD = 8  # bytes (or tokens) reserved per workspace block: its number label and separator
 UNVERIFIED = "(not kept: no source in the documents supported that answer)"
+# A quoted phrase or a re-telling (the BLT's) needs retrieval more likely right than not: below this retrieval
+# confidence the layer would not stand behind either (the generating backends still answer, flagged by confidence)
+RELEVANT = 0.5
 EXTRACTED = "extract"  # the done_reason of an answer taken from a passage's sentence, not generated
 
 
@@ -145,7 +148,7 @@ def prepare(
     if compact or profile.retells_only:  # a model that copies copies what answers
         focus_exemplars(cands, question, vector, sentence_vector)
     found = None
-    if settings.workspace.extractive and use_retrieval and not conf.low:
+    if settings.workspace.extractive and use_retrieval and not conf.low and conf.retrieval >= RELEVANT:
         ready = sentence_vector is not None and vector is not None
         many = (lambda parts: np.stack([sentence_vector(p) for p in parts])) if ready else None
         found = extract_answer(question, hits, query_vector=vector, embed=many)
@@ -358,12 +361,12 @@ def abstention(prep: Prepared, backend: Backend) -> Generation | None:
         return None
     # a re-telling of passages that never say the name asked about ("the S3's filter") answers another question
     unsaid = [n for n in asked_names(prep.question) if not any(n in source_text(h).lower() for h in prep.hits)]
-    if not (prep.confidence.low or unsaid):
+    if not (prep.confidence.low or prep.confidence.retrieval < RELEVANT or unsaid):
         return None
     nearest = "; ".join(f"\u201c{' '.join(h.prompt.split())}\u201d" for h in prep.hits[:3])
     why = (
         f"My corpus never mentions {', '.join(unsaid)}"
-        if unsaid and not prep.confidence.low
+        if unsaid and prep.confidence.retrieval >= RELEVANT and not prep.confidence.low
         else f"My corpus has nothing on this (confidence {prep.confidence.value:.2f})"
     )
     text = f"{why}, and I would only be guessing. " + (

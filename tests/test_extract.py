@@ -160,3 +160,19 @@ def test_the_blt_will_not_retell_passages_that_never_say_the_name_asked_about(tm
     assert ans.done_reason == "abstain" and "never mentions zorbleton" in ans.answer, ans.answer
     kept = a.ask("How often is food waste collected in Marlow?", use_memory=False)
     assert "never mentions" not in kept.answer
+
+
+@pytest.mark.slow
+def test_no_phrase_is_quoted_and_nothing_retold_below_the_relevance_bar(tmp_path: Path, monkeypatch):
+    """Below `RELEVANT` retrieval confidence the layer stands behind neither a quoted phrase nor a re-telling:
+    the MLX model writes (flagged by its confidence), the BLT abstains."""
+    import rag.pipeline
+
+    home = notes_home(tmp_path)
+    question = "What time does the chess club meet?"
+    assert assistant(home, backend="blt").ask(question, use_memory=False).done_reason == "extract"
+    monkeypatch.setattr(rag.pipeline, "RELEVANT", 0.999)
+    mlx = assistant(home, backend="mlx", mlx={"max_tokens": 8}).ask(question, use_memory=False)
+    assert mlx.done_reason != "extract"
+    blt = assistant(home, backend="blt").ask(question, use_memory=False)
+    assert blt.done_reason == "abstain" and "would only be guessing" in blt.answer
