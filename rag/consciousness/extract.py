@@ -31,10 +31,6 @@ NUMBER_WORDS = frozenset(
     "one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred "
     "thousand million half dozen first second third".split()
 )
-UNITS = frozenset(
-    "minutes minute hours hour days day weeks week months month years year seconds metres meters miles "
-    "kilometres grams kilograms litres degrees percent centimetres millimetres pm am celsius times".split()
-)
 COLOURS = frozenset(
     "red orange yellow green blue purple violet pink brown black white grey gray silver gold golden navy maroon "
     "turquoise cream beige crimson scarlet".split()
@@ -61,8 +57,8 @@ class Span:
 
 
 def kind_of(question: str) -> str | None:
-    """The kind of answer a question asks for: number, time, date, person, place, thing; None when it asks for
-    an explanation or a procedure (no phrase answers it)."""
+    """The kind of answer a question asks for: number, time, date, colour, person, place, thing, reason (why),
+    manner (how does X ...); None when it asks for a procedure or an explanation (no phrase answers it)."""
     q = " ".join(question.lower().split())
     q = re.sub(
         r"^(for|into|in|at|on|to|by|from|since|until|of|with|between|after|before) (?=how|what|which|when)", "", q
@@ -155,6 +151,7 @@ MEASURES = {
     "clock": "am pm",
 }
 MEASURE_OF = {w: m for m, words in MEASURES.items() for w in words.split()}
+UNITS = frozenset(MEASURE_OF) | {"times"}  # words that may follow a number as part of its quantity
 ASKS_MEASURE = [  # (question pattern, the measures that answer it)
     (r"^how (long|soon|late)\b", {"duration", "length"}),
     (r"^how far ahead\b|^how far in advance\b", {"duration"}),
