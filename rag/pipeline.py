@@ -24,7 +24,7 @@ from rag.config import Settings
 from rag.consciousness import metacognition as meta
 from rag.consciousness.calibration import SUPPORTED, Reference, Weights, support
 from rag.consciousness.candidates import candidates, focus_exemplars, normalise_history, preface
-from rag.consciousness.extract import Extract, asked_names, extract_answer
+from rag.consciousness.extract import Extract, extract_answer, unsaid_names
 from rag.consciousness.memory import Memory, MemoryStream, exchange_text, importance
 from rag.consciousness.prompt import (
     base_messages,
@@ -359,15 +359,16 @@ def abstention(prep: Prepared, backend: Backend) -> Generation | None:
     else None."""
     if not backend.profile.abstain_when_unsure:
         return None
+    weak = prep.confidence.low or prep.confidence.retrieval < RELEVANT
     # a re-telling of passages that never say the name asked about ("the S3's filter") answers another question
-    unsaid = [n for n in asked_names(prep.question) if not any(n in source_text(h).lower() for h in prep.hits)]
-    if not (prep.confidence.low or prep.confidence.retrieval < RELEVANT or unsaid):
+    unsaid = unsaid_names(prep.question, [source_text(h) for h in prep.hits])
+    if not (weak or unsaid):
         return None
     nearest = "; ".join(f"\u201c{' '.join(h.prompt.split())}\u201d" for h in prep.hits[:3])
     why = (
-        f"My corpus never mentions {', '.join(unsaid)}"
-        if unsaid and prep.confidence.retrieval >= RELEVANT and not prep.confidence.low
-        else f"My corpus has nothing on this (confidence {prep.confidence.value:.2f})"
+        f"My corpus has nothing on this (confidence {prep.confidence.value:.2f})"
+        if weak
+        else f"My corpus never mentions {', '.join(unsaid)}"
     )
     text = f"{why}, and I would only be guessing. " + (
         f"The nearest things it holds are: {nearest}." if nearest else "It holds nothing close to it."

@@ -410,10 +410,13 @@ class Extract:
     agree: float = 0.0  # +1: its unit measures what was asked; -1: something else; 0: cannot be told
 
 
-def asked_names(question: str) -> list[str]:
-    """The names a question asks about (its capitalised words after the first), lower-cased, without "'s"."""
+def unsaid_names(question: str, texts: Sequence[str]) -> list[str]:
+    """The names a question asks about (its capitalised words after the first, lower-cased, without "'s") that
+    none of `texts` says: a passage that never says one answers another question."""
     words = re.findall(r"[A-Za-z0-9][\w'’.-]*", question)[1:]
-    return [re.sub(r"['’]s?$", "", w).rstrip(".").lower() for w in words if w[:1].isupper()]
+    names = [re.sub(r"['’]s?$", "", w).rstrip(".").lower() for w in words if w[:1].isupper()]
+    held = [t.lower() for t in texts]
+    return [n for n in names if not any(n in t for t in held)]
 
 
 PRONOUN = re.compile(r"^(it|its|they|their|he|his|she|her|this|these|there)\b", re.IGNORECASE)
@@ -436,13 +439,9 @@ def extract_answer(
     if kind_of(question) is None:
         return None
     parts: list[tuple[str, int, Hit]] = []
-    names = asked_names(question)
     for rank, h in enumerate(hits[:PASSAGES]):
-        if h.metadata.get("kind") != "text":
+        if h.metadata.get("kind") != "text" or unsaid_names(question, [h.prompt, h.response]):
             continue
-        held = f"{h.prompt}\n{h.response}".lower()
-        if any(n not in held for n in names):
-            continue  # the question is about a name this passage never says: not this passage's fact
         parts += [(h.response[a:b], rank, h) for a, b in sentences(h.response)]
     if not parts:
         return None

@@ -243,10 +243,15 @@ def fit(
     return new, summary
 
 
+def _retrieval_z(conf: Confidence, retrieval: list[float]) -> float:
+    """The retrieval logit of an answer's evidence under `retrieval` weights."""
+    return logit(retrieval, [conf.features.get(k, 0.0) for k in RETRIEVAL_FEATURES])
+
+
 def _answer_x(conf: Confidence, retrieval: list[float]) -> list[float]:
     """An answer's inputs to its final logistic, with the retrieval logit under `retrieval` weights."""
     f = conf.features
-    z = logit(retrieval, [f.get(k, 0.0) for k in RETRIEVAL_FEATURES])
+    z = _retrieval_z(conf, retrieval)
     if "fit" in f:  # extracted from a passage
         return [z, *(f.get(k, 0.0) for k in EXTRACT_FEATURES[1:])]
     return [z, f.get("generator", NO_GENERATOR), f.get("support", 0.0)]
@@ -256,7 +261,7 @@ def rescore(conf: Confidence, abstained: bool, w: Weights) -> float:
     """The final confidence `update` would have given this answer under weights `w`: an abstention keeps its
     retrieval confidence, an extracted answer goes through `w.extract`, a generated one through `w.answer`."""
     if abstained:
-        return sigmoid(logit(w.retrieval, [conf.features.get(k, 0.0) for k in RETRIEVAL_FEATURES]))
+        return sigmoid(_retrieval_z(conf, w.retrieval))
     return sigmoid(logit(w.extract if "fit" in conf.features else w.answer, _answer_x(conf, w.retrieval)))
 
 

@@ -240,8 +240,8 @@ def summarize(rows: list[dict[str, Any]], names: Sequence[str], *, resamples: in
 
 def cross_validated_calibration(answered: list[tuple[Any, dict[str, Any]]], *, resamples: int = 1000) -> dict:
     """AUROC and "wrong at >= 0.8" of confidences re-fitted on 4/5 of these answerable questions and scored on the
-    fifth (`metacognition.cross_validated`): the calibration a store's own re-fit gives on questions it was not
-    fitted on. Empty with fewer than 10 answers with details, or without right and wrong ones."""
+    fifth (`metacognition.cross_validated`, the retrieval logistic kept): how the answer logistics do on questions
+    they were not fitted on. Empty with fewer than 10 answers with details, or without right and wrong ones."""
     kept = [(a.details, bool(m["correct"]), a.done_reason == "abstain") for a, m in answered if a.details is not None]
     labels = [ok for _, ok, _ in kept]
     if len(kept) < 10 or len(set(labels)) < 2:
