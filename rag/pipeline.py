@@ -26,16 +26,7 @@ from rag.consciousness.calibration import SUPPORTED, Reference, Weights, support
 from rag.consciousness.candidates import candidates, focus_exemplars, normalise_history, preface
 from rag.consciousness.extract import Extract, extract_answer, unsaid_names
 from rag.consciousness.memory import Memory, MemoryStream, exchange_text, importance
-from rag.consciousness.prompt import (
-    base_messages,
-    base_messages_compact,
-    compact_candidates,
-    flatten,
-    number_exemplars,
-    render,
-    render_compact,
-    size,
-)
+from rag.consciousness.prompt import compact_candidates, flatten, layout, number_exemplars, size
 from rag.consciousness.selfmodel import SelfModel
 from rag.consciousness.workspace import BudgetError, Workspace, evict, measurer, pack
 from rag.exemplars import exemplars
@@ -152,8 +143,7 @@ def prepare(
         ready = sentence_vector is not None and vector is not None
         many = (lambda parts: np.stack([sentence_vector(p) for p in parts])) if ready else None
         found = extract_answer(question, hits, query_vector=vector, embed=many)
-    render_fn = profile.render or (render_compact if compact else render)
-    base_fn = profile.base_messages or (base_messages_compact if compact else base_messages)
+    render_fn, base_fn = layout(profile)
     budget, unit = budget_for(settings, profile)
     measure = profile.measure or measurer(unit)
     counts = profile.count  # the backend's own tokenizer, chat template included

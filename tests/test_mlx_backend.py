@@ -257,7 +257,7 @@ def test_bad_model_arguments_are_clear(tmp_path):
 
 
 def test_compact_style_quotes_one_exemplar_and_none_off_corpus(make_assistant):
-    """A small model reads one retrieved answer, quoted in the user message under the instructions (the system
+    """A small model reads one retrieved answer, quoted in the user message after the instructions (the system
     message is one plain line) and the only one it copies from; when the evidence is weak it reads none, so
     nothing drags it off topic, and the answer says the documents do not cover it."""
     from rag.consciousness.prompt import COMPACT_INSTRUCTIONS, COMPACT_SYSTEM
@@ -274,7 +274,8 @@ def test_compact_style_quotes_one_exemplar_and_none_off_corpus(make_assistant):
     assert user.count("<exemplar ") == 1 and len(a.sources) == 1 and len(b.sources) > 1
     assert a.sources[0].prompt in user and a.sources[0].prompt not in system
     assert a.sources[0].id == compact.search(question, 4)[0].id  # the best retrieved exemplar is the one kept
-    assert user.endswith("</reference>\n\n" + COMPACT_INSTRUCTIONS + "\n\nQuestion: " + question)
+    assert user.startswith(COMPACT_INSTRUCTIONS + "\n\n<reference>")  # the fixed part first: prompts share it
+    assert user.endswith("</reference>\n\nQuestion: " + question)
     off = compact.ask("Who painted the ceiling of the Sistine Chapel?", use_memory=False, show_prompt=True)
     assert off.low_confidence and not off.sources
     assert "<reference>" not in off.messages[-1]["content"]

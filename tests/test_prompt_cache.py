@@ -147,3 +147,20 @@ def test_server_warm_up_caches_the_head_of_every_prompt(make_assistant):
     prep = assistant.prepare("How can I fall asleep faster?", backend=backend, use_memory=False)
     reuse, _ = cache.lookup(backend.tokenizer.chat_ids(prep.messages))
     assert reuse > 10  # at least the system prompt and the template head
+
+
+def test_the_head_read_ahead_holds_the_instructions(make_assistant):
+    """`keep_head` (the CLI's model thread, the server's warm-up) reads the system line and the compact
+    instructions before any question; a question answered from a passage then reuses all of them."""
+    from rag.consciousness.prompt import COMPACT_INSTRUCTIONS, keep_head
+
+    assistant = make_assistant(backend="mlx", mlx={"max_tokens": 16})
+    backend = assistant.backend()
+    cache = backend.loaded.decoder.prompt_cache
+    cache.clear()
+    prep = assistant.prepare("How can I fall asleep faster?", backend=backend, use_memory=False)
+    ids = backend.tokenizer.chat_ids(prep.messages)
+    assert "<reference>" in prep.messages[-1]["content"] and cache.lookup(ids) == (0, None)
+    keep_head(backend.profile)
+    reuse, _ = cache.lookup(ids)
+    assert reuse > backend.text_tokens(COMPACT_INSTRUCTIONS) + 10  # the instructions and the template head

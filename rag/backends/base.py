@@ -78,7 +78,9 @@ class PromptProfile:
     Answering: `options` are the sampling options the layer asks with (from the backend's settings
     section); `retells_only` says it writes well only by re-telling a retrieved answer (the layer focuses
     each exemplar on the question), and `abstain_when_unsure` makes the layer answer "the corpus has nothing
-    on this" instead of calling it when the evidence is weak."""
+    on this" instead of calling it when the evidence is weak. `keep_prompt(messages)` reads a prompt ahead
+    of any question and keeps its keys and values, so later prompts that start the same way skip that part
+    (None: the backend keeps nothing)."""
 
     unit: str | None = None
     budget: int | None = None
@@ -93,6 +95,7 @@ class PromptProfile:
     options: GenerationOptions = field(default_factory=GenerationOptions)
     retells_only: bool = False
     abstain_when_unsure: bool = False
+    keep_prompt: Callable[[Messages], None] | None = None
 
     def __post_init__(self) -> None:
         if self.unit is not None and self.unit not in BUDGET_UNITS:

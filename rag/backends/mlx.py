@@ -235,7 +235,16 @@ class MLXBackend:
             count=self.count_tokens,
             style=prompt_style,
             options=self.defaults,
+            keep_prompt=self.keep_prompt,
         )
+
+    def keep_prompt(self, messages: list[dict[str, str]]) -> None:
+        """Read ``messages`` into the prompt cache without answering: prompts that start the same way (the
+        system line and the fixed instructions) then skip that part of their prefill."""
+        decoder = self.loaded.decoder
+        if decoder.prompt_cache is not None:
+            ids = self.tokenizer.chat_ids(messages)
+            decoder.prompt_cache.prefill(self.loaded.model, ids, len(ids))
 
     def text_tokens(self, text: str) -> int:
         """Tokens the model reads for ``text`` alone (no chat template)."""

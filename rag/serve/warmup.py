@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from rag.consciousness.prompt import keep_head
 from rag.serve.generation import MODEL, Engine, Target
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ async def warm(engine: Engine) -> None:
 
 def first_piece(assistant: Any, backend: Any) -> None:
     """Answer a question through `backend` as far as the first text the model writes (after any words of the
-    layer's own), then stop without remembering it."""
+    layer's own), then stop without remembering it; the fixed head of every prompt is read first."""
+    keep_head(backend.profile)
     stream = assistant.stream(question(assistant), backend=backend, use_memory=False)
     try:
         text = ""
