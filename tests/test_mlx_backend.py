@@ -156,6 +156,8 @@ def test_stop_strings_and_seeded_sampling(backend):
     assert g.text == "The capital of France" and g.done_reason == "stop"
     hot = GenerationOptions(max_tokens=8, temperature=1.0, top_p=0.95, top_k=40, seed=11)
     assert backend.generate(FRANCE, hot).text == backend.generate(FRANCE, hot).text
+    pair = [FRANCE, [{"role": "user", "content": "Name a colour."}]]
+    assert [g.text for g in backend.generate_batch(pair, hot)] == [g.text for g in backend.generate_batch(pair, hot)]
 
 
 def test_copy_mixing_reproduces_the_source_and_is_off_at_weight_zero(backend):
