@@ -90,6 +90,7 @@ def test_streaming_equals_generate_and_max_tokens_ends_with_length(backend):
 
 
 def test_batch_of_three_equals_three_single_greedy_generations(backend):
+    """generate_batch (mlx-lm's BatchGenerator) answers as the compiled decoder does for each row alone."""
     batch = [
         FRANCE,
         [{"role": "user", "content": "Name a colour."}],
@@ -99,7 +100,21 @@ def test_batch_of_three_equals_three_single_greedy_generations(backend):
     alone = [backend.generate(m, SHORT) for m in batch]
     assert [g.text for g in together] == [g.text for g in alone]
     assert [g.done_reason for g in together] == [g.done_reason for g in alone]
-    assert np.allclose(together[0].probs, alone[0].probs, atol=1e-3)
+    for t, a in zip(together, alone, strict=True):
+        assert np.allclose(t.probs, a.probs, atol=1e-3) and np.allclose(t.entropies, a.entropies, atol=1e-3)
+
+
+def test_batch_limits_and_the_decoder_takes_one_prompt(backend):
+    from mlx_lm.sample_utils import make_sampler
+
+    from rag.backends.mlx import MAX_BATCH
+
+    with pytest.raises(BackendError, match=f"at most {MAX_BATCH} conversations"):
+        backend.generate_batch([FRANCE] * (MAX_BATCH + 1), SHORT)
+    assert backend.generate_batch([], SHORT) == []
+    prompt = backend.tokenizer.chat_ids(FRANCE)
+    with pytest.raises(ValueError, match="one prompt at a time"):
+        next(backend.loaded.decoder.decode([prompt, prompt], max_tokens=2, sampler=make_sampler(0.0), eos_ids=set()))
 
 
 def test_repeat_penalty_goes_through_mlx_lm_processors_row_by_row(backend):
@@ -141,6 +156,8 @@ def test_stop_strings_and_seeded_sampling(backend):
     assert g.text == "The capital of France" and g.done_reason == "stop"
     hot = GenerationOptions(max_tokens=8, temperature=1.0, top_p=0.95, top_k=40, seed=11)
     assert backend.generate(FRANCE, hot).text == backend.generate(FRANCE, hot).text
+    pair = [FRANCE, [{"role": "user", "content": "Name a colour."}]]
+    assert [g.text for g in backend.generate_batch(pair, hot)] == [g.text for g in backend.generate_batch(pair, hot)]
 
 
 def test_copy_mixing_reproduces_the_source_and_is_off_at_weight_zero(backend):
@@ -151,6 +168,21 @@ def test_copy_mixing_reproduces_the_source_and_is_off_at_weight_zero(backend):
     plain = backend.generate(question, GenerationOptions(max_tokens=8))
     off = backend.generate(question, GenerationOptions(max_tokens=8, copy_weight=0.0, copy_sources=[source]))
     assert off.text == plain.text != source
+
+
+def test_copy_mixing_in_a_batch_is_each_rows_own(backend):
+    """In generate_batch the copy mixture is a per-row logits processor of mlx-lm's batch generator: what each row
+    samples and what its probabilities and entropies report are its own mixture, as the row alone gives them."""
+    source = "Atlantis is a legendary island first described by Plato around 360 BC, sunk in a single day."
+    batch = [[{"role": "user", "content": q}] for q in ("Tell me about Atlantis.", "Who described Atlantis first?")]
+    options = GenerationOptions(max_tokens=12, temperature=0.0, copy_weight=0.5, copy_sources=[source])
+    together = backend.generate_batch(batch, options)
+    alone = [backend.generate(m, options) for m in batch]
+    plain = backend.generate_batch(batch, GenerationOptions(max_tokens=12, temperature=0.0))
+    for t, a, p in zip(together, alone, plain, strict=True):
+        assert (t.text, t.done_reason) == (a.text, a.done_reason) and source.startswith(t.text) and t.text != p.text
+        assert np.allclose(t.probs, a.probs, atol=1e-3) and np.allclose(t.entropies, a.entropies, atol=1e-3)
+        assert min(t.probs) >= 0.5 - 1e-4 > min(p.probs)  # half the mass goes to the copied token
 
 
 def test_count_tokens_counts_the_template(backend):

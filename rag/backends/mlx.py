@@ -264,12 +264,14 @@ class MLXBackend:
         return getattr(self.defaults, name) if value is None else value
 
     def _plan(self, batch: list[list[dict[str, str]]], options: GenerationOptions | None) -> dict[str, Any]:
-        """Prompts, limits, sampler and copiers for one call."""
+        """Prompts, limits, sampler, each row's logits processors (repetition penalty, copy mixing) and stop
+        strings for one call."""
 
         light_mlx_lm()
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
         from blt.copying import ExemplarCopier
+        from rag.backends.mlx_decode import copy_processor
         from rag.backends.seeded import seeded_sampler
 
         max_tokens = int(self._pick(options, "max_tokens") or self.max_tokens)
@@ -291,25 +293,26 @@ class MLXBackend:
             sampler = seeded_sampler(temperature, int(seed), top_p, top_k)
         else:
             sampler = make_sampler(temperature, top_p=top_p, top_k=top_k)
+        penalty = self._pick(options, "repeat_penalty")
+        shared = make_logits_processors(
+            repetition_penalty=penalty if penalty and penalty != 1.0 else None,
+            repetition_context_size=PENALTY_WINDOW,
+        )
+        processors = [list(shared) for _ in prompts]  # per row, as mlx-lm's BatchGenerator takes them
         weight = self._pick(options, "copy_weight")
         weight = self.copy_weight if weight is None else float(weight)
         sources = (options.copy_sources if options is not None else None) or []
-        copiers = None
-        if weight > 0 and sources:
+        if weight > 0 and sources:  # the mixture is what is sampled and what the probabilities report
             eos = min(self.tokenizer.eos_ids)
             ids = [self.tokenizer.encode(s) + [eos] for s in sources]
-            copiers = [ExemplarCopier(ids, weight, COPY_MIN_MATCH) for _ in prompts]
-        penalty = self._pick(options, "repeat_penalty")
+            for row, prompt in zip(processors, prompts, strict=True):
+                row.append(copy_processor(ExemplarCopier(ids, weight, COPY_MIN_MATCH), len(prompt)))
         return {
             "prompts": prompts,
             "max_tokens": max_tokens,
             "sampler": sampler,
             "eos_ids": self.tokenizer.eos_ids,
-            "copiers": copiers,
-            "logits_processors": make_logits_processors(
-                repetition_penalty=penalty if penalty and penalty != 1.0 else None,
-                repetition_context_size=PENALTY_WINDOW,
-            ),
+            "logits_processors": processors,
             "stop": [s for s in (self._pick(options, "stop") or []) if s],
         }
 
@@ -330,6 +333,7 @@ class MLXBackend:
         reason = "length"
         started = time.perf_counter()
         first = None
+        plan["logits_processors"] = plan["logits_processors"][0]
         steps = self.loaded.decoder.decode(plan.pop("prompts"), **plan)
         for step in steps:
             s = step[0]
@@ -372,44 +376,61 @@ class MLXBackend:
         raise BackendError("the MLX model produced no result")  # unreachable: stream always ends with done
 
     def generate_batch(self, batch: list[list[dict[str, str]]], options: GenerationOptions) -> list[Generation]:
-        """Answers for many conversations decoded together (one left-padded batch), e.g. corpus synthesis."""
+        """Answers for many conversations decoded together by mlx-lm's BatchGenerator (e.g. corpus synthesis):
+        the same options, copy mixing, probabilities, stop strings and finish reasons as `stream`, row by row."""
         if not batch:
             return []
         if len(batch) > MAX_BATCH:
             raise BackendError(f"a batch holds at most {MAX_BATCH} conversations, got {len(batch)}: split it")
+        import mlx.core as mx
+        from mlx_lm.generate import BatchGenerator  # heavy (transformers): only for batches
+
+        from rag.backends.mlx_decode import log_softmax_processor, token_stats
+
         plan = self._plan(batch, options)
-        stop = plan.pop("stop")
-        B = len(batch)
-        streamers = [TextStreamer(stop) for _ in range(B)]
-        detokenizers = [self.tokenizer.streaming() for _ in range(B)]
-        texts = [""] * B
-        probs: list[list[float]] = [[] for _ in range(B)]
-        ents: list[list[float]] = [[] for _ in range(B)]
-        reasons = ["length"] * B
-        live = [True] * B
+        streamers = [TextStreamer(plan["stop"]) for _ in batch]
+        detokenizers = [self.tokenizer.streaming() for _ in batch]
+        texts = [""] * len(batch)
+        probs: list[list[float]] = [[] for _ in batch]
+        ents: list[list[float]] = [[] for _ in batch]
+        reasons = ["length"] * len(batch)
         started = time.perf_counter()
         first = None
-        steps = self.loaded.decoder.decode(plan.pop("prompts"), **plan)
-        for step in steps:
-            first = first or time.perf_counter()
-            for i, s in enumerate(step):
-                if not live[i]:
-                    continue
-                if s is None:
-                    live[i], reasons[i] = False, "stop"
-                    continue
-                probs[i].append(s.prob)
-                ents[i].append(s.entropy)
-                piece, stopped = streamers[i].push(detokenizers[i](s.token))
-                texts[i] += piece
-                if stopped:
-                    live[i], reasons[i] = False, "stop"
-            if not any(live):
-                break
-        steps.close()
+        gen = BatchGenerator(
+            self.loaded.model,
+            stop_tokens=[[t] for t in sorted(plan["eos_ids"])],
+            sampler=plan["sampler"],
+            completion_batch_size=len(batch),  # every row decodes in one batch, as the caller sized it
+        )
+        try:
+            processors = [[log_softmax_processor, *row] if row else [] for row in plan["logits_processors"]]
+            uids = gen.insert(plan["prompts"], [plan["max_tokens"]] * len(batch), logits_processors=processors)
+            rows = {uid: i for i, uid in enumerate(uids)}
+            while responses := gen.next_generated():
+                first = first or time.perf_counter()
+                # each response's logprobs are its row's distribution after the processors (the copy mixture)
+                tokens = mx.array([r.token for r in responses])
+                prob, entropy = token_stats(mx.stack([r.logprobs for r in responses]), tokens)
+                ended = []
+                for r, p, e in zip(responses, prob.tolist(), entropy.tolist(), strict=True):
+                    i = rows[r.uid]
+                    if r.finish_reason == "stop":  # an end-of-turn token: not part of the answer
+                        reasons[i] = "stop"
+                        continue
+                    probs[i].append(p)
+                    ents[i].append(e)
+                    piece, stopped = streamers[i].push(detokenizers[i](r.token))
+                    texts[i] += piece
+                    if stopped:
+                        reasons[i] = "stop"
+                        ended.append(r.uid)
+                if ended:
+                    gen.remove(ended)
+        finally:
+            gen.close()
         timings = self._timings(started, first, sum(len(p) for p in probs))
         out = []
-        for i in range(B):
+        for i in range(len(batch)):
             text = texts[i] + streamers[i].flush()
             out.append(self._generation(text, reasons[i], probs[i], ents[i], dict(timings)))
         return out

@@ -1,14 +1,18 @@
-"""Fast decoding for an mlx-lm model: a preallocated KV cache and one compiled fixed-shape step per cache size.
+"""Fast decoding for an mlx-lm model at batch 1: a preallocated KV cache and one compiled fixed-shape step per
+cache size.
 
 About half of a small model's decoding step on a CPU is per-op overhead, and mlx-lm's growing KV cache
 changes shapes every token, so nothing can be compiled. Here the cache is allocated once (rounded up to
 CACHE_STEP positions) and written in place with `slice_update` at an offset held in an array; attention reads
 only the first `span` positions (the filled ones rounded up to ATTEND_STEP) and masks the rest, so a long cache
 costs nothing until it fills. The whole step (model, log-softmax) is one `mx.compile`d graph per span, and the
-next step is queued (`mx.async_eval`) before the current token is read back. Batches are left-padded: every row shares
-the offset, padding is masked, and RoPE only sees relative positions, so a row's answer does not depend on
-its padding. mlx-lm supplies the model, the cache protocol, the samplers and the logits processors
-(e.g. its repetition penalty).
+next step is queued (`mx.async_eval`) before the current token is read back. mlx-lm supplies the model, the
+cache protocol, the samplers and the logits processors (its repetition penalty; `copy_processor` mixes
+retrieved text in through the same interface).
+
+One conversation at a time: the assistant's path (`MLXBackend.stream`), where this wins after a long prompt
+(bench/RESULTS.md). Batches go through mlx-lm's own batch generator (`MLXBackend.generate_batch`), which is as
+fast at batch 16.
 """
 
 from __future__ import annotations
@@ -83,12 +87,12 @@ class Step:
 
 
 class Decoder:
-    """Decodes batches of token prompts with one mlx-lm model (compiled steps are kept per cache shape)."""
+    """Decodes one token prompt at a time with one mlx-lm model (compiled steps are kept per cache shape)."""
 
     def __init__(self, model):
         self.model = model
         self._step = mx.compile(self._forward)
-        self.prompt_cache = None  # a PromptCache (rag.backends.prompt_cache): batch-1 prefill goes through it
+        self.prompt_cache = None  # a PromptCache (rag.backends.prompt_cache): prefill goes through it when set
 
     def _forward(self, tokens, keys, values, offset, left_pad, span):
         size = keys[0].shape[2]
@@ -97,19 +101,20 @@ class Decoder:
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         return logprobs, [c.keys for c in caches], [c.values for c in caches]
 
-    def prefill(self, prompts: Sequence[Sequence[int]], size: int, pad: int = 0):
-        """Fill a new cache with left-padded ``prompts``: (next-token log-probs [B, V], caches, left padding)."""
-        if self.prompt_cache is not None and len(prompts) == 1:
-            return self.prompt_cache.prefill(self.model, prompts[0], size)
-        length = max(len(p) for p in prompts)
-        left_pad = mx.array([length - len(p) for p in prompts], dtype=mx.int32)
-        tokens = mx.array([[pad] * (length - len(p)) + list(p) for p in prompts], dtype=mx.int32)
+    def prefill(self, prompts: Sequence[Sequence[int]], size: int):
+        """Fill a new cache of ``size`` positions with the one prompt in ``prompts``: (next-token log-probs
+        [1, V], caches, left padding [1] (none))."""
+        prompt = _one(prompts)
+        if self.prompt_cache is not None:
+            return self.prompt_cache.prefill(self.model, prompt, size)
+        left_pad = mx.array([0], dtype=mx.int32)
+        tokens = mx.array([list(prompt)], dtype=mx.int32)
         caches = [StaticKVCache(size, mx.array(0, dtype=mx.int32), left_pad) for _ in self.model.layers]
-        for start in range(0, length, PREFILL_STEP):
-            end = min(length, start + PREFILL_STEP)
+        for start in range(0, len(prompt), PREFILL_STEP):
+            end = min(len(prompt), start + PREFILL_STEP)
             for c in caches:
                 c.span = attend_span(end, size)
-            logits = forward_last(self.model, tokens[:, start:end], caches, last=end == length)
+            logits = forward_last(self.model, tokens[:, start:end], caches, last=end == len(prompt))
             mx.eval(logits if logits is not None else [], [c.state for c in caches])
         assert logits is not None  # the last chunk always computes them
         logits = logits[:, -1, :].astype(mx.float32)
@@ -122,72 +127,89 @@ class Decoder:
         max_tokens: int,
         sampler: Callable[[mx.array], mx.array],
         eos_ids: set[int],
-        copiers: Sequence[ExemplarCopier] | None = None,
         logits_processors: Sequence[LogitsProcessor] | None = None,
     ) -> Iterator[list[Step | None]]:
-        """Per decoding step, one Step for each row still going (None once a row has ended at end-of-turn).
+        """For the one prompt in ``prompts``, per decoding step a one-item list: its Step, or None once it has
+        ended at end-of-turn (the last item).
 
-        ``sampler`` and ``logits_processors`` follow mlx-lm's interfaces (mlx_lm.sample_utils); a processor sees
-        one row's tokens so far (prompt and answer) and its log-probabilities, which are renormalised after.
-        ``copiers`` (one per row) mix retrieved text into each row's distribution; the caller may stop early
-        by closing the generator."""
-        length = max(len(p) for p in prompts)
+        ``sampler`` and ``logits_processors`` follow mlx-lm's interfaces (mlx_lm.sample_utils): a processor sees
+        the tokens so far (prompt and answer) and the log-probabilities (where mlx-lm hands it raw logits: see
+        `log_softmax_processor`), which are renormalised after. The caller may stop early by closing the
+        generator."""
+        prompt = _one(prompts)
+        length = len(prompt)
         size = -(-(length + max_tokens) // CACHE_STEP) * CACHE_STEP
-        logprobs, caches, left_pad = self.prefill(prompts, size)
+        logprobs, caches, left_pad = self.prefill([prompt], size)
         keys, values = [c.keys for c in caches], [c.values for c in caches]
         offset = mx.array(length, dtype=mx.int32)
-        B = len(prompts)
         processors = list(logits_processors or [])
-        history = [mx.array(list(p), dtype=mx.int32) for p in prompts] if processors else []
+        history = mx.array(list(prompt), dtype=mx.int32)
 
         def choose(lp: mx.array):
+            for process in processors:
+                lp = process(history, lp)
             if processors:
-                rows = [lp[i : i + 1] for i in range(B)]
-                for process in processors:
-                    rows = [process(h, r) for h, r in zip(history, rows, strict=True)]
-                lp = rows[0] if B == 1 else mx.concatenate(rows, axis=0)
                 lp = lp - mx.logsumexp(lp, axis=-1, keepdims=True)
-            if copiers:
-                rows = np.array(lp)
-                mixed = [c.mix(r) if c is not None else r for c, r in zip(copiers, rows, strict=True)]
-                lp = mx.array(np.stack(mixed).astype(np.float32))
             y = sampler(lp).astype(mx.int32)
-            prob = mx.exp(mx.take_along_axis(lp, y[:, None], axis=-1))[:, 0]
-            entropy = -mx.sum(mx.where(lp > -mx.inf, mx.exp(lp) * lp, 0.0), axis=-1)
-            return y, prob, entropy
+            return (y, *token_stats(lp, y))
 
         y, prob, entropy = choose(logprobs)
-        done = [False] * B
         for n in range(max_tokens):
             if processors:
-                history = [mx.concatenate([h, y[i : i + 1]]) for i, h in enumerate(history)]
+                history = mx.concatenate([history, y])
             last = n == max_tokens - 1
             if not last:  # queue the next step before reading this one back
                 span = attend_span(length + n + 1, size)
                 logprobs, keys, values = self._step(y[:, None], keys, values, offset, left_pad, span)
                 offset = offset + 1
-                if not copiers:
-                    nxt = choose(logprobs)
-                    mx.async_eval(nxt)
+                nxt = choose(logprobs)
+                mx.async_eval(nxt)
             mx.eval(y, prob, entropy)
-            tokens, probs, ents = y.tolist(), prob.tolist(), entropy.tolist()
-            out: list[Step | None] = []
-            for i in range(B):
-                if done[i]:
-                    out.append(None)
-                    continue
-                if tokens[i] in eos_ids:
-                    done[i] = True
-                    out.append(None)
-                    continue
-                out.append(Step(tokens[i], probs[i], ents[i]))
-                if copiers and copiers[i] is not None:
-                    copiers[i].push(tokens[i])
-            yield out
-            if all(done):
+            token = y.item()
+            if token in eos_ids:
+                yield [None]
                 return
+            yield [Step(token, prob.item(), entropy.item())]
             if not last:
-                y, prob, entropy = nxt if not copiers else choose(logprobs)
+                y, prob, entropy = nxt
+
+
+def token_stats(logprobs: mx.array, tokens: mx.array) -> tuple[mx.array, mx.array]:
+    """(probability of each row's token [B], entropy in nats of each row's distribution [B]) for log-probabilities
+    [B, V] and tokens [B]."""
+    prob = mx.exp(mx.take_along_axis(logprobs, tokens[:, None], axis=-1))[:, 0]
+    entropy = -mx.sum(mx.where(logprobs > -mx.inf, mx.exp(logprobs) * logprobs, 0.0), axis=-1)
+    return prob, entropy
+
+
+def log_softmax_processor(tokens: mx.array, logits: mx.array) -> mx.array:
+    """A first logits processor for mlx-lm's generators, which hand processors raw logits: the processors after it
+    see log-probabilities, as the Decoder's do (a repetition penalty scales them, so the two differ)."""
+    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+
+
+def _one(prompts: Sequence[Sequence[int]]) -> Sequence[int]:
+    if len(prompts) != 1:
+        raise ValueError(f"the compiled decoder takes one prompt at a time, got {len(prompts)}: batch with mlx-lm")
+    return prompts[0]
+
+
+def copy_processor(copier: ExemplarCopier, prompt_length: int) -> LogitsProcessor:
+    """An mlx-lm logits processor that mixes ``copier``'s copy distribution into one row's: it first pushes the
+    answer tokens it has not seen (those after ``prompt_length`` in the row's tokens so far), then returns the
+    mixture's log-probabilities [1, V]. Stateful: one per row and per generation."""
+    seen = prompt_length
+
+    def process(tokens: mx.array, logits: mx.array) -> mx.array:
+        nonlocal seen
+        if tokens.size > seen:
+            for t in tokens[seen:].tolist():
+                copier.push(t)
+            seen = tokens.size
+        lp = np.array(logits[0] - mx.logsumexp(logits[0]))
+        return mx.array(copier.mix(lp).astype(np.float32))[None]
+
+    return process
 
 
 LAST_ONLY_TYPES = ("llama",)  # mlx-lm model types whose logits are lm_head(model.model(x)) and nothing more
