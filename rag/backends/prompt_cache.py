@@ -10,7 +10,8 @@ budget, least recently used first out, as Ollama's runner keeps its slots' cache
 
 The prefill here also skips what the answer never reads: the vocabulary projection of every position but the
 last (a quarter of a short prompt's work for SmolLM2), and attention over cache positions not written yet (the
-span grows with each chunk). Batch 1 only: a left-padded batch goes through `Decoder.prefill` as before.
+span grows with each chunk). One prompt at a time: batches go through mlx-lm's BatchGenerator
+(`MLXBackend.generate_batch`).
 """
 
 from __future__ import annotations
