@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from training.anchors import AnchorPrompt, anchor_count, anchor_examples, pick_anchors
+from training.anchors import AnchorPrompt, anchor_count, anchor_examples, pick_anchors, whole_sentences
 from training.data import TrainingError
 from training.raft_data import Example, Item, build_examples
 
@@ -42,6 +42,12 @@ def test_anchor_targets_are_what_the_model_says_in_batches():
     assert calls == [2, 2, 1] and empty == 1 and len(made) == 4
     first = Example("question 0?", prompts[0].messages, "said to question 0?", "anchor", "unreferenced", "", "train")
     assert made[0] == first
+
+
+def test_an_answer_cut_by_the_token_limit_keeps_its_whole_sentences():
+    assert whole_sentences("Canberra is the capital. It was chosen in") == "Canberra is the capital."
+    assert whole_sentences('He said "Hi." Then') == 'He said "Hi."'
+    assert whole_sentences("Pi is 3.14 and e is") == "Pi is 3.14 and e is"  # no sentence end: as it is
 
 
 def test_prompts_without_a_reference_are_kept_for_anchoring():

@@ -9,6 +9,7 @@ assistant.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,17 @@ class AnchorPrompt:
     messages: list[dict[str, str]]
     kind: str
     split: str = "train"
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")
+
+
+def whole_sentences(text: str) -> str:
+    """`text` cut after its last complete sentence (an answer the token limit stopped mid-sentence), so an
+    anchor does not teach the model to stop mid-sentence; unchanged when it has no sentence end at all."""
+    text = text.strip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text
 
 
 def anchor_count(examples: int, share: float) -> int:

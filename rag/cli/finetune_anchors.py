@@ -15,11 +15,15 @@ ANCHOR_BATCH = 16
 
 def base_generate(backend: Any, max_tokens: int = ANCHOR_TOKENS) -> Any:
     """messages list -> the base model's greedy answers, decoded as the layer's backend decodes a prompt with no
-    reference (its own sampling options, temperature 0; nothing to copy from, so copy mixing does nothing)."""
+    reference (its own sampling options, temperature 0; nothing to copy from, so copy mixing does nothing);
+    one the token limit cut is kept to its whole sentences."""
+    from training.anchors import whole_sentences
+
     opts = dataclasses.replace(backend.profile.options, temperature=0.0, max_tokens=max_tokens, copy_sources=None)
 
     def generate(batch: list[list[dict[str, str]]]) -> list[str]:
-        return [g.text for g in backend.generate_batch(batch, opts)]
+        said = backend.generate_batch(batch, opts)
+        return [whole_sentences(g.text) if g.done_reason == "length" else g.text for g in said]
 
     return generate
 
