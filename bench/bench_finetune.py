@@ -71,8 +71,9 @@ def quality(args: argparse.Namespace) -> None:
         for (question, kind, was), (_, _, now) in zip(answers["base"], answers["tuned"], strict=True):
             print(f"{kind}: {question}\n  base:  {was}\n  tuned: {now}", file=sys.stderr)
     s = settings
+    weights = ", ".join(f"{n} {c.mlx.copy_weight}" for n, c in configs(args))
     title = (
-        f"through the layer ({Path(args.data).name}, limit {args.limit}, copy_weight {s.mlx.copy_weight}, "
+        f"through the layer ({Path(args.data).name}, limit {args.limit}, copy_weight {weights}, "
         f"max_tokens {s.mlx.max_tokens}, extractive {s.workspace.extractive})"
     )
     print(f"| {title} | " + " | ".join(METRICS) + " |")
@@ -114,6 +115,8 @@ def configs(args: argparse.Namespace) -> list[tuple[str, Any]]:
         base.mlx.copy_weight = args.copy_weight
     tuned = copy.deepcopy(base)
     tuned.mlx.adapter = str(args.adapter)
+    if args.tuned_copy_weight is not None:  # the decoding the adapter was trained for (e.g. 0: the model alone)
+        tuned.mlx.copy_weight = args.tuned_copy_weight
     return [(n, s) for n, s in (("base", base), ("tuned", tuned)) if n in args.which.split(",")]
 
 
@@ -267,6 +270,9 @@ def main() -> None:
         p.add_argument("--adapter", required=True, help="the `shvayambhu finetune --out` folder")
         p.add_argument("--which", default="base,tuned", help="comma-separated: base, tuned")
         p.add_argument("--copy-weight", type=float, default=None, help="[mlx] copy_weight for both (default: settings)")
+        p.add_argument(
+            "--tuned-copy-weight", type=float, default=None, help="[mlx] copy_weight for the tuned side only"
+        )
         p.add_argument("--max-tokens", type=int, default=64, help="[mlx] max_tokens for both")
         p.add_argument("--extractive", action="store_true", help="keep [workspace] extractive on (default: off)")
         p.add_argument("--save", default=None, help="write the rows as JSON to this file")

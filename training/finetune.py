@@ -17,8 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -158,17 +159,48 @@ def _resume(model: Any, optimizer: Any, folder: Path, cfg: FinetuneConfig, data_
     return state
 
 
+Tokenized = Sequence[tuple[list[int], int]]
+
+
+def validate(model: Any, groups: Mapping[str, Tokenized], batch_size: int, max_seq: int) -> dict[str, float]:
+    """Mean answer-token loss of each group of examples (every example counted, the last batch may be short)
+    and of all of them together under "all"."""
+    import mlx.core as mx
+    from mlx_lm.tuner.trainer import default_loss, iterate_batches
+
+    model.eval()
+    out: dict[str, float] = {}
+    total, tokens = 0.0, 0
+    for name, data in groups.items():
+        data = list(data)
+        g_loss, g_toks = mx.array(0.0), mx.array(0)
+        for start in range(0, len(data), batch_size):
+            chunk = data[start : start + batch_size]
+            for batch in iterate_batches(chunk, len(chunk), max_seq):
+                loss, toks = default_loss(model, *batch)
+                g_loss, g_toks = g_loss + loss * toks, g_toks + toks
+                mx.eval(g_loss, g_toks)
+        if int(g_toks.item()):
+            out[name] = g_loss.item() / g_toks.item()
+            total, tokens = total + g_loss.item(), tokens + int(g_toks.item())
+    model.train()
+    if tokens:
+        out["all"] = total / tokens
+    return out
+
+
 def run_finetune(
     model: Any,
-    train_set: Sequence[tuple[list[int], int]],
-    val_set: Sequence[tuple[list[int], int]],
+    train_set: Tokenized,
+    val_set: Tokenized | Mapping[str, Tokenized],
     cfg: FinetuneConfig,
     *,
     data_hash: str,
     manifest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `model` (mutated: it gets its adapters) on tokenized examples; writes the output folder and
-    returns the run summary (also in manifest.json under "result")."""
+    returns the run summary (also in manifest.json under "result"). `val_set` may be grouped by example kind:
+    the loss of each group is then validated, logged and kept beside the whole's (which picks the best)."""
     import mlx.core as mx
     import mlx.optimizers as optim
     import numpy as np
@@ -186,7 +218,9 @@ def run_finetune(
     state = state or {"step": 0, "best_val": None, "bad_evals": 0, "shape": cfg.shape(), "data_sha256": data_hash}
     start = int(state["step"])
     remaining = cfg.steps - start
-    val = list(val_set) if len(val_set) >= cfg.batch_size else []
+    groups = {k: list(v) for k, v in val_set.items()} if isinstance(val_set, Mapping) else {"all": list(val_set)}
+    groups = {k: v for k, v in groups.items() if v}
+    val_count = sum(len(v) for v in groups.values())
     seen = {"tokens": 0}
     log: list[dict[str, Any]] = list(state.get("log", []))
 
@@ -196,39 +230,50 @@ def run_finetune(
                 seen["tokens"] += int(np.asarray(lengths)[:, 1].sum())
             yield batch, lengths
 
-    class Watch(TrainingCallback):
-        def on_val_loss_report(self, info: dict[str, Any]) -> None:
-            step = start + int(info["iteration"])
-            loss = float(info["val_loss"])
-            log.append({"step": step, "val_loss": loss})
-            best = state["best_val"]
-            if best is None or loss < best:
-                state.update(best_val=loss, best_step=step, bad_evals=0)
-                _save_adapter(model, out, cfg)
-            elif step > start:
-                state["bad_evals"] += 1
-            state.update(step=step, log=log)
-            if step > start:
-                _save_checkpoint(model, optimizer, ckpt, cfg, state)
-            if cfg.patience and state["bad_evals"] >= cfg.patience:
-                raise _Stop
+    def check(step: int) -> None:
+        """Validate at `step`: log it, keep the best adapter, checkpoint, stop after `patience` bad ones."""
+        t = time.perf_counter()
+        losses = validate(model, groups, cfg.batch_size, cfg.max_seq)
+        loss = losses["all"]
+        kinds = {k: round(v, 4) for k, v in losses.items() if k != "all"}
+        log.append({"step": step, "val_loss": loss, "val_by_kind": kinds, "val_seconds": time.perf_counter() - t})
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in kinds.items())
+        print(f"step {step}: validation loss {loss:.3f} ({shown}) in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        best = state["best_val"]
+        if best is None or loss < best:
+            state.update(best_val=loss, best_step=step, best_by_kind=kinds, bad_evals=0)
+            _save_adapter(model, out, cfg)
+        elif step > start:
+            state["bad_evals"] += 1
+        state.update(step=step, log=log, last_val=step)
+        if step > start:
+            _save_checkpoint(model, optimizer, ckpt, cfg, state)
+        if cfg.patience and state["bad_evals"] >= cfg.patience:
+            raise _Stop
 
+    class Watch(TrainingCallback):
         def on_train_loss_report(self, info: dict[str, Any]) -> None:
             step = start + int(info["iteration"])
             seconds = round(time.perf_counter() - t0, 3)
             loss = float(info["train_loss"])
             log.append({"step": step, "train_loss": loss, "seconds": seconds, "read": seen["tokens"]})
+            read = seen["tokens"]
+            print(f"step {step}: training loss {loss:.3f}, {read} tokens read, {seconds:.0f} s", file=sys.stderr)
+            if groups and (step - int(state.get("last_val", start)) >= cfg.eval_every or step == cfg.steps):
+                check(step)
 
     stopped = False
     t0 = time.perf_counter()
+    if remaining > 0 and groups and start == 0:
+        check(0)  # the base model's loss (the adapters start at zero)
     if remaining > 0:
         np.random.seed(cfg.seed + start)  # mlx-lm shuffles batches with numpy's global generator
         args = TrainingArgs(
             batch_size=cfg.batch_size,
             iters=remaining,
             val_batches=-1,
-            steps_per_report=min(cfg.report_every, remaining),
-            steps_per_eval=cfg.eval_every,
+            steps_per_report=min(cfg.report_every, cfg.eval_every, remaining),
+            steps_per_eval=10**9,  # validation is ours (per kind of example), run from the loss report
             steps_per_save=10**9,  # checkpoints are ours (with the optimizer and step), at each validation
             max_seq_length=cfg.max_seq,
             adapter_file=str(ckpt / "adapters.safetensors"),
@@ -239,7 +284,7 @@ def run_finetune(
                 model=model,
                 optimizer=optimizer,
                 train_dataset=list(train_set),
-                val_dataset=val or None,
+                val_dataset=None,
                 args=args,
                 iterate_batches=batches,
                 training_callback=Watch(),
@@ -258,8 +303,10 @@ def run_finetune(
         "stopped_early": stopped,
         "best_val_loss": state["best_val"],
         "best_step": state.get("best_step"),
+        "best_val_by_kind": state.get("best_by_kind"),
         "train_examples": len(train_set),
-        "val_examples": len(val),
+        "val_examples": val_count,
+        "val_by_kind": {k: len(v) for k, v in groups.items()},
         "trainable_parameters": trainable,
         "seconds": seconds,
         "tokens": seen["tokens"],

@@ -25,8 +25,9 @@ from training.data import CorpusRecord, TrainingError
 from training.span_questions import span_questions
 from training.text import norm, sentences
 
-# question -> (chat messages as the model reads them, {record id: the text of it the prompt shows}),
-# or None when the layer puts no reference in the prompt (then it answers without the documents).
+# question -> (chat messages as the model reads them, {record id: the text of it the prompt shows}); the
+# mapping is empty (or the whole answer None) when the layer puts no reference in the prompt (then it answers
+# without the documents).
 Layer = Callable[[str], "tuple[list[dict[str, str]], dict[str, str]] | None"]
 
 _PRONOUN = set("it this that these those they he she there you we i what which what's everyone someone one".split())
@@ -140,7 +141,7 @@ def groups(embeddings: np.ndarray | None, n: int, threshold: float) -> list[int]
 def plan_items(
     records: Sequence[CorpusRecord],
     *,
-    abstain_share: float = 0.25,
+    abstain_share: float = 0.12,
     val_fraction: float = 0.05,
     heldout_fraction: float = HELDOUT_FRACTION,
     generated: int = 4,
@@ -226,19 +227,23 @@ def build_examples(
     not_found: str,
     *,
     progress: Callable[[int], None] | None = None,
+    unreferenced: list[tuple[str, list[dict[str, str]], str]] | None = None,
 ) -> tuple[list[Example], dict[str, int]]:
     """Each item asked through `layer`; the target answers from the prompt's reference or, when the record is
     withheld from the store, says `not_found` (the layer's own words). Skipped, and counted: questions the layer
     gives no reference for, answerable ones whose passage (or answer sentence) the prompt does not show, and
-    withheld ones whose answer another record in the prompt holds."""
+    withheld ones whose answer another record in the prompt holds. The prompts the layer sends without a
+    reference go to `unreferenced` as (question, messages, split), when it is given (anchoring examples)."""
     out: list[Example] = []
     skipped = {"no_reference": 0, "gold_not_shown": 0, "answer_elsewhere": 0}
     for n, it in enumerate(items, 1):
         got = layer(it.question)
         if progress is not None:
             progress(n)
-        if got is None:
+        if got is None or not got[1]:
             skipped["no_reference"] += 1
+            if got is not None and unreferenced is not None:
+                unreferenced.append((it.question, got[0], it.split))
             continue
         messages, shown = got
         if it.role == "abstain":

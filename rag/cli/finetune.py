@@ -20,17 +20,17 @@ from rag.config import on_fresh_store
 
 
 def layer_prompts(a: Any, backend: Any) -> Any:
-    """question -> (messages, {record id: text the prompt shows of it}) through the layer, or None when the layer
-    puts no reference in the prompt. Memory is off: a training prompt holds documents only."""
+    """question -> (messages, {record id: text the prompt shows of it}) through the layer; the mapping is empty
+    when the layer puts no reference in the prompt. Memory is off: a training prompt holds documents only."""
 
-    def layer(question: str) -> tuple[list[dict[str, str]], dict[str, str]] | None:
+    def layer(question: str) -> tuple[list[dict[str, str]], dict[str, str]]:
         prep = a.prepare(question, backend=backend, use_memory=False)
         shown = {
             c.meta["hit"].id: c.meta.get("focus") or c.meta["hit"].response
             for c in prep.workspace.winners
             if c.kind == "exemplar"
         }
-        return (prep.messages, shown) if shown else None
+        return prep.messages, shown
 
     return layer
 
@@ -44,11 +44,19 @@ def store_settings(settings: Any, folder: Path) -> Any:
 
 
 def prepare_data(
-    records: list[Any], out: Path, settings: Any, *, plan_options: dict[str, Any], limit: int | None = None
+    records: list[Any],
+    out: Path,
+    settings: Any,
+    *,
+    plan_options: dict[str, Any],
+    limit: int | None = None,
+    anchor_options: dict[str, Any] | None = None,
 ) -> tuple[list[Any], dict[str, Any], Any]:
-    """Plan the questions, ingest the store, ask each question through the layer; (examples, info, backend).
+    """Plan the questions, ingest the store, ask each question through the layer, add anchoring examples
+    (`anchor_options`: share, tokens, batch; see rag.cli.finetune_anchors); (examples, info, backend).
     Examples are written to out/data/examples.jsonl and read back from there when it exists (a resumed run)."""
     from rag.api import Shvayambhu
+    from rag.cli.finetune_anchors import add_anchors
     from rag.consciousness.prompt import NOT_FOUND
     from training.raft_data import build_examples, plan_items, read_examples, write_examples
 
@@ -77,8 +85,14 @@ def prepare_data(
         encoding="utf-8",
     )
     a.ingest([docs], progress=False)
-    examples, skipped = build_examples(items, layer_prompts(a, backend), NOT_FOUND, progress=_progress(len(items)))
-    info = {**plan.info, "asked": len(items), "skipped": skipped, "examples": len(examples)}
+    unreferenced: list[Any] = []
+    layer = layer_prompts(a, backend)
+    examples, skipped = build_examples(
+        items, layer, NOT_FOUND, progress=_progress(len(items)), unreferenced=unreferenced
+    )
+    anchors = anchor_options or {"share": 0.0}  # none unless asked (the command asks for its --anchor-share)
+    examples, anchored = add_anchors(a, backend, examples, items, unreferenced, **anchors)
+    info = {**plan.info, "asked": len(items), "skipped": skipped, "anchors": anchored, "examples": len(examples)}
     info["sha256"] = write_examples(path, examples)
     (data_dir / "info.json").write_text(json.dumps(info, indent=2))
     return examples, info, backend
@@ -118,7 +132,12 @@ def finetune(
     patience: Annotated[int, typer.Option(help="Validations without improvement before stopping (0: never).")] = 3,
     abstain_share: Annotated[
         float, typer.Option(help="Share of records withheld from the store: their questions learn 'not found'.")
-    ] = 0.25,
+    ] = 0.12,
+    anchor_share: Annotated[
+        float, typer.Option(help="Share of examples that anchor: a prompt with no reference -> the base's answer.")
+    ] = 0.3,
+    anchor_tokens: Annotated[int, typer.Option(help="Longest anchor answer the base model writes (tokens).")] = 48,
+    val_max: Annotated[int, typer.Option(help="Validation examples used at most (spread over the kinds).")] = 40,
     val_fraction: Annotated[float, typer.Option(help="Share of records whose questions validate.")] = 0.05,
     questions_per_passage: Annotated[int, typer.Option(help="Template questions written from each passage.")] = 4,
     span_questions: Annotated[
@@ -170,8 +189,11 @@ def finetune(
         **excluded(exclude or []),
     }
     settings = assistant().settings
-    examples, info, backend = prepare_data(records, out, settings, plan_options=plan_options, limit=limit)
-    result = train_examples(examples, info, backend, cfg)
+    anchors = {"share": anchor_share, "tokens": anchor_tokens, "seed": seed}
+    examples, info, backend = prepare_data(
+        records, out, settings, plan_options=plan_options, limit=limit, anchor_options=anchors
+    )
+    result = train_examples(examples, info, backend, cfg, val_max=val_max)
     result["command"] = "shvayambhu " + " ".join(sys.argv[1:])
     if as_json:
         emit_json({"data": info, **result})
@@ -196,19 +218,47 @@ def excluded(paths: list[Path]) -> dict[str, list[str]]:
     return {"exclude_questions": questions, "exclude_texts": texts}
 
 
-def train_examples(examples: list[Any], info: dict[str, Any], backend: Any, cfg: Any) -> dict[str, Any]:
+def val_kind(example: Any) -> str:
+    """The group an example's validation loss is reported in: answer, span, abstain or anchor."""
+    if example.role in ("abstain", "anchor"):
+        return example.role
+    return "span" if example.kind == "span" else "answer"
+
+
+def val_groups(examples: list[Any], limit: int) -> dict[str, list[Any]]:
+    """At most `limit` validation examples grouped by `val_kind`, the kinds taken in turn (a stable choice)."""
+    by: dict[str, list[Any]] = {}
+    for e in sorted((e for e in examples if e.split == "val"), key=lambda e: _spread(e.question + e.target)):
+        by.setdefault(val_kind(e), []).append(e)
+    queues = {k: v[::-1] for k, v in sorted(by.items())}
+    out: dict[str, list[Any]] = {k: [] for k in queues}
+    while sum(map(len, out.values())) < limit and any(queues.values()):
+        for k, q in queues.items():
+            if q and sum(map(len, out.values())) < limit:
+                out[k].append(q.pop())
+    return out
+
+
+def train_examples(
+    examples: list[Any], info: dict[str, Any], backend: Any, cfg: Any, *, val_max: int = 40
+) -> dict[str, Any]:
     """Tokenize with the backend's chat template and train a fresh copy of its model (the cached one, which
-    answers, is never given adapters); returns the run summary."""
+    answers, is never given adapters) on the train split, validated on at most `val_max` validation examples
+    by kind; returns the run summary."""
     from rag.backends.mlx import _load
     from training.finetune import file_hash, run_finetune, tokenize
 
     tok = backend.tokenizer
     end = tok.encode(tok.eos, special=True)[-1] if tok.eos else min(tok.eos_ids)
-    parts = {s: [e for e in examples if e.split == s] for s in ("train", "val")}
-    train, long_train = tokenize(parts["train"], tok.chat_ids, tok.encode, end, cfg.max_seq)
-    val, long_val = tokenize(parts["val"], tok.chat_ids, tok.encode, end, cfg.max_seq)
+    training = [e for e in examples if e.split == "train"]
+    train, long_train = tokenize(training, tok.chat_ids, tok.encode, end, cfg.max_seq)
+    val, long_val = {}, 0
+    for kind, group in val_groups(examples, val_max).items():
+        val[kind], n = tokenize(group, tok.chat_ids, tok.encode, end, cfg.max_seq)
+        long_val += n
     model = _load.__wrapped__(str(backend.path), backend.loaded.dtype).model  # uncached: adapters go on this copy
     path = Path(backend.path)
+    counts = {"train": len(train), "val": sum(map(len, val.values())), "too_long": long_train + long_val}
     manifest = {
         "base_model": {
             "name": backend.model,
@@ -217,7 +267,14 @@ def train_examples(examples: list[Any], info: dict[str, Any], backend: Any, cfg:
             "bytes": path.stat().st_size if path.is_file() else None,
             "dtype": backend.loaded.dtype,
         },
-        "data": {**info, "train": len(train), "val": len(val), "too_long": long_train + long_val},
+        "data": {**info, **counts, "train_by_kind": _count(training)},
         "command": "shvayambhu " + " ".join(sys.argv[1:]),
     }
     return run_finetune(model, train, val, cfg, data_hash=info["sha256"], manifest=manifest)
+
+
+def _count(examples: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in examples:
+        out[val_kind(e)] = out.get(val_kind(e), 0) + 1
+    return out
