@@ -150,7 +150,7 @@ def test_server_warm_up_caches_the_head_of_every_prompt(make_assistant):
 
 
 def test_the_head_read_ahead_holds_the_instructions(make_assistant):
-    """`keep_head` (the CLI's model thread, the server's warm-up) reads the system line and the compact
+    """`keep_head` (the server's warm-up) reads the system line and the compact
     instructions before any question; a question answered from a passage then reuses all of them."""
     from rag.consciousness.prompt import COMPACT_INSTRUCTIONS, keep_head
 

@@ -61,10 +61,7 @@ def _load_backend(st: Settings, model: str | None, out: dict[str, Any]) -> None:
         enable_openblas(verbose=False)  # before this thread imports mlx
         from rag.backends.select import select_backend
 
-        out["backend"] = backend = select_backend(st, st.backend, model)
-        from rag.consciousness.prompt import keep_head
-
-        keep_head(backend.profile)  # while the main thread imports: the question's prefill then starts after it
+        out["backend"] = select_backend(st, st.backend, model)
     except Exception:  # noqa: BLE001 - the answer path loads it again and reports what went wrong
         pass
 
