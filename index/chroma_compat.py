@@ -7,6 +7,7 @@ chromadb upgrade, that file says what to change here.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,20 @@ def is_stale_view(error: BaseException) -> bool:
     return STALE_VIEW_TEXT in str(error)
 
 
+# Chroma keeps one running system per folder in `SharedSystemClient`'s class-level maps, filled without a lock: two
+# threads opening a folder at once can each see the other's half-started system and fail (KeyError, "could not
+# connect to tenant"), which reads as a damaged store. Every open and stop in this process goes through this lock.
+_systems_lock = threading.RLock()
+
+
+def persistent_client(folder: str, settings: Any) -> Any:
+    """`chromadb.PersistentClient` for `folder`, opened by one thread at a time (see `_systems_lock`)."""
+    import chromadb
+
+    with _systems_lock:
+        return chromadb.PersistentClient(path=folder, settings=settings)
+
+
 def stop_embedded(folder: str) -> bool:
     """Stop Chroma's cached system of the embedded store in `folder` (its database connections, index files and
     threads), dropping it from Chroma's per-folder system cache (`SharedSystemClient`'s private maps), so that a
@@ -90,12 +105,13 @@ def stop_embedded(folder: str) -> bool:
     from chromadb.api.shared_system_client import SharedSystemClient
 
     stopped = False
-    for ident, system in list(SharedSystemClient._identifier_to_system.items()):
-        if getattr(system.settings, "persist_directory", None) == folder:
-            SharedSystemClient._identifier_to_system.pop(ident, None)
-            SharedSystemClient._identifier_to_refcount.pop(ident, None)
-            system.stop()
-            stopped = True
+    with _systems_lock:
+        for ident, system in list(SharedSystemClient._identifier_to_system.items()):
+            if getattr(system.settings, "persist_directory", None) == folder:
+                SharedSystemClient._identifier_to_system.pop(ident, None)
+                SharedSystemClient._identifier_to_refcount.pop(ident, None)
+                system.stop()
+                stopped = True
     return stopped
 
 

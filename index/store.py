@@ -10,7 +10,7 @@ from typing import Any
 
 import chromadb
 
-from index.chroma_compat import COSINE_CONFIGURATION, collection_names, stop_embedded
+from index.chroma_compat import COSINE_CONFIGURATION, collection_names, persistent_client, stop_embedded
 from index.errors import ShvayambhuError
 from index.failures import (  # noqa: F401 - the store's errors are imported from here too
     LOW_SPACE,
@@ -73,7 +73,7 @@ def open_client(data_dir: Path | str | None = None, host: str | None = None, por
     if not writable(path):
         raise read_only(path, "Chroma must write to its files to open them")
     try:
-        return chromadb.PersistentClient(path=str(path), settings=settings)
+        return persistent_client(str(path), settings)
     except Exception as e:  # chromadb raises its own InternalError, or sqlite3's, for a damaged file
         if "readonly" in str(e) or "read-only" in str(e):
             raise read_only(path, "Chroma must write to its files to open them") from e

@@ -43,7 +43,7 @@ def test_a_missing_model_says_how_to_install_it(run_cli, monkeypatch):
     code, out, err = run_cli("ask", "--backend", "mlx", "--no-memory", "Why is the sky blue?")
     assert code == 1 and INSTALL_HINT in err and "Traceback" not in err
     code, out, err = run_cli("status")
-    assert code == 0
+    assert code == 0, err
     line = next(x for x in out.splitlines() if x.startswith("backend mlx"))
     assert "not ready" in line and INSTALL_HINT in line
 

@@ -51,6 +51,33 @@ def test_first_use_from_many_threads_builds_one_client_and_one_embedder(make_ass
     assert len({id(e) for e, _ in got}) == 1 and len({id(c) for _, c in got}) == 1
 
 
+def test_assistants_of_one_store_opened_at_once_in_one_process_all_work(seed_store, tmp_path) -> None:
+    """Chroma's per-folder system cache is filled without a lock: the CLI's retrieval warm-up thread of one command
+    and a second assistant opening the same store at that moment used to fail, reading "the store is damaged"."""
+    import shutil
+
+    from index.store import close_stores, open_client
+
+    failures: list[str] = []
+    for round in range(10):
+        home = tmp_path / f"home{round}"
+        shutil.copytree(seed_store[0], home)
+
+        def first_open(home=home) -> None:
+            try:
+                assert open_client(home).get_collection("corpus").count() > 0
+            except Exception as e:  # noqa: BLE001 - collected, so every thread's failure is reported
+                failures.append(f"{e.__class__.__name__}: {e}")
+
+        threads = [threading.Thread(target=first_open) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        close_stores(keep={str(seed_store[0] / "chroma")})
+    assert not failures, failures[:2]
+
+
 def test_an_answer_recalls_the_sessions_memory_once(make_assistant, monkeypatch) -> None:
     a = make_assistant()
     a.ask("My name is Ada and I grow basil.", session="ada")
