@@ -1,8 +1,8 @@
 """Documents (PDF, DOCX, PPTX, HTML, EPUB) to Markdown through markitdown, page by page where pages exist.
 
 markitdown is imported only when a document is converted, so the CLI starts without it. A PDF keeps its
-pages (pdfminer ends each page with a form feed; where markitdown read a page as a table it does not, and the
-PDF is converted one page at a time instead); a PPTX keeps its slide numbers as pages. A web page loses its
+pages, each converted as markitdown converts it alone, in one parse (ingest.pdf_text); a PPTX keeps its slide
+numbers as pages. A web page loses its
 navigation chrome (nav, header, footer, aside, forms) before conversion.
 """
 
@@ -22,7 +22,6 @@ DOCUMENT_EXTENSIONS = (".pdf", ".docx", ".pptx", ".html", ".htm", ".epub")
 CHROME = ("nav", "aside", "form", "noscript", "script", "style", "template", "iframe", "button")
 PAGE_CHROME = ("header", "footer")  # a site's banner and footer; an article's own header (its title) is kept
 CHROME_ROLES = ("navigation", "banner", "contentinfo", "search", "complementary")
-PDF_GROUP = 4  # PDF pages converted together: their passages can be embedded while the next pages convert
 _SLIDE = "<!-- Slide number: "
 DOCUMENTS_EXTRA = "needs the [documents] extra: pip install 'shvayambhu[documents]'"  # markitdown is optional
 
@@ -105,7 +104,6 @@ def _converter(suffix: str) -> Any:
     from markitdown import converters
 
     return {
-        ".pdf": converters.PdfConverter,
         ".docx": converters.DocxConverter,
         ".pptx": converters.PptxConverter,
         ".epub": converters.EpubConverter,
@@ -114,8 +112,8 @@ def _converter(suffix: str) -> Any:
 
 
 def _pdf(path: Path, data: bytes) -> Iterator[Page]:
-    """PDF pages: encryption and a missing text layer found first (pdfium, fast), then markitdown's text,
-    PDF_GROUP pages at a time (pdfminer reads each page on its own, so the text is the whole file's)."""
+    """PDF pages: encryption and a missing text layer found first (pdfium, fast), then each page's Markdown as it
+    is parsed (ingest.pdf_text), so its passages can be embedded while the later pages are read."""
     import pypdfium2 as pdfium
 
     try:
@@ -126,38 +124,26 @@ def _pdf(path: Path, data: bytes) -> Iterator[Page]:
         raise Unreadable(path, f"damaged PDF ({e})") from e
     try:
         counts = [_char_count(doc[i]) for i in range(len(doc))]
-        if not any(chars for chars, _ in counts):
-            raise Unreadable(path, "no text layer: OCR it first", "e.g. `ocrmypdf in.pdf out.pdf`")
-    except BaseException:
+    finally:
         doc.close()
-        raise
-    return _pdf_groups(path, pdfium, doc, data, counts)
+    if not any(chars for chars, _ in counts):
+        raise Unreadable(path, "no text layer: OCR it first", "e.g. `ocrmypdf in.pdf out.pdf`")
+    return _pdf_pages(path, data, counts)
 
 
-def _pdf_groups(path: Path, pdfium: Any, doc: Any, data: bytes, counts: list[tuple[int, bool]]) -> Iterator[Page]:
-    converter, info = _converter(".pdf"), _info(".pdf")
+def _pdf_pages(path: Path, data: bytes, counts: list[tuple[int, bool]]) -> Iterator[Page]:
+    from ingest.pdf_text import pdf_pages
+
+    scanned = {n for n, (chars, drawn) in enumerate(counts, 1) if not chars and drawn}
     try:
-        for n, (chars, drawn) in enumerate(counts, 1):
-            if not chars and drawn:
-                yield Page(n, "", no_text=True)
-        for first in range(0, len(doc), PDF_GROUP):
-            group = list(range(first, min(len(doc), first + PDF_GROUP)))
-            whole = len(group) == len(doc)
-            markdown = converter.convert(io.BytesIO(data if whole else _pages(pdfium, doc, group)), info).markdown
-            parts = markdown.split("\f")
-            if len(parts) >= len(group) and not any(p.strip() for p in parts[len(group) :]):
-                texts = parts[: len(group)]
-            else:  # markitdown read some page as a table and joined pages without marks: convert page by page
-                texts = [converter.convert(io.BytesIO(_pages(pdfium, doc, [i])), info).markdown for i in group]
-            for i, text in zip(group, texts, strict=True):
-                if text.strip() and not (not counts[i][0] and counts[i][1]):
-                    yield Page(i + 1, text)
+        yield from (Page(n, "", no_text=True) for n in sorted(scanned))
+        for n, text in pdf_pages(data):
+            if text.strip() and n not in scanned:
+                yield Page(n, text)
     except Unreadable:
         raise
     except Exception as e:  # pdfminer raises anything on a damaged page
         raise Unreadable(path, f"cannot convert it ({type(e).__name__}: {str(e)[:120]})") from e
-    finally:
-        doc.close()
 
 
 def _char_count(page: Any) -> tuple[int, bool]:
@@ -168,18 +154,6 @@ def _char_count(page: Any) -> tuple[int, bool]:
     finally:
         text.close()
         page.close()
-
-
-def _pages(pdfium: Any, doc: Any, indices: list[int]) -> bytes:
-    """A new PDF of `doc`'s pages at `indices`."""
-    single = pdfium.PdfDocument.new()
-    try:
-        single.import_pages(doc, indices)
-        buf = io.BytesIO()
-        single.save(buf)
-        return buf.getvalue()
-    finally:
-        single.close()
 
 
 def _slides(markdown: str) -> list[Page]:

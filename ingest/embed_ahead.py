@@ -16,7 +16,7 @@ from typing import Any
 from index.embed import Embedder
 from ingest.records import Record
 
-BATCH = 32  # passages per embedding call at most (a PDF_GROUP of pages gives about half as many)
+BATCH = 32  # passages per embedding call at most (a PDF page gives three or four)
 
 
 class EmbedAhead:

@@ -1,5 +1,5 @@
-"""A PDF converted a few pages at a time, its passages embedded while the later pages convert
-(ingest.documents.convert_pages, ingest.embed_ahead): the same pages as one whole-file conversion, the same
+"""A PDF converted page by page in one parse, its passages embedded while the later pages convert
+(ingest.documents.convert_pages, ingest.pdf_text, ingest.embed_ahead): markitdown's text of each page, the same
 records and vectors as embedding them at the end, and nothing embedded twice."""
 
 from __future__ import annotations
@@ -8,39 +8,52 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from ingest import documents, embed_ahead, pipeline
+from ingest import documents, embed_ahead, pdf_text, pipeline
 from ingest.pipeline import collect, ingest_paths
 
 DOCS = Path(__file__).resolve().parent / "data" / "docs"
 PDF = DOCS / "ferry_manual.pdf"  # 5 pages
 
 
-@pytest.fixture
-def small_groups(monkeypatch):
-    monkeypatch.setattr(documents, "PDF_GROUP", 2)  # 5 pages: groups 1-2, 3-4, 5
+def test_pages_are_markitdowns_each_page_alone() -> None:
+    """The one-parse conversion (ingest.pdf_text) gives, page by page, what markitdown's PdfConverter gives for that
+    page on its own: the table page as a Markdown table, the prose pages as pdfminer's text."""
+    import io
 
+    import pypdfium2 as pdfium
+    from markitdown import StreamInfo
+    from markitdown.converters import PdfConverter
 
-def test_pages_in_groups_are_the_whole_files_pages(monkeypatch) -> None:
-    monkeypatch.setattr(documents, "PDF_GROUP", 100)
-    whole = list(documents.convert_pages(PDF))  # one conversion of the file (page by page: it has a table)
-    monkeypatch.setattr(documents, "PDF_GROUP", 2)
-    pages = list(documents.convert_pages(PDF))  # pages 1-2 (the table: page by page), 3-4 together, 5
+    doc = pdfium.PdfDocument(PDF.read_bytes())
+    try:
+        alone = []
+        for i in range(len(doc)):
+            single = pdfium.PdfDocument.new()
+            single.import_pages(doc, [i])
+            buf = io.BytesIO()
+            single.save(buf)
+            single.close()
+            buf.seek(0)
+            alone.append(PdfConverter().convert(buf, StreamInfo(extension=".pdf")).markdown)
+    finally:
+        doc.close()
+    pages = list(documents.convert_pages(PDF))
     assert [p.number for p in pages] == [1, 2, 3, 4, 5]
-    assert [p.markdown.strip() for p in pages] == [p.markdown.strip() for p in whole]
+    assert [p.markdown for p in pages] == [m.rstrip("\f") for m in alone]
     assert "| Port Alder to Gull Island" in pages[1].markdown and "250 running hours" in pages[3].markdown
 
 
-def test_passages_embedded_while_later_pages_convert(small_groups, monkeypatch, make_collection, embedder, tmp_path):
-    converted: list[int] = []  # groups converted so far, seen at each passage offered to the embedder
-    pages = documents._pages
+def test_passages_embedded_while_later_pages_convert(monkeypatch, make_collection, embedder, tmp_path):
+    converted: list[int] = []  # pages parsed so far, seen at each passage offered to the embedder
+    parse = pdf_text.pdf_pages
 
-    def counting(pdfium, doc, indices):
-        converted.append(indices[0])
-        return pages(pdfium, doc, indices)
+    def counting(data):
+        for n, text in parse(data):
+            converted.append(n)
+            yield n, text
 
-    monkeypatch.setattr(documents, "_pages", counting)
+    monkeypatch.setattr(pdf_text, "pdf_pages", counting)
     offered: list[int] = []
     offer = embed_ahead.EmbedAhead.offer
     monkeypatch.setattr(
@@ -56,7 +69,7 @@ def test_passages_embedded_while_later_pages_convert(small_groups, monkeypatch, 
     shutil.copy(PDF, pdf)
     col = make_collection()
     summary = ingest_paths([pdf], col, embedder, progress=False)
-    assert offered and offered[0] < len(converted) == 5  # the first passages went while pages 3-5 waited
+    assert offered and offered[0] < len(converted) == 5  # the first passages went while later pages waited
     records, _ = collect([pdf])
     assert summary.added == len(records) == col.count() > 0
     assert written == []  # every vector came from embedding ahead
