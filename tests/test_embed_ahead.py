@@ -16,16 +16,15 @@ DOCS = Path(__file__).resolve().parent / "data" / "docs"
 PDF = DOCS / "ferry_manual.pdf"  # 5 pages
 
 
-def test_pages_are_markitdowns_each_page_alone() -> None:
-    """The one-parse conversion (ingest.pdf_text) gives, page by page, what markitdown's PdfConverter gives for that
-    page on its own: the table page as a Markdown table, the prose pages as pdfminer's text."""
+def markitdown_page_by_page(data: bytes) -> list[str]:
+    """markitdown's PdfConverter on each page of the PDF `data` alone (its trailing form feed dropped)."""
     import io
 
     import pypdfium2 as pdfium
     from markitdown import StreamInfo
     from markitdown.converters import PdfConverter
 
-    doc = pdfium.PdfDocument(PDF.read_bytes())
+    doc = pdfium.PdfDocument(data)
     try:
         alone = []
         for i in range(len(doc)):
@@ -35,13 +34,37 @@ def test_pages_are_markitdowns_each_page_alone() -> None:
             single.save(buf)
             single.close()
             buf.seek(0)
-            alone.append(PdfConverter().convert(buf, StreamInfo(extension=".pdf")).markdown)
+            alone.append(PdfConverter().convert(buf, StreamInfo(extension=".pdf")).markdown.rstrip("\f"))
+        return alone
     finally:
         doc.close()
+
+
+def test_pages_are_markitdowns_each_page_alone() -> None:
+    """The one-parse conversion (ingest.pdf_text) gives, page by page, what markitdown's PdfConverter gives for that
+    page on its own: the table page as a Markdown table, the prose pages as pdfminer's text."""
     pages = list(documents.convert_pages(PDF))
     assert [p.number for p in pages] == [1, 2, 3, 4, 5]
-    assert [p.markdown for p in pages] == [m.rstrip("\f") for m in alone]
+    assert [p.markdown for p in pages] == markitdown_page_by_page(PDF.read_bytes())
     assert "| Port Alder to Gull Island" in pages[1].markdown and "250 running hours" in pages[3].markdown
+
+
+def test_a_rotated_page_goes_through_pdfplumber_and_reads_the_same(monkeypatch) -> None:
+    import io
+
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(PDF.read_bytes())
+    doc[2].set_rotation(90)
+    buf = io.BytesIO()
+    doc.save(buf)
+    doc.close()
+    plumbed: list[int] = []
+    through = pdf_text._through_pdfplumber
+    monkeypatch.setattr(pdf_text, "_through_pdfplumber", lambda data, n: (plumbed.append(n), through(data, n))[1])
+    pages = [text for _, text in pdf_text.pdf_pages(buf.getvalue())]
+    assert plumbed == [3]  # the shortcut's coordinates hold for unrotated pages only
+    assert pages == markitdown_page_by_page(buf.getvalue())
 
 
 def test_passages_embedded_while_later_pages_convert(monkeypatch, make_collection, embedder, tmp_path):
