@@ -164,3 +164,60 @@ def test_the_head_read_ahead_holds_the_instructions(make_assistant):
     keep_head(backend.profile)
     reuse, _ = cache.lookup(ids)
     assert reuse > backend.text_tokens(COMPACT_INSTRUCTIONS) + 10  # the instructions and the template head
+
+
+def test_a_later_process_reads_the_head_from_disk(backend, tmp_path, monkeypatch):
+    """`keep_prompt` saves the head's keys and values (rag.backends.head_cache); with the in-memory cache emptied, as
+    in a new process, it reads them back instead of computing them, and answers are the plain prefill's."""
+    from rag.backends import head_cache
+
+    monkeypatch.setattr(head_cache, "cache_dir", lambda: tmp_path)
+    tok, decoder = backend.tokenizer, backend.loaded.decoder
+    head = [SYSTEM, {"role": "user", "content": PASSAGE}]
+    ids = tok.chat_ids(head)
+    cache = decoder.prompt_cache
+    cache.clear()
+    before = cache.computed
+    backend.keep_prompt(head)
+    assert cache.computed - before == len(ids) and len(list(tmp_path.glob("head-*.safetensors"))) == 1
+    cache.clear()  # a new process: nothing in memory
+    before = cache.computed
+    backend.keep_prompt(head)
+    assert cache.computed == before and cache.held(ids) is not None  # read, not computed
+    prompt = tok.chat_ids(chat("Why is the sky blue?"))
+    assert cache.lookup(prompt)[0] == common_prefix(ids, prompt) > 80  # the passage and instructions: from disk
+    with_disk = greedy(decoder, prompt, tok.eos_ids)
+    decoder.prompt_cache = None
+    try:
+        assert with_disk == greedy(decoder, prompt, tok.eos_ids)
+    finally:
+        decoder.prompt_cache = cache
+
+
+def test_a_damaged_or_foreign_head_file_is_not_used(backend, tmp_path, monkeypatch):
+    from rag.backends import head_cache
+
+    monkeypatch.setattr(head_cache, "cache_dir", lambda: tmp_path)
+    tok, cache = backend.tokenizer, backend.loaded.decoder.prompt_cache
+    head = [SYSTEM, {"role": "user", "content": PASSAGE}]
+    ids = tok.chat_ids(head)
+    path = head_cache.head_path(backend.loaded.key, ids)
+    path.write_bytes(b"not safetensors")
+    cache.clear()
+    before = cache.computed
+    backend.keep_prompt(head)  # damaged: computed, and written again
+    assert cache.computed - before == len(ids) and head_cache.load_head(path, ids) is not None
+    assert head_cache.load_head(path, ids[:-1]) is None and not path.exists()  # another head's tokens: removed
+
+
+def test_at_most_max_files_heads_are_kept(tmp_path, monkeypatch):
+    from rag.backends import head_cache
+
+    monkeypatch.setattr(head_cache, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(head_cache, "MAX_FILES", 2)
+    kv = [mx.zeros((1, 1, 3, 2))]
+    for n in range(4):
+        tokens = [n, n, n]
+        head_cache.save_head(head_cache.head_path("m", tokens), tokens, kv, kv)
+    assert len(list(tmp_path.glob("head-*.safetensors"))) == 2
+    assert head_cache.load_head(head_cache.head_path("m", [3, 3, 3]), [3, 3, 3]) is not None  # the newest stay

@@ -48,6 +48,7 @@ class LoadedModel:
     name: str
     context_tokens: int
     dtype: str
+    key: str = ""  # the model's identity on disk (rag.backends.head_cache names its files by it)
 
 
 def _on_gpu() -> bool:
@@ -100,7 +101,20 @@ def _load(path: str, dtype: str, adapter: str = "") -> LoadedModel:
         mx.eval(model.parameters())
     decoder = Decoder(model)
     decoder.prompt_cache = PromptCache()  # one prompt's prefill reuses what it shares with recent prompts
-    return LoadedModel(model, tokenizer, decoder, name, context, dtype)
+    return LoadedModel(model, tokenizer, decoder, name, context, dtype, _identity(p, dtype, adapter))
+
+
+def _identity(path: Path, dtype: str, adapter: str) -> str:
+    """What a model's computed keys and values depend on: its file (path, size, time), dtype, adapter, MLX."""
+    import mlx.core as mx
+
+    def stamp(p: Path) -> str:
+        if p.is_dir():  # a model or adapter folder: its files
+            return ";".join(stamp(f) for f in sorted(p.iterdir()) if f.is_file())
+        st = p.stat()
+        return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+    return "|".join([stamp(path), dtype, mx.__version__, stamp(Path(adapter)) if adapter else ""])
 
 
 def _load_folder(p: Path, dtype: str) -> tuple[Any, ChatTokenizer, str, int]:
@@ -240,11 +254,24 @@ class MLXBackend:
 
     def keep_prompt(self, messages: list[dict[str, str]]) -> None:
         """Read ``messages`` into the prompt cache without answering: prompts that start the same way (the
-        system line and the fixed instructions) then skip that part of their prefill."""
-        decoder = self.loaded.decoder
-        if decoder.prompt_cache is not None:
-            ids = self.tokenizer.chat_ids(messages)
-            decoder.prompt_cache.prefill(self.loaded.model, ids, len(ids))
+        system line and the fixed instructions) then skip that part of their prefill. Its keys and values are
+        read from disk when an earlier process saved them, else computed and saved (rag.backends.head_cache)."""
+        from rag.backends.head_cache import head_path, load_head, save_head
+
+        cache = self.loaded.decoder.prompt_cache
+        if cache is None:
+            return
+        ids = self.tokenizer.chat_ids(messages)
+        path = head_path(self.loaded.key, ids)
+        stored = load_head(path, ids) if self.loaded.key else None
+        if stored is not None:
+            cache.add(ids, *stored)
+            return
+        cache.prefill(self.loaded.model, ids, len(ids))
+        entry = cache.held(ids)
+        if entry is not None and self.loaded.key:
+            n = len(ids)
+            save_head(path, ids, [k[:, :, :n] for k in entry.keys], [v[:, :, :n] for v in entry.values])
 
     def text_tokens(self, text: str) -> int:
         """Tokens the model reads for ``text`` alone (no chat template)."""

@@ -98,6 +98,21 @@ class PromptCache:
             while self.nbytes > self.max_bytes:
                 self._entries.pop()
 
+    def add(self, tokens: Sequence[int], keys: list[mx.array], values: list[mx.array]) -> None:
+        """Keep keys and values computed elsewhere (rag.backends.head_cache) for the prompt `tokens`."""
+        nbytes = sum(k.nbytes + v.nbytes for k, v in zip(keys, values, strict=True))
+        with self._lock:
+            self._entries = [e for e in self._entries if e.tokens != tuple(tokens)]
+            self._entries.insert(0, Entry(tuple(tokens), keys, values, nbytes))
+            while self.nbytes > self.max_bytes:
+                self._entries.pop()
+
+    def held(self, tokens: Sequence[int]) -> Entry | None:
+        """The stored entry that starts with all of `tokens`, if any."""
+        n, want = len(tokens), tuple(tokens)
+        with self._lock:
+            return next((e for e in self._entries if e.tokens[:n] == want), None)
+
     def clear(self) -> None:
         """Drop every stored prompt."""
         with self._lock:

@@ -60,8 +60,11 @@ def _load_backend(st: Settings, model: str | None, out: dict[str, Any]) -> None:
 
         enable_openblas(verbose=False)  # before this thread imports mlx
         from rag.backends.select import select_backend
+        from rag.consciousness.prompt import keep_head
 
-        out["backend"] = select_backend(st, st.backend, model)
+        backend = select_backend(st, st.backend, model)
+        keep_head(backend.profile)  # the prompt head's keys and values: from disk after the first run
+        out["backend"] = backend
     except Exception:  # noqa: BLE001 - the answer path loads it again and reports what went wrong
         pass
 
