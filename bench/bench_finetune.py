@@ -4,6 +4,7 @@ same examples. The store is a throwaway one; nothing the user stored is touched.
 
     python bench/bench_finetune.py quality --adapter runs/finetune --limit 8
     python bench/bench_finetune.py offcorpus --adapter runs/finetune
+    python bench/bench_finetune.py heldout --adapter runs/finetune
     python bench/bench_finetune.py throughput --run runs/finetune --steps 5
 
 Both configurations answer with `[workspace] extractive = false` unless --extractive is given: the model, not the
@@ -152,6 +153,58 @@ def offcorpus(args: argparse.Namespace) -> None:
         print(f"\nloss tuned vs base: {loss:+.3f} (target <= 0.02): {'met' if loss <= 0.02 else 'NOT met'}")
 
 
+def heldout(args: argparse.Namespace) -> None:
+    """The bundled held-out split (records whose split is "heldout", never trained on) asked through the layer over
+    a store holding the whole bundled corpus: MiniLM similarity and token F1 of each answer to the record's
+    response, and how often each side abstains; beside them, the top retrieved passage given as the answer."""
+    from rag.api import Shvayambhu
+    from rag.config import on_fresh_store
+    from rag.eval.qa_metrics import abstained
+    from training.data import records_from_files
+
+    records = records_from_files([Path(args.data)])
+    held = [r for r in records if (r.split or "").strip().lower() == "heldout"]
+    held = held[: args.limit] if args.limit else held
+    rows: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-finetune-held-") as tmp:
+        for name, settings in configs(args):
+            a = Shvayambhu(on_fresh_store(settings, Path(tmp), "heldout"))
+            if not rows:
+                a.ingest([Path(args.data)], progress=False)
+            t0 = time.perf_counter()
+            if not rows:  # the baseline: the top retrieved record's response as the answer
+                top = [(hits[0].response if hits else "", not hits) for hits in (a.search(r.prompt, k=1) for r in held)]
+                rows["top passage (retrieval alone)"] = _held_scores(a, held, top)
+            said = []
+            for r in held:
+                ans = a.ask(r.prompt, backend="mlx", use_memory=False)
+                said.append((ans.answer, abstained(ans.answer, ans.low_confidence, ans.done_reason)))
+            rows[f"ours-mlx {name}"] = _held_scores(a, held, said)
+            print(f"{name}: {len(held)} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            for r, (s, _) in zip(held, said, strict=True):
+                print(f"  [{name}] {r.prompt}\n    {' '.join(s.split())[:110]}", file=sys.stderr)
+    print(f"| bundled held-out split ({len(held)} records, limit {args.limit}) | MiniLM similarity | token F1 | "
+          "abstained |")  # fmt: skip
+    print("|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['similarity']:.3f} | {r['f1']:.3f} | {r['abstained']:.3f} |")
+    if args.save:
+        Path(args.save).write_text(json.dumps(rows, indent=1))
+
+
+def _held_scores(a: Any, held: list[Any], said: list[tuple[str, bool]]) -> dict[str, float]:
+    from rag.eval.qa_metrics import token_f1
+
+    va = a.embedder.embed([s or " " for s, _ in said])
+    vr = a.embedder.embed([r.response for r in held])
+    f1 = [token_f1(s, [r.response]) or 0.0 for (s, _), r in zip(said, held, strict=True)]
+    return {
+        "similarity": float((va * vr).sum(1).mean()),
+        "f1": sum(f1) / len(f1),
+        "abstained": sum(ab for _, ab in said) / len(said),
+    }
+
+
 def _mlx_lm_folder(folder: Path) -> None:
     """The bundled model, dequantized to float32, as an mlx-lm folder (what `mlx_lm lora --model` reads)."""
     import mlx.core as mx
@@ -266,7 +319,10 @@ def main() -> None:
     o = sub.add_parser("offcorpus", help="base vs tuned on general questions with no retrieval (forgetting)")
     o.add_argument("--data", default=str(REPO / "bench" / "data" / "off_corpus.jsonl"))
     o.add_argument("--limit", type=int, default=None, help="the first N questions")
-    for p in (q, o):
+    h = sub.add_parser("heldout", help="base vs tuned on the bundled held-out split, through the layer")
+    h.add_argument("--data", default=str(REPO / "ingest" / "data" / "seed.jsonl"))
+    h.add_argument("--limit", type=int, default=None, help="the first N held-out records")
+    for p in (q, o, h):
         p.add_argument("--adapter", required=True, help="the `shvayambhu finetune --out` folder")
         p.add_argument("--which", default="base,tuned", help="comma-separated: base, tuned")
         p.add_argument("--copy-weight", type=float, default=None, help="[mlx] copy_weight for both (default: settings)")
@@ -282,7 +338,8 @@ def main() -> None:
     t.add_argument("--batch-size", type=int, default=4)
     t.add_argument("--layers", type=int, default=8)
     args = ap.parse_args()
-    {"quality": quality, "offcorpus": offcorpus, "throughput": throughput, "merge": merge}[args.what](args)
+    commands = {"quality": quality, "offcorpus": offcorpus, "heldout": heldout, "throughput": throughput}
+    (commands | {"merge": merge})[args.what](args)
 
 
 if __name__ == "__main__":
