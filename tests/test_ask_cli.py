@@ -215,6 +215,15 @@ def test_in_process_the_model_loads_in_a_thread_beside_the_store_and_is_used(see
     assert a.backend().name == "ollama"
     assert calls == ["shvayambhu-model"]  # loaded once, in its thread, and adopted
 
+    import rag.consciousness.prompt as prompt
+
+    def no_head(profile):
+        raise OSError("the disk is full")
+
+    calls.clear()
+    monkeypatch.setattr(prompt, "keep_head", no_head)  # the head not read ahead: the model is still adopted
+    assert answering_assistant(st).backend().name == "ollama" and calls == ["shvayambhu-model"]
+
     def failing(settings, name, model=None):
         calls.append(threading.current_thread().name)
         raise BackendError("no model here")

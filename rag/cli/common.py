@@ -62,10 +62,12 @@ def _load_backend(st: Settings, model: str | None, out: dict[str, Any]) -> None:
         from rag.backends.select import select_backend
         from rag.consciousness.prompt import keep_head
 
-        backend = select_backend(st, st.backend, model)
-        keep_head(backend.profile)  # the prompt head's keys and values: from disk after the first run
-        out["backend"] = backend
+        out["backend"] = select_backend(st, st.backend, model)
     except Exception:  # noqa: BLE001 - the answer path loads it again and reports what went wrong
+        return
+    try:
+        keep_head(out["backend"].profile)  # the prompt head's keys and values: from disk after the first run
+    except Exception:  # noqa: BLE001 - only a head not read ahead: the prefill computes it
         pass
 
 
