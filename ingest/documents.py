@@ -2,8 +2,7 @@
 
 markitdown is imported only when a document is converted, so the CLI starts without it. A PDF keeps its
 pages, each converted as markitdown converts it alone, in one parse (ingest.pdf_text); a PPTX keeps its slide
-numbers as pages. A web page loses its
-navigation chrome (nav, header, footer, aside, forms) before conversion.
+numbers as pages. A web page loses its navigation chrome (nav, header, footer, aside, forms) before conversion.
 """
 
 from __future__ import annotations

@@ -81,29 +81,24 @@ class PromptCache:
     def store(self, prompt: Sequence[int], caches: Sequence[StaticKVCache]) -> None:
         """Keep a copy of the first len(prompt) positions of `caches` (filled by `prompt`), within the budget."""
         n = len(prompt)
-        tokens = tuple(prompt)
-        with self._lock:
-            if any(e.tokens[:n] == tokens for e in self._entries):
-                return  # an entry already holds all of it
+        if self.held(prompt) is not None:
+            return  # an entry already holds all of it
         keys = [c.keys[:, :, :n] * 1 for c in caches]  # copies: a view would keep the whole buffer from reuse
         values = [c.values[:, :, :n] * 1 for c in caches]
         mx.eval(keys, values)
+        self.add(prompt, keys, values)
+
+    def add(self, tokens: Sequence[int], keys: list[mx.array], values: list[mx.array]) -> None:
+        """Keep the keys and values of the prompt `tokens` (computed here, or read from disk by
+        rag.backends.head_cache), within the budget."""
         nbytes = sum(k.nbytes + v.nbytes for k, v in zip(keys, values, strict=True))
         if nbytes > self.max_bytes:
             return
+        tokens = tuple(tokens)
         with self._lock:
             # an entry this prompt extends is superseded by it
             self._entries = [e for e in self._entries if tokens[: len(e.tokens)] != e.tokens]
             self._entries.insert(0, Entry(tokens, keys, values, nbytes))
-            while self.nbytes > self.max_bytes:
-                self._entries.pop()
-
-    def add(self, tokens: Sequence[int], keys: list[mx.array], values: list[mx.array]) -> None:
-        """Keep keys and values computed elsewhere (rag.backends.head_cache) for the prompt `tokens`."""
-        nbytes = sum(k.nbytes + v.nbytes for k, v in zip(keys, values, strict=True))
-        with self._lock:
-            self._entries = [e for e in self._entries if e.tokens != tuple(tokens)]
-            self._entries.insert(0, Entry(tuple(tokens), keys, values, nbytes))
             while self.nbytes > self.max_bytes:
                 self._entries.pop()
 
