@@ -157,13 +157,14 @@ def heldout(args: argparse.Namespace) -> None:
     """The bundled held-out split (records whose split is "heldout", never trained on) asked through the layer over
     a store holding the whole bundled corpus: MiniLM similarity and token F1 of each answer to the record's
     response, and how often each side abstains; beside them, the top retrieved passage given as the answer."""
+    from ingest.records import heldout_flags
     from rag.api import Shvayambhu
     from rag.config import on_fresh_store
     from rag.eval.qa_metrics import abstained
     from training.data import records_from_files
 
     records = records_from_files([Path(args.data)])
-    held = [r for r in records if (r.split or "").strip().lower() == "heldout"]
+    held = [r for r, flag in zip(records, heldout_flags(records)[0], strict=True) if flag]  # the one held-out rule
     held = held[: args.limit] if args.limit else held
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-finetune-held-") as tmp:
