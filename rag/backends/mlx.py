@@ -48,7 +48,7 @@ class LoadedModel:
     name: str
     context_tokens: int
     dtype: str
-    key: str = ""  # the model's identity on disk (rag.backends.head_cache names its files by it)
+    key: str  # the model's identity on disk (rag.backends.head_cache names its files by it)
 
 
 def _on_gpu() -> bool:
@@ -263,13 +263,13 @@ class MLXBackend:
             return
         ids = self.tokenizer.chat_ids(messages)
         path = head_path(self.loaded.key, ids)
-        stored = load_head(path, ids) if self.loaded.key else None
+        stored = load_head(path, ids)
         if stored is not None:
             cache.add(ids, *stored)
             return
         cache.prefill(self.loaded.model, ids, len(ids))
         entry = cache.held(ids)
-        if entry is not None and self.loaded.key:
+        if entry is not None:
             n = len(ids)
             save_head(path, ids, [k[:, :, :n] for k in entry.keys], [v[:, :, :n] for v in entry.values])
 
