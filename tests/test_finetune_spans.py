@@ -108,3 +108,23 @@ def test_excluded_reads_an_evaluation_set(tmp_path):
     got = excluded([path])
     assert got["exclude_questions"] == ["When was the bridge opened?"]
     assert got["exclude_texts"] == ["Harrow has a bridge opened in 1887."]
+
+
+def test_span_examples_are_oversampled_in_the_train_split_only():
+    import pytest
+
+    from rag.cli.finetune import oversampled
+    from training.data import TrainingError
+    from training.raft_data import Example
+
+    def ex(role, kind, split="train"):
+        return Example(f"{role}{kind}{split}", [], "t", role, kind, "r", split)
+
+    examples = [ex("answer", "span"), ex("answer", "pair"), ex("abstain", "span"), ex("anchor", "general")]
+    examples.append(ex("answer", "span", "val"))
+    assert oversampled(examples, 1) == examples[:4]
+    three = oversampled(examples, 3)
+    assert [e.question for e in three].count("answerspantrain") == 3 and len(three) == 6
+    assert "answerspanval" not in {e.question for e in three}  # validation is never repeated
+    with pytest.raises(TrainingError, match="at least 1"):
+        oversampled(examples, 0)

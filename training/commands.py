@@ -17,6 +17,7 @@ from blt.data import DataConfig, clip_response
 from index.errors import UsageError
 from ingest.records import HELDOUT_FRACTION
 from training.data import TrainingError, load_data
+from training.distill import read_answers, with_teacher
 
 STAGES = ("entropy", "blt", "baseline")
 
@@ -28,7 +29,8 @@ class TrainRunConfig:
     Time: the entropy model gets entropy_share of max_minutes, the BLT the rest (half of the rest when the
     baseline is trained too). Context: responses come first (a long one leaves little room), then up to k
     exemplars, each response clipped to exemplar_bytes, truncated from the least relevant end.
-    `copy_warmup` is DataConfig.self_copy. `command` is recorded in the checkpoints [sys.argv].
+    `copy_warmup` is DataConfig.self_copy. `teacher`: a `shvayambhu distill` answers file whose answers replace
+    the responses the BLT learns (exemplars stay the corpus's). `command` is recorded in the checkpoints [sys.argv].
     """
 
     out_dir: str | Path
@@ -54,6 +56,7 @@ class TrainRunConfig:
     embedding_model: str | None = None
     response_bytes: int | None = None
     copy_warmup: float = 0.0
+    teacher: str | Path | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.stages) - set(STAGES)
@@ -94,6 +97,9 @@ def train_command(
     """
     stages, size = cfg.stages, cfg.size
     command = cfg.command or " ".join(sys.argv)
+    answers = read_answers(cfg.teacher) if cfg.teacher else None
+    if cfg.teacher and not answers:
+        raise TrainingError(f"{cfg.teacher}: no teacher answers in it; write them with `shvayambhu distill`")
     data = load_data(
         sources=sources,
         collection=collection,
@@ -103,6 +109,9 @@ def train_command(
         seed=cfg.seed,
         embedding_model=cfg.embedding_model,
     )
+    if answers:  # sequence-level distillation: the teacher's answers are the targets (held-out records have none)
+        (data.train, taught), (data.val, taught_val) = (with_teacher(part, answers) for part in (data.train, data.val))
+        data.info["teacher"] = {"file": str(cfg.teacher), "train": taught, "val": taught_val}
     if cfg.response_bytes:  # shorter targets leave room in the context for the exemplars they should learn from
         clip = cfg.response_bytes
         data.train, data.val = ([clip_response(x, clip) for x in part] for part in (data.train, data.val))

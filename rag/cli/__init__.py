@@ -1,6 +1,6 @@
 """The `shvayambhu` command line: a thin layer over `rag.api.Shvayambhu`.
 
-One module per command group (`corpus`, `store`, `ask`, `memory`, `synthesis`, `train`, `finetune`, `eval`,
+One module per command group (`corpus`, `store`, `ask`, `memory`, `synthesis`, `train`, `finetune`, `distill`, `eval`,
 `serve`); this module is the command table, and `errors` is the one place that maps errors to messages and exit codes.
 """
 
@@ -11,7 +11,7 @@ import sys
 import typer
 
 from blt.blas import enable_openblas
-from rag.cli import ask, common, corpus, eval, finetune, memory, serve, store, synthesis, train
+from rag.cli import ask, common, corpus, distill, eval, finetune, memory, serve, store, synthesis, train
 from rag.cli.errors import EXIT_INTERRUPTED, report
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command("self")(ask.self_model)
 app.command()(synthesis.generate)
 app.command()(train.train)
 app.command()(finetune.finetune)
+app.command()(distill.distill)
 app.command()(serve.serve)
 
 memory_app = typer.Typer(help="A session's memory stream: list, search, forget, clear.", no_args_is_help=True)

@@ -138,6 +138,9 @@ def finetune(
     ] = 0.3,
     anchor_tokens: Annotated[int, typer.Option(help="Longest anchor answer the base model writes (tokens).")] = 48,
     val_max: Annotated[int, typer.Option(help="Validation examples used at most (spread over the kinds).")] = 40,
+    span_repeat: Annotated[
+        int, typer.Option(help="Each training example with a short-span answer is seen N times (oversampling).")
+    ] = 1,
     val_fraction: Annotated[float, typer.Option(help="Share of records whose questions validate.")] = 0.05,
     questions_per_passage: Annotated[int, typer.Option(help="Template questions written from each passage.")] = 4,
     span_questions: Annotated[
@@ -193,7 +196,7 @@ def finetune(
     examples, info, backend = prepare_data(
         records, out, settings, plan_options=plan_options, limit=limit, anchor_options=anchors
     )
-    result = train_examples(examples, info, backend, cfg, val_max=val_max)
+    result = train_examples(examples, info, backend, cfg, val_max=val_max, span_repeat=span_repeat)
     result["command"] = "shvayambhu " + " ".join(sys.argv[1:])
     if as_json:
         emit_json({"data": info, **result})
@@ -239,18 +242,31 @@ def val_groups(examples: list[Any], limit: int) -> dict[str, list[Any]]:
     return out
 
 
+def oversampled(examples: list[Any], span_repeat: int) -> list[Any]:
+    """The train split, each short-span example `span_repeat` times: span answers are a small share of the
+    examples, so without it the sentence answers set the style for questions that ask for a span."""
+    from training.data import TrainingError
+
+    if span_repeat < 1:
+        raise TrainingError(f"span repeat must be at least 1, got {span_repeat}")
+    return [e for e in examples if e.split == "train" for _ in range(span_repeat if val_kind(e) == "span" else 1)]
+
+
 def train_examples(
-    examples: list[Any], info: dict[str, Any], backend: Any, cfg: Any, *, val_max: int = 40
+    examples: list[Any], info: dict[str, Any], backend: Any, cfg: Any, *, val_max: int = 40, span_repeat: int = 1
 ) -> dict[str, Any]:
     """Tokenize with the backend's chat template and train a fresh copy of its model (the cached one, which
-    answers, is never given adapters) on the train split, validated on at most `val_max` validation examples
-    by kind; returns the run summary."""
+    answers, is never given adapters) on the train split (span examples `span_repeat` times), validated on at
+    most `val_max` validation examples by kind; returns the run summary."""
     from rag.backends.mlx import _load
     from training.finetune import file_hash, run_finetune, tokenize
 
     tok = backend.tokenizer
     end = tok.encode(tok.eos, special=True)[-1] if tok.eos else min(tok.eos_ids)
-    training = [e for e in examples if e.split == "train"]
+    training = oversampled(examples, span_repeat)
+    digest = info["sha256"]
+    if span_repeat != 1:  # another mix of the same examples: a checkpoint of the other mix must not resume
+        digest = hashlib.sha256(f"{digest}:span_repeat={span_repeat}".encode()).hexdigest()
     train, long_train = tokenize(training, tok.chat_ids, tok.encode, end, cfg.max_seq)
     val, long_val = {}, 0
     for kind, group in val_groups(examples, val_max).items():
@@ -267,10 +283,10 @@ def train_examples(
             "bytes": path.stat().st_size if path.is_file() else None,
             "dtype": backend.loaded.dtype,
         },
-        "data": {**info, **counts, "train_by_kind": _count(training)},
+        "data": {**info, **counts, "train_by_kind": _count(training), "span_repeat": span_repeat},
         "command": "shvayambhu " + " ".join(sys.argv[1:]),
     }
-    return run_finetune(model, train, val, cfg, data_hash=info["sha256"], manifest=manifest)
+    return run_finetune(model, train, val, cfg, data_hash=digest, manifest=manifest)
 
 
 def _count(examples: Any) -> dict[str, int]:

@@ -42,6 +42,10 @@ def train(
             "(fades to 0 by the third epoch): teaches the model to copy from exemplars. 0 turns it off."
         ),
     ] = 0.5,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(help="Teacher answers (`shvayambhu distill`) to learn in place of the responses (distillation)."),
+    ] = None,
     dropout: Annotated[float, typer.Option(help="Dropout.")] = 0.1,
     eval_every: Annotated[int | None, typer.Option(help="Validate every N steps.")] = None,
     patience: Annotated[int | None, typer.Option(help="Validations without improvement before stopping.")] = 5,
@@ -79,6 +83,7 @@ def train(
         command=command,
         response_bytes=response_bytes,
         copy_warmup=copy_warmup,
+        teacher=teacher,
     )
     results = train_command(cfg, **corpus_source(paths))
     if export is not None:
