@@ -9,6 +9,8 @@ import json
 import pytest
 
 from blt.data import Sample
+from rag.api import Shvayambhu
+from rag.config import load_settings, on_fresh_store
 from training.data import CorpusRecord, TrainingError, records_from_files
 from training.distill import ask_all, fold_of, read_answers, sample, to_teach, with_teacher, write_answers, write_corpus
 
@@ -85,22 +87,25 @@ def test_distill_then_train_on_the_teacher(run_cli, tmp_path):
     corpus = tmp_path / "c.jsonl"
     write_corpus(corpus, _records()[:4])
     out = tmp_path / "t.jsonl"
-    ask = ["distill", str(corpus), "--out", str(out)]
-    code, stdout, err = run_cli(*ask, "--max-tokens", "8", "--batch", "2", "--json")
+    ask = ["distill", str(corpus), "--out", str(out), "--max-tokens", "8", "--batch", "2"]
+    code, stdout, err = run_cli(*ask, "--limit", "1", "--json")  # the others stay in both stores
+    assert code == 0 and json.loads(stdout)["asked"] == 1, err
+    code, stdout, err = run_cli(*ask, "--json")
     assert code == 0, err
     info = json.loads(stdout)
-    assert info["asked"] == 3 and info["answers"] + info["refused_or_empty"] == 3
+    assert info["asked"] == 3 and info["answers"] + info["refused_or_empty"] == 3 and info["resumed"] == 1
     work = tmp_path / "t.jsonl.work"
+    settings = load_settings(environ={})
     for f in (0, 1):
-        store = work / f"store-{f}.jsonl"
-        held = [json.loads(line)["prompt"] for line in store.read_text().splitlines()] if store.exists() else []
-        assert all(fold_of(p, 2) != f for p in held)  # a fold's store holds none of its own records
+        store = Shvayambhu(on_fresh_store(settings, work / f"store-{f}", "distill")).corpus()
+        held = [m["prompt"] for m in store.get(include=["metadatas"])["metadatas"]] if store is not None else []
+        assert all(fold_of(p, 2) != f for p in held)  # a fold's store holds none of its own records by now
         assert "When was the Larnaca lighthouse lit?" not in held  # nor the held-out one
     answers = read_answers(out)
     assert len(answers) == info["answers"] and "When was the Larnaca lighthouse lit?" not in answers
     assert len(read_answers(work / "answers.jsonl")) == 3
     code, stdout, err = run_cli(*ask, "--json")
-    assert code == 0 and json.loads(stdout)["resumed"] == 3 and "answered" not in err
+    assert code == 0 and json.loads(stdout)["resumed"] == 3 and "answered" not in err  # nothing asked again
 
     write_answers(out, {r.prompt: f"Taught: {r.prompt}" for r in _records()})  # every prompt, the held-out one too
     run = tmp_path / "run"

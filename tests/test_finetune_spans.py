@@ -128,3 +128,34 @@ def test_span_examples_are_oversampled_in_the_train_split_only():
     assert "answerspanval" not in {e.question for e in three}  # validation is never repeated
     with pytest.raises(TrainingError, match="at least 1"):
         oversampled(examples, 0)
+
+
+def test_an_abstain_example_whose_prompt_still_answers_is_left_out():
+    """A withheld record's question must not learn "not found" where the prompt holds its answer: the span or
+    its numbers as written, or a sibling answer in other words; a near miss (another person) stays."""
+    from training.raft_data import answered_elsewhere
+
+    def span(answer, sentence):
+        return Item("q?", answer, "r", "span", "abstain", "train", sentence)
+
+    nap = span("90 minutes", "Aim for a short nap of 10 to 20 minutes or a full 90 minutes.")
+    assert answered_elsewhere(nap, ["Keep it to 10 to 20 minutes, or go for a full 90."], None, None)
+    assert not answered_elsewhere(nap, ["Keep it to 10 to 20 minutes."], None, None)
+    moon = span("the Moon", "David Scott demonstrated this on the Moon in 1971.")
+    assert answered_elsewhere(moon, ["In 1971 David Scott showed this on the Moon with a feather."], None, None)
+    artist = span("Valletta", "Dario Lindqvist is a glass artist in Valletta, known locally.")
+    assert not answered_elsewhere(artist, ["Dario Haraldsen is a glass artist in Porto, known locally."], None, None)
+
+    calls = []
+
+    def similar(text, candidates):
+        calls.append((text, candidates))
+        return 0.95 if any("switching" in c for c in candidates) else 0.3
+
+    pair = Item("Does multitasking hurt learning?", None, "r", "pair", "abstain", "train")
+    sibling = ["Usually, yes. What gets called multitasking is mostly fast switching between tasks."]
+    passage = "Generally yes. Multitasking is mostly rapid switching between tasks."
+    assert not answered_elsewhere(pair, sibling, passage, None)  # no similarity given: as written only
+    assert answered_elsewhere(pair, sibling, passage, similar) and calls[-1] == (passage, sibling)
+    assert not answered_elsewhere(pair, ["Sleep helps memory consolidate."], passage, similar)
+    assert not answered_elsewhere(artist, sibling, None, similar)  # a span never goes by similarity

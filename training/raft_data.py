@@ -36,6 +36,12 @@ _TO = re.compile(r"^To ([^,]{6,70}), (.{12,})$")
 _IF = re.compile(r"^If ([^,]{6,70}), (.{12,})$")
 _BECAUSE = re.compile(r"^(.{12,90}?),? because (.{8,})$")
 BRIEF_WORDS = 40  # a target answers in a sentence or two: at most this many words, whole sentences
+SAME_ANSWER = 0.8  # MiniLM cosine at which a shown passage says what the withheld one says (in other words)
+SAME_SENTENCE = 0.9  # the same for one sentence (two sentences about two people of one trade reach 0.8)
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
+
+# (text, candidates) -> the highest cosine similarity of text to any candidate (0.0 when there are none)
+Similar = Callable[[str, list[str]], float]
 
 
 @dataclass
@@ -112,6 +118,29 @@ def passage_questions(passage: str, limit: int = 4) -> list[tuple[str, str]]:
         if len(out) >= limit:
             break
     return out
+
+
+def answered_elsewhere(item: Item, shown: Sequence[str], passage: str | None, similar: Similar | None) -> bool:
+    """Whether the prompt of a withheld record's question still holds its answer (then "not found" would be a
+    wrong target): the evidence sentence or span as written, every number of the span, or, with `similar`,
+    a shown text saying what the record's passage (a pair) or answer sentence says in other words (a sibling
+    answer of the same question). A span is there or not as written, so a near miss (another person in the
+    same kind of sentence) stays an abstain example."""
+    text = norm(" ".join(shown))
+    gold = norm(item.evidence or item.answer or "")
+    if gold and gold in text:
+        return True
+    if item.kind == "span":
+        numbers = _NUMBER.findall(item.answer or "")
+        return bool(item.answer) and (
+            norm(item.answer or "") in text or bool(numbers) and all(n in _NUMBER.findall(text) for n in numbers)
+        )
+    if similar is None:
+        return False
+    if item.kind == "pair":
+        return bool(passage) and similar(passage or "", list(shown)) >= SAME_ANSWER
+    evidence = item.evidence or item.answer
+    return bool(evidence) and similar(evidence or "", [x for t in shown for x in sentences(t)]) >= SAME_SENTENCE
 
 
 def _fraction(seed: int, tag: str, key: str) -> float:
@@ -228,12 +257,15 @@ def build_examples(
     *,
     progress: Callable[[int], None] | None = None,
     unreferenced: list[tuple[str, list[dict[str, str]], str]] | None = None,
+    passages: dict[str, str] | None = None,
+    similar: Similar | None = None,
 ) -> tuple[list[Example], dict[str, int]]:
     """Each item asked through `layer`; the target answers from the prompt's reference or, when the record is
     withheld from the store, says `not_found` (the layer's own words). Skipped, and counted: questions the layer
     gives no reference for, answerable ones whose passage (or answer sentence) the prompt does not show, and
-    withheld ones whose answer another record in the prompt holds. The prompts the layer sends without a
-    reference go to `unreferenced` as (question, messages, split), when it is given (anchoring examples)."""
+    withheld ones whose answer another record in the prompt holds (`answered_elsewhere`; `passages`, record id
+    -> text, and `similar` find it said in other words). The prompts the layer sends without a reference go to
+    `unreferenced` as (question, messages, split), when it is given (anchoring examples)."""
     out: list[Example] = []
     skipped = {"no_reference": 0, "gold_not_shown": 0, "answer_elsewhere": 0}
     for n, it in enumerate(items, 1):
@@ -247,8 +279,8 @@ def build_examples(
             continue
         messages, shown = got
         if it.role == "abstain":
-            gold = norm(it.evidence or it.answer or "")
-            if it.record in shown or (gold and any(gold in norm(t) for t in shown.values())):
+            passage = (passages or {}).get(it.record)
+            if it.record in shown or answered_elsewhere(it, list(shown.values()), passage, similar):
                 skipped["answer_elsewhere"] += 1
                 continue
             target = not_found

@@ -70,7 +70,7 @@ def distill(
         s = on_fresh_store(settings, work / f"store-{f}", "distill")
         s.memory.enabled = False
         a = Shvayambhu(s)
-        a.ingest([docs], progress=False)  # adds only what an interrupted run had not stored
+        a.ingest([docs], prune=True, progress=False)  # the store is this fold's file, whatever a run before left
         backend = a.backend("mlx")
         generate = base_generate(backend, max_tokens)
 

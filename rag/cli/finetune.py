@@ -88,7 +88,13 @@ def prepare_data(
     unreferenced: list[Any] = []
     layer = layer_prompts(a, backend)
     examples, skipped = build_examples(
-        items, layer, NOT_FOUND, progress=_progress(len(items)), unreferenced=unreferenced
+        items,
+        layer,
+        NOT_FOUND,
+        progress=_progress(len(items)),
+        unreferenced=unreferenced,
+        passages={r.id: r.response for r in records},
+        similar=similarity(a.embedder),
     )
     anchors = anchor_options or {"share": 0.0}  # none unless asked (the command asks for its --anchor-share)
     examples, anchored = add_anchors(a, backend, examples, items, unreferenced, **anchors)
@@ -96,6 +102,18 @@ def prepare_data(
     info["sha256"] = write_examples(path, examples)
     (data_dir / "info.json").write_text(json.dumps(info, indent=2))
     return examples, info, backend
+
+
+def similarity(embedder: Any) -> Any:
+    """(text, candidates) -> the highest cosine of `text` to a candidate, by the store's embedding model."""
+
+    def similar(text: str, candidates: list[str]) -> float:
+        if not candidates:
+            return 0.0
+        v = embedder.embed([text, *candidates])  # normalised rows
+        return float((v[1:] @ v[0]).max())
+
+    return similar
 
 
 def _spread(text: str) -> bytes:
