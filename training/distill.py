@@ -25,12 +25,17 @@ from training.data import CorpusRecord, TrainingError
 Teacher = Callable[[list[str]], list[str]]  # prompts -> answers, in order
 
 
-def to_teach(
+def trainable(
     records: Sequence[CorpusRecord], *, heldout_fraction: float = HELDOUT_FRACTION, seed: int = 0
-) -> list[str]:
-    """The prompts the teacher answers: every record's but the held-out ones (each prompt once, in order)."""
+) -> list[CorpusRecord]:
+    """The records that are not held out (the one held-out rule): the teacher's prompts and its stores."""
     held, _ = heldout_flags(records, heldout_fraction, seed)
-    return list(dict.fromkeys(r.prompt for r, h in zip(records, held, strict=True) if not h))
+    return [r for r, h in zip(records, held, strict=True) if not h]
+
+
+def to_teach(records: Sequence[CorpusRecord], **heldout: Any) -> list[str]:
+    """The prompts the teacher answers: every record's but the held-out ones (each prompt once, in order)."""
+    return list(dict.fromkeys(r.prompt for r in trainable(records, **heldout)))
 
 
 def _stable(tag: str, prompt: str, seed: int) -> int:

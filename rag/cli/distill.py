@@ -46,12 +46,14 @@ def distill(
         read_answers,
         sample,
         to_teach,
+        trainable,
         write_answers,
         write_corpus,
     )
 
-    records = records_from_files(paths or seed_corpus())
-    prompts = sample(to_teach(records), limit) if limit else to_teach(records)
+    corpus = records_from_files(paths or seed_corpus())
+    records = trainable(corpus)  # held-out ones are never asked and never shown
+    prompts = sample(to_teach(corpus), limit) if limit else to_teach(corpus)
     work = out.with_name(out.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
     saved = work / "answers.jsonl"
@@ -64,7 +66,6 @@ def distill(
         if not mine:
             continue
         others = [r for r in records if r.prompt not in chosen or fold_of(r.prompt, folds) != f]
-        others = [r for r in others if (r.split or "").lower() != "heldout"]
         docs = work / f"store-{f}.jsonl"
         write_corpus(docs, others)
         s = on_fresh_store(settings, work / f"store-{f}", "distill")
@@ -89,7 +90,7 @@ def distill(
     said = {p: answers[p] for p in prompts if p in answers}
     usable = {p: a for p, a in said.items() if a and not a.startswith(REFUSALS)}
     write_answers(out, usable)
-    info = {"records": len(records), "asked": len(prompts), "answers": len(usable)}
+    info = {"records_not_held_out": len(records), "asked": len(prompts), "answers": len(usable)}
     info.update(refused_or_empty=len(said) - len(usable), resumed=resumed, folds=folds, max_tokens=max_tokens)
     (work / "info.json").write_text(json.dumps({**info, "out": str(out)}, indent=2))
     if as_json:
