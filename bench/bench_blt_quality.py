@@ -14,12 +14,14 @@ record but those and the held-out ones: the place to choose settings without loo
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = REPO / "ingest" / "data" / "seed.jsonl"
@@ -144,25 +146,34 @@ def main() -> None:
             return
         chrf: dict[str, float] = {}
         examples: dict[str, dict] = {}
-        for i, w in enumerate(weights):
-            if w is not None:
-                settings.blt.copy_weight = w
-            name = f"retrieval (copy {settings.blt.copy_weight:g})"
-            configs = [f"retrieval=backend=blt,k={args.k},retrieval=on,memory=off"]
-            if i == 0:  # without retrieval nothing is copied: the weight does not matter
-                configs.append("no-retrieval=backend=blt,retrieval=off,memory=off")
+
+        def generated(configs: list[str], out: Path, run_settings: Any) -> tuple[list[dict], dict]:
             run = generation_command(
                 [prompts] if prompts else None,
                 configs=configs,
-                out=folder / f"run{i}",
+                out=out,
                 limit=args.limit,
                 progress=False,
                 plots=False,
                 bootstrap=500,
-                settings=settings,
+                settings=run_settings,
             )
             rows = [json.loads(line) for line in (run.folder / "results.jsonl").open(encoding="utf-8")]
-            cis = json.loads((run.folder / "summary.json").read_text()).get("configs", {})
+            return rows, json.loads((run.folder / "summary.json").read_text()).get("configs", {})
+
+        for i, w in enumerate(weights):
+            if w is not None:
+                settings.blt.copy_weight = w
+            name = f"retrieval (copy {settings.blt.copy_weight:g})"
+            with_retrieval = f"retrieval=backend=blt,k={args.k},retrieval=on,memory=off"
+            rows, cis = generated([with_retrieval], folder / f"run{i}", settings)
+            if i == 0:  # the model without retrieval (the weight does not matter: nothing is copied); [blt] abstain
+                # off, or with no evidence the layer would only say that the corpus has nothing on it
+                alone = copy.deepcopy(settings)
+                alone.blt.abstain = False
+                without = "no-retrieval=backend=blt,retrieval=off,memory=off"
+                more, more_cis = generated([without], folder / "alone", alone)
+                rows, cis = rows + more, {**cis, **more_cis}
             for cfg in ("no-retrieval", "retrieval"):
                 got = [r for r in rows if r["config"] == cfg]
                 if got:
