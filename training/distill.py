@@ -11,7 +11,6 @@ and references as any other.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -21,6 +20,7 @@ from typing import Any
 from blt.data import Sample
 from ingest.records import HELDOUT_FRACTION, heldout_flags
 from training.data import CorpusRecord, TrainingError
+from training.raft_data import stable_hash
 
 Teacher = Callable[[list[str]], list[str]]  # prompts -> answers, in order
 
@@ -38,19 +38,15 @@ def to_teach(records: Sequence[CorpusRecord], **heldout: Any) -> list[str]:
     return list(dict.fromkeys(r.prompt for r in trainable(records, **heldout)))
 
 
-def _stable(tag: str, prompt: str, seed: int) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{tag}\x1f{prompt}".encode(), digest_size=8).digest())
-
-
 def fold_of(prompt: str, folds: int, seed: int = 0) -> int:
     """A stable fold for a prompt: the teacher answers each fold from a store of the others, so a record's own
     response is never in the teacher's prompt (the BLT never sees its own record either)."""
-    return _stable("fold", prompt, seed) % folds
+    return stable_hash(seed, "fold", prompt) % folds
 
 
 def sample(prompts: Sequence[str], n: int, seed: int = 0) -> list[str]:
     """A stable pseudo-random `n` of `prompts` (every topic, not a corpus's first ones), in their order."""
-    keep = set(sorted(prompts, key=lambda p: _stable("sample", p, seed))[:n])
+    keep = set(sorted(prompts, key=lambda p: stable_hash(seed, "sample", p))[:n])
     return [p for p in prompts if p in keep]
 
 

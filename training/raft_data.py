@@ -131,21 +131,26 @@ def answered_elsewhere(item: Item, shown: Sequence[str], passage: str | None, si
     if gold and gold in text:
         return True
     if item.kind == "span":
-        numbers = _NUMBER.findall(item.answer or "")
-        return bool(item.answer) and (
-            norm(item.answer or "") in text or bool(numbers) and all(n in _NUMBER.findall(text) for n in numbers)
-        )
+        if not item.answer:
+            return False
+        numbers = _NUMBER.findall(item.answer)
+        return norm(item.answer) in text or bool(numbers) and set(numbers) <= set(_NUMBER.findall(text))
     if similar is None:
         return False
     if item.kind == "pair":
-        return bool(passage) and similar(passage or "", list(shown)) >= SAME_ANSWER
+        return bool(passage) and similar(passage, list(shown)) >= SAME_ANSWER
     evidence = item.evidence or item.answer
-    return bool(evidence) and similar(evidence or "", [x for t in shown for x in sentences(t)]) >= SAME_SENTENCE
+    return bool(evidence) and similar(evidence, [x for t in shown for x in sentences(t)]) >= SAME_SENTENCE
+
+
+def stable_hash(seed: int, tag: str, key: str) -> int:
+    """A stable 64-bit number for `key` under `tag` (the same in every run and process)."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{tag}\x1f{key}".encode(), digest_size=8).digest())
 
 
 def _fraction(seed: int, tag: str, key: str) -> float:
     """A stable number in [0, 1) for `key` (so a record's role never changes between runs)."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}\x1f{tag}\x1f{key}".encode(), digest_size=8).digest()) / 2**64
+    return stable_hash(seed, tag, key) / 2**64
 
 
 def groups(embeddings: np.ndarray | None, n: int, threshold: float) -> list[int]:

@@ -36,11 +36,8 @@ def distill(
     them with `shvayambhu train CORPUS --teacher OUT`. Resumable: the answers so far are kept in
     OUT.work/answers.jsonl."""
     from ingest.bundled import seed_corpus
-    from rag.api import Shvayambhu
-    from rag.cli.finetune_anchors import base_generate
     from training.data import records_from_files
     from training.distill import (
-        append_answers,
         ask_all,
         fold_of,
         read_answers,
@@ -68,30 +65,21 @@ def distill(
         others = [r for r in records if r.prompt not in chosen or fold_of(r.prompt, folds) != f]
         docs = work / f"store-{f}.jsonl"
         write_corpus(docs, others)
-        s = on_fresh_store(settings, work / f"store-{f}", "distill")
-        s.memory.enabled = False
-        a = Shvayambhu(s)
-        a.ingest([docs], prune=True, progress=False)  # the store is this fold's file, whatever a run before left
-        backend = a.backend("mlx")
-        generate = base_generate(backend, max_tokens)
-
-        def teacher(chunk: list[str], a: Any = a, backend: Any = backend, generate: Any = generate) -> list[str]:
-            return generate([a.prepare(p, backend=backend, use_memory=False).messages for p in chunk])
-
-        done = {"n": 0}
-
-        def save(new: dict[str, str], total: int = len(mine), f: int = f, done: dict[str, int] = done) -> None:
-            append_answers(saved, new)
-            done["n"] += len(new)
-            sys.stderr.write(f"fold {f + 1}/{folds}: {done['n']}/{total} answered\n")
-            sys.stderr.flush()
-
+        teacher = _teacher(settings, work / f"store-{f}", docs, max_tokens)
+        save = _saver(saved, f"fold {f + 1}/{folds}", len(mine))
         answers = ask_all(mine, teacher, batch=batch, done=answers, on_batch=save)
     said = {p: answers[p] for p in prompts if p in answers}
     usable = {p: a for p, a in said.items() if a and not a.startswith(REFUSALS)}
     write_answers(out, usable)
-    info = {"records_not_held_out": len(records), "asked": len(prompts), "answers": len(usable)}
-    info.update(refused_or_empty=len(said) - len(usable), resumed=resumed, folds=folds, max_tokens=max_tokens)
+    info = {
+        "records_not_held_out": len(records),
+        "asked": len(prompts),
+        "answers": len(usable),
+        "refused_or_empty": len(said) - len(usable),
+        "resumed": resumed,
+        "folds": folds,
+        "max_tokens": max_tokens,
+    }
     (work / "info.json").write_text(json.dumps({**info, "out": str(out)}, indent=2))
     if as_json:
         emit_json(info)
@@ -100,3 +88,37 @@ def distill(
         f"{len(usable)} teacher answers for {len(prompts)} prompts ({info['refused_or_empty']} refused or empty, "
         f"held-out records never asked); wrote {out}. Train the BLT on them: shvayambhu train CORPUS --teacher {out}"
     )
+
+
+def _teacher(settings: Any, folder: Path, docs: Path, max_tokens: int) -> Any:
+    """prompts -> the MLX model's answers through the layer, over a store in `folder` holding exactly `docs`."""
+    from rag.api import Shvayambhu
+    from rag.cli.finetune_anchors import base_generate
+
+    s = on_fresh_store(settings, folder, "distill")
+    s.memory.enabled = False
+    a = Shvayambhu(s)
+    a.ingest([docs], prune=True, progress=False)  # the store is this fold's file, whatever a run before left
+    backend = a.backend("mlx")
+    generate = base_generate(backend, max_tokens)
+
+    def teacher(chunk: list[str]) -> list[str]:
+        return generate([a.prepare(p, backend=backend, use_memory=False).messages for p in chunk])
+
+    return teacher
+
+
+def _saver(saved: Path, label: str, total: int) -> Any:
+    """on_batch for `ask_all`: append the batch's answers to `saved` and say how far it is."""
+    from training.distill import append_answers
+
+    done = 0
+
+    def save(new: dict[str, str]) -> None:
+        nonlocal done
+        append_answers(saved, new)
+        done += len(new)
+        sys.stderr.write(f"{label}: {done}/{total} answered\n")
+        sys.stderr.flush()
+
+    return save
