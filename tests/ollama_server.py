@@ -383,7 +383,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        self._settle()
         self.wfile.write(data)
+
+    def _settle(self) -> None:
+        """Stop counting this request as in flight, once, before its last bytes go out: a client that has read
+        the whole answer may send its next request before this thread runs another line."""
+        if getattr(self, "_in_flight", False):
+            self._in_flight = False
+            self.owner._leave()
 
     def _send_text(self, status: int, text: str, head: bool = False) -> None:
         data = text.encode()
@@ -623,6 +631,7 @@ class _Handler(BaseHTTPRequestHandler):
         options = _check_options(body.get("options"))
         stream = body.get("stream") is not False
         owner._enter()
+        self._in_flight = True
         try:
             load = owner._load(model)
             if empty:  # an empty prompt only loads the model
@@ -659,9 +668,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if b.first_byte_delay:
                     self.wfile.flush()
                     owner._sleep(b.first_byte_delay)
+                self._settle()
                 self.wfile.write(data)
         finally:
-            owner._leave()
+            self._settle()
 
     def _answer(self, b: ModelBehavior, prompt: str, body: dict[str, Any], options: dict[str, Any]) -> tuple[str, str]:
         if b.reply is None:
@@ -760,6 +770,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
         final = json.dumps(self._final(model, chat, reason, started, load, prompt_tokens, len(tokens), None))
         data = final.encode() + b"\n"
+        self._settle()
         self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data))  # last line and end of body together
         self.wfile.flush()
 
