@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from training.data import CorpusRecord
-from training.raft_data import Item, build_examples, plan_items
+from training.raft_data import Item, brief, build_examples, plan_items
 from training.span_questions import span_questions
 
 PASSAGE = (
@@ -130,21 +130,21 @@ def test_span_examples_are_oversampled_in_the_train_split_only():
         oversampled(examples, 0)
 
 
-def test_an_abstain_example_whose_prompt_still_answers_is_left_out():
+def test_a_withheld_question_whose_prompt_still_answers_is_found_elsewhere():
     """A withheld record's question must not learn "not found" where the prompt holds its answer: the span or
     its numbers as written, or a sibling answer in other words; a near miss (another person) stays."""
-    from training.raft_data import answered_elsewhere
+    from training.raft_data import found_elsewhere
 
     def span(answer, sentence):
         return Item("q?", answer, "r", "span", "abstain", "train", sentence)
 
     nap = span("90 minutes", "Aim for a short nap of 10 to 20 minutes or a full 90 minutes.")
-    assert answered_elsewhere(nap, ["Keep it to 10 to 20 minutes, or go for a full 90."], None, None)
-    assert not answered_elsewhere(nap, ["Keep it to 10 to 20 minutes."], None, None)
+    assert found_elsewhere(nap, ["Keep it to 10 to 20 minutes, or go for a full 90."], None, None) == "90 minutes"
+    assert found_elsewhere(nap, ["Keep it to 10 to 20 minutes."], None, None) is None
     moon = span("the Moon", "David Scott demonstrated this on the Moon in 1971.")
-    assert answered_elsewhere(moon, ["In 1971 David Scott showed this on the Moon with a feather."], None, None)
+    assert found_elsewhere(moon, ["In 1971 David Scott showed this on the Moon with a feather."], None, None)
     artist = span("Valletta", "Dario Lindqvist is a glass artist in Valletta, known locally.")
-    assert not answered_elsewhere(artist, ["Dario Haraldsen is a glass artist in Porto, known locally."], None, None)
+    assert found_elsewhere(artist, ["Dario Haraldsen is a glass artist in Porto, known locally."], None, None) is None
 
     calls = []
 
@@ -153,9 +153,37 @@ def test_an_abstain_example_whose_prompt_still_answers_is_left_out():
         return 0.95 if any("switching" in c for c in candidates) else 0.3
 
     pair = Item("Does multitasking hurt learning?", None, "r", "pair", "abstain", "train")
-    sibling = ["Usually, yes. What gets called multitasking is mostly fast switching between tasks."]
+    sibling = "Usually, yes. What gets called multitasking is mostly fast switching between tasks."
     passage = "Generally yes. Multitasking is mostly rapid switching between tasks."
-    assert not answered_elsewhere(pair, sibling, passage, None)  # no similarity given: as written only
-    assert answered_elsewhere(pair, sibling, passage, similar) and calls[-1] == (passage, sibling)
-    assert not answered_elsewhere(pair, ["Sleep helps memory consolidate."], passage, similar)
-    assert not answered_elsewhere(artist, sibling, None, similar)  # a span never goes by similarity
+    assert found_elsewhere(pair, ["Sleep helps.", sibling], passage, None) is None  # no similarity: as written only
+    assert found_elsewhere(pair, ["Sleep helps.", sibling], passage, similar) == brief(sibling)  # not the first shown
+    assert calls[-1][0] == passage
+    assert found_elsewhere(pair, ["Sleep helps memory consolidate."], passage, similar) is None
+    assert found_elsewhere(artist, [sibling], None, similar) is None  # a span never goes by similarity
+    generated = Item("Why is it that X?", "Multitasking is mostly rapid switching.", "r", "generated", "abstain", "t")
+    assert (
+        found_elsewhere(generated, [sibling], None, similar)
+        == "What gets called multitasking is mostly fast switching between tasks."
+    )
+
+
+def test_a_withheld_question_answers_from_a_sibling_or_says_not_found():
+    """The held-out case, taught: a question whose own record is missing answers from a paraphrase in its prompt
+    (the brief of the sibling's answer), and says the layer's "not found" when nothing there answers it."""
+    messages = [{"role": "user", "content": "q"}]
+    sibling = "Use me to understand things, not to decide them. " + "I can explain a test. " * 20
+    prompts = {"Should I trust you for medical advice?": {"s1": sibling}, "Is it safe to fly?": {"s2": "Bins go out."}}
+    items = [Item(q, None, "own", "pair", "abstain", "train") for q in prompts]
+
+    def similar(text, candidates):
+        return 0.9 if "understand" in candidates[0] else 0.2
+
+    made, counts = build_examples(
+        items,
+        lambda q: (messages, prompts[q]),
+        "NOT FOUND",
+        passages={"own": "Use me for understanding."},
+        similar=similar,
+    )
+    assert [(e.role, e.target) for e in made] == [("answer", brief(sibling)), ("abstain", "NOT FOUND")]
+    assert counts["answered_by_another"] == 1 and len(brief(sibling).split()) <= 41

@@ -4,9 +4,10 @@ From a corpus: the held-out records (the one held-out rule, any letter case) are
 that repeats one of theirs. Every other record gives its own question (prompt -> a brief answer from its
 response) and questions written from its passage by templates (`passage_questions`: the answer is a sentence of
 the passage, checked). A share of the records (`abstain_share`, by a stable hash) is *withheld* from the store
-the examples are retrieved from: their questions meet only distractors and the target is the layer's own
-"not found" sentence. The prompt of an example is whatever the answering layer builds for the question against
-that store (`Layer`, given by the caller: `rag` builds it; training imports nothing of the assistant).
+the examples are retrieved from: their questions meet distractors and the target is the layer's own "not
+found" sentence, or another record's answer where one in the prompt holds it (the held-out case). The prompt of
+an example is whatever the answering layer builds for the question against that store (`Layer`, given by the
+caller: `rag` builds it; training imports nothing of the assistant).
 """
 
 from __future__ import annotations
@@ -120,27 +121,37 @@ def passage_questions(passage: str, limit: int = 4) -> list[tuple[str, str]]:
     return out
 
 
-def answered_elsewhere(item: Item, shown: Sequence[str], passage: str | None, similar: Similar | None) -> bool:
-    """Whether the prompt of a withheld record's question still holds its answer (then "not found" would be a
-    wrong target): the evidence sentence or span as written, every number of the span, or, with `similar`,
-    a shown text saying what the record's passage (a pair) or answer sentence says in other words (a sibling
-    answer of the same question). A span is there or not as written, so a near miss (another person in the
-    same kind of sentence) stays an abstain example."""
+def found_elsewhere(item: Item, shown: Sequence[str], passage: str | None, similar: Similar | None) -> str | None:
+    """The answer a withheld record's question still finds in its prompt (then "not found" would be a wrong
+    target, and the question is taught to answer from that other record instead), or None: the span or answer
+    sentence as written, every number of the span, or, with `similar`, a shown passage saying what the record's
+    passage says (a pair: its opening, `brief`) or a shown sentence saying what its answer sentence says, in
+    other words (a sibling answer of the same question). A span is there or not as written, so a near miss
+    (another person in the same kind of sentence) stays an abstain example."""
     text = norm(" ".join(shown))
-    gold = norm(item.evidence or item.answer or "")
+    gold = norm(item.evidence or item.answer or "")  # a pair has neither: only a sibling answer can hold it
     if gold and gold in text:
-        return True
+        return item.answer
     if item.kind == "span":
-        if not item.answer:
-            return False
-        numbers = _NUMBER.findall(item.answer)
-        return norm(item.answer) in text or bool(numbers) and set(numbers) <= set(_NUMBER.findall(text))
+        numbers = _NUMBER.findall(item.answer or "")
+        as_written = norm(item.answer or "") in text or bool(numbers) and set(numbers) <= set(_NUMBER.findall(text))
+        return item.answer if item.answer and as_written else None
     if similar is None:
-        return False
+        return None
     if item.kind == "pair":
-        return bool(passage) and similar(passage, list(shown)) >= SAME_ANSWER
-    evidence = item.evidence or item.answer
-    return bool(evidence) and similar(evidence, [x for t in shown for x in sentences(t)]) >= SAME_SENTENCE
+        said, candidates, threshold = passage, list(shown), SAME_ANSWER
+    else:
+        said, candidates, threshold = (
+            item.evidence or item.answer,
+            [x for t in shown for x in sentences(t)],
+            SAME_SENTENCE,
+        )
+    if not said or not candidates:
+        return None
+    score, best = max((similar(said, [c]), c) for c in candidates)
+    if score < threshold:
+        return None
+    return brief(best) if item.kind == "pair" else best
 
 
 def stable_hash(seed: int, tag: str, key: str) -> int:
@@ -188,10 +199,11 @@ def plan_items(
 ) -> Plan:
     """Which records the store holds and which questions are asked, train and validation split by record.
     With `embeddings` (one row per record), paraphrased records go together: a record near a held-out one is
-    dropped with it, and near-duplicates are withheld (and validated) together, so an "abstain" question never
-    meets its own answer in other words. `spans` questions per passage are written around short answer spans
-    (`span_questions`). An evaluation set is never trained on: records that share a sentence with
-    `exclude_texts` are dropped, and so are questions that repeat one of `exclude_questions`."""
+    dropped with it, and near-duplicates are validated together. A record is withheld alone, so the
+    paraphrases left in the store teach its question to answer from another record (`build_examples`).
+    `spans` questions per passage are written around short answer spans (`span_questions`). An evaluation set
+    is never trained on: records that share a sentence with `exclude_texts` are dropped, and so are questions
+    that repeat one of `exclude_questions`."""
 
     if not 0.0 <= abstain_share < 1.0:
         raise TrainingError(f"abstain_share must be from 0 to below 1, got {abstain_share}")
@@ -216,7 +228,7 @@ def plan_items(
     for r, h, g in zip(recs, held, group, strict=True):
         if h:
             continue
-        withheld = _fraction(seed, "abstain", first[g]) < abstain_share
+        withheld = _fraction(seed, "abstain", r.id) < abstain_share  # alone: its paraphrases stay to answer it
         split = "val" if _fraction(seed, "val", first[g]) < val_fraction else "train"
         if not withheld:
             store.append(r)
@@ -266,38 +278,40 @@ def build_examples(
     similar: Similar | None = None,
 ) -> tuple[list[Example], dict[str, int]]:
     """Each item asked through `layer`; the target answers from the prompt's reference or, when the record is
-    withheld from the store, says `not_found` (the layer's own words). Skipped, and counted: questions the layer
-    gives no reference for, answerable ones whose passage (or answer sentence) the prompt does not show, and
-    withheld ones whose answer another record in the prompt holds (`answered_elsewhere`; `passages`, record id
-    -> text, and `similar` find it said in other words). The prompts the layer sends without a reference go to
+    withheld from the store, says `not_found` (the layer's own words), unless another record in the prompt
+    answers it (`found_elsewhere`; `passages`, record id -> text, and `similar` find it said in other words):
+    then it answers from that one, as a question whose own record is missing must (a held-out one). Counted:
+    those, and the skipped questions the layer gives no reference for and answerable ones whose passage (or
+    answer sentence) the prompt does not show. The prompts the layer sends without a reference go to
     `unreferenced` as (question, messages, split), when it is given (anchoring examples)."""
     out: list[Example] = []
-    skipped = {"no_reference": 0, "gold_not_shown": 0, "answer_elsewhere": 0}
+    counts = {"no_reference": 0, "gold_not_shown": 0, "answered_by_another": 0}
     for n, it in enumerate(items, 1):
         got = layer(it.question)
         if progress is not None:
             progress(n)
         if got is None or not got[1]:
-            skipped["no_reference"] += 1
+            counts["no_reference"] += 1
             if got is not None and unreferenced is not None:
                 unreferenced.append((it.question, got[0], it.split))
             continue
         messages, shown = got
+        role = it.role
         if it.role == "abstain":
             passage = (passages or {}).get(it.record)
-            if it.record in shown or answered_elsewhere(it, list(shown.values()), passage, similar):
-                skipped["answer_elsewhere"] += 1
-                continue
-            target = not_found
+            target = found_elsewhere(it, list(shown.values()), passage, similar) or not_found
+            if target != not_found:  # the held-out case: its own record is missing, another answers it
+                counts["answered_by_another"] += 1
+                role = "answer"
         else:
             text = shown.get(it.record)
             needed = it.evidence or it.answer
             if text is None or (needed is not None and norm(needed) not in norm(text)):
-                skipped["gold_not_shown"] += 1
+                counts["gold_not_shown"] += 1
                 continue
             target = it.answer if it.answer is not None else brief(text)
-        out.append(Example(it.question, messages, target, it.role, it.kind, it.record, it.split))
-    return out, skipped
+        out.append(Example(it.question, messages, target, role, it.kind, it.record, it.split))
+    return out, counts
 
 
 def write_examples(path: Any, examples: Sequence[Example]) -> str:

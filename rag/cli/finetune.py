@@ -87,7 +87,7 @@ def prepare_data(
     a.ingest([docs], progress=False)
     unreferenced: list[Any] = []
     layer = layer_prompts(a, backend)
-    examples, skipped = build_examples(
+    examples, counts = build_examples(
         items,
         layer,
         NOT_FOUND,
@@ -98,7 +98,7 @@ def prepare_data(
     )
     anchors = anchor_options or {"share": 0.0}  # none unless asked (the command asks for its --anchor-share)
     examples, anchored = add_anchors(a, backend, examples, items, unreferenced, **anchors)
-    info = {**plan.info, "asked": len(items), "skipped": skipped, "anchors": anchored, "examples": len(examples)}
+    info = {**plan.info, "asked": len(items), "counts": counts, "anchors": anchored, "examples": len(examples)}
     info["sha256"] = write_examples(path, examples)
     (data_dir / "info.json").write_text(json.dumps(info, indent=2))
     return examples, info, backend
