@@ -172,10 +172,17 @@ def test_a_withheld_question_answers_from_a_sibling_or_says_not_found():
     (the brief of the sibling's answer), and says the layer's "not found" when nothing there answers it."""
     messages = [{"role": "user", "content": "q"}]
     sibling = "Use me to understand things, not to decide them. " + "I can explain a test. " * 20
-    prompts = {"Should I trust you for medical advice?": {"s1": sibling}, "Is it safe to fly?": {"s2": "Bins go out."}}
+    tips = "Put the point first. Keep it under about eight words."
+    prompts = {
+        "Should I trust you for medical advice?": {"s1": sibling},
+        "Is it safe to fly?": {"s2": "Bins go out."},
+        "What makes a good email subject line?": {"s3": tips},  # worded apart from the own answer, asked alike
+    }
     items = [Item(q, None, "own", "pair", "abstain", "train") for q in prompts]
 
     def similar(text, candidates):
+        if "subject line" in text and "subject line" in candidates[0]:
+            return 0.86
         return 0.9 if "understand" in candidates[0] else 0.2
 
     made, counts = build_examples(
@@ -184,6 +191,11 @@ def test_a_withheld_question_answers_from_a_sibling_or_says_not_found():
         "NOT FOUND",
         passages={"own": "Use me for understanding."},
         similar=similar,
+        questions={"s3": "How do I write an effective subject line for an email?", "s2": "When are bins collected?"},
     )
-    assert [(e.role, e.target) for e in made] == [("answer", brief(sibling)), ("abstain", "NOT FOUND")]
-    assert counts["answered_by_another"] == 1 and len(brief(sibling).split()) <= 41
+    assert [(e.role, e.target) for e in made] == [
+        ("answer", brief(sibling)),
+        ("abstain", "NOT FOUND"),
+        ("answer", brief(tips)),
+    ]
+    assert counts["answered_by_another"] == 2 and len(brief(sibling).split()) <= 41

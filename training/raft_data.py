@@ -39,6 +39,7 @@ _BECAUSE = re.compile(r"^(.{12,90}?),? because (.{8,})$")
 BRIEF_WORDS = 40  # a target answers in a sentence or two: at most this many words, whole sentences
 SAME_ANSWER = 0.8  # MiniLM cosine at which a shown passage says what the withheld one says (in other words)
 SAME_SENTENCE = 0.9  # the same for one sentence (two sentences about two people of one trade reach 0.8)
+SAME_QUESTION = 0.8  # a shown chat record whose question is this close asks the same ("a haiku about autumn rain")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
 # (text, candidates) -> the highest cosine similarity of text to any candidate (0.0 when there are none)
@@ -121,12 +122,19 @@ def passage_questions(passage: str, limit: int = 4) -> list[tuple[str, str]]:
     return out
 
 
-def found_elsewhere(item: Item, shown: Sequence[str], passage: str | None, similar: Similar | None) -> str | None:
+def found_elsewhere(
+    item: Item,
+    shown: Sequence[str],
+    passage: str | None,
+    similar: Similar | None,
+    asked: Sequence[str | None] = (),
+) -> str | None:
     """The answer a withheld record's question still finds in its prompt (then "not found" would be a wrong
     target, and the question is taught to answer from that other record instead), or None: the span or answer
     sentence as written, every number of the span, or, with `similar`, a shown passage saying what the record's
-    passage says (a pair: its opening, `brief`) or a shown sentence saying what its answer sentence says, in
-    other words (a sibling answer of the same question). A span is there or not as written, so a near miss
+    passage says (a pair: its opening, `brief`), a shown record whose question (`asked`, one per shown text, None
+    for a document) asks the same in other words (a twin: its answer may be worded apart, as two haiku are),
+    or a shown sentence saying what its answer sentence says. A span is there or not as written, so a near miss
     (another person in the same kind of sentence) stays an abstain example."""
     text = norm(" ".join(shown))
     gold = norm(item.evidence or item.answer or "")  # a pair has neither: only a sibling answer can hold it
@@ -139,6 +147,10 @@ def found_elsewhere(item: Item, shown: Sequence[str], passage: str | None, simil
     if similar is None:
         return None
     if item.kind == "pair":
+        twins = [(similar(item.question, [q]), t) for q, t in zip(asked, shown, strict=False) if q]
+        score, twin = max(twins, default=(0.0, ""))
+        if score >= SAME_QUESTION:
+            return brief(twin)
         said, candidates, threshold = passage, list(shown), SAME_ANSWER
     else:
         said, candidates, threshold = (
@@ -276,14 +288,16 @@ def build_examples(
     unreferenced: list[tuple[str, list[dict[str, str]], str]] | None = None,
     passages: dict[str, str] | None = None,
     similar: Similar | None = None,
+    questions: dict[str, str] | None = None,
 ) -> tuple[list[Example], dict[str, int]]:
     """Each item asked through `layer`; the target answers from the prompt's reference or, when the record is
     withheld from the store, says `not_found` (the layer's own words), unless another record in the prompt
-    answers it (`found_elsewhere`; `passages`, record id -> text, and `similar` find it said in other words):
-    then it answers from that one, as a question whose own record is missing must (a held-out one). Counted:
-    those, and the skipped questions the layer gives no reference for and answerable ones whose passage (or
-    answer sentence) the prompt does not show. The prompts the layer sends without a reference go to
-    `unreferenced` as (question, messages, split), when it is given (anchoring examples)."""
+    answers it (`found_elsewhere`; `passages` and `questions`, record id -> text and chat question, and
+    `similar` find it said or asked in other words): then it answers from that one, as a question whose own
+    record is missing must (a held-out one). Counted: those, and the skipped questions the layer gives no
+    reference for and answerable ones whose passage (or answer sentence) the prompt does not show. The prompts
+    the layer sends without a reference go to `unreferenced` as (question, messages, split), when it is given
+    (anchoring examples)."""
     out: list[Example] = []
     counts = {"no_reference": 0, "gold_not_shown": 0, "answered_by_another": 0}
     for n, it in enumerate(items, 1):
@@ -299,7 +313,8 @@ def build_examples(
         role = it.role
         if it.role == "abstain":
             passage = (passages or {}).get(it.record)
-            target = found_elsewhere(it, list(shown.values()), passage, similar) or not_found
+            asked = [(questions or {}).get(r) for r in shown]
+            target = found_elsewhere(it, list(shown.values()), passage, similar, asked) or not_found
             if target != not_found:  # the held-out case: its own record is missing, another answers it
                 counts["answered_by_another"] += 1
                 role = "answer"

@@ -95,6 +95,7 @@ def prepare_data(
         unreferenced=unreferenced,
         passages={r.id: r.response for r in records},
         similar=similarity(a.embedder),
+        questions={r.id: r.prompt for r in records if r.kind == "pair"},
     )
     anchors = anchor_options or {"share": 0.0}  # none unless asked (the command asks for its --anchor-share)
     examples, anchored = add_anchors(a, backend, examples, items, unreferenced, **anchors)
