@@ -352,6 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "fake-ollama"
     sys_version = ""
+    _in_flight = False  # this request is counted in the owner's in_flight
 
     def setup(self) -> None:
         super().setup()
@@ -389,7 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _settle(self) -> None:
         """Stop counting this request as in flight, once, before its last bytes go out: a client that has read
         the whole answer may send its next request before this thread runs another line."""
-        if getattr(self, "_in_flight", False):
+        if self._in_flight:
             self._in_flight = False
             self.owner._leave()
 

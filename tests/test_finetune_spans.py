@@ -150,7 +150,7 @@ def test_a_withheld_question_whose_prompt_still_answers_is_found_elsewhere():
 
     def similar(text, candidates):
         calls.append((text, candidates))
-        return 0.95 if any("switching" in c for c in candidates) else 0.3
+        return [0.95 if "switching" in c else 0.3 for c in candidates]
 
     pair = Item("Does multitasking hurt learning?", None, "r", "pair", "abstain", "train")
     sibling = "Usually, yes. What gets called multitasking is mostly fast switching between tasks."
@@ -180,10 +180,13 @@ def test_a_withheld_question_answers_from_a_sibling_or_says_not_found():
     }
     items = [Item(q, None, "own", "pair", "abstain", "train") for q in prompts]
 
-    def similar(text, candidates):
-        if "subject line" in text and "subject line" in candidates[0]:
+    def score(text, candidate):
+        if "subject line" in text and "subject line" in candidate:
             return 0.86
-        return 0.9 if "understand" in candidates[0] else 0.2
+        return 0.9 if "understand" in candidate else 0.2
+
+    def similar(text, candidates):
+        return [score(text, c) for c in candidates]
 
     made, counts = build_examples(
         items,

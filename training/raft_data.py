@@ -42,8 +42,8 @@ SAME_SENTENCE = 0.9  # the same for one sentence (two sentences about two people
 SAME_QUESTION = 0.8  # a shown chat record whose question is this close asks the same ("a haiku about autumn rain")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 
-# (text, candidates) -> the highest cosine similarity of text to any candidate (0.0 when there are none)
-Similar = Callable[[str, list[str]], float]
+# (text, candidates) -> the cosine similarity of text to each candidate, in order (one embedding pass)
+Similar = Callable[[str, list[str]], "list[float]"]
 
 
 @dataclass
@@ -147,10 +147,11 @@ def found_elsewhere(
     if similar is None:
         return None
     if item.kind == "pair":
-        twins = [(similar(item.question, [q]), t) for q, t in zip(asked, shown, strict=False) if q]
-        score, twin = max(twins, default=(0.0, ""))
-        if score >= SAME_QUESTION:
-            return brief(twin)
+        pairs = [(q, t) for q, t in zip(asked, shown, strict=False) if q]
+        if pairs:
+            score, twin = max(zip(similar(item.question, [q for q, _ in pairs]), (t for _, t in pairs), strict=True))
+            if score >= SAME_QUESTION:
+                return brief(twin)
         said, candidates, threshold = passage, list(shown), SAME_ANSWER
     else:
         said, candidates, threshold = (
@@ -160,7 +161,7 @@ def found_elsewhere(
         )
     if not said or not candidates:
         return None
-    score, best = max((similar(said, [c]), c) for c in candidates)
+    score, best = max(zip(similar(said, candidates), candidates, strict=True))
     if score < threshold:
         return None
     return brief(best) if item.kind == "pair" else best
@@ -314,8 +315,9 @@ def build_examples(
         if it.role == "abstain":
             passage = (passages or {}).get(it.record)
             asked = [(questions or {}).get(r) for r in shown]
-            target = found_elsewhere(it, list(shown.values()), passage, similar, asked) or not_found
-            if target != not_found:  # the held-out case: its own record is missing, another answers it
+            found = found_elsewhere(it, list(shown.values()), passage, similar, asked)
+            target = found or not_found
+            if found:  # the held-out case: its own record is missing, another answers it
                 counts["answered_by_another"] += 1
                 role = "answer"
         else:

@@ -106,13 +106,13 @@ def prepare_data(
 
 
 def similarity(embedder: Any) -> Any:
-    """(text, candidates) -> the highest cosine of `text` to a candidate, by the store's embedding model."""
+    """(text, candidates) -> the cosine of `text` to each candidate, by the store's embedding model."""
 
-    def similar(text: str, candidates: list[str]) -> float:
+    def similar(text: str, candidates: list[str]) -> list[float]:
         if not candidates:
-            return 0.0
+            return []
         v = embedder.embed([text, *candidates])  # normalised rows
-        return float((v[1:] @ v[0]).max())
+        return [float(x) for x in v[1:] @ v[0]]
 
     return similar
 
