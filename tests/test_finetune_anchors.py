@@ -109,8 +109,9 @@ def test_validation_loss_is_reported_by_kind(tmp_path):
     examples = [ex("answer", "pair", i) for i in range(9)] + [ex("abstain", "pair", 0)]
     examples += [ex("answer", "span", i) for i in range(3)]
     examples += [ex("anchor", "general", i) for i in range(4)] + [Example("x", [], "t", "answer", "pair", "r", "train")]
+    examples += [ex("twin", "pair", 0)]  # answered from another record: validated apart (the held-out case)
     groups = val_groups(examples, 8)
-    assert {k: len(v) for k, v in groups.items()} == {"abstain": 1, "anchor": 3, "answer": 2, "span": 2}
+    assert {k: len(v) for k, v in groups.items()} == {"abstain": 1, "anchor": 2, "answer": 2, "span": 2, "twin": 1}
     assert val_groups(examples, 8) == groups
 
 

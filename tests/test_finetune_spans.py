@@ -197,8 +197,17 @@ def test_a_withheld_question_answers_from_a_sibling_or_says_not_found():
         questions={"s3": "How do I write an effective subject line for an email?", "s2": "When are bins collected?"},
     )
     assert [(e.role, e.target) for e in made] == [
-        ("answer", brief(sibling)),
+        ("twin", brief(sibling)),
         ("abstain", "NOT FOUND"),
-        ("answer", brief(tips)),
+        ("twin", brief(tips)),
     ]
     assert counts["answered_by_another"] == 2 and len(brief(sibling).split()) <= 41
+    longer, _ = build_examples(
+        items[:1],
+        lambda q: (messages, prompts[q]),
+        "NOT FOUND",
+        passages={"own": "x"},
+        similar=similar,
+        answer_words=80,
+    )
+    assert longer[0].target == brief(sibling, 80) and 60 < len(longer[0].target.split()) <= 80

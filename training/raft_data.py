@@ -24,7 +24,7 @@ import numpy as np
 from ingest.records import HELDOUT_FRACTION, heldout_flags
 from training.data import CorpusRecord, TrainingError
 from training.span_questions import span_questions
-from training.text import norm, sentences
+from training.text import BRIEF_WORDS, brief, norm, sentences
 
 # question -> (chat messages as the model reads them, {record id: the text of it the prompt shows}); the
 # mapping is empty (or the whole answer None) when the layer puts no reference in the prompt (then it answers
@@ -36,7 +36,6 @@ _COPULA = re.compile(r"^(?:(the|a|an) )?([a-z][\w'-]*(?: [\w'-]+){0,3}?) (is|are
 _TO = re.compile(r"^To ([^,]{6,70}), (.{12,})$")
 _IF = re.compile(r"^If ([^,]{6,70}), (.{12,})$")
 _BECAUSE = re.compile(r"^(.{12,90}?),? because (.{8,})$")
-BRIEF_WORDS = 40  # a target answers in a sentence or two: at most this many words, whole sentences
 SAME_ANSWER = 0.8  # MiniLM cosine at which a shown passage says what the withheld one says (in other words)
 SAME_SENTENCE = 0.9  # the same for one sentence (two sentences about two people of one trade reach 0.8)
 SAME_QUESTION = 0.8  # a shown chat record whose question is this close asks the same ("a haiku about autumn rain")
@@ -55,7 +54,7 @@ class Item:
     answer: str | None
     record: str  # the id of the record whose passage answers it
     kind: str  # "pair" (the record's own prompt), "generated" (a sentence template) or "span" (a short span)
-    role: str  # "answer" or "abstain"
+    role: str  # "answer" or "abstain" (withheld from the store)
     split: str  # "train" or "val"
     evidence: str | None = None  # the sentence of the passage that holds the answer (span questions)
 
@@ -76,21 +75,10 @@ class Example:
     question: str
     messages: list[dict[str, str]]
     target: str
-    role: str
+    role: str  # "answer", "abstain", "twin" (answered from another record: the held-out case) or "anchor"
     kind: str
     record: str
     split: str
-
-
-def brief(text: str, max_words: int = BRIEF_WORDS) -> str:
-    """The opening sentences of `text`, as many as fit `max_words` (at least one, cut at a word if it is long)."""
-    out: list[str] = []
-    for s in sentences(text) or [text.strip()]:
-        if out and len(" ".join(out + [s]).split()) > max_words:
-            break
-        out.append(s)
-    words = " ".join(out).split()
-    return " ".join(words[:max_words]) + ("…" if len(words) > max_words else "")
 
 
 def _lower_first(text: str) -> str:
@@ -128,14 +116,15 @@ def found_elsewhere(
     passage: str | None,
     similar: Similar | None,
     asked: Sequence[str | None] = (),
+    words: int = BRIEF_WORDS,
 ) -> str | None:
     """The answer a withheld record's question still finds in its prompt (then "not found" would be a wrong
     target, and the question is taught to answer from that other record instead), or None: the span or answer
     sentence as written, every number of the span, or, with `similar`, a shown passage saying what the record's
-    passage says (a pair: its opening, `brief`), a shown record whose question (`asked`, one per shown text, None
-    for a document) asks the same in other words (a twin: its answer may be worded apart, as two haiku are),
-    or a shown sentence saying what its answer sentence says. A span is there or not as written, so a near miss
-    (another person in the same kind of sentence) stays an abstain example."""
+    passage says or a shown record whose question (`asked`, one per shown text, None for a document) asks the
+    same in other words (a twin, whose answer may be worded apart, as two haiku are; for a pair: the opening of
+    either, at most `words`), or a shown sentence saying what its answer sentence says. A span is there or not
+    as written, so a near miss (another person in the same kind of sentence) stays an abstain example."""
     text = norm(" ".join(shown))
     gold = norm(item.evidence or item.answer or "")  # a pair has neither: only a sibling answer can hold it
     if gold and gold in text:
@@ -151,7 +140,7 @@ def found_elsewhere(
         if pairs:
             score, twin = max(zip(similar(item.question, [q for q, _ in pairs]), (t for _, t in pairs), strict=True))
             if score >= SAME_QUESTION:
-                return brief(twin)
+                return brief(twin, words)
         said, candidates, threshold = passage, list(shown), SAME_ANSWER
     else:
         said, candidates, threshold = (
@@ -164,7 +153,7 @@ def found_elsewhere(
     score, best = max(zip(similar(said, candidates), candidates, strict=True))
     if score < threshold:
         return None
-    return brief(best) if item.kind == "pair" else best
+    return brief(best, words) if item.kind == "pair" else best
 
 
 def stable_hash(seed: int, tag: str, key: str) -> int:
@@ -290,12 +279,14 @@ def build_examples(
     passages: dict[str, str] | None = None,
     similar: Similar | None = None,
     questions: dict[str, str] | None = None,
+    answer_words: int = BRIEF_WORDS,
 ) -> tuple[list[Example], dict[str, int]]:
     """Each item asked through `layer`; the target answers from the prompt's reference or, when the record is
     withheld from the store, says `not_found` (the layer's own words), unless another record in the prompt
     answers it (`found_elsewhere`; `passages` and `questions`, record id -> text and chat question, and
-    `similar` find it said or asked in other words): then it answers from that one, as a question whose own
-    record is missing must (a held-out one). Counted: those, and the skipped questions the layer gives no
+    `similar` find it said or asked in other words): then it answers from that one (role "twin"), as a
+    question whose own record is missing must (a held-out one). A chat record's target is the opening of its
+    answer, at most `answer_words` (whole sentences). Counted: those, and the skipped questions the layer gives no
     reference for and answerable ones whose passage (or answer sentence) the prompt does not show. The prompts
     the layer sends without a reference go to `unreferenced` as (question, messages, split), when it is given
     (anchoring examples)."""
@@ -315,18 +306,18 @@ def build_examples(
         if it.role == "abstain":
             passage = (passages or {}).get(it.record)
             asked = [(questions or {}).get(r) for r in shown]
-            found = found_elsewhere(it, list(shown.values()), passage, similar, asked)
+            found = found_elsewhere(it, list(shown.values()), passage, similar, asked, answer_words)
             target = found or not_found
             if found:  # the held-out case: its own record is missing, another answers it
                 counts["answered_by_another"] += 1
-                role = "answer"
+                role = "twin"
         else:
             text = shown.get(it.record)
             needed = it.evidence or it.answer
             if text is None or (needed is not None and norm(needed) not in norm(text)):
                 counts["gold_not_shown"] += 1
                 continue
-            target = it.answer if it.answer is not None else brief(text)
+            target = it.answer if it.answer is not None else brief(text, answer_words)
         out.append(Example(it.question, messages, target, role, it.kind, it.record, it.split))
     return out, counts
 

@@ -17,6 +17,7 @@ import typer
 
 from rag.cli.common import assistant, emit_json
 from rag.config import on_fresh_store
+from training.text import BRIEF_WORDS
 
 
 def layer_prompts(a: Any, backend: Any) -> Any:
@@ -51,9 +52,11 @@ def prepare_data(
     plan_options: dict[str, Any],
     limit: int | None = None,
     anchor_options: dict[str, Any] | None = None,
+    answer_words: int = BRIEF_WORDS,
 ) -> tuple[list[Any], dict[str, Any], Any]:
     """Plan the questions, ingest the store, ask each question through the layer, add anchoring examples
-    (`anchor_options`: share, tokens, batch; see rag.cli.finetune_anchors); (examples, info, backend).
+    (`anchor_options`: share, tokens, batch; see rag.cli.finetune_anchors); (examples, info, backend). A chat
+    record's target is the opening of its answer, at most `answer_words`.
     Examples are written to out/data/examples.jsonl and read back from there when it exists (a resumed run)."""
     from rag.api import Shvayambhu
     from rag.cli.finetune_anchors import add_anchors
@@ -96,10 +99,18 @@ def prepare_data(
         passages={r.id: r.response for r in records},
         similar=similarity(a.embedder),
         questions={r.id: r.prompt for r in records if r.kind == "pair"},
+        answer_words=answer_words,
     )
     anchors = anchor_options or {"share": 0.0}  # none unless asked (the command asks for its --anchor-share)
     examples, anchored = add_anchors(a, backend, examples, items, unreferenced, **anchors)
-    info = {**plan.info, "asked": len(items), "counts": counts, "anchors": anchored, "examples": len(examples)}
+    info = {
+        **plan.info,
+        "answer_words": answer_words,
+        "asked": len(items),
+        "counts": counts,
+        "anchors": anchored,
+        "examples": len(examples),
+    }
     info["sha256"] = write_examples(path, examples)
     (data_dir / "info.json").write_text(json.dumps(info, indent=2))
     return examples, info, backend
@@ -161,6 +172,9 @@ def finetune(
         int, typer.Option(help="Each training example with a short-span answer is seen N times (oversampling).")
     ] = 1,
     val_fraction: Annotated[float, typer.Option(help="Share of records whose questions validate.")] = 0.05,
+    answer_words: Annotated[
+        int, typer.Option(help="Longest target for a chat record's question: the opening of its answer, in words.")
+    ] = BRIEF_WORDS,
     questions_per_passage: Annotated[int, typer.Option(help="Template questions written from each passage.")] = 4,
     span_questions: Annotated[
         int, typer.Option(help="Questions per passage written around a short answer span (a number, date, name).")
@@ -213,7 +227,13 @@ def finetune(
     settings = assistant().settings
     anchors = {"share": anchor_share, "tokens": anchor_tokens, "seed": seed}
     examples, info, backend = prepare_data(
-        records, out, settings, plan_options=plan_options, limit=limit, anchor_options=anchors
+        records,
+        out,
+        settings,
+        plan_options=plan_options,
+        limit=limit,
+        anchor_options=anchors,
+        answer_words=answer_words,
     )
     result = train_examples(examples, info, backend, cfg, val_max=val_max, span_repeat=span_repeat)
     result["command"] = "shvayambhu " + " ".join(sys.argv[1:])
@@ -241,8 +261,8 @@ def excluded(paths: list[Path]) -> dict[str, list[str]]:
 
 
 def val_kind(example: Any) -> str:
-    """The group an example's validation loss is reported in: answer, span, abstain or anchor."""
-    if example.role in ("abstain", "anchor"):
+    """The group an example's validation loss is reported in: answer, span, abstain, twin or anchor."""
+    if example.role in ("abstain", "anchor", "twin"):
         return example.role
     return "span" if example.kind == "span" else "answer"
 
