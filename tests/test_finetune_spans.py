@@ -211,3 +211,33 @@ def test_a_withheld_question_answers_from_a_sibling_or_says_not_found():
         answer_words=80,
     )
     assert longer[0].target == brief(sibling, 80) and 60 < len(longer[0].target.split()) <= 80
+
+
+def test_a_question_written_from_a_withheld_record_whose_twin_is_shown_is_left_out():
+    """ "What are emotions?" written from a withheld record, over its twin ("What are emotions, and what are they
+    for?" answered in other words): "not found" would teach abstaining over a passage that answers, so the
+    question is left out; without the twin in the prompt it stays an abstain example."""
+    messages = [{"role": "user", "content": "q"}]
+    twin = "Emotions are fast appraisals of what matters to you right now. They ready the body to act."
+    other = "Bins go out on Tuesday mornings before seven."
+    evidence = "Emotions are quick judgements about what matters, which prepare you to respond."
+    item = Item("What are emotions?", evidence, "own", "generated", "abstain", "train", evidence)
+    prompts = {"twin": {"t": twin}, "other": {"o": other}}
+
+    def similar(text, candidates):
+        return [0.85 if "Emotions" in text and "emotions" in c.lower() else 0.1 for c in candidates]  # not 0.9
+
+    def run(key):
+        return build_examples(
+            [item],
+            lambda q: (messages, prompts[key]),
+            "NOT FOUND",
+            passages={"own": evidence},
+            similar=similar,
+            questions={"own": "What are emotions for?", "t": "What are emotions, and what are they for?"},
+        )
+
+    made, counts = run("twin")
+    assert made == [] and counts["twin_shown"] == 1 and counts["answered_by_another"] == 0
+    made, counts = run("other")
+    assert [(e.role, e.target) for e in made] == [("abstain", "NOT FOUND")] and counts["twin_shown"] == 0

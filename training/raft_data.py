@@ -136,24 +136,31 @@ def found_elsewhere(
     if similar is None:
         return None
     if item.kind == "pair":
-        pairs = [(q, t) for q, t in zip(asked, shown, strict=False) if q]
-        if pairs:
-            score, twin = max(zip(similar(item.question, [q for q, _ in pairs]), (t for _, t in pairs), strict=True))
-            if score >= SAME_QUESTION:
-                return brief(twin, words)
-        said, candidates, threshold = passage, list(shown), SAME_ANSWER
-    else:
-        said, candidates, threshold = (
-            item.evidence or item.answer,
-            [x for t in shown for x in sentences(t)],
-            SAME_SENTENCE,
-        )
+        twin = twin_shown(item.question, passage, shown, asked, similar)
+        return brief(twin, words) if twin else None
+    said, candidates = item.evidence or item.answer, [x for t in shown for x in sentences(t)]
     if not said or not candidates:
         return None
     score, best = max(zip(similar(said, candidates), candidates, strict=True))
-    if score < threshold:
-        return None
-    return brief(best, words) if item.kind == "pair" else best
+    return best if score >= SAME_SENTENCE else None
+
+
+def twin_shown(
+    question: str | None, passage: str | None, shown: Sequence[str], asked: Sequence[str | None], similar: Similar
+) -> str | None:
+    """The shown text of a withheld record's twin, or None: a shown record asking its `question` in other words
+    (`asked`: the question of each shown text, None for a document) or a shown passage saying what its `passage`
+    says."""
+    pairs = [(q, t) for q, t in zip(asked, shown, strict=False) if q]
+    if question and pairs:
+        score, twin = max(zip(similar(question, [q for q, _ in pairs]), (t for _, t in pairs), strict=True))
+        if score >= SAME_QUESTION:
+            return twin
+    if passage and shown:
+        score, twin = max(zip(similar(passage, list(shown)), shown, strict=True))
+        if score >= SAME_ANSWER:
+            return twin
+    return None
 
 
 def stable_hash(seed: int, tag: str, key: str) -> int:
@@ -285,13 +292,15 @@ def build_examples(
     withheld from the store, says `not_found` (the layer's own words), unless another record in the prompt
     answers it (`found_elsewhere`; `passages` and `questions`, record id -> text and chat question, and
     `similar` find it said or asked in other words): then it answers from that one (role "twin"), as a
-    question whose own record is missing must (a held-out one). A chat record's target is the opening of its
-    answer, at most `answer_words` (whole sentences). Counted: those, and the skipped questions the layer gives no
-    reference for and answerable ones whose passage (or answer sentence) the prompt does not show. The prompts
-    the layer sends without a reference go to `unreferenced` as (question, messages, split), when it is given
-    (anchoring examples)."""
+    question whose own record is missing must (a held-out one); a question written from a withheld record
+    whose twin is shown (`twin_shown`) but that is not found as written is left out, since the twin may answer
+    it in other words and neither target is sure. A chat record's target is the opening of its answer, at most
+    `answer_words` (whole sentences). Counted: those, the twin_shown ones, the skipped questions the layer gives
+    no reference for and answerable ones whose passage (or answer sentence) the prompt does not show. The
+    prompts the layer sends without a reference go to `unreferenced` as (question, messages, split), when it
+    is given (anchoring examples)."""
     out: list[Example] = []
-    counts = {"no_reference": 0, "gold_not_shown": 0, "answered_by_another": 0}
+    counts = {"no_reference": 0, "gold_not_shown": 0, "answered_by_another": 0, "twin_shown": 0}
     for n, it in enumerate(items, 1):
         got = layer(it.question)
         if progress is not None:
@@ -311,6 +320,13 @@ def build_examples(
             if found:  # the held-out case: its own record is missing, another answers it
                 counts["answered_by_another"] += 1
                 role = "twin"
+            elif (
+                it.kind != "pair"
+                and similar is not None
+                and twin_shown((questions or {}).get(it.record), passage, list(shown.values()), asked, similar)
+            ):  # a question written from a record whose twin is shown: the twin may say it in other words
+                counts["twin_shown"] += 1
+                continue
         else:
             text = shown.get(it.record)
             needed = it.evidence or it.answer
