@@ -227,17 +227,19 @@ def test_a_question_written_from_a_withheld_record_whose_twin_is_shown_is_left_o
     def similar(text, candidates):
         return [0.85 if "Emotions" in text and "emotions" in c.lower() else 0.1 for c in candidates]  # not 0.9
 
-    def run(key):
+    def run(key, questions=None):
         return build_examples(
             [item],
             lambda q: (messages, prompts[key]),
             "NOT FOUND",
             passages={"own": evidence},
             similar=similar,
-            questions={"own": "What are emotions for?", "t": "What are emotions, and what are they for?"},
+            questions=questions or {"own": "What are emotions for?", "t": "What are emotions, and what are they for?"},
         )
 
     made, counts = run("twin")
     assert made == [] and counts["twin_shown"] == 1 and counts["answered_by_another"] == 0
     made, counts = run("other")
     assert [(e.role, e.target) for e in made] == [("abstain", "NOT FOUND")] and counts["twin_shown"] == 0
+    made, _ = run("twin", {"t": "x"})  # a document (no question of its own): a passage this close is a near miss
+    assert [e.role for e in made] == ["abstain"]

@@ -292,7 +292,7 @@ def build_examples(
     withheld from the store, says `not_found` (the layer's own words), unless another record in the prompt
     answers it (`found_elsewhere`; `passages` and `questions`, record id -> text and chat question, and
     `similar` find it said or asked in other words): then it answers from that one (role "twin"), as a
-    question whose own record is missing must (a held-out one); a question written from a withheld record
+    question whose own record is missing must (a held-out one); a question written from a withheld chat record
     whose twin is shown (`twin_shown`) but that is not found as written is left out, since the twin may answer
     it in other words and neither target is sure. A chat record's target is the opening of its answer, at most
     `answer_words` (whole sentences). Counted: those, the twin_shown ones, the skipped questions the layer gives
@@ -322,9 +322,10 @@ def build_examples(
                 role = "twin"
             elif (
                 it.kind != "pair"
+                and it.record in (questions or {})
                 and similar is not None
-                and twin_shown((questions or {}).get(it.record), passage, list(shown.values()), asked, similar)
-            ):  # a question written from a record whose twin is shown: the twin may say it in other words
+                and twin_shown((questions or {})[it.record], passage, list(shown.values()), asked, similar)
+            ):  # written from a chat record whose twin is shown: the twin may say it in other words
                 counts["twin_shown"] += 1
                 continue
         else:
