@@ -301,6 +301,7 @@ def build_examples(
     is given (anchoring examples)."""
     out: list[Example] = []
     counts = {"no_reference": 0, "gold_not_shown": 0, "answered_by_another": 0, "twin_shown": 0}
+    chat = questions or {}
     for n, it in enumerate(items, 1):
         got = layer(it.question)
         if progress is not None:
@@ -313,18 +314,18 @@ def build_examples(
         messages, shown = got
         role = it.role
         if it.role == "abstain":
-            passage = (passages or {}).get(it.record)
-            asked = [(questions or {}).get(r) for r in shown]
-            found = found_elsewhere(it, list(shown.values()), passage, similar, asked, answer_words)
+            passage, texts = (passages or {}).get(it.record), list(shown.values())
+            asked = [chat.get(r) for r in shown]
+            found = found_elsewhere(it, texts, passage, similar, asked, answer_words)
             target = found or not_found
             if found:  # the held-out case: its own record is missing, another answers it
                 counts["answered_by_another"] += 1
                 role = "twin"
             elif (
                 it.kind != "pair"
-                and it.record in (questions or {})
+                and it.record in chat
                 and similar is not None
-                and twin_shown((questions or {})[it.record], passage, list(shown.values()), asked, similar)
+                and twin_shown(chat[it.record], passage, texts, asked, similar)
             ):  # written from a chat record whose twin is shown: the twin may say it in other words
                 counts["twin_shown"] += 1
                 continue
