@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from index.retrieve import Hit
-from rag.consciousness.extract import answer_span, extract_answer, kind_of
+from rag.consciousness.extract import ANOTHER, MIN_FIT, answer_span, extract_answer, kind_of
 from rag.consciousness.focus import sentences
 from tests.test_honest_prompts import assistant, notes_home
 
@@ -61,6 +61,65 @@ CASES = [
         "Black was replaced.",
         "red marks were hard to see on a black stamp",
     ),
+    # the asked noun names the answer; the item after "and" is another one ("which tomatoes": not the beans)
+    (
+        "Which tomatoes am I growing?",
+        "This year I am growing Sungold tomatoes and two rows of runner beans.",
+        "Sungold tomatoes",
+    ),
+    (  # "what produced": no asked noun, the answer keeps no word of the question
+        "What produced the explosions?",
+        "The eruption moved under the glacier, where melting ice and magma produced explosions.",
+        "melting ice and magma",
+    ),
+    (  # a shop on its street is one place
+        "Where was the bike serviced?",
+        "The bike was last serviced in March 2026 at Spokes on Mill Road.",
+        "Spokes on Mill Road",
+    ),
+    # personal notes, as a user writes them: the doer, the name, the asked noun's own words, no time for a place
+    ("Who is the car insured with?", "The insurance is with Aviva and costs 420 pounds a year.", "Aviva"),
+    (
+        "Who services the boiler?",
+        "The boiler is a Worcester Bosch 30i, serviced every October by Mark from HeatRight.",
+        "Mark",
+    ),
+    ("Who is my GP?", "My GP is Dr Okafor at Mill Road Surgery.", "Dr Okafor"),
+    ("Who recommended the tram ride?", "Maria recommended the tram 28 ride and the custard tarts.", "Maria"),
+    (
+        "What are Anna's children called?",
+        "My sister Anna lives in Leeds with her two children, Tom and Ella.",
+        "Tom and Ella",
+    ),
+    ("Which floor is the office on?", "The office is on Regent Street, on the third floor.", "third floor"),
+    ("Which street is the office on?", "The office is on Regent Street, on the third floor.", "Regent Street"),
+    (
+        "Which hospital does my brother work at?",
+        "My brother works as a nurse at Addenbrooke's Hospital.",
+        "Addenbrooke's Hospital",
+    ),
+    ("What am I allergic to?", "I am allergic to penicillin.", "penicillin"),
+    ("What boiler do I have?", "The boiler is a Worcester Bosch 30i.", "Worcester Bosch 30i"),
+    ("Where is the Wi-Fi password?", "The Wi-Fi password is on the back of the router.", "on the back of the router"),
+    (
+        "Where does the running club meet?",
+        "The running club meets on Thursday evenings at 6.30 pm outside the leisure centre.",
+        "outside the leisure centre",
+    ),
+    (
+        "Where is the summer 10k held?",
+        "The summer 10k is held in Hinton Park on the first Sunday of July.",
+        "Hinton Park",
+    ),
+    ("How fast did the coach run the marathon?", "Sam ran the marathon in 2 hours 58 minutes.", "2 hours 58 minutes"),
+    ("How long is the guarantee?", "It came with a five-year guarantee.", "five-year"),
+    ("What is the mortgage rate?", "The mortgage is fixed at 4.1 percent until November 2028.", "4.1 percent"),
+    ("How is council tax paid?", "Council tax is paid by direct debit on the first of each month.", "by direct debit"),
+    ("When is the school trip?", "The school trip costs 18 pounds and is on 5 March.", "5 March"),
+    ("When are swimming lessons?", "Swimming lessons are on Fridays at the Parkside pool.", "Fridays"),
+    ("How often is the chain waxed?", "The chain is waxed every 300 miles.", "300 miles"),
+    ("Where is the compost bin?", "The compost bin sits behind the greenhouse.", "behind the greenhouse"),
+    ("Who provides the broadband?", "The broadband is from Zen Internet, a 900 Mbps fibre line.", "Zen Internet"),
     (
         "How do workers reduce the water content of nectar?",
         "Other workers reduce its water content by fanning it with their wings.",
@@ -120,6 +179,45 @@ def test_a_passage_that_never_says_the_name_asked_about_gives_no_phrase():
     assert extract_answer("How much does an adult return ticket cost?", [railway]).text == "18 pounds"
     fast = answer_span("How fast do the trains travel?", "The line is nine miles long.")
     assert fast is not None and fast.agree == -1.0  # a length is no speed
+
+
+def test_a_phrase_that_hardly_fits_the_question_is_no_answer():
+    """ "Who paid for the telescope?" over a sentence naming no one: "installed" is no person, so no phrase is
+    quoted and the backend answers (or abstains) instead."""
+    sentence = "The 1.2-metre telescope was installed in 1968 and still observes on clear nights."
+    span = answer_span("Who paid for the 1.2-metre telescope?", sentence)
+    assert span is not None and span.fit < MIN_FIT  # a phrase is there, fitting badly
+    hit = Hit(id="t", score=0.7, prompt="Observatory", response=sentence, metadata={"kind": "text"})
+    assert extract_answer("Who paid for the 1.2-metre telescope?", [hit]) is None
+    assert extract_answer("When was the 1.2-metre telescope installed?", [hit]).text == "1968"
+
+
+def test_a_sentence_that_leaves_out_what_its_passage_says_elsewhere_fits_worse():
+    """ "How is the mortgage paid?": the sentence saying "paid by direct debit" is about council tax, and the
+    mortgage is the sentence before's: the phrase is still offered, with half the fit (a lower confidence)."""
+    money = (
+        "The mortgage is with Nationwide, fixed at 4.1 percent until November 2028. Council tax is paid by direct "
+        "debit on the first of each month."
+    )
+    hit = Hit(id="m", score=0.7, prompt="Money", response=money, metadata={"kind": "text"})
+    own = extract_answer("How is council tax paid?", [hit])
+    other = extract_answer("How is the mortgage paid?", [hit])
+    assert own is not None and other is not None and own.text == other.text == "by direct debit"
+    assert other.fit == pytest.approx(answer_span("How is the mortgage paid?", own.sentence).fit * ANOTHER)
+    assert other.fit < own.fit
+    car = Hit(
+        id="c",
+        score=0.7,
+        prompt="Car",
+        response="The car is blue. The insurance is with Aviva.",
+        metadata={"kind": "text"},
+    )
+    insured = extract_answer("Who is the car insured with?", [car])  # the title says whose insurance it is
+    assert (
+        insured is not None
+        and insured.text == "Aviva"
+        and insured.fit == answer_span("Who is the car insured with?", "The insurance is with Aviva.").fit
+    )
 
 
 def test_a_full_stop_inside_a_number_does_not_end_a_sentence():

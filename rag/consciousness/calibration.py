@@ -42,11 +42,11 @@ STOPWORDS = frozenset(
 )
 
 
-def content_words(text: str) -> set[str]:
+def content_words(text: str, width: int = 6) -> set[str]:
     """Lower-cased words of `text` that carry content (no stopwords), lightly stemmed: a plural or past-tense
-    ending dropped, then the first six letters ("opened" and "open", "collected" and "collection" meet)."""
+    ending dropped, then the first `width` letters ("opened" and "open", "collected" and "collection" meet)."""
     words = (t.lower() for t in _WORD.findall(text))
-    return {stem(w)[:6] for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())}
+    return {stem(w)[:width] for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())}
 
 
 def stem(word: str) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from index.retrieve import Hit
-from rag.consciousness.calibration import STOPWORDS, stem
+from rag.consciousness.calibration import STOPWORDS, content_words, stem
 from rag.consciousness.focus import lexical_scores, sentences
 
 _TOKEN = re.compile(
@@ -35,25 +35,33 @@ COLOURS = frozenset(
     "red orange yellow green blue purple violet pink brown black white grey gray silver gold golden navy maroon "
     "turquoise cream beige crimson scarlet".split()
 )
+DAYTIME = frozenset("morning mornings afternoon afternoons evening evenings night nights".split())
 MONTHS = frozenset(
     "january february march april may june july august september october november december monday tuesday "
-    "wednesday thursday friday saturday sunday spring summer autumn winter".split()
+    "wednesday thursday friday saturday sunday spring summer autumn winter mondays tuesdays wednesdays thursdays "
+    "fridays saturdays sundays".split()
 )
 SPLITTERS = frozenset({",", ";", ":", "(", ")", "\u2013", "\u2014", "which", "who", "whose", "where", "while"})
 LEADING = frozenset({"and", "or", "but", "then", "that", "is", "was", "are", "were", "be", "been", "by"})
+WIDTH = 5  # words meet on their first five letters: "insured" and "insurance", "services" and "serviced"
 MAX_WORDS = 10  # a factoid answer longer than this is a clause, not a phrase: no span is given
 
 
 @dataclass(frozen=True)
 class Span:
-    """The answering phrase, where it sits in the sentence, how well it fits the question (0..1), and whether a
-    quantity measures what was asked (`measure_agreement`)."""
+    """The answering phrase, where it sits in the sentence, how well it fits the question (0..1), whether a
+    quantity measures what was asked (`measure_agreement`), and how far its words are of the kind asked for,
+    wherever they sit (`typed`: a name for "who", a number of the asked measure for "how many")."""
 
     text: str
     start: int
     end: int
     fit: float
     agree: float = 0.0
+    typed: float = 1.0
+
+
+THE = r"(?:(?:is|are|was|were) (?:the |its |their |my |your |our )?)?"  # "what is the mortgage rate"
 
 
 def kind_of(question: str) -> str | None:
@@ -65,10 +73,8 @@ def kind_of(question: str) -> str | None:
     )
     if re.match(r"^(how (many|much|long|far|old|often|big|tall|high|wide|deep|heavy|fast|large|soon|late))\b", q):
         return "number"
-    if re.match(
-        r"^what (\w+ )?(size|altitude|height|temperature|length|distance|age|price|weight|speed|percentage|pressure)\b",
-        q,
-    ):
+    if re.match(rf"^what {THE}(\w+ )?(size|altitude|height|temperature|length|distance|age|price|weight|speed|"
+                r"percentage|pressure|rate)\b", q):  # fmt: skip
         return "number"
     if re.match(r"^(what|which) colou?rs?\b", q):
         return "colour"
@@ -76,8 +82,8 @@ def kind_of(question: str) -> str | None:
         return "time"
     if re.match(r"^(when|(what|which) (year|date|day|month|century|season))\b", q):
         return "date"
-    if re.match(r"^(who|whom|whose)\b", q):
-        return "person"
+    if re.match(r"^(who|whom|whose)\b", q) or re.match(r"^what (is|are|was|were) .+ (called|named)\W*$", q):
+        return "person"  # "what are Anna's children called": a name
     if re.match(
         r"^(where|(what|which) (city|town|country|place|mountain|river|street|station|stations|room|hall))\b", q
     ):
@@ -97,12 +103,13 @@ def _key(word: str) -> str:
     w = stem(word.lower().strip(".'’"))
     if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
         w = w[:-1]
-    return w.rstrip("e")[:6]
+    return w.rstrip("e")[:WIDTH]
 
 
 def _is_number(w: str) -> bool:
     lw = w.lower().strip(".")
-    return bool(_NUMBER.match(lw) or _NUMBER.match(lw.split("-", 1)[0])) or lw in NUMBER_WORDS
+    first = lw.split("-", 1)[0]  # "1.2-metre", "five-year"
+    return bool(_NUMBER.match(lw) or _NUMBER.match(first)) or lw in NUMBER_WORDS or first in NUMBER_WORDS
 
 
 def _type_fit(kind: str, words: list[str]) -> float:
@@ -116,6 +123,8 @@ def _type_fit(kind: str, words: list[str]) -> float:
     if kind == "colour":
         return 1.0 if any(w in COLOURS for w in lower) else 0.0
     if kind == "date":
+        if any(MEASURE_OF.get(w) not in (None, "duration", "clock") for w in lower):
+            return 0.0  # "18 pounds" is no date
         if any(_NUMBER.match(w) or w in MONTHS for w in lower):
             return 1.0
         relative = any(MEASURE_OF.get(w) == "duration" for w in lower) and any(w in TIME_WORDS for w in lower)
@@ -130,8 +139,9 @@ MODIFIERS = frozenset(
 )
 TIME_WORDS = frozenset({"before", "after", "since", "until", "from", "ahead", "later", "earlier"})
 PREPOSITIONS = frozenset({"in", "on", "at", "for", "from", "since", "during", "with", "after", "before"})
-LOCATIVE = frozenset({"in", "on", "at", "near", "inside", "under", "beside", "behind"})
+LOCATIVE = frozenset({"in", "on", "at", "near", "inside", "outside", "under", "beside", "behind", "opposite"})
 NAME_GLUE = frozenset({"von", "van", "de", "der", "of", "the", "da", "le", "la", "'s"})
+CLAUSE = frozenset({"as", "to", "by", "of", "is", "are", "was", "were", "and", "or"})
 ORDINALS = frozenset({"first", "second", "third"})
 
 # What a quantity measures, by its unit word: a question asking how long wants a duration or a length, not a mass.
@@ -156,16 +166,16 @@ ASKS_MEASURE = [  # (question pattern, the measures that answer it)
     (r"^how (long|soon|late)\b", {"duration", "length"}),
     (r"^how far ahead\b|^how far in advance\b", {"duration"}),
     (r"^how far\b", {"length", "duration"}),
-    (r"^how old\b|^what age\b", {"duration"}),
-    (r"^how often\b", {"duration"}),
-    (r"^how (big|tall|high|wide|deep|large)\b|^what (size|altitude|height|length|distance)\b", {"length"}),
-    (r"^how heavy\b|^what weight\b", {"mass"}),
-    (r"^how fast\b|^what speed\b|^how quickly\b", {"speed"}),
-    (r"^what temperature\b", {"temperature"}),
-    (r"^what (\w+ )?pressure\b", {"pressure"}),
+    (rf"^how old\b|^what {THE}age\b", {"duration"}),
+    (r"^how often\b", {"duration", "length"}),  # "every ten days", "every 300 miles"
+    (rf"^how (big|tall|high|wide|deep|large)\b|^what {THE}(size|altitude|height|length|distance)\b", {"length"}),
+    (rf"^how heavy\b|^what {THE}weight\b", {"mass"}),
+    (r"^how fast\b|^what speed\b|^how quickly\b", {"speed", "duration"}),  # "ran the marathon in 2 hours"
+    (rf"^what {THE}temperature\b", {"temperature"}),
+    (rf"^what {THE}(\w+ )?pressure\b", {"pressure"}),
     (r"^what price\b|^how much (does|do|did|is|are|was|were) .*\b(cost|charge|pay|fee|price|subscription)", {"money"}),
     (r"^how much\b.*\b(cost|costs|charge|charged|pay|paid|fee|price|worth|money)\b", {"money"}),
-    (r"^what percentage\b", {"percent"}),
+    (rf"^what percentage\b|^what {THE}(\w+ )?rate\b", {"percent"}),
     (r"^how much\b", {"mass", "volume", "money"}),
 ]
 
@@ -229,13 +239,16 @@ def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
         while i < len(marks):
             a = marks[i]
             b = a + 1
-            while b < len(words) and (b in marks or (lower[b] in ("to", "and", "or") and b + 1 in marks)):
+            joins = ("to", "and", "or", "at") if kind == "date" else ("to", "and", "or")  # "Thursday evenings at 6.30"
+            while b < len(words) and (b in marks or (lower[b] in joins and b + 1 in marks)):
                 b += 1
             extra = 2 if "-" in lower[b - 1] else 0  # "1.2-metre": the unit is in the word
-            while b < len(words) and extra < 2 and lower[b] not in STOPWORDS:
-                if kind != "number" and lower[b] not in UNITS | MONTHS and not _is_number(words[b]):
-                    break
-                b, extra = b + 1, extra + 1
+            while b < len(words) and lower[b] not in STOPWORDS:
+                quantity = lower[b] in UNITS | MONTHS | DAYTIME or _is_number(words[b])  # "2 hours 58 minutes"
+                if (kind != "number" or extra >= 2) and not quantity:
+                    break  # a counted noun ("four tart apples") is two words at most, none after a unit
+                b, extra = b + 1, extra + (0 if quantity else 1)
+                extra = 2 if lower[b - 1] in UNITS else extra
             keep = MODIFIERS if kind == "number" else TIME_WORDS
             while a > 0 and lower[a - 1] in keep:
                 a -= 1
@@ -246,32 +259,60 @@ def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
     if kind == "colour":
         return [(i, i + 1) for i, w in enumerate(lower) if w in COLOURS] or [(0, len(words))]
     if kind in ("person", "place"):
+        # "Spokes on Mill Road": a shop on its street; "Tom and Ella": the people asked about
+        glue = NAME_GLUE | ({"on"} if kind == "place" else {"and"})
         runs, i = [], 0
         while i < len(words):
             if words[i][:1].isupper():
                 j = i + 1
                 while j < len(words) and (
-                    words[j][:1].isupper()
-                    or (lower[j] in NAME_GLUE and j + 1 < len(words) and words[j + 1][:1].isupper())
+                    words[j][:1].isupper() or (lower[j] in glue and j + 1 < len(words) and words[j + 1][:1].isupper())
                 ):
                     j += 1
                 runs.append((i, j))
                 i = j
             else:
                 i += 1
-        if runs:
-            return [max(runs, key=lambda r: (r[1] - r[0], r[0]))]
+        # a month names no place or person, and a person is no name after "at" or "in" ("Dr Okafor at Mill Road
+        # Surgery"); a doer is the name after "by" ("serviced by Mark from HeatRight")
+        named = [r for r in runs if not any(w in MONTHS for w in lower[r[0] : r[1]])]
+        if kind == "person":
+            named = [r for r in named if r[0] == 0 or lower[r[0] - 1] not in LOCATIVE]
+            doer = [r for r in named if r[0] > 0 and lower[r[0] - 1] == "by"]
+            named = doer or named
+        if named:
+            return [max(named, key=lambda r: (r[1] - r[0], r[0]))]
         if kind == "person":  # "by volunteers in 1979": the doer, not where or when
             cut = next((i for i, w in enumerate(lower) if i > 0 and w in PREPOSITIONS), len(words))
             return [(0, cut)]
+        return [_place_phrase(words)]
     return [(0, len(words))]
 
 
+def _place_phrase(words: list[str]) -> tuple[int, int]:
+    """A place named without capitals: the chunk less its phrases of time ("on Thursday evenings at 6.30 pm
+    outside the leisure centre": "outside the leisure centre"); "in the drawer under the microwave" stays whole."""
+    lower = [w.lower().strip(".") for w in words]
+    starts = [i for i, w in enumerate(lower) if w in LOCATIVE] or [0]  # "sits behind the greenhouse": behind ...
+    bounds = list(zip(starts, starts[1:] + [len(words)], strict=True))
+    places = [(a, b) for a, b in bounds if not any(w in MONTHS or _is_number(w) for w in lower[a : a + 3])]
+    if not places:
+        return (0, len(words))
+    a, b = places[0]
+    for c, d in places[1:]:
+        if c != b:
+            break
+        b = d
+    return (a, b)
+
+
+AUXILIARY = "(?:am|is|are|was|were|do|does|did|has|have|had|can|could|will|would|should)"
 AGREEMENT_FACTOR = {1.0: 1.0, 0.0: 0.7, -1.0: 0.2}
 
 
 REASON = re.compile(r"\b(?:because(?: of)?|due to|so that|in order to)\s[^,;:.]+", re.IGNORECASE)
-MANNER = re.compile(r"\bby [a-z]+ing\b[^,;:.]*", re.IGNORECASE)
+# "by fanning it", "by direct debit"
+MANNER = re.compile(r"\bby (?:[a-z]+ing\b[^,;:.]*|[a-z]+(?: [a-z]+)?(?=[,;:.]|$| (?:on|in|at|every|each|for)\b))")
 CONSEQUENCE = re.compile(r"(?:^|[,;:]\s*(?:but\s+|and\s+)?)([^,;:]+?),?\s+so\s+(?!that\b)(.+)$", re.IGNORECASE)
 
 
@@ -323,19 +364,24 @@ def answer_span(question: str, sentence: str) -> Span | None:
     wanted, noun, unit = asked_measure(question) if kind == "number" else (None, None, None)
     head = re.match(r"^\W*(?:\w+ )?(?:which|what) (\w+)", question.lower())
     focus = _key(head.group(1)) if head and head.group(1) not in STOPWORDS else None
-    asked = {_key(w) for w in re.findall(r"\w+", question) if w.lower() not in STOPWORDS}
+    # "which tomatoes am I growing": the asked noun (followed by a verb), not "what produced the explosions"
+    thing = re.match(rf"^\W*(?:\w+ )?(?:which|what) \w+ {AUXILIARY}\b", question.lower()) and focus
+    words_asked = re.findall(r"\w+", question) + [m.group(0) for m in _TOKEN.finditer(question)]  # and "Wi-Fi"
+    asked = {_key(w) for w in words_asked if w.lower() not in STOPWORDS}
     toks = [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(sentence)]
     if not toks:
         return None
     first = toks[0][0]
-    if first[:1].isupper() and (len(toks) < 2 or not toks[1][0][:1].isupper()):
-        toks[0] = (first.lower(), toks[0][1], toks[0][2])  # a capital that only opens the sentence names nothing
+    if kind != "person" and first[:1].isupper() and (len(toks) < 2 or not toks[1][0][:1].isupper()):
+        toks[0] = (first.lower(), toks[0][1], toks[0][2])  # an opening capital names nothing (but "Maria recommended")
     in_q = [t[0].lower() not in STOPWORDS and _key(t[0]) in asked for t in toks]
     for i in range(len(toks) - 1):  # "the Penny Red" beside "the Penny Black": a name that only starts like asked
         if in_q[i] and toks[i][0][:1].isupper() and toks[i + 1][0][:1].isupper() and not in_q[i + 1]:
             in_q[i] = False
     anchors = [i for i, hit in enumerate(in_q) if hit]
     # "on gravel" in the question and the sentence: a qualifier the answer sits beside, before or after it
+    tail = (re.findall(r"\w+", question.lower()) or [""])[-1]  # a question ending on "with", "to", "at" ...
+    tail = tail if tail in PREPOSITIONS | LOCATIVE | {"to", "about", "by"} else None
     qualified = {_key(w) for w in re.findall(r"\b(?:on|in|at|for|during) (?:the |a )?(\w+)", question.lower())}
     phrase = {q: _preposition_at(toks, q) if _key(toks[q][0]) in qualified else 0 for q in anchors}
     chunks: list[list[int]] = [[]]
@@ -345,6 +391,7 @@ def answer_span(question: str, sentence: str) -> Span | None:
         else:
             chunks[-1].append(i)
     best: Span | None = None
+    best_rank = 0.0
     for whole in chunks:
         if not whole:
             continue
@@ -354,11 +401,22 @@ def answer_span(question: str, sentence: str) -> Span | None:
                 chunk = chunk[1:]
             while chunk and toks[chunk[-1]][0].lower() in STOPWORDS - {"am", "pm"}:
                 chunk = chunk[:-1]
+            names = bool(thing and chunk and chunk[-1] + 1 < len(toks) and _key(toks[chunk[-1] + 1][0]) == thing)
+            if names:  # "as a nurse at Addenbrooke's [Hospital]": the words naming the asked noun
+                cut = [k for k, i in enumerate(chunk) if toks[i][0].lower() in PREPOSITIONS | LOCATIVE | CLAUSE]
+                named = chunk[cut[-1] + 1 :] if cut else chunk
+                while len(named) > 1 and toks[named[0]][0].lower() in ("the", "a", "an"):
+                    named = named[1:]
+                # "80,000 bees" says how many, not which ("the third floor" says which)
+                names = not all(_is_number(toks[i][0]) and toks[i][0].lower() not in ORDINALS for i in named)
+                chunk = named if names else chunk
+            if kind in ("thing", "person") and len(chunk) > 1 and toks[chunk[0]][0].lower() == tail:
+                chunk = chunk[1:]  # "allergic to penicillin" for "what am I allergic to?"
             if not chunk or len(chunk) > MAX_WORDS:
                 continue
             words = [toks[i][0] for i in chunk]
-            if all(w.lower() in STOPWORDS for w in words):
-                continue
+            if all(w.lower() in STOPWORDS or _key(w) in asked for w in words):
+                continue  # nothing the question does not already say
             fit = _type_fit(kind, words)
             if fit <= 0:
                 continue
@@ -380,19 +438,31 @@ def answer_span(question: str, sentence: str) -> Span | None:
             before = toks[chunk[0] - 1][0].lower() if chunk[0] > 0 else ""
             if kind == "place" and (before in LOCATIVE or words[0].lower() in LOCATIVE):
                 fit = min(1.0, fit + 0.3)
-            if kind == "person" and (before == "by" or words[0].lower() == "by"):
+            doer = kind == "person" and (before == "by" or words[0].lower() == "by")
+            if doer:
                 fit = min(1.0, fit + 0.3)  # "reopened by volunteers": the doer of a passive
             if focus is not None and nearest >= 0 and _key(toks[nearest][0]) == focus and distance <= 2:
                 fit = min(1.0, fit * 1.3)  # beside the noun the question asks about ("which metals": "metals such as")
+            opener = toks[whole[0]][0].lower()
+            if thing and opener in ("and", "or") and _key(toks[whole[0] - 1][0]) == thing:
+                fit *= 0.3  # "Sungold tomatoes and two rows of beans": the item after "and" is another one
             if kind == "thing" and before in ("is", "are", "was", "were") and chunk[0] - 2 in anchors:
                 fit = min(1.0, fit * 1.3)  # "their one task is to mate ...": what the question's noun is
             brevity = 1.0 / (1.0 + 0.08 * max(0, len(chunk) - 3))
             score = fit * near * brevity
-            if best is None or score > best.fit:
+            # "serviced by Mark", not "is a Worcester Bosch"; "the third floor" for "which floor"; "with Aviva"
+            # for "insured with?"
+            rank = score * (1.25 if doer else 1.0) * (1.3 if names else 1.0) * (1.2 if before == tail else 1.0)
+            if best is None or rank > best_rank:
+                best_rank = rank
                 start, end = toks[chunk[0]][1], toks[chunk[-1]][2]
                 if kind == "place" and before in LOCATIVE and not words[0][:1].isupper():
                     start = toks[chunk[0] - 1][1]  # "in the fridge", not "the fridge"
-                best = Span(sentence[start:end], start, end, score, agree)
+                if names:
+                    end = toks[chunk[-1] + 1][2]  # "Sungold tomatoes", "Regent Street": with the asked noun
+                while end < len(sentence) and sentence[end].isalnum():
+                    end += 1  # "Worcester Bosch 30i": a word is never cut
+                best = Span(sentence[start:end], start, end, score, agree, fit)
     return best
 
 
@@ -423,6 +493,19 @@ PRONOUN = re.compile(r"^(it|its|they|their|he|his|she|her|this|these|there)\b", 
 PASSAGES = 3  # sentences are chosen from the best this many retrieved passages (chosen on the dev set)
 FIT_WEIGHT = 0.5  # how much a sentence holding a phrase of the asked kind counts, beside its lexical and cosine
 RANK_PENALTY = 0.1  # per place a passage sits below the first in retrieval
+ANOTHER = 0.5  # a sentence that leaves out what its passage says elsewhere may be about another thing: fit halved
+MIN_FIT = 0.25  # a phrase less of the kind asked is no answer ("installed" for "who paid"): the backend answers
+
+
+def _about_another(question: str, i: int, read: list[str], parts: list[tuple[str, int, Hit]]) -> bool:
+    """Whether sentence `i` leaves out a word of the question that another sentence of its passage says: "Council
+    tax is paid by direct debit" does not say how the mortgage of the sentence before is paid. The passage's
+    title counts as said ("Car": "The insurance is with Aviva" is the car's)."""
+    hit = parts[i][2]
+    said = content_words(read[i] + " " + hit.prompt, WIDTH)
+    missing = content_words(question, WIDTH) - said
+    others = [read[k] for k, p in enumerate(parts) if p[2] is hit and k != i]
+    return any(missing & content_words(t, WIDTH) for t in others)
 
 
 def extract_answer(
@@ -434,8 +517,9 @@ def extract_answer(
 ) -> Extract | None:
     """The phrase answering a factoid `question` from the best sentence of the top retrieved document passages
     (`"kind": "text"`), or None when the question is not a factoid one, no passage is a document passage, or no
-    sentence holds a phrase of the kind asked for. A sentence is scored by the question's words it holds, its
-    cosine to the question (with `embed`), whether it holds such a phrase, and its passage's rank."""
+    sentence holds a phrase of the kind asked for (`Span.typed` at least `MIN_FIT`). A sentence is scored by the
+    question's words it holds, its cosine to the question (with `embed`), whether it holds such a phrase, and its
+    passage's rank; its phrase's fit is halved when the sentence may be about another thing (`_about_another`)."""
     if kind_of(question) is None:
         return None
     parts: list[tuple[str, int, Hit]] = []
@@ -452,7 +536,7 @@ def extract_answer(
     for k, t in enumerate(texts):
         same = k > 0 and parts[k - 1][2] is parts[k][2]
         read.append(read[-1] + " " + t if same and PRONOUN.match(t) else t)
-    lexical = np.asarray(lexical_scores(question, read), dtype=np.float32)
+    lexical = np.asarray(lexical_scores(question, read, WIDTH), dtype=np.float32)
     spans = [answer_span(question, t) for t in texts]
     score = lexical + FIT_WEIGHT * np.asarray([s.fit if s else 0.0 for s in spans], dtype=np.float32)
     score -= RANK_PENALTY * np.asarray([p[1] for p in parts], dtype=np.float32)
@@ -462,6 +546,7 @@ def extract_answer(
     span = spans[i]
     if span is None:
         return None
-    return Extract(
-        text=span.text, sentence=texts[i], hit=parts[i][2], fit=span.fit, match=float(score[i]), agree=span.agree
-    )
+    if span.typed < MIN_FIT:
+        return None
+    fit = span.fit * (ANOTHER if _about_another(question, i, read, parts) else 1.0)
+    return Extract(text=span.text, sentence=texts[i], hit=parts[i][2], fit=fit, match=float(score[i]), agree=span.agree)

@@ -38,12 +38,13 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def lexical_scores(question: str, parts: Sequence[str]) -> list[float]:
-    """Share of the question's content words found in each part, each word weighted by its rarity among parts."""
-    q = content_words(question)
+def lexical_scores(question: str, parts: Sequence[str], width: int = 6) -> list[float]:
+    """Share of the question's content words found in each part, each word weighted by its rarity among parts;
+    words meet on their first `width` letters."""
+    q = content_words(question, width)
     if not q:
         return [0.0] * len(parts)
-    words = [content_words(p) for p in parts]
+    words = [content_words(p, width) for p in parts]
     n = len(parts)
     idf = {w: math.log(1 + n / (1 + sum(w in ws for ws in words))) + 1.0 for w in q}
     total = sum(idf.values())
