@@ -115,6 +115,7 @@ CASES = [
     ("How long is the guarantee?", "It came with a five-year guarantee.", "five-year"),
     ("What is the mortgage rate?", "The mortgage is fixed at 4.1 percent until November 2028.", "4.1 percent"),
     ("How is council tax paid?", "Council tax is paid by direct debit on the first of each month.", "by direct debit"),
+    ("When is standup?", "Team standup is at 9.30 am every weekday.", "9.30 am"),
     ("When is the school trip?", "The school trip costs 18 pounds and is on 5 March.", "5 March"),
     ("When are swimming lessons?", "Swimming lessons are on Fridays at the Parkside pool.", "Fridays"),
     ("How often is the chain waxed?", "The chain is waxed every 300 miles.", "300 miles"),

@@ -243,7 +243,7 @@ def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
             while b < len(words) and (b in marks or (lower[b] in joins and b + 1 in marks)):
                 b += 1
             extra = 2 if "-" in lower[b - 1] else 0  # "1.2-metre": the unit is in the word
-            while b < len(words) and lower[b] not in STOPWORDS:
+            while b < len(words) and (lower[b] not in STOPWORDS or lower[b] == "am"):  # "9.30 am"
                 quantity = lower[b] in UNITS | MONTHS | DAYTIME or _is_number(words[b])  # "2 hours 58 minutes"
                 if (kind != "number" or extra >= 2) and not quantity:
                     break  # a counted noun ("four tart apples") is two words at most, none after a unit
