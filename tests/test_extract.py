@@ -191,6 +191,12 @@ def test_a_phrase_that_hardly_fits_the_question_is_no_answer():
     hit = Hit(id="t", score=0.7, prompt="Observatory", response=sentence, metadata={"kind": "text"})
     assert extract_answer("Who paid for the 1.2-metre telescope?", [hit]) is None
     assert extract_answer("When was the 1.2-metre telescope installed?", [hit]).text == "1968"
+    bike = "My road bike is a Trek Domane, bought second-hand for 900 pounds."  # money, and no count in "second"
+    assert answer_span("How heavy is the road bike?", bike).typed < MIN_FIT
+    line = "The broadband is from Zen Internet, a 900 Mbps fibre line installed in January 2025."
+    assert answer_span("What is the broadband's monthly price?", line).typed < MIN_FIT  # a speed; 2025 a year
+    assert answer_span("How fast is the broadband?", line).text == "900 Mbps"
+    assert answer_span("How much data do I get?", "It is 15 pounds a month for 40 GB of data.").text == "40 GB"
 
 
 def test_a_sentence_that_leaves_out_what_its_passage_says_elsewhere_fits_worse():

@@ -76,6 +76,10 @@ def kind_of(question: str) -> str | None:
     if re.match(rf"^what {THE}(\w+ )?(size|altitude|height|temperature|length|distance|age|price|weight|speed|"
                 r"percentage|pressure|rate)\b", q):  # fmt: skip
         return "number"
+    if re.match(r"^what (is|are|was|were) .*\b(price|cost|costs|fee|fees)\b", q):
+        return "number"  # "what is the broadband's monthly price"
+    if re.match(r"^what (is|are|was|were) .*\b(birthday|birthdays|anniversary|deadline)\W*$", q):
+        return "date"
     if re.match(r"^(what|which) colou?rs?\b", q):
         return "colour"
     if re.match(r"^(what|which) (time|hour)\b", q):
@@ -108,8 +112,8 @@ def _key(word: str) -> str:
 
 def _is_number(w: str) -> bool:
     lw = w.lower().strip(".")
-    first = lw.split("-", 1)[0]  # "1.2-metre", "five-year"
-    return bool(_NUMBER.match(lw) or _NUMBER.match(first)) or lw in NUMBER_WORDS or first in NUMBER_WORDS
+    first = lw.split("-", 1)[0]  # "1.2-metre", "five-year"; not "second-hand"
+    return bool(_NUMBER.match(lw) or _NUMBER.match(first)) or lw in NUMBER_WORDS or first in NUMBER_WORDS - ORDINALS
 
 
 def _type_fit(kind: str, words: list[str]) -> float:
@@ -156,7 +160,8 @@ MEASURES = {
     "temperature": "degree degrees celsius fahrenheit",
     "money": "dollar dollars euro euros pound pounds pence penny cent cents",
     "percent": "percent",
-    "speed": "mph kph knots",
+    "speed": "mph kph knots mbps gbps",
+    "data": "kb mb gb tb",
     "pressure": "psi bar bars kpa",
     "clock": "am pm",
 }
@@ -175,7 +180,9 @@ ASKS_MEASURE = [  # (question pattern, the measures that answer it)
     (rf"^what {THE}(\w+ )?pressure\b", {"pressure"}),
     (r"^what price\b|^how much (does|do|did|is|are|was|were) .*\b(cost|charge|pay|fee|price|subscription)", {"money"}),
     (r"^how much\b.*\b(cost|costs|charge|charged|pay|paid|fee|price|worth|money)\b", {"money"}),
+    (r"^what (is|are|was|were) .*\b(price|cost|costs|fee|fees)\b", {"money"}),
     (rf"^what percentage\b|^what {THE}(\w+ )?rate\b", {"percent"}),
+    (r"^how much data\b", {"data"}),
     (r"^how much\b", {"mass", "volume", "money"}),
 ]
 
@@ -229,7 +236,8 @@ def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
             if not _is_number(words[i]):
                 return False
             # "Second World War", "the first two jugs": an ordinal or a capitalised word is no count
-            return not (kind == "number" and (lower[i] in ORDINALS or (words[i][:1].isupper() and i > 0)))
+            dated = i > 0 and lower[i - 1] in MONTHS  # "January 2025" is a year, no count
+            return not (kind == "number" and (lower[i] in ORDINALS or (words[i][:1].isupper() and i > 0) or dated))
 
         marks = [i for i in range(len(words)) if mark(i)]
         if not marks:
