@@ -227,6 +227,16 @@ def test_a_sentence_that_leaves_out_what_its_passage_says_elsewhere_fits_worse()
     )
 
 
+def test_a_phrase_in_another_clause_than_the_question_words_fits_worse():
+    """ "What time does the quarterly review start?": 9.30 am is the standup's, in the clause before ", and"."""
+    sentence = "Team standup is at 9.30 am every weekday, and the quarterly review is in the last week of January."
+    own = answer_span("When is standup?", sentence)
+    other = answer_span("What time does the quarterly review start?", sentence)
+    assert own.text == other.text == "9.30 am" and other.fit < 0.5 * own.fit
+    kept = answer_span("Which parts are not dishwasher safe?", "The jug is dishwasher safe, but the lid is not.")
+    assert kept is not None and kept.fit > 0.3  # ", but" contrasts the same thing
+
+
 def test_a_full_stop_inside_a_number_does_not_end_a_sentence():
     text = "The choir rehearses from 7.30 to 9.30 pm. The main mirror is 1.2-metre wide! Is it? Yes."
     assert [text[a:b] for a, b in sentences(text)] == [

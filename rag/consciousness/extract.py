@@ -353,6 +353,14 @@ def _preposition_at(toks: list[tuple[str, int, int]], i: int) -> int:
     return back if i >= back and toks[i - back][0].lower() in ("on", "in", "at", "for", "during") else 0
 
 
+def _clause_between(toks: list[tuple[str, int, int]], chunk: list[int], anchor: int) -> bool:
+    """Whether a new clause (";", or ", and") starts between a candidate and a question word ("X, but not Y"
+    contrasts the same thing: no new clause)."""
+    a, b = (chunk[-1], anchor) if chunk[-1] < anchor else (anchor, chunk[0])
+    words = [t[0].lower() for t in toks[a + 1 : b]]
+    return ";" in words or any(w == "," and n == "and" for w, n in zip(words, words[1:], strict=False))
+
+
 def _gap(chunk: list[int], anchor: int, back: int) -> int:
     """Tokens between a candidate and a question word; a qualifier ("80 psi on the road") is measured from its
     preposition, so it binds the quantity just before it."""
@@ -441,6 +449,8 @@ def answer_span(question: str, sentence: str) -> Span | None:
             if kind in ("number", "date", "time") and nearest > chunk[-1] and not phrase.get(nearest):
                 distance += 0.5  # an answer usually follows what the question names
             near = 1.0 / (1.0 + 0.3 * max(0, distance - 1))
+            if anchors and all(_clause_between(toks, chunk, q) for q in anchors):
+                near *= 0.5  # "standup is at 9.30 am, and the quarterly review is ...": another clause's
             if anchors and whole[-1] < anchors[0] and not phrase[anchors[0]]:
                 near *= 0.7  # an answer usually follows what the question names ("the choir rehearses in ...")
             before = toks[chunk[0] - 1][0].lower() if chunk[0] > 0 else ""
