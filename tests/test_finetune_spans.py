@@ -213,33 +213,37 @@ def test_a_withheld_question_answers_from_a_sibling_or_says_not_found():
     assert longer[0].target == brief(sibling, 80) and 60 < len(longer[0].target.split()) <= 80
 
 
-def test_a_question_written_from_a_withheld_record_whose_twin_is_shown_is_left_out():
-    """ "What are emotions?" written from a withheld record, over its twin ("What are emotions, and what are they
-    for?" answered in other words): "not found" would teach abstaining over a passage that answers, so the
-    question is left out; without the twin in the prompt it stays an abstain example."""
+def test_only_documents_teach_not_found():
+    """ "What are emotions?" written from a withheld chat record: its twins answer it in other words, so "not
+    found" is no sure target and the question is left out, over its twin or not; written from a withheld
+    document (no question of its own), it stays an abstain example. Found as written, either is a twin."""
     messages = [{"role": "user", "content": "q"}]
     twin = "Emotions are fast appraisals of what matters to you right now. They ready the body to act."
     other = "Bins go out on Tuesday mornings before seven."
     evidence = "Emotions are quick judgements about what matters, which prepare you to respond."
     item = Item("What are emotions?", evidence, "own", "generated", "abstain", "train", evidence)
-    prompts = {"twin": {"t": twin}, "other": {"o": other}}
+    prompts = {"twin": {"t": twin}, "other": {"o": other}, "own words": {"o": evidence}}
 
     def similar(text, candidates):
         return [0.85 if "Emotions" in text and "emotions" in c.lower() else 0.1 for c in candidates]  # not 0.9
 
-    def run(key, questions=None):
+    def run(key, questions):
         return build_examples(
             [item],
             lambda q: (messages, prompts[key]),
             "NOT FOUND",
             passages={"own": evidence},
             similar=similar,
-            questions=questions or {"own": "What are emotions for?", "t": "What are emotions, and what are they for?"},
+            questions=questions,
         )
 
-    made, counts = run("twin")
-    assert made == [] and counts["twin_shown"] == 1 and counts["answered_by_another"] == 0
-    made, counts = run("other")
-    assert [(e.role, e.target) for e in made] == [("abstain", "NOT FOUND")] and counts["twin_shown"] == 0
-    made, _ = run("twin", {"t": "x"})  # a document (no question of its own): a passage this close is a near miss
+    chat = {"own": "What are emotions for?", "t": "What are emotions, and what are they for?"}
+    for key in ("twin", "other"):
+        made, counts = run(key, chat)
+        assert made == [] and counts["chat_not_found"] == 1 and counts["answered_by_another"] == 0
+    made, counts = run("other", {"t": "x"})  # a document
+    assert [(e.role, e.target) for e in made] == [("abstain", "NOT FOUND")] and counts["chat_not_found"] == 0
+    made, _ = run("twin", {"t": "x"})  # a document passage this close is a near miss: still not found
     assert [e.role for e in made] == ["abstain"]
+    made, _ = run("own words", chat)  # its answer sentence shown as written (another record holds it)
+    assert [(e.role, e.target) for e in made] == [("twin", evidence)]

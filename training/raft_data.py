@@ -292,15 +292,17 @@ def build_examples(
     withheld from the store, says `not_found` (the layer's own words), unless another record in the prompt
     answers it (`found_elsewhere`; `passages` and `questions`, record id -> text and chat question, and
     `similar` find it said or asked in other words): then it answers from that one (role "twin"), as a
-    question whose own record is missing must (a held-out one); a question written from a withheld chat record
-    whose twin is shown (`twin_shown`) but that is not found as written is left out, since the twin may answer
-    it in other words and neither target is sure. A chat record's target is the opening of its answer, at most
-    `answer_words` (whole sentences). Counted: those, the twin_shown ones, the skipped questions the layer gives
+    question whose own record is missing must (a held-out one). Only documents teach "not found": a question
+    of a withheld chat record (one in `questions`) that no shown text answers is left out, since a chat
+    record's twins answer it in other words (round 7 answered "Should I trust you for medical advice?" with
+    "not found" over "Is it a good idea to rely on you for health advice?"), and the layer's retrieval gate, not
+    the model, abstains out of corpus. A chat record's target is the opening of its answer, at most
+    `answer_words` (whole sentences). Counted: those (`chat_not_found`), the skipped questions the layer gives
     no reference for and answerable ones whose passage (or answer sentence) the prompt does not show. The
     prompts the layer sends without a reference go to `unreferenced` as (question, messages, split), when it
     is given (anchoring examples)."""
     out: list[Example] = []
-    counts = {"no_reference": 0, "gold_not_shown": 0, "answered_by_another": 0, "twin_shown": 0}
+    counts = {"no_reference": 0, "gold_not_shown": 0, "answered_by_another": 0, "chat_not_found": 0}
     chat = questions or {}
     for n, it in enumerate(items, 1):
         got = layer(it.question)
@@ -321,13 +323,8 @@ def build_examples(
             if found:  # the held-out case: its own record is missing, another answers it
                 counts["answered_by_another"] += 1
                 role = "twin"
-            elif (
-                it.kind != "pair"
-                and it.record in chat
-                and similar is not None
-                and twin_shown(chat[it.record], passage, texts, asked, similar)
-            ):  # written from a chat record whose twin is shown: the twin may say it in other words
-                counts["twin_shown"] += 1
+            elif it.record in chat:  # a chat record's twins say it in other words: "not found" is no sure target
+                counts["chat_not_found"] += 1
                 continue
         else:
             text = shown.get(it.record)
