@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from index.retrieve import Hit
-from rag.consciousness.extract import ANOTHER, MIN_FIT, answer_span, extract_answer, kind_of
+from rag.consciousness.asked import kind_of
+from rag.consciousness.extract import ANOTHER, MIN_FIT, answer_span, extract_answer
 from rag.consciousness.focus import sentences
 from tests.test_honest_prompts import assistant, notes_home
 

@@ -20,30 +20,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from index.retrieve import Hit
-from rag.consciousness.calibration import STOPWORDS, content_words, stem
+from rag.consciousness.asked import (
+    AUXILIARY,
+    COLOURS,
+    DAYTIME,
+    MEASURE_OF,
+    MONTHS,
+    NUMBER,
+    ORDINALS,
+    UNITS,
+    WIDTH,
+    asked_measure,
+    is_number,
+    key,
+    kind_of,
+    measure_agreement,
+)
+from rag.consciousness.calibration import STOPWORDS, content_words
 from rag.consciousness.focus import lexical_scores, sentences
 
 _TOKEN = re.compile(
     r"\d[\d,.:]*\d(?:-[A-Za-z]+)?|[A-Za-z0-9\u00C0-\u024F][\w'’\-\u00C0-\u024F]*[\w\u00C0-\u024F]|\w|[,;:()\u2013\u2014]"
 )
-_NUMBER = re.compile(r"^\d[\d,.]*$")
-NUMBER_WORDS = frozenset(
-    "one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty hundred "
-    "thousand million half dozen first second third".split()
-)
-COLOURS = frozenset(
-    "red orange yellow green blue purple violet pink brown black white grey gray silver gold golden navy maroon "
-    "turquoise cream beige crimson scarlet".split()
-)
-DAYTIME = frozenset("morning mornings afternoon afternoons evening evenings night nights".split())
-MONTHS = frozenset(
-    "january february march april may june july august september october november december monday tuesday "
-    "wednesday thursday friday saturday sunday spring summer autumn winter mondays tuesdays wednesdays thursdays "
-    "fridays saturdays sundays".split()
-)
 SPLITTERS = frozenset({",", ";", ":", "(", ")", "\u2013", "\u2014", "which", "who", "whose", "where", "while"})
 LEADING = frozenset({"and", "or", "but", "then", "that", "is", "was", "are", "were", "be", "been", "by"})
-WIDTH = 5  # words meet on their first five letters: "insured" and "insurance", "services" and "serviced"
 MAX_WORDS = 10  # a factoid answer longer than this is a clause, not a phrase: no span is given
 
 
@@ -61,64 +61,9 @@ class Span:
     typed: float = 1.0
 
 
-THE = r"(?:(?:is|are|was|were) (?:the |its |their |my |your |our )?)?"  # "what is the mortgage rate"
-
-
-def kind_of(question: str) -> str | None:
-    """The kind of answer a question asks for: number, time, date, colour, person, place, thing, reason (why),
-    manner (how does X ...); None when it asks for a procedure or an explanation (no phrase answers it)."""
-    q = " ".join(question.lower().split())
-    q = re.sub(
-        r"^(for|into|in|at|on|to|by|from|since|until|of|with|between|after|before) (?=how|what|which|when)", "", q
-    )
-    if re.match(r"^(how (many|much|long|far|old|often|big|tall|high|wide|deep|heavy|fast|large|soon|late))\b", q):
-        return "number"
-    if re.match(rf"^what {THE}(\w+ )?(size|altitude|height|temperature|length|distance|age|price|weight|speed|"
-                r"percentage|pressure|rate)\b", q):  # fmt: skip
-        return "number"
-    if re.match(r"^what (is|are|was|were) .*\b(price|cost|costs|fee|fees)\b", q):
-        return "number"  # "what is the broadband's monthly price"
-    if re.match(r"^what (is|are|was|were) .*\b(birthday|birthdays|anniversary|deadline)\W*$", q):
-        return "date"
-    if re.match(r"^(what|which) colou?rs?\b", q):
-        return "colour"
-    if re.match(r"^(what|which) (time|hour)\b", q):
-        return "time"
-    if re.match(r"^(when|(what|which) (year|date|day|month|century|season))\b", q):
-        return "date"
-    if re.match(r"^(who|whom|whose)\b", q) or re.match(r"^what (is|are|was|were) .+ (called|named)\W*$", q):
-        return "person"  # "what are Anna's children called": a name
-    if re.match(
-        r"^(where|(what|which) (city|town|country|place|mountain|river|street|station|stations|room|hall))\b", q
-    ):
-        return "place"
-    if re.match(r"^why\b", q):
-        return "reason"
-    if re.match(r"^how (do|does|did|is|are|was|were|can|could) (?!i |you |we )", q):
-        return "manner"
-    if re.match(r"^(how|why|explain|describe|summari[sz]e|tell me|can|could|should|is|are|do|does)\b", q):
-        return None
-    if re.match(r"^(what|which|name|at what|to what|from what|for what|in what|on what|with what)\b", q):
-        return "thing"
-    return None
-
-
-def _key(word: str) -> str:
-    w = stem(word.lower().strip(".'’"))
-    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
-        w = w[:-1]
-    return w.rstrip("e")[:WIDTH]
-
-
-def _is_number(w: str) -> bool:
-    lw = w.lower().strip(".")
-    first = lw.split("-", 1)[0]  # "1.2-metre", "five-year"; not "second-hand"
-    return bool(_NUMBER.match(lw) or _NUMBER.match(first)) or lw in NUMBER_WORDS or first in NUMBER_WORDS - ORDINALS
-
-
 def _type_fit(kind: str, words: list[str]) -> float:
     lower = [w.lower().strip(".") for w in words]
-    numbers = sum(_is_number(w) for w in words)
+    numbers = sum(is_number(w) for w in words)
     caps = sum(w[:1].isupper() for w in words)
     if kind in ("number", "time"):
         pairs = zip(lower, lower[1:], strict=False)
@@ -129,7 +74,7 @@ def _type_fit(kind: str, words: list[str]) -> float:
     if kind == "date":
         if any(MEASURE_OF.get(w) not in (None, "duration", "clock") for w in lower):
             return 0.0  # "18 pounds" is no date
-        if any(_NUMBER.match(w) or w in MONTHS for w in lower):
+        if any(NUMBER.match(w) or w in MONTHS for w in lower):
             return 1.0
         relative = any(MEASURE_OF.get(w) == "duration" for w in lower) and any(w in TIME_WORDS for w in lower)
         return 0.6 if relative else 0.2 if numbers else 0.0  # "ten minutes before the start"
@@ -146,80 +91,6 @@ PREPOSITIONS = frozenset({"in", "on", "at", "for", "from", "since", "during", "w
 LOCATIVE = frozenset({"in", "on", "at", "near", "inside", "outside", "under", "beside", "behind", "opposite"})
 NAME_GLUE = frozenset({"von", "van", "de", "der", "of", "the", "da", "le", "la", "'s"})
 CLAUSE = frozenset({"as", "to", "by", "of", "is", "are", "was", "were", "and", "or"})
-ORDINALS = frozenset({"first", "second", "third"})
-
-# What a quantity measures, by its unit word: a question asking how long wants a duration or a length, not a mass.
-MEASURES = {
-    "duration": "second seconds minute minutes hour hours day days night nights week weeks fortnight month months "
-    "year years decade decades century centuries",
-    "length": "metre metres meter meters kilometre kilometres km centimetre centimetres cm millimetre millimetres mm "
-    "mile miles foot feet inch inches yard yards",
-    "mass": "gram grams g kilogram kilograms kg ounce ounces oz tonne tonnes",
-    "volume": "litre litres liter liters millilitre millilitres ml cup cups tablespoon tablespoons teaspoon "
-    "teaspoons pint pints gallon gallons",
-    "temperature": "degree degrees celsius fahrenheit",
-    "money": "dollar dollars euro euros pound pounds pence penny cent cents",
-    "percent": "percent",
-    "speed": "mph kph knots mbps gbps",
-    "data": "kb mb gb tb",
-    "pressure": "psi bar bars kpa",
-    "clock": "am pm",
-}
-MEASURE_OF = {w: m for m, words in MEASURES.items() for w in words.split()}
-UNITS = frozenset(MEASURE_OF) | {"times"}  # words that may follow a number as part of its quantity
-ASKS_MEASURE = [  # (question pattern, the measures that answer it)
-    (r"^how (long|soon|late)\b", {"duration", "length"}),
-    (r"^how far ahead\b|^how far in advance\b", {"duration"}),
-    (r"^how far\b", {"length", "duration"}),
-    (rf"^how old\b|^what {THE}age\b", {"duration"}),
-    (r"^how often\b", {"duration", "length"}),  # "every ten days", "every 300 miles"
-    (rf"^how (big|tall|high|wide|deep|large)\b|^what {THE}(size|altitude|height|length|distance)\b", {"length"}),
-    (rf"^how heavy\b|^what {THE}weight\b", {"mass"}),
-    (r"^how fast\b|^what speed\b|^how quickly\b", {"speed", "duration"}),  # "ran the marathon in 2 hours"
-    (rf"^what {THE}temperature\b", {"temperature"}),
-    (rf"^what {THE}(\w+ )?pressure\b", {"pressure"}),
-    (r"^what price\b|^how much (does|do|did|is|are|was|were) .*\b(cost|charge|pay|fee|price|subscription)", {"money"}),
-    (r"^how much\b.*\b(cost|costs|charge|charged|pay|paid|fee|price|worth|money)\b", {"money"}),
-    (r"^what (is|are|was|were) .*\b(price|cost|costs|fee|fees)\b", {"money"}),
-    (rf"^what percentage\b|^what {THE}(\w+ )?rate\b", {"percent"}),
-    (r"^how much data\b", {"data"}),
-    (r"^how much\b", {"mass", "volume", "money"}),
-]
-
-
-def asked_measure(question: str) -> tuple[set[str] | None, str | None, str | None]:
-    """What a number question measures (durations, lengths, ...), for "how many N" the counted noun N's key, and
-    the unit it names ("how many grams"); None for what the question does not say."""
-    q = " ".join(question.lower().split())
-    q = re.sub(r"^(for|into|in|at|on|to|by|from|of|with|after|before) (?=how|what)", "", q)
-    m = re.match(r"^(?:how many|what number of) ([a-z]+)", q)
-    if m:
-        unit = MEASURE_OF.get(m.group(1))
-        return ({unit}, None, m.group(1)) if unit else (None, _key(m.group(1)), None)
-    for pattern, wanted in ASKS_MEASURE:
-        if re.match(pattern, q):
-            return set(wanted), None, None
-    return None, None, None
-
-
-def measure_agreement(words: list[str], after: list[str], wanted: set[str] | None, noun: str | None) -> float:
-    """+1 when a quantity measures what the question asks (its unit, or the counted noun right after it), -1 when
-    its unit measures something else, 0 when it cannot be told."""
-    lower = [w.lower().strip(".") for w in words]
-    units = set()
-    for w in lower:
-        units.add(MEASURE_OF.get(w))
-        if "-" in w:
-            units.add(MEASURE_OF.get(w.split("-", 1)[1]))
-    units.discard(None)
-    if noun is not None:
-        near = [_key(w) for w in (lower + [a.lower() for a in after[:3]])]
-        return 1.0 if noun in near else (-1.0 if units else 0.0)
-    if wanted is None:
-        return 0.0
-    if units & wanted or ("speed" in wanted and units == {"length"} and {"hour", "per"} & {a.lower() for a in after}):
-        return 1.0  # "60 miles an hour"
-    return -1.0 if units else 0.0
 
 
 def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
@@ -233,7 +104,7 @@ def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
                 return True
             if lower[i] in ("a", "an") and i + 1 < len(words) and MEASURE_OF.get(lower[i + 1]) == "duration":
                 return True  # "a minute", "a week ahead"
-            if not _is_number(words[i]):
+            if not is_number(words[i]):
                 return False
             # "Second World War", "the first two jugs": an ordinal or a capitalised word is no count
             dated = i > 0 and lower[i - 1] in MONTHS  # "January 2025" is a year, no count
@@ -252,7 +123,7 @@ def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
                 b += 1
             extra = 2 if "-" in lower[b - 1] else 0  # "1.2-metre": the unit is in the word
             while b < len(words) and (lower[b] not in STOPWORDS or lower[b] == "am"):  # "9.30 am"
-                quantity = lower[b] in UNITS | MONTHS | DAYTIME or _is_number(words[b])  # "2 hours 58 minutes"
+                quantity = lower[b] in UNITS | MONTHS | DAYTIME or is_number(words[b])  # "2 hours 58 minutes"
                 if (kind != "number" or extra >= 2) and not quantity:
                     break  # a counted noun ("four tart apples") is two words at most, none after a unit
                 b, extra = b + 1, extra + (0 if quantity else 1)
@@ -303,7 +174,7 @@ def _place_phrase(words: list[str]) -> tuple[int, int]:
     lower = [w.lower().strip(".") for w in words]
     starts = [i for i, w in enumerate(lower) if w in LOCATIVE] or [0]  # "sits behind the greenhouse": behind ...
     bounds = list(zip(starts, starts[1:] + [len(words)], strict=True))
-    places = [(a, b) for a, b in bounds if not any(w in MONTHS or _is_number(w) for w in lower[a : a + 3])]
+    places = [(a, b) for a, b in bounds if not any(w in MONTHS or is_number(w) for w in lower[a : a + 3])]
     if not places:
         return (0, len(words))
     a, b = places[0]
@@ -314,7 +185,6 @@ def _place_phrase(words: list[str]) -> tuple[int, int]:
     return (a, b)
 
 
-AUXILIARY = "(?:am|is|are|was|were|do|does|did|has|have|had|can|could|will|would|should)"
 AGREEMENT_FACTOR = {1.0: 1.0, 0.0: 0.7, -1.0: 0.2}
 
 
@@ -327,18 +197,18 @@ CONSEQUENCE = re.compile(r"(?:^|[,;:]\s*(?:but\s+|and\s+)?)([^,;:]+?),?\s+so\s+(
 def _clause_span(kind: str, question: str, sentence: str) -> Span | None:
     """A why-question's reason ("because of snow"; the clause before ", so ...") or a how-question's means ("by
     fanning it"), when the sentence states one beside the question's words."""
-    asked = {_key(w) for w in re.findall(r"\w+", question) if w.lower() not in STOPWORDS}
+    asked = {key(w) for w in re.findall(r"\w+", question) if w.lower() not in STOPWORDS}
     found = [(m.start(), m.end()) for m in (REASON if kind == "reason" else MANNER).finditer(sentence)]
     if kind == "reason":
         m = CONSEQUENCE.search(sentence)
-        if m and {_key(w) for w in re.findall(r"\w+", m.group(2))} & asked:
+        if m and {key(w) for w in re.findall(r"\w+", m.group(2))} & asked:
             found.append((m.start(1), m.end(1)))
     if not found:
         return None
     spans = []
     for a, b in found:
-        before = {_key(w) for w in re.findall(r"\w+", sentence[:a])[-8:]}
-        after = {_key(w) for w in re.findall(r"\w+", sentence[b:])[:8]}
+        before = {key(w) for w in re.findall(r"\w+", sentence[:a])[-8:]}
+        after = {key(w) for w in re.findall(r"\w+", sentence[b:])[:8]}
         near = len((before | after) & asked) / max(1, len(asked))
         text = sentence[a:b].strip()
         if len(text.split()) > 2 * MAX_WORDS:
@@ -379,18 +249,18 @@ def answer_span(question: str, sentence: str) -> Span | None:
         return _clause_span(kind, question, sentence)
     wanted, noun, unit = asked_measure(question) if kind == "number" else (None, None, None)
     head = re.match(r"^\W*(?:\w+ )?(?:which|what) (\w+)", question.lower())
-    focus = _key(head.group(1)) if head and head.group(1) not in STOPWORDS else None
+    focus = key(head.group(1)) if head and head.group(1) not in STOPWORDS else None
     # "which tomatoes am I growing": the asked noun (followed by a verb), not "what produced the explosions"
     thing = re.match(rf"^\W*(?:\w+ )?(?:which|what) \w+ {AUXILIARY}\b", question.lower()) and focus
     words_asked = re.findall(r"\w+", question) + [m.group(0) for m in _TOKEN.finditer(question)]  # and "Wi-Fi"
-    asked = {_key(w) for w in words_asked if w.lower() not in STOPWORDS}
+    asked = {key(w) for w in words_asked if w.lower() not in STOPWORDS}
     toks = [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(sentence)]
     if not toks:
         return None
     first = toks[0][0]
     if kind != "person" and first[:1].isupper() and (len(toks) < 2 or not toks[1][0][:1].isupper()):
         toks[0] = (first.lower(), toks[0][1], toks[0][2])  # an opening capital names nothing (but "Maria recommended")
-    in_q = [t[0].lower() not in STOPWORDS and _key(t[0]) in asked for t in toks]
+    in_q = [t[0].lower() not in STOPWORDS and key(t[0]) in asked for t in toks]
     for i in range(len(toks) - 1):  # "the Penny Red" beside "the Penny Black": a name that only starts like asked
         if in_q[i] and toks[i][0][:1].isupper() and toks[i + 1][0][:1].isupper() and not in_q[i + 1]:
             in_q[i] = False
@@ -398,8 +268,8 @@ def answer_span(question: str, sentence: str) -> Span | None:
     # "on gravel" in the question and the sentence: a qualifier the answer sits beside, before or after it
     tail = (re.findall(r"\w+", question.lower()) or [""])[-1]  # a question ending on "with", "to", "at" ...
     tail = tail if tail in PREPOSITIONS | LOCATIVE | {"to", "about", "by"} else None
-    qualified = {_key(w) for w in re.findall(r"\b(?:on|in|at|for|during) (?:the |a )?(\w+)", question.lower())}
-    phrase = {q: _preposition_at(toks, q) if _key(toks[q][0]) in qualified else 0 for q in anchors}
+    qualified = {key(w) for w in re.findall(r"\b(?:on|in|at|for|during) (?:the |a )?(\w+)", question.lower())}
+    phrase = {q: _preposition_at(toks, q) if key(toks[q][0]) in qualified else 0 for q in anchors}
     chunks: list[list[int]] = [[]]
     for i, (w, _, _) in enumerate(toks):
         if (in_q[i] and w.lower() != unit) or w.lower() in SPLITTERS:  # "250 grams" stays whole
@@ -417,21 +287,21 @@ def answer_span(question: str, sentence: str) -> Span | None:
                 chunk = chunk[1:]
             while chunk and toks[chunk[-1]][0].lower() in STOPWORDS - {"am", "pm"}:
                 chunk = chunk[:-1]
-            names = bool(thing and chunk and chunk[-1] + 1 < len(toks) and _key(toks[chunk[-1] + 1][0]) == thing)
+            names = bool(thing and chunk and chunk[-1] + 1 < len(toks) and key(toks[chunk[-1] + 1][0]) == thing)
             if names:  # "as a nurse at Addenbrooke's [Hospital]": the words naming the asked noun
                 cut = [k for k, i in enumerate(chunk) if toks[i][0].lower() in PREPOSITIONS | LOCATIVE | CLAUSE]
                 named = chunk[cut[-1] + 1 :] if cut else chunk
                 while len(named) > 1 and toks[named[0]][0].lower() in ("the", "a", "an"):
                     named = named[1:]
                 # "80,000 bees" says how many, not which ("the third floor" says which)
-                names = not all(_is_number(toks[i][0]) and toks[i][0].lower() not in ORDINALS for i in named)
+                names = not all(is_number(toks[i][0]) and toks[i][0].lower() not in ORDINALS for i in named)
                 chunk = named if names else chunk
             if kind in ("thing", "person") and len(chunk) > 1 and toks[chunk[0]][0].lower() == tail:
                 chunk = chunk[1:]  # "allergic to penicillin" for "what am I allergic to?"
             if not chunk or len(chunk) > MAX_WORDS:
                 continue
             words = [toks[i][0] for i in chunk]
-            if all(w.lower() in STOPWORDS or _key(w) in asked for w in words):
+            if all(w.lower() in STOPWORDS or key(w) in asked for w in words):
                 continue  # nothing the question does not already say
             fit = _type_fit(kind, words)
             if fit <= 0:
@@ -459,10 +329,10 @@ def answer_span(question: str, sentence: str) -> Span | None:
             doer = kind == "person" and (before == "by" or words[0].lower() == "by")
             if doer:
                 fit = min(1.0, fit + 0.3)  # "reopened by volunteers": the doer of a passive
-            if focus is not None and nearest >= 0 and _key(toks[nearest][0]) == focus and distance <= 2:
+            if focus is not None and nearest >= 0 and key(toks[nearest][0]) == focus and distance <= 2:
                 fit = min(1.0, fit * 1.3)  # beside the noun the question asks about ("which metals": "metals such as")
             opener = toks[whole[0]][0].lower()
-            if thing and opener in ("and", "or") and _key(toks[whole[0] - 1][0]) == thing:
+            if thing and opener in ("and", "or") and key(toks[whole[0] - 1][0]) == thing:
                 fit *= 0.3  # "Sungold tomatoes and two rows of beans": the item after "and" is another one
             if kind == "thing" and before in ("is", "are", "was", "were") and chunk[0] - 2 in anchors:
                 fit = min(1.0, fit * 1.3)  # "their one task is to mate ...": what the question's noun is
