@@ -22,6 +22,7 @@ from rag.backends.base import Backend, BackendError, Chunk, Generation, Generati
 from rag.backends.options import for_confidence
 from rag.config import Settings
 from rag.consciousness import metacognition as meta
+from rag.consciousness.asked import asks_phrase
 from rag.consciousness.calibration import SUPPORTED, Reference, Weights, support
 from rag.consciousness.candidates import candidates, focus_exemplars, normalise_history, preface
 from rag.consciousness.extract import Extract, extract_answer, unsaid_names
@@ -58,6 +59,7 @@ class Prepared:
     preface: str = ""  # the layer's own opening words (nothing in the documents answers this), before the model's
     weights: Weights | None = None  # the store's calibrated confidence weights (None: the shipped defaults)
     extract: Extract | None = None  # the phrase of a retrieved passage that answers a factoid question
+    unstated: bool = False  # a factoid question whose document passages hold no phrase of the kind it asks for
 
 
 def budget_for(settings: Settings, profile: PromptProfile) -> tuple[int, str]:
@@ -138,11 +140,12 @@ def prepare(
     sentence_vector = functools.lru_cache(maxsize=512)(embed) if embed is not None else None
     if compact or profile.retells_only:  # a model that copies copies what answers
         focus_exemplars(cands, question, vector, sentence_vector)
-    found = None
+    found, unstated = None, False
     if settings.workspace.extractive and use_retrieval and not conf.low and conf.retrieval >= RELEVANT:
         ready = sentence_vector is not None and vector is not None
         many = (lambda parts: np.stack([sentence_vector(p) for p in parts])) if ready else None
         found = extract_answer(question, hits, query_vector=vector, embed=many)
+        unstated = found is None and asks_phrase(question) and any(h.metadata.get("kind") == "text" for h in hits)
     render_fn, base_fn = layout(profile)
     budget, unit = budget_for(settings, profile)
     measure = profile.measure or measurer(unit)
@@ -184,6 +187,7 @@ def prepare(
         preface=opening,
         weights=weights,
         extract=found,
+        unstated=unstated,
     )
 
 
@@ -277,6 +281,8 @@ def finish(
         weights=prep.weights,
         extract=(found.fit, found.match, found.agree) if found is not None else None,
     )
+    if prep.unstated and not abstained:  # a factoid question its passages do not answer: flagged, whatever is said
+        conf = meta.doubted(conf, settings.metacognition.low_confidence)
     sources = sources_for(prep, text, cleaner.used)
     if found is not None:
         sources = quoted_sources(found, sources)

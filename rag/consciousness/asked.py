@@ -123,6 +123,12 @@ ASKS_MEASURE = [  # (question pattern, the measures that answer it)
 ]
 
 
+def asks_phrase(question: str) -> bool:
+    """Whether a phrase answers the question (who, when, how many, which ...), not a reason, a means or an
+    explanation."""
+    return kind_of(question) not in (None, "reason", "manner")
+
+
 def asked_measure(question: str) -> tuple[set[str] | None, str | None, str | None]:
     """What a number question measures (durations, lengths, ...), for "how many N" the counted noun N's key, and
     the unit it names ("how many grams"); None for what the question does not say."""

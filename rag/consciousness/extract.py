@@ -385,15 +385,15 @@ ANOTHER = 0.5  # a sentence that leaves out what its passage says elsewhere may 
 MIN_FIT = 0.25  # a phrase less of the kind asked is no answer ("installed" for "who paid"): the backend answers
 
 
-def _about_another(question: str, i: int, read: list[str], parts: list[tuple[str, int, Hit]]) -> bool:
-    """Whether sentence `i` leaves out a word of the question that another sentence of its passage says: "Council
+def _about_another(question: str, i: int, read: list[str], parts: list[tuple[str, int, Hit]]) -> set[str]:
+    """The words of the question that sentence `i` leaves out and another sentence of its passage says: "Council
     tax is paid by direct debit" does not say how the mortgage of the sentence before is paid. The passage's
     title counts as said ("Car": "The insurance is with Aviva" is the car's)."""
     hit = parts[i][2]
     said = content_words(read[i] + " " + hit.prompt, WIDTH)
     missing = content_words(question, WIDTH) - said
     others = [read[k] for k, p in enumerate(parts) if p[2] is hit and k != i]
-    return any(missing & content_words(t, WIDTH) for t in others)
+    return {w for w in missing if any(w in content_words(t, WIDTH) for t in others)}
 
 
 def extract_answer(
@@ -436,5 +436,9 @@ def extract_answer(
         return None
     if span.typed < MIN_FIT:
         return None
-    fit = span.fit * (ANOTHER if _about_another(question, i, read, parts) else 1.0)
+    another = _about_another(question, i, read, parts)
+    names = {w[:WIDTH].lower() for w in re.findall(r"[A-Za-z][\w'’-]*", question)[1:] if w[:1].isupper()}
+    if another & {n.removesuffix("'s").removesuffix("’s")[:WIDTH] for n in names}:
+        return None  # "What is Tom's birthday?" over "Anna's birthday is on 3 September": another person's
+    fit = span.fit * (ANOTHER if another else 1.0)
     return Extract(text=span.text, sentence=texts[i], hit=parts[i][2], fit=fit, match=float(score[i]), agree=span.agree)

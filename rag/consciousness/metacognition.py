@@ -15,7 +15,7 @@ are not evidence for a fact.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -198,6 +198,16 @@ def update(
         out.value = sigmoid(logit(w.answer, answer_features(out)))
     out.low = out.value < threshold
     return out
+
+
+UNSTATED = 0.9  # a doubted answer's confidence is at most this share of the low-confidence threshold
+
+
+def doubted(conf: Confidence, threshold: float) -> Confidence:
+    """`conf` held below `threshold` (so flagged low): the layer found no phrase of the kind the question asks for
+    in its passages ("How many kayaks does Northwind own?" over a note that never says), so what the model writes
+    from them re-tells a passage, it does not answer."""
+    return replace(conf, value=min(conf.value, UNSTATED * threshold), low=True)
 
 
 def fit(
