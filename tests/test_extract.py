@@ -304,6 +304,7 @@ def test_a_factoid_question_its_passages_do_not_answer_is_flagged_whatever_is_sa
     assert prep.extract is None and prep.unstated and not prep.confidence.low
     ans = a.ask("Who runs the chess club?", use_memory=False)
     assert ans.low_confidence and ans.confidence < 0.45, (ans.answer, ans.confidence)
+    assert ans.details.reason == "the documents found do not state this"  # what the CLI shows beside it
     asked = "How much does chess club membership cost?"
     cost = a.ask(asked, use_memory=False)
     assert cost.answer == "20 pounds" and not cost.low_confidence and not a.prepare(asked, use_memory=False).unstated

@@ -78,9 +78,8 @@ def _source_line(s: Any) -> str:
 def _footer(answer: Any) -> str:
     lines = [_source_line(s) for s in answer.sources]
     head = "sources:" if answer.sources else "sources: none (no exemplar in the prompt)"
-    conf = f"confidence {answer.confidence:.2f}" + (
-        " (low: little in the corpus on this)" if answer.low_confidence else ""
-    )
+    why = (answer.details.reason if answer.details is not None else "") or "little in the corpus on this"
+    conf = f"confidence {answer.confidence:.2f}" + (f" (low: {why})" if answer.low_confidence else "")
     total = answer.timings.get("total", 0.0)
     grounded = "grounded in a source" if answer.grounded else "not grounded (no source holds this answer)"
     return "\n".join([head, *lines, f"{conf} · {grounded} · {answer.backend} {answer.model} · {total:.0f} ms"])

@@ -72,6 +72,7 @@ class Confidence:
     low: bool = False
     evidence: Evidence = field(default_factory=Evidence)
     features: dict[str, float] = field(default_factory=dict)
+    reason: str = ""  # why the layer held it low, where it did ("" : the estimate alone)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +81,7 @@ class Confidence:
             "generator": None if self.generator is None else round(self.generator, 4),
             "support": None if self.support is None else round(self.support, 4),
             "low": self.low,
+            "reason": self.reason,
             "evidence": self.evidence.to_dict(),
             "features": {k: round(v, 4) for k, v in self.features.items()},
         }
@@ -207,7 +209,8 @@ def doubted(conf: Confidence, threshold: float) -> Confidence:
     """`conf` held below `threshold` (so flagged low): the layer found no phrase of the kind the question asks for
     in its passages ("How many kayaks does Northwind own?" over a note that never says), so what the model writes
     from them re-tells a passage, it does not answer."""
-    return replace(conf, value=min(conf.value, UNSTATED * threshold), low=True)
+    why = "the documents found do not state this"
+    return replace(conf, value=min(conf.value, UNSTATED * threshold), low=True, reason=why)
 
 
 def fit(
