@@ -235,3 +235,18 @@ def test_in_process_the_model_loads_in_a_thread_beside_the_store_and_is_used(see
     with pytest.raises(BackendError, match="no model here"):  # reported where the answer asks for the model
         a.backend()
     assert calls == ["shvayambhu-model", "MainThread"]
+
+
+def test_the_footer_says_why_an_answer_was_held_low_in_process_or_from_a_server():
+    """The layer's reason ("the documents found do not state this") beside a low confidence, for an answer made
+    here or read back from a server's JSON; without one, the retrieval's reason."""
+    from rag.cli.ask import _footer
+    from rag.cli.remote import answer_of
+
+    data = {"answer": "x", "sources": [], "confidence": 0.4, "low_confidence": True, "grounded": False,
+            "backend": "mlx", "model": "m", "timings": {"total": 5.0}}  # fmt: skip
+    held = answer_of(
+        {**data, "confidence_details": {"value": 0.4, "low": True, "reason": "the documents found do not state this"}}
+    )
+    assert "confidence 0.40 (low: the documents found do not state this)" in _footer(held)
+    assert "(low: little in the corpus on this)" in _footer(answer_of(data))

@@ -78,7 +78,7 @@ def _source_line(s: Any) -> str:
 def _footer(answer: Any) -> str:
     lines = [_source_line(s) for s in answer.sources]
     head = "sources:" if answer.sources else "sources: none (no exemplar in the prompt)"
-    why = (answer.details.reason if answer.details is not None else "") or "little in the corpus on this"
+    why = getattr(answer.details, "reason", "") or "little in the corpus on this"  # a server's record: a Record
     conf = f"confidence {answer.confidence:.2f}" + (f" (low: {why})" if answer.low_confidence else "")
     total = answer.timings.get("total", 0.0)
     grounded = "grounded in a source" if answer.grounded else "not grounded (no source holds this answer)"

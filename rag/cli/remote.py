@@ -51,6 +51,7 @@ def answer_of(data: dict[str, Any]) -> Record:
         data,
         sources=[Record(s, quote=s.get("quote")) for s in data.get("sources", [])],  # quote: extractive only
         warnings=list(data.get("warnings", [])),
+        details=Record(data["confidence_details"]) if data.get("confidence_details") else None,
     )
 
 
