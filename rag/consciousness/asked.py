@@ -28,6 +28,7 @@ WIDTH = 5  # words meet on their first five letters: "insured" and "insurance", 
 ORDINALS = frozenset({"first", "second", "third"})
 AUXILIARY = "(?:am|is|are|was|were|do|does|did|has|have|had|can|could|will|would|should)"  # "which N is ..."
 THE = r"(?:(?:is|are|was|were) (?:the |its |their |my |your |our )?)?"  # "what is the mortgage rate"
+PRICED = r"^what (is|are|was|were) .*\b(price|cost|costs|fee|fees)\b"  # "what is the broadband's monthly price"
 
 
 def kind_of(question: str) -> str | None:
@@ -42,8 +43,8 @@ def kind_of(question: str) -> str | None:
     if re.match(rf"^what {THE}(\w+ )?(size|altitude|height|temperature|length|distance|age|price|weight|speed|"
                 r"percentage|pressure|rate)\b", q):  # fmt: skip
         return "number"
-    if re.match(r"^what (is|are|was|were) .*\b(price|cost|costs|fee|fees)\b", q):
-        return "number"  # "what is the broadband's monthly price"
+    if re.match(PRICED, q):
+        return "number"
     if re.match(r"^what (is|are|was|were) .*\b(birthday|birthdays|anniversary|deadline)\W*$", q):
         return "date"
     if re.match(r"^(what|which) colou?rs?\b", q):
@@ -116,7 +117,7 @@ ASKS_MEASURE = [  # (question pattern, the measures that answer it)
     (rf"^what {THE}(\w+ )?pressure\b", {"pressure"}),
     (r"^what price\b|^how much (does|do|did|is|are|was|were) .*\b(cost|charge|pay|fee|price|subscription)", {"money"}),
     (r"^how much\b.*\b(cost|costs|charge|charged|pay|paid|fee|price|worth|money)\b", {"money"}),
-    (r"^what (is|are|was|were) .*\b(price|cost|costs|fee|fees)\b", {"money"}),
+    (PRICED, {"money"}),
     (rf"^what percentage\b|^what {THE}(\w+ )?rate\b", {"percent"}),
     (r"^how much data\b", {"data"}),
     (r"^how much\b", {"mass", "volume", "money"}),

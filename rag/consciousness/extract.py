@@ -111,6 +111,7 @@ def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
             return not (kind == "number" and (lower[i] in ORDINALS or (words[i][:1].isupper() and i > 0) or dated))
 
         marks = [i for i in range(len(words)) if mark(i)]
+        joins = ("to", "and", "or", "at") if kind == "date" else ("to", "and", "or")  # "Thursday evenings at 6.30"
         if not marks:
             return [(0, len(words))]
         out = []
@@ -118,7 +119,6 @@ def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
         while i < len(marks):
             a = marks[i]
             b = a + 1
-            joins = ("to", "and", "or", "at") if kind == "date" else ("to", "and", "or")  # "Thursday evenings at 6.30"
             while b < len(words) and (b in marks or (lower[b] in joins and b + 1 in marks)):
                 b += 1
             extra = 2 if "-" in lower[b - 1] else 0  # "1.2-metre": the unit is in the word
@@ -164,19 +164,19 @@ def _runs(kind: str, words: list[str]) -> list[tuple[int, int]]:
         if kind == "person":  # "by volunteers in 1979": the doer, not where or when
             cut = next((i for i, w in enumerate(lower) if i > 0 and w in PREPOSITIONS), len(words))
             return [(0, cut)]
-        return [_place_phrase(words)]
+        return [_place_phrase(lower)]
     return [(0, len(words))]
 
 
-def _place_phrase(words: list[str]) -> tuple[int, int]:
-    """A place named without capitals: the chunk less its phrases of time ("on Thursday evenings at 6.30 pm
-    outside the leisure centre": "outside the leisure centre"); "in the drawer under the microwave" stays whole."""
-    lower = [w.lower().strip(".") for w in words]
+def _place_phrase(lower: list[str]) -> tuple[int, int]:
+    """A place named without capitals, in a chunk of lower-cased words: the chunk less its phrases of time ("on
+    Thursday evenings at 6.30 pm outside the leisure centre": "outside the leisure centre"); "in the drawer under
+    the microwave" stays whole."""
     starts = [i for i, w in enumerate(lower) if w in LOCATIVE] or [0]  # "sits behind the greenhouse": behind ...
-    bounds = list(zip(starts, starts[1:] + [len(words)], strict=True))
+    bounds = list(zip(starts, starts[1:] + [len(lower)], strict=True))
     places = [(a, b) for a, b in bounds if not any(w in MONTHS or is_number(w) for w in lower[a : a + 3])]
     if not places:
-        return (0, len(words))
+        return (0, len(lower))
     a, b = places[0]
     for c, d in places[1:]:
         if c != b:
@@ -248,10 +248,10 @@ def answer_span(question: str, sentence: str) -> Span | None:
     if kind in ("reason", "manner"):
         return _clause_span(kind, question, sentence)
     wanted, noun, unit = asked_measure(question) if kind == "number" else (None, None, None)
-    head = re.match(r"^\W*(?:\w+ )?(?:which|what) (\w+)", question.lower())
+    head = re.match(rf"^\W*(?:\w+ )?(?:which|what) (\w+)( {AUXILIARY}\b)?", question.lower())
     focus = key(head.group(1)) if head and head.group(1) not in STOPWORDS else None
     # "which tomatoes am I growing": the asked noun (followed by a verb), not "what produced the explosions"
-    thing = re.match(rf"^\W*(?:\w+ )?(?:which|what) \w+ {AUXILIARY}\b", question.lower()) and focus
+    thing = focus if head and head.group(2) else None
     words_asked = re.findall(r"\w+", question) + [m.group(0) for m in _TOKEN.finditer(question)]  # and "Wi-Fi"
     asked = {key(w) for w in words_asked if w.lower() not in STOPWORDS}
     toks = [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(sentence)]
@@ -368,13 +368,17 @@ class Extract:
     agree: float = 0.0  # +1: its unit measures what was asked; -1: something else; 0: cannot be told
 
 
-def unsaid_names(question: str, texts: Sequence[str]) -> list[str]:
-    """The names a question asks about (its capitalised words after the first, lower-cased, without "'s") that
-    none of `texts` says: a passage that never says one answers another question."""
+def asked_names(question: str) -> list[str]:
+    """The names a question asks about: its capitalised words after the first, lower-cased, without "'s"."""
     words = re.findall(r"[A-Za-z0-9][\w'’.-]*", question)[1:]
-    names = [re.sub(r"['’]s?$", "", w).rstrip(".").lower() for w in words if w[:1].isupper()]
+    return [re.sub(r"['’]s?$", "", w).rstrip(".").lower() for w in words if w[:1].isupper()]
+
+
+def unsaid_names(question: str, texts: Sequence[str]) -> list[str]:
+    """The names a question asks about (`asked_names`) that none of `texts` says: a passage that never says one
+    answers another question."""
     held = [t.lower() for t in texts]
-    return [n for n in names if not any(n in t for t in held)]
+    return [n for n in asked_names(question) if not any(n in t for t in held)]
 
 
 PRONOUN = re.compile(r"^(it|its|they|their|he|his|she|her|this|these|there)\b", re.IGNORECASE)
@@ -437,8 +441,7 @@ def extract_answer(
     if span.typed < MIN_FIT:
         return None
     another = _about_another(question, i, read, parts)
-    names = {w[:WIDTH].lower() for w in re.findall(r"[A-Za-z][\w'’-]*", question)[1:] if w[:1].isupper()}
-    if another & {n.removesuffix("'s").removesuffix("’s")[:WIDTH] for n in names}:
+    if another & content_words(" ".join(asked_names(question)), WIDTH):
         return None  # "What is Tom's birthday?" over "Anna's birthday is on 3 September": another person's
     fit = span.fit * (ANOTHER if another else 1.0)
     return Extract(text=span.text, sentence=texts[i], hit=parts[i][2], fit=fit, match=float(score[i]), agree=span.agree)
